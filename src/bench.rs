@@ -1,0 +1,269 @@
+//! Benchmarks behind `catdog bench …`: speed is measured here, in the same run as its baseline, never asserted
+//! in tests.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::model::conv::{self, ConvGeom, ConvImpl};
+use crate::model::vgg16::{Vgg16, LAYERS};
+
+/// Best (minimum) wall time of `iters` runs after one warm-up run, in seconds.
+pub fn best_of<F: FnMut() -> Result<()>>(iters: usize, mut f: F) -> Result<f64> {
+    f()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..iters.max(1) {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+/// Deterministic pseudo-random tensor in [-1, 1).
+pub fn pseudo_random(shape: &[usize], seed: u64, device: &Device) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let mut s = seed ^ 0x9E37_79B9_7F4A_7C15;
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Ok(Tensor::from_vec(v, shape, device)?)
+}
+
+/// gemm's f32 throughput on a square product, GFLOP/s (the "peak" that layer figures are compared with).
+pub fn gemm_peak(n: usize, iters: usize) -> Result<f64> {
+    let a = vec![1.0f32; n * n];
+    let b = vec![0.5f32; n * n];
+    let mut c = vec![0f32; n * n];
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    let secs = best_of(iters, || {
+        unsafe {
+            gemm::gemm(
+                n,
+                n,
+                n,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                n as isize,
+                b.as_ptr(),
+                1,
+                n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            )
+        };
+        Ok(())
+    })?;
+    Ok(2.0 * (n as f64).powi(3) / secs / 1e9)
+}
+
+/// One conv layer's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerFigures {
+    pub layer: String,
+    /// `[batch, in_channels, height, width, out_channels]`.
+    pub shape: [usize; 5],
+    pub gflop: f64,
+    pub fast_gflops: f64,
+    pub candle_gflops: f64,
+    pub speedup: f64,
+    /// Fast forward as a fraction of the gemm peak measured in the same run.
+    pub fraction_of_peak: f64,
+    /// Fast backward: input gradient and weight gradient, GFLOP/s each (when measured).
+    pub fast_input_grad_gflops: Option<f64>,
+    pub fast_weight_grad_gflops: Option<f64>,
+    /// candle's backward (input and weight gradients through autograd), GFLOP/s for both together.
+    pub candle_backward_gflops: Option<f64>,
+}
+
+/// The report of `catdog bench forward`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardReport {
+    pub batch: usize,
+    pub size: usize,
+    pub threads: usize,
+    pub widths: [usize; 5],
+    pub gflop_per_image: f64,
+    pub fast_seconds: f64,
+    pub candle_seconds: Option<f64>,
+    pub fast_images_per_s: f64,
+    pub candle_images_per_s: Option<f64>,
+    pub fast_gflops: f64,
+    pub candle_gflops: Option<f64>,
+    /// fast / candle images per second.
+    pub speedup: Option<f64>,
+    pub gemm_peak_gflops: f64,
+    pub layers: Vec<LayerFigures>,
+    /// Largest relative difference between the two implementations' block5_pool outputs.
+    pub max_relative_difference: Option<f32>,
+}
+
+/// Options of the forward benchmark.
+#[derive(Debug, Clone)]
+pub struct ForwardOptions {
+    pub batch: usize,
+    pub size: usize,
+    pub iters: usize,
+    pub compare: bool,
+    pub layers: bool,
+    pub backward: bool,
+}
+
+/// Times the whole base forward with the fast convolution and with candle's, then (optionally) each conv layer.
+pub fn forward(model: &Vgg16, opts: &ForwardOptions, mut log: impl FnMut(&str)) -> Result<ForwardReport> {
+    let device = model.device().clone();
+    let x = pseudo_random(&[opts.batch, 3, opts.size, opts.size], 1, &device)?;
+    let flops = model.flops_per_image(opts.size);
+    log("measuring the gemm peak (2048² f32)…");
+    let peak = gemm_peak(2048, 5)?;
+    let mut fast_model = model.clone();
+    fast_model.set_conv_impl(ConvImpl::Fast);
+    log("timing the whole base with the fast convolution…");
+    let mut out_fast = None;
+    let fast_s = best_of(opts.iters, || {
+        out_fast = Some(fast_model.forward(&x)?);
+        Ok(())
+    })?;
+    let (mut candle_s, mut diff) = (None, None);
+    if opts.compare {
+        let mut stock = model.clone();
+        stock.set_conv_impl(ConvImpl::Candle);
+        log("timing the whole base with candle's conv2d…");
+        let mut out_stock = None;
+        candle_s = Some(best_of(opts.iters, || {
+            out_stock = Some(stock.forward(&x)?);
+            Ok(())
+        })?);
+        if let (Some(a), Some(b)) = (&out_fast, &out_stock) {
+            diff = Some(max_rel_diff(a, b)?);
+        }
+    }
+    let mut layers = Vec::new();
+    if opts.layers {
+        let mut s = opts.size;
+        let mut c = 3;
+        let named = model.named_tensors();
+        for spec in LAYERS.iter() {
+            if !spec.is_conv {
+                s /= 2;
+                continue;
+            }
+            let w = named
+                .iter()
+                .find(|(n, _)| *n == format!("features.{}.weight", spec.index))
+                .map(|(_, t)| t.clone())
+                .expect("every conv has a weight");
+            let b = named
+                .iter()
+                .find(|(n, _)| *n == format!("features.{}.bias", spec.index))
+                .map(|(_, t)| t.clone())
+                .expect("every conv has a bias");
+            let o = w.dim(0)?;
+            log(&format!("timing {} ({c}→{o}, {s}×{s})…", spec.name));
+            let xin = pseudo_random(&[opts.batch, c, s, s], 2, &device)?.relu()?;
+            let g = ConvGeom::new(opts.batch, c, s, s, o, 3, 1);
+            let gflop = g.flops() / 1e9;
+            let tf = best_of(opts.iters, || {
+                conv::conv2d(&xin, &w, &b, 1, true, ConvImpl::Fast)?;
+                Ok(())
+            })?;
+            let tc = if opts.compare {
+                best_of(opts.iters.min(2), || {
+                    conv::conv2d(&xin, &w, &b, 1, true, ConvImpl::Candle)?;
+                    Ok(())
+                })?
+            } else {
+                f64::NAN
+            };
+            let (mut dxg, mut dwg, mut cb) = (None, None, None);
+            if opts.backward {
+                let xs = xin.flatten_all()?.to_vec1::<f32>()?;
+                let ws = w.flatten_all()?.to_vec1::<f32>()?;
+                let dy = pseudo_random(&[opts.batch, o, s, s], 3, &device)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                let mut dx = vec![0f32; xs.len()];
+                let mut dw = vec![0f32; ws.len()];
+                let mut db = vec![0f32; o];
+                let t_dx = best_of(opts.iters, || {
+                    conv::conv_input_grad(&dy, &g, &ws, &mut dx);
+                    Ok(())
+                })?;
+                let t_dw = best_of(opts.iters, || {
+                    conv::conv_weight_grad(&xs, &g, &dy, &mut dw, &mut db);
+                    Ok(())
+                })?;
+                dxg = Some(gflop / t_dx);
+                dwg = Some(gflop / t_dw);
+                if opts.compare {
+                    let xv = Var::from_tensor(&xin)?;
+                    let wv = Var::from_tensor(&w)?;
+                    let loss = conv::conv2d(&xv, &wv, &b, 1, false, ConvImpl::Candle)?.sum_all()?;
+                    let t_cb = best_of(1, || {
+                        loss.backward()?;
+                        Ok(())
+                    })?;
+                    cb = Some(2.0 * gflop / t_cb);
+                }
+            }
+            layers.push(LayerFigures {
+                layer: spec.name.to_string(),
+                shape: [opts.batch, c, s, s, o],
+                gflop,
+                fast_gflops: gflop / tf,
+                candle_gflops: gflop / tc,
+                speedup: tc / tf,
+                fraction_of_peak: gflop / tf / peak,
+                fast_input_grad_gflops: dxg,
+                fast_weight_grad_gflops: dwg,
+                candle_backward_gflops: cb,
+            });
+            c = o;
+        }
+    }
+    let imgs = opts.batch as f64;
+    Ok(ForwardReport {
+        batch: opts.batch,
+        size: opts.size,
+        threads: rayon::current_num_threads(),
+        widths: model.widths(),
+        gflop_per_image: flops / 1e9,
+        fast_seconds: fast_s,
+        candle_seconds: candle_s,
+        fast_images_per_s: imgs / fast_s,
+        candle_images_per_s: candle_s.map(|t| imgs / t),
+        fast_gflops: flops * imgs / fast_s / 1e9,
+        candle_gflops: candle_s.map(|t| flops * imgs / t / 1e9),
+        speedup: candle_s.map(|t| t / fast_s),
+        gemm_peak_gflops: peak,
+        layers,
+        max_relative_difference: diff,
+    })
+}
+
+fn max_rel_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    let a = a.flatten_all()?.to_vec1::<f32>()?;
+    let b = b.flatten_all()?.to_vec1::<f32>()?;
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    Ok(a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale)
+}

@@ -1,0 +1,73 @@
+use anyhow::Result;
+use catdog::bench::{self, ForwardOptions};
+use catdog::model::weights::{self, HubOptions, WeightsSpec};
+
+use crate::cli::BenchForwardArgs;
+
+pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
+    let spec = WeightsSpec::parse(&a.weights, 0)?;
+    let loaded = weights::load(&spec, &candle_core::Device::Cpu, &HubOptions::default())?;
+    let opts = ForwardOptions {
+        batch: a.batch.max(1),
+        size: a.size,
+        iters: a.iters.max(1),
+        compare: !a.no_compare,
+        layers: a.layers,
+        backward: a.backward,
+    };
+    let r = bench::forward(&loaded.model, &opts, |m| {
+        if !quiet {
+            eprintln!("{m}")
+        }
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(0);
+    }
+    println!(
+        "VGG16 conv base forward, batch {}, {}×{}, {} threads, widths {:?} ({:.2} GFLOP/image)",
+        r.batch, r.size, r.size, r.threads, r.widths, r.gflop_per_image
+    );
+    println!("gemm peak (2048² f32): {:.0} GFLOP/s", r.gemm_peak_gflops);
+    println!(
+        "catdog conv:   {:>7.2} images/s  {:>6.0} GFLOP/s  ({:.3} s/batch)",
+        r.fast_images_per_s, r.fast_gflops, r.fast_seconds
+    );
+    if let (Some(ips), Some(gf), Some(s), Some(x)) =
+        (r.candle_images_per_s, r.candle_gflops, r.candle_seconds, r.speedup)
+    {
+        println!("candle conv2d: {ips:>7.2} images/s  {gf:>6.0} GFLOP/s  ({s:.3} s/batch)");
+        println!("speed-up: {x:.2}×");
+    }
+    if let Some(d) = r.max_relative_difference {
+        println!("largest relative difference of the outputs: {d:.2e}");
+    }
+    if !r.layers.is_empty() {
+        println!();
+        println!(
+            "{:<13} {:>22} {:>7} {:>9} {:>9} {:>6} {:>6} {:>9} {:>9} {:>11}",
+            "layer", "N,C,H,W→O", "GFLOP", "ours", "candle", "×", "%peak", "ours dx", "ours dW", "candle bwd"
+        );
+        for l in &r.layers {
+            let f = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
+            println!(
+                "{:<13} {:>22} {:>7.2} {:>9.0} {:>9.0} {:>6.2} {:>5.0}% {:>9} {:>9} {:>11}",
+                l.layer,
+                format!(
+                    "{},{},{},{}→{}",
+                    l.shape[0], l.shape[1], l.shape[2], l.shape[3], l.shape[4]
+                ),
+                l.gflop,
+                l.fast_gflops,
+                l.candle_gflops,
+                l.speedup,
+                100.0 * l.fraction_of_peak,
+                f(l.fast_input_grad_gflops),
+                f(l.fast_weight_grad_gflops),
+                f(l.candle_backward_gflops)
+            );
+        }
+        println!("(GFLOP/s; dx = input gradient, dW = weight gradient, candle bwd = both through candle's autograd)");
+    }
+    Ok(0)
+}

@@ -1,0 +1,58 @@
+use anyhow::{Context, Result};
+use catdog::data::decode::DecodeLimits;
+use catdog::data::folder::collect_inputs;
+use catdog::extract::{self, ExtractOptions};
+use catdog::model::vgg16::layer_index;
+
+use crate::cli::ExtractArgs;
+
+pub fn run(a: ExtractArgs, quiet: bool) -> Result<i32> {
+    if a.size < 32 {
+        anyhow::bail!(
+            "--size {} is too small: VGG16 halves the size five times; use at least 32 pixels",
+            a.size
+        );
+    }
+    let layer = layer_index(&a.layer)?;
+    let inputs = collect_inputs(&a.inputs)?;
+    let loaded = super::load_weights(&a.w, quiet)?;
+    let opts = ExtractOptions {
+        layer,
+        size: a.size,
+        interpolation: a.interpolation,
+        preprocess: loaded.preprocess,
+        batch_size: a.batch_size.max(1),
+        limits: DecodeLimits::default(),
+        strict: a.strict,
+    };
+    let bar = catdog::progress::bar(inputs.files.len() as u64, "extract", quiet);
+    let ex = extract::extract(&loaded.model, &inputs, &opts, &bar)?;
+    bar.finish_and_clear();
+    extract::save(&a.out, &ex, inputs.classes.as_deref(), &opts, &loaded.spec.describe())
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    let dims = ex.features.dims().to_vec();
+    eprintln!(
+        "wrote {}: features {:?} ({} images, layer {}, {})",
+        a.out.display(),
+        dims,
+        ex.files.len(),
+        a.layer,
+        opts.preprocess.describe()
+    );
+    if !inputs.skipped.is_empty() {
+        eprintln!("skipped {} files without an image extension", inputs.skipped.len());
+    }
+    if !ex.bad.is_empty() {
+        eprintln!(
+            "skipped {} unreadable images (listed in the file's metadata under 'skipped'):",
+            ex.bad.len()
+        );
+        for (p, r) in ex.bad.iter().take(10) {
+            eprintln!("  {}: {r}", p.display());
+        }
+        if ex.bad.len() > 10 {
+            eprintln!("  … and {} more", ex.bad.len() - 10);
+        }
+    }
+    Ok(0)
+}

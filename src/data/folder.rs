@@ -1,0 +1,270 @@
+//! Image folders as Keras' `flow_from_directory` reads them: classes are the sub-folders sorted by name, files
+//! with an image extension are walked recursively in sorted order, other files are skipped.
+
+use std::path::{Path, PathBuf};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::error::{Error, Result};
+
+/// Extensions kept (case-insensitive), as Keras' white list.
+pub const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "bmp", "ppm", "tif", "tiff"];
+
+/// True when the file name ends with one of [`IMAGE_EXTENSIONS`].
+pub fn has_image_extension(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| {
+            let n = n.to_ascii_lowercase();
+            IMAGE_EXTENSIONS.iter().any(|e| n.ends_with(&format!(".{e}")))
+        })
+        .unwrap_or(false)
+}
+
+/// Files under `dir` with an image extension, in Keras' order: directories sorted by path, files sorted by name
+/// within each. Returns the images and the other files that were skipped.
+pub fn walk_images(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let mut dirs: Vec<(String, PathBuf)> = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let key = d.to_string_lossy().into_owned();
+        dirs.push((key, d.clone()));
+        let rd = std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io(&d, e))?;
+            let ft = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
+            if ft.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    dirs.sort_by(|a, b| a.0.cmp(&b.0));
+    let (mut images, mut skipped) = (Vec::new(), Vec::new());
+    for (_, d) in dirs {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&d)
+            .map_err(|e| Error::io(&d, e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| !t.is_dir()).unwrap_or(false))
+            .map(|e| e.path())
+            .collect();
+        files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        for f in files {
+            if has_image_extension(&f) {
+                images.push(f);
+            } else {
+                skipped.push(f);
+            }
+        }
+    }
+    Ok((images, skipped))
+}
+
+/// One labelled image file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    pub path: PathBuf,
+    pub label: usize,
+}
+
+/// A labelled image folder.
+#[derive(Debug, Clone)]
+pub struct ImageFolder {
+    pub root: PathBuf,
+    /// Class names in index order (sorted folder names).
+    pub classes: Vec<String>,
+    pub samples: Vec<Sample>,
+    /// Files skipped because of their extension.
+    pub skipped: Vec<PathBuf>,
+}
+
+impl ImageFolder {
+    /// Reads `root/<class>/…`. Errors name the folder: missing, no class sub-folders, one class only, an empty class.
+    pub fn scan(root: &Path) -> Result<Self> {
+        let folder = Self::scan_lenient(root)?;
+        if folder.classes.len() < 2 {
+            return Err(Error::Data(format!(
+                "{}: found one class folder ({}); a classifier needs at least two, e.g. {}/cats and {}/dogs",
+                root.display(),
+                folder.classes.join(", "),
+                root.display(),
+                root.display()
+            )));
+        }
+        Ok(folder)
+    }
+
+    /// Like [`Self::scan`] but accepts a single class (evaluation of one class's images).
+    pub fn scan_lenient(root: &Path) -> Result<Self> {
+        if !root.is_dir() {
+            return Err(Error::Data(format!(
+                "{}: not a folder; expected a folder with one sub-folder of images per class (e.g. cats/, dogs/)",
+                root.display()
+            )));
+        }
+        let mut classes: Vec<String> = std::fs::read_dir(root)
+            .map_err(|e| Error::io(root, e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        classes.sort();
+        if classes.is_empty() {
+            return Err(Error::Data(format!(
+                "{}: no class sub-folders; put the images of each class in its own folder (e.g. {}/cats, {}/dogs)",
+                root.display(),
+                root.display(),
+                root.display()
+            )));
+        }
+        let mut samples = Vec::new();
+        let mut skipped = Vec::new();
+        for (label, class) in classes.iter().enumerate() {
+            let dir = root.join(class);
+            let (images, other) = walk_images(&dir)?;
+            if images.is_empty() {
+                return Err(Error::Data(format!(
+                    "{}: class folder '{class}' holds no images (extensions {})",
+                    dir.display(),
+                    IMAGE_EXTENSIONS.join(", ")
+                )));
+            }
+            samples.extend(images.into_iter().map(|path| Sample { path, label }));
+            skipped.extend(other);
+        }
+        Ok(ImageFolder {
+            root: root.to_path_buf(),
+            classes,
+            samples,
+            skipped,
+        })
+    }
+
+    /// Images per class.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut c = vec![0; self.classes.len()];
+        for s in &self.samples {
+            c[s.label] += 1;
+        }
+        c
+    }
+
+    /// Stratified split: `fraction` of each class (rounded, at least one when the class has two or more images)
+    /// goes to the second part. Seeded; the order inside each part stays the folder order.
+    pub fn split(&self, fraction: f64, seed: u64) -> Result<(ImageFolder, ImageFolder)> {
+        if !(0.0..1.0).contains(&fraction) || fraction == 0.0 {
+            return Err(Error::invalid(format!("--val-split must be in (0, 1), got {fraction}")));
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut in_second = vec![false; self.samples.len()];
+        for label in 0..self.classes.len() {
+            let mut idx: Vec<usize> = (0..self.samples.len())
+                .filter(|&i| self.samples[i].label == label)
+                .collect();
+            idx.shuffle(&mut rng);
+            let mut k = (idx.len() as f64 * fraction).round() as usize;
+            if k == 0 && idx.len() >= 2 {
+                k = 1;
+            }
+            k = k.min(idx.len().saturating_sub(1));
+            for &i in &idx[..k] {
+                in_second[i] = true;
+            }
+        }
+        let part = |second: bool| ImageFolder {
+            root: self.root.clone(),
+            classes: self.classes.clone(),
+            samples: self
+                .samples
+                .iter()
+                .zip(&in_second)
+                .filter(|(_, &s)| s == second)
+                .map(|(x, _)| x.clone())
+                .collect(),
+            skipped: Vec::new(),
+        };
+        Ok((part(false), part(true)))
+    }
+
+    /// Keeps only the samples whose path is not in `bad`.
+    pub fn without(&self, bad: &std::collections::HashSet<PathBuf>) -> ImageFolder {
+        ImageFolder {
+            root: self.root.clone(),
+            classes: self.classes.clone(),
+            samples: self
+                .samples
+                .iter()
+                .filter(|s| !bad.contains(&s.path))
+                .cloned()
+                .collect(),
+            skipped: self.skipped.clone(),
+        }
+    }
+}
+
+/// Image files named on a command line: files as given, folders walked. When exactly one folder is given and it
+/// is laid out by class, the labels and class names come with it.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub files: Vec<PathBuf>,
+    pub labels: Option<Vec<usize>>,
+    pub classes: Option<Vec<String>>,
+    pub skipped: Vec<PathBuf>,
+}
+
+pub fn collect_inputs(paths: &[PathBuf]) -> Result<Inputs> {
+    if paths.is_empty() {
+        return Err(Error::invalid("no images given: name image files or folders"));
+    }
+    if let [single] = paths {
+        if single.is_dir() {
+            let has_subdirs = std::fs::read_dir(single)
+                .map_err(|e| Error::io(single, e))?
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false));
+            let direct_images = std::fs::read_dir(single)
+                .map_err(|e| Error::io(single, e))?
+                .filter_map(|e| e.ok())
+                .any(|e| has_image_extension(&e.path()) && e.path().is_file());
+            if has_subdirs && !direct_images {
+                let f = ImageFolder::scan_lenient(single)?;
+                return Ok(Inputs {
+                    files: f.samples.iter().map(|s| s.path.clone()).collect(),
+                    labels: Some(f.samples.iter().map(|s| s.label).collect()),
+                    classes: Some(f.classes),
+                    skipped: f.skipped,
+                });
+            }
+        }
+    }
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let (imgs, other) = walk_images(p)?;
+            files.extend(imgs);
+            skipped.extend(other);
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            return Err(Error::invalid(format!("{}: no such file or folder", p.display())));
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::Data(format!(
+            "no images found in {} (extensions {})",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            IMAGE_EXTENSIONS.join(", ")
+        )));
+    }
+    Ok(Inputs {
+        files,
+        labels: None,
+        classes: None,
+        skipped,
+    })
+}

@@ -1,0 +1,54 @@
+//! `--device cpu | cuda[:N] | auto`.
+
+use candle_core::Device;
+
+use crate::error::{Error, Result};
+
+/// Parses `--device` and opens the device. `auto` picks CUDA device 0 when the `cuda` feature is built in and a GPU
+/// answers, else the CPU.
+pub fn parse_device(s: &str) -> Result<Device> {
+    let s = s.trim().to_ascii_lowercase();
+    match s.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(cuda(0).unwrap_or(Device::Cpu)),
+        _ => {
+            let ordinal = if s == "cuda" {
+                Some(0)
+            } else {
+                s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok())
+            };
+            match ordinal {
+                Some(n) => cuda(n),
+                None => Err(Error::invalid(format!(
+                    "--device {s}: expected cpu, cuda, cuda:N or auto"
+                ))),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(n: usize) -> Result<Device> {
+    Device::new_cuda(n).map_err(|e| {
+        Error::invalid(format!(
+            "--device cuda:{n}: cannot open the GPU ({e}); use --device cpu"
+        ))
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(n: usize) -> Result<Device> {
+    Err(Error::invalid(format!(
+        "--device cuda:{n}: this catdog was built without CUDA; rebuild with `cargo build --release --features cuda` \
+         (needs the CUDA toolkit) or use --device cpu"
+    )))
+}
+
+/// A short name for logs and configs.
+pub fn device_name(d: &Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => "cuda".into(),
+        Device::Metal(_) => "metal".into(),
+    }
+}

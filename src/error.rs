@@ -1,0 +1,115 @@
+//! The library's error type. Every variant says what was wrong and, where there is one, what to do.
+
+use std::path::PathBuf;
+
+/// Result alias used across the library.
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The hub could not be reached and the file is not in the local cache.
+    #[error(
+        "cannot get weights '{model_id}' ({file}): {reason}\n  \
+         looked in the Hugging Face cache at {cache_dir} and found no copy.\n  \
+         Ways out: pass a local file with `--weights path/to/model.safetensors`, \
+         or train from scratch with `--weights random`.\n  \
+         (On a machine with network, `catdog weights fetch {model_id}` fills the cache; \
+         HF_HOME moves the cache, HF_HUB_OFFLINE=1 forbids network use.)"
+    )]
+    HubUnavailable {
+        model_id: String,
+        file: String,
+        cache_dir: PathBuf,
+        reason: String,
+    },
+
+    /// A hub repository or file that does not exist, or another hub failure that is not about the network.
+    #[error("hub error for '{model_id}': {message}")]
+    Hub { model_id: String, message: String },
+
+    /// A safetensors file that cannot be parsed (truncated, not safetensors, bad header).
+    #[error(
+        "{path}: not a readable safetensors file ({message}); \
+         if it was downloaded, it may be truncated: delete it and download again"
+    )]
+    BadSafetensors { path: PathBuf, message: String },
+
+    #[error(
+        "{source_name}: tensor '{tensor}' ({layer}) is missing; a VGG16 conv base needs \
+         features.{{0,2,5,7,10,12,14,17,19,21,24,26,28}}.{{weight,bias}} (torchvision/timm names)"
+    )]
+    MissingTensor {
+        source_name: String,
+        tensor: String,
+        layer: String,
+    },
+
+    #[error("{source_name}: tensor '{tensor}' has shape {found:?}, expected {expected}")]
+    ShapeMismatch {
+        source_name: String,
+        tensor: String,
+        expected: String,
+        found: Vec<usize>,
+    },
+
+    #[error("{source_name}: tensor '{tensor}' has dtype {found}, expected a float type (f32, f16, bf16, f64)")]
+    BadDtype {
+        source_name: String,
+        tensor: String,
+        found: String,
+    },
+
+    #[error("unknown layer '{name}'; known layers: {known}")]
+    UnknownLayer { name: String, known: String },
+
+    /// An image that could not be read or decoded.
+    #[error("{path}: {reason}")]
+    BadImage { path: PathBuf, reason: String },
+
+    /// A data folder that cannot be used as it is (empty, one class, no images).
+    #[error("{0}")]
+    Data(String),
+
+    /// A checkpoint that does not fit what is asked of it.
+    #[error("{path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+
+    /// A user argument that is out of range or inconsistent; the message names the flag.
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    #[error("interrupted")]
+    Interrupted,
+
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidArgument(msg.into())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Other(format!("JSON: {e}"))
+    }
+}

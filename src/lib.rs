@@ -1,0 +1,13 @@
+//! catdog: image-classification transfer learning (VGG16 feature extraction and block5 fine-tuning) and the
+//! regularization labs that go with it, on candle.
+
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod model;
+
+pub use error::{Error, Result};
+pub mod bench;
+pub mod extract;
+pub mod io;
+pub mod progress;

@@ -1,0 +1,795 @@
+//! Fast CPU convolution for the VGG family, as candle custom ops.
+//!
+//! Stride 1, square kernel `k`, zero padding `pad <= k - 1`, NCHW, f32. The forward pass is im2col over chunks
+//! of output positions followed by one gemm per chunk (the `gemm` crate, whose AVX-512 kernels the `x86-v4`
+//! feature turns on), with the bias and the ReLU fused into the pass that stores the chunk. Chunks run in
+//! parallel on rayon's pool, each with its own column buffer (kept per thread between calls).
+//!
+//! Backward:
+//! - the ReLU mask is one pass (`dy * (y > 0)`);
+//! - the input gradient is the same forward kernel run on `dy` with the kernel flipped and transposed and
+//!   padding `k - 1 - pad` (stride 1 makes that exact), and it is skipped when the input needs no gradient
+//!   (the first trainable layer after a frozen prefix);
+//! - the weight gradient is `dW += dY_chunk · colsᵀ` per chunk, accumulated per thread and summed; the bias
+//!   gradient is the sum of `dy`.
+//!
+//! On other devices, other dtypes or other geometries [`conv2d`] falls back to candle's own `conv2d`.
+
+use std::cell::RefCell;
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Geometry of one convolution call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub k: usize,
+    pub pad: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl ConvGeom {
+    pub fn new(n: usize, c: usize, h: usize, w: usize, o: usize, k: usize, pad: usize) -> Self {
+        let ho = h + 2 * pad + 1 - k;
+        let wo = w + 2 * pad + 1 - k;
+        ConvGeom {
+            n,
+            c,
+            h,
+            w,
+            o,
+            k,
+            pad,
+            ho,
+            wo,
+        }
+    }
+    /// Output positions per image.
+    pub fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+    /// Length of one patch (the gemm reduction dimension).
+    pub fn kk(&self) -> usize {
+        self.c * self.k * self.k
+    }
+    /// Multiply-adds × 2 of the forward pass.
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.n * self.o * self.p()) as f64 * self.kk() as f64
+    }
+}
+
+/// True when the fast path can run this geometry.
+pub fn supported(k: usize, pad: usize, h: usize, w: usize) -> bool {
+    k >= 1 && pad < k && h + 2 * pad >= k && w + 2 * pad >= k
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Chunk {
+    /// Positions `p0 .. p0 + len` of one image.
+    Within { img: usize, p0: usize, len: usize },
+    /// Whole images `img0 .. img0 + count`.
+    Images { img0: usize, count: usize },
+}
+
+impl Chunk {
+    fn start_col(&self, p: usize) -> usize {
+        match *self {
+            Chunk::Within { img, p0, .. } => img * p + p0,
+            Chunk::Images { img0, .. } => img0 * p,
+        }
+    }
+    fn cols(&self, p: usize) -> usize {
+        match *self {
+            Chunk::Within { len, .. } => len,
+            Chunk::Images { count, .. } => count * p,
+        }
+    }
+}
+
+/// Bytes of column buffer aimed at per chunk. Measured on VGG16 layers (2-core Zen 4): narrow layers (64
+/// outputs) want the buffer near L2 size, wide ones (512) a few MiB so the weights are packed less often; about
+/// 8 KiB per output channel fits both. `CATDOG_CONV_CHUNK_KB` overrides it for benchmarks.
+fn chunk_bytes(o: usize) -> usize {
+    static V: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        std::env::var("CATDOG_CONV_CHUNK_KB")
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .map(|kb| kb * 1024)
+    })
+    .unwrap_or((o * 8 * 1024).clamp(512 * 1024, 8 * 1024 * 1024))
+}
+
+/// Splits the `n * p` output columns into chunks of about the same width: wide enough for gemm to run at
+/// speed, narrow enough that the column buffer stays near the cache, and enough of them to feed every thread.
+fn plan_chunks(g: &ConvGeom, threads: usize) -> Vec<Chunk> {
+    let p = g.p();
+    let total = g.n * p;
+    let t_max = (chunk_bytes(g.o) / (4 * g.kk())).clamp(256, 8192);
+    let t_min = 256usize.min(t_max);
+    let t = (total / (4 * threads.max(1))).clamp(t_min, t_max);
+    let mut chunks = Vec::new();
+    if p >= t {
+        let per_img = p.div_ceil(t);
+        let base = p / per_img;
+        let extra = p % per_img;
+        for img in 0..g.n {
+            let mut p0 = 0;
+            for i in 0..per_img {
+                let len = base + usize::from(i < extra);
+                chunks.push(Chunk::Within { img, p0, len });
+                p0 += len;
+            }
+        }
+    } else {
+        let per = (t / p).max(1);
+        let mut img0 = 0;
+        while img0 < g.n {
+            let count = per.min(g.n - img0);
+            chunks.push(Chunk::Images { img0, count });
+            img0 += count;
+        }
+    }
+    chunks
+}
+
+/// A run of output positions inside one output row.
+#[derive(Debug, Clone, Copy)]
+struct Seg {
+    img: usize,
+    oy: usize,
+    ox0: usize,
+    ox1: usize,
+    j: usize,
+}
+
+fn segments(g: &ConvGeom, start: usize, t: usize, segs: &mut Vec<Seg>) {
+    segs.clear();
+    let p = g.p();
+    let (mut j, mut col) = (0, start);
+    while j < t {
+        let img = col / p;
+        let q = col % p;
+        let oy = q / g.wo;
+        let ox0 = q % g.wo;
+        let len = (g.wo - ox0).min(t - j);
+        segs.push(Seg {
+            img,
+            oy,
+            ox0,
+            ox1: ox0 + len,
+            j,
+        });
+        j += len;
+        col += len;
+    }
+}
+
+/// `cols[r * t + j]` = input value under kernel tap `r = (ci, ky, kx)` for output column `j` of the chunk.
+fn im2col(x: &[f32], g: &ConvGeom, segs: &[Seg], t: usize, cols: &mut [f32]) {
+    let (c, h, w, k, pad) = (g.c, g.h as isize, g.w as isize, g.k, g.pad as isize);
+    for ci in 0..c {
+        for ky in 0..k {
+            for kx in 0..k {
+                let r = (ci * k + ky) * k + kx;
+                let row = &mut cols[r * t..(r + 1) * t];
+                let off = kx as isize - pad;
+                for s in segs {
+                    let dst = &mut row[s.j..s.j + (s.ox1 - s.ox0)];
+                    let iy = s.oy as isize + ky as isize - pad;
+                    if iy < 0 || iy >= h {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let base = ((s.img * c + ci) * g.h + iy as usize) * g.w;
+                    let src = &x[base..base + g.w];
+                    let lo = (s.ox0 as isize).max(-off).min(s.ox1 as isize);
+                    let hi = (s.ox1 as isize).min(w - off).max(lo);
+                    let (a, b) = ((lo - s.ox0 as isize) as usize, (hi - s.ox0 as isize) as usize);
+                    dst[..a].fill(0.0);
+                    dst[a..b].copy_from_slice(&src[(lo + off) as usize..(hi + off) as usize]);
+                    dst[b..].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static TMP: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SEGS: RefCell<Vec<Seg>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_buffers<R>(cols_len: usize, tmp_len: usize, f: impl FnOnce(&mut [f32], &mut [f32], &mut Vec<Seg>) -> R) -> R {
+    fn grow(v: &mut Vec<f32>, len: usize) {
+        if v.len() < len {
+            v.resize(len, 0.0);
+        }
+    }
+    COLS.with(|c| {
+        TMP.with(|t| {
+            SEGS.with(|s| match (c.try_borrow_mut(), t.try_borrow_mut(), s.try_borrow_mut()) {
+                (Ok(mut c), Ok(mut t), Ok(mut s)) => {
+                    grow(&mut c, cols_len);
+                    grow(&mut t, tmp_len);
+                    f(&mut c[..cols_len], &mut t[..tmp_len], &mut s)
+                }
+                // Re-entered on this thread (rayon work stealing inside a parallel gemm): private buffers.
+                _ => f(&mut vec![0.0; cols_len], &mut vec![0.0; tmp_len], &mut Vec::new()),
+            })
+        })
+    })
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    // A method (not field access) so that closures capture the whole Send wrapper.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `dst (m×n, row stride dst_rs) [+]= lhs (m×k, row stride lhs_rs) · rhs (k×n given by strides)`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_cs: isize,
+    lhs_rs: isize,
+    rhs: *const f32,
+    rhs_cs: isize,
+    rhs_rs: isize,
+    par: gemm::Parallelism,
+) {
+    gemm::gemm(
+        m, n, k, dst, 1, dst_rs, accumulate, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs, 1.0, 1.0, false, false, false,
+        par,
+    );
+}
+
+fn parallelism(nchunks: usize, threads: usize) -> (bool, gemm::Parallelism) {
+    // Enough chunks: one chunk per task, single-threaded gemm. Few chunks: chunks in turn, gemm in parallel.
+    if nchunks >= 2 * threads || threads == 1 {
+        (true, gemm::Parallelism::None)
+    } else {
+        (false, gemm::Parallelism::Rayon(threads))
+    }
+}
+
+#[inline]
+fn store_act(dst: &mut [f32], src: &[f32], b: f32, relu: bool) {
+    if relu {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = (s + b).max(0.0);
+        }
+    } else {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s + b;
+        }
+    }
+}
+
+/// Forward convolution: `out[n, o, y, x] = act(b[o] + Σ w[o, c, ky, kx] · x[n, c, y + ky - pad, x + kx - pad])`.
+/// `weight` is `O × C × k × k`, `out` is `N × O × Ho × Wo`.
+pub fn conv_forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
+    let (p, kk, o) = (g.p(), g.kk(), g.o);
+    assert_eq!(x.len(), g.n * g.c * g.h * g.w);
+    assert_eq!(weight.len(), o * kk);
+    assert_eq!(out.len(), g.n * o * p);
+    let threads = rayon::current_num_threads();
+    let chunks = plan_chunks(g, threads);
+    let (par_chunks, par) = parallelism(chunks.len(), threads);
+    let outp = SendPtr(out.as_mut_ptr());
+    let run = |ch: &Chunk| {
+        let t = ch.cols(p);
+        let tmp_len = if matches!(ch, Chunk::Images { .. }) { o * t } else { 0 };
+        with_buffers(kk * t, tmp_len, |cols, tmp, segs| {
+            segments(g, ch.start_col(p), t, segs);
+            im2col(x, g, segs, t, cols);
+            match *ch {
+                Chunk::Within { img, p0, len } => unsafe {
+                    let dst = outp.get().add(img * o * p + p0);
+                    sgemm(
+                        o,
+                        len,
+                        kk,
+                        dst,
+                        p as isize,
+                        false,
+                        weight.as_ptr(),
+                        1,
+                        kk as isize,
+                        cols.as_ptr(),
+                        1,
+                        t as isize,
+                        par,
+                    );
+                    for oc in 0..o {
+                        let row = std::slice::from_raw_parts_mut(dst.add(oc * p), len);
+                        let b = bias.map_or(0.0, |b| b[oc]);
+                        if b != 0.0 || relu {
+                            for v in row.iter_mut() {
+                                *v += b;
+                                if relu && *v < 0.0 {
+                                    *v = 0.0;
+                                }
+                            }
+                        }
+                    }
+                },
+                Chunk::Images { img0, count } => unsafe {
+                    sgemm(
+                        o,
+                        t,
+                        kk,
+                        tmp.as_mut_ptr(),
+                        t as isize,
+                        false,
+                        weight.as_ptr(),
+                        1,
+                        kk as isize,
+                        cols.as_ptr(),
+                        1,
+                        t as isize,
+                        par,
+                    );
+                    for i in 0..count {
+                        for oc in 0..o {
+                            let dst = std::slice::from_raw_parts_mut(outp.get().add(((img0 + i) * o + oc) * p), p);
+                            let b = bias.map_or(0.0, |b| b[oc]);
+                            store_act(dst, &tmp[oc * t + i * p..oc * t + (i + 1) * p], b, relu);
+                        }
+                    }
+                },
+            }
+        })
+    };
+    if par_chunks {
+        chunks.par_iter().for_each(run);
+    } else {
+        chunks.iter().for_each(run);
+    }
+}
+
+/// Input gradient: `dx = conv(dy, flip(wᵀ), pad = k - 1 - pad)`. `dy` is `N × O × Ho × Wo`, `dx` is `N × C × H × W`.
+pub fn conv_input_grad(dy: &[f32], g: &ConvGeom, weight: &[f32], dx: &mut [f32]) {
+    let (c, o, k) = (g.c, g.o, g.k);
+    let mut wf = vec![0f32; weight.len()];
+    for oc in 0..o {
+        for ci in 0..c {
+            for ky in 0..k {
+                for kx in 0..k {
+                    wf[((ci * o + oc) * k + (k - 1 - ky)) * k + (k - 1 - kx)] =
+                        weight[((oc * c + ci) * k + ky) * k + kx];
+                }
+            }
+        }
+    }
+    let gt = ConvGeom::new(g.n, o, g.ho, g.wo, c, k, k - 1 - g.pad);
+    debug_assert_eq!((gt.ho, gt.wo), (g.h, g.w));
+    conv_forward(dy, &gt, &wf, None, false, dx);
+}
+
+/// Weight and bias gradients: `dw[o, r] = Σ_n Σ_p dy[n, o, p] · cols[r, p]`, `db[o] = Σ dy[n, o, ·]`.
+pub fn conv_weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
+    let (p, kk, o) = (g.p(), g.kk(), g.o);
+    assert_eq!(dy.len(), g.n * o * p);
+    assert_eq!(dw.len(), o * kk);
+    assert_eq!(db.len(), o);
+    let threads = rayon::current_num_threads();
+    let chunks = plan_chunks(g, threads);
+    let groups = threads.min(chunks.len()).max(1);
+    let par = if groups == 1 && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    let per = chunks.len().div_ceil(groups);
+    let mut partials: Vec<Vec<f32>> = (0..groups).map(|_| Vec::new()).collect();
+    partials.par_iter_mut().enumerate().for_each(|(gi, acc)| {
+        let mine = &chunks[(gi * per).min(chunks.len())..((gi + 1) * per).min(chunks.len())];
+        if mine.is_empty() {
+            return;
+        }
+        *acc = vec![0f32; o * kk];
+        let mut first = true;
+        for ch in mine {
+            let t = ch.cols(p);
+            let tmp_len = if matches!(ch, Chunk::Images { .. }) { o * t } else { 0 };
+            with_buffers(kk * t, tmp_len, |cols, tmp, segs| {
+                segments(g, ch.start_col(p), t, segs);
+                im2col(x, g, segs, t, cols);
+                let (lhs, lhs_rs) = match *ch {
+                    Chunk::Within { img, p0, .. } => (dy[img * o * p + p0..].as_ptr(), p),
+                    Chunk::Images { img0, count } => {
+                        for oc in 0..o {
+                            for i in 0..count {
+                                let s = ((img0 + i) * o + oc) * p;
+                                tmp[oc * t + i * p..oc * t + (i + 1) * p].copy_from_slice(&dy[s..s + p]);
+                            }
+                        }
+                        (tmp.as_ptr(), t)
+                    }
+                };
+                unsafe {
+                    sgemm(
+                        o,
+                        kk,
+                        t,
+                        acc.as_mut_ptr(),
+                        kk as isize,
+                        !first,
+                        lhs,
+                        1,
+                        lhs_rs as isize,
+                        cols.as_ptr(),
+                        t as isize,
+                        1,
+                        par,
+                    );
+                }
+            });
+            first = false;
+        }
+    });
+    dw.fill(0.0);
+    for acc in partials.iter().filter(|a| !a.is_empty()) {
+        dw.par_iter_mut().zip(acc.par_iter()).for_each(|(d, a)| *d += a);
+    }
+    db.par_iter_mut().enumerate().for_each(|(oc, d)| {
+        let mut s = 0f64;
+        for img in 0..g.n {
+            let row = &dy[(img * o + oc) * p..(img * o + oc + 1) * p];
+            s += row.iter().map(|&v| v as f64).sum::<f64>();
+        }
+        *d = s as f32;
+    });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// candle glue
+
+fn slice_of<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("fast conv: {what} is not contiguous"),
+    }
+}
+
+fn dims4(l: &Layout, what: &str) -> candle_core::Result<(usize, usize, usize, usize)> {
+    match *l.dims() {
+        [a, b, c, d] => Ok((a, b, c, d)),
+        _ => candle_core::bail!("fast conv: {what} must be 4-D, got {:?}", l.dims()),
+    }
+}
+
+/// Conv + bias (+ ReLU) as one op with a backward pass.
+struct ConvOp {
+    pad: usize,
+    relu: bool,
+}
+
+impl ConvOp {
+    fn geom(&self, lx: &Layout, lw: &Layout) -> candle_core::Result<ConvGeom> {
+        let (n, c, h, w) = dims4(lx, "input")?;
+        let (o, c2, k, k2) = dims4(lw, "weight")?;
+        if c != c2 || k != k2 {
+            candle_core::bail!("fast conv: input {:?} does not fit weight {:?}", lx.dims(), lw.dims());
+        }
+        Ok(ConvGeom::new(n, c, h, w, o, k, self.pad))
+    }
+}
+
+impl CustomOp3 for ConvOp {
+    fn name(&self) -> &'static str {
+        "catdog-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.geom(lx, lw)?;
+        let (x, w, b) = (
+            slice_of(sx, lx, "input")?,
+            slice_of(sw, lw, "weight")?,
+            slice_of(sb, lb, "bias")?,
+        );
+        if b.len() != g.o {
+            candle_core::bail!("fast conv: bias has {} values for {} output channels", b.len(), g.o);
+        }
+        let mut out = vec![0f32; g.n * g.o * g.p()];
+        conv_forward(x, &g, w, Some(b), self.relu, &mut out);
+        Ok((CpuStorage::F32(out), Shape::from((g.n, g.o, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dy = if self.relu {
+            grad.apply_op2_no_bwd(res, &ReluMask)?
+        } else {
+            grad
+        };
+        let dx = if x.track_op() {
+            Some(dy.apply_op2_no_bwd(w, &ConvInputGradOp { pad: self.pad })?)
+        } else {
+            None
+        };
+        let (dw, db) = if w.track_op() || b.track_op() {
+            let packed = x.apply_op2_no_bwd(
+                &dy,
+                &ConvWeightGradOp {
+                    k: w.dim(2)?,
+                    pad: self.pad,
+                },
+            )?;
+            let nw = w.elem_count();
+            let dw = packed.narrow(0, 0, nw)?.reshape(w.shape())?;
+            let db = packed.narrow(0, nw, b.elem_count())?;
+            (w.track_op().then_some(dw), b.track_op().then_some(db))
+        } else {
+            (None, None)
+        };
+        Ok((dx, dw, db))
+    }
+}
+
+/// `dy * (y > 0)`.
+struct ReluMask;
+
+impl CustomOp2 for ReluMask {
+    fn name(&self) -> &'static str {
+        "catdog-relu-mask"
+    }
+    fn cpu_fwd(
+        &self,
+        sd: &CpuStorage,
+        ld: &Layout,
+        sy: &CpuStorage,
+        ly: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (dy, y) = (slice_of(sd, ld, "grad")?, slice_of(sy, ly, "output")?);
+        let mut out = vec![0f32; dy.len()];
+        out.par_chunks_mut(1 << 14)
+            .zip(dy.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
+            .for_each(|(o, (d, y))| {
+                for ((o, d), y) in o.iter_mut().zip(d).zip(y) {
+                    *o = if *y > 0.0 { *d } else { 0.0 };
+                }
+            });
+        Ok((CpuStorage::F32(out), ld.shape().clone()))
+    }
+}
+
+struct ConvInputGradOp {
+    pad: usize,
+}
+
+impl CustomOp2 for ConvInputGradOp {
+    fn name(&self) -> &'static str {
+        "catdog-conv2d-input-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        sd: &CpuStorage,
+        ld: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, o, ho, wo) = dims4(ld, "grad")?;
+        let (o2, c, k, _) = dims4(lw, "weight")?;
+        if o != o2 {
+            candle_core::bail!("fast conv grad: {:?} does not fit weight {:?}", ld.dims(), lw.dims());
+        }
+        let (h, w) = (ho + k - 1 - 2 * self.pad, wo + k - 1 - 2 * self.pad);
+        let g = ConvGeom::new(n, c, h, w, o, k, self.pad);
+        let mut dx = vec![0f32; n * c * h * w];
+        conv_input_grad(slice_of(sd, ld, "grad")?, &g, slice_of(sw, lw, "weight")?, &mut dx);
+        Ok((CpuStorage::F32(dx), Shape::from((n, c, h, w))))
+    }
+}
+
+struct ConvWeightGradOp {
+    k: usize,
+    pad: usize,
+}
+
+impl CustomOp2 for ConvWeightGradOp {
+    fn name(&self) -> &'static str {
+        "catdog-conv2d-weight-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sd: &CpuStorage,
+        ld: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = dims4(lx, "input")?;
+        let (_, o, _, _) = dims4(ld, "grad")?;
+        let g = ConvGeom::new(n, c, h, w, o, self.k, self.pad);
+        let nw = o * g.kk();
+        let mut out = vec![0f32; nw + o];
+        let (dw, db) = out.split_at_mut(nw);
+        conv_weight_grad(slice_of(sx, lx, "input")?, &g, slice_of(sd, ld, "grad")?, dw, db);
+        Ok((CpuStorage::F32(out), Shape::from(nw + o)))
+    }
+}
+
+/// Which implementation [`conv2d`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConvImpl {
+    /// The im2col + gemm custom op on CPU (f32); candle's op elsewhere.
+    #[default]
+    Fast,
+    /// candle's stock `conv2d` everywhere (the baseline of `catdog bench forward`).
+    Candle,
+}
+
+/// 2-D convolution, stride 1, with bias and optional ReLU: `x` is NCHW, `w` OIHW, `b` O.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    pad: usize,
+    relu: bool,
+    imp: ConvImpl,
+) -> candle_core::Result<Tensor> {
+    let (_, _, h, wd) = x.dims4()?;
+    let k = w.dim(2)?;
+    let fast = imp == ConvImpl::Fast
+        && x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && b.dtype() == DType::F32
+        && w.dim(3)? == k
+        && supported(k, pad, h, wd);
+    if fast {
+        x.contiguous()?
+            .apply_op3(&w.contiguous()?, &b.contiguous()?, ConvOp { pad, relu })
+    } else {
+        let y = x.conv2d(w, pad, 1, 1, 1)?;
+        let y = y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?;
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+/// Max pooling, kernel `k`, stride `s`, no padding, floor mode, with a backward pass that routes each output's
+/// gradient to the first maximum of its window. candle's own max-pool backward assumes that the input size is a
+/// multiple of the stride (VGG at 150×150 has 75 → 37 and 9 → 4), so the pool is ours on CPU as well.
+struct MaxPoolOp {
+    k: usize,
+    s: usize,
+}
+
+fn pool_out(h: usize, k: usize, s: usize) -> usize {
+    if h < k {
+        0
+    } else {
+        (h - k) / s + 1
+    }
+}
+
+impl CustomOp1 for MaxPoolOp {
+    fn name(&self) -> &'static str {
+        "catdog-maxpool2d"
+    }
+    fn cpu_fwd(&self, sx: &CpuStorage, lx: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = dims4(lx, "pool input")?;
+        let x = slice_of(sx, lx, "pool input")?;
+        let (ho, wo) = (pool_out(h, self.k, self.s), pool_out(w, self.k, self.s));
+        let mut out = vec![0f32; n * c * ho * wo];
+        if ho * wo > 0 {
+            out.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, o)| {
+                let xp = &x[plane * h * w..(plane + 1) * h * w];
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut m = f32::NEG_INFINITY;
+                        for ky in 0..self.k {
+                            let row = &xp[(oy * self.s + ky) * w + ox * self.s..][..self.k];
+                            for &v in row {
+                                if v > m || v.is_nan() {
+                                    m = v;
+                                }
+                            }
+                        }
+                        o[oy * wo + ox] = m;
+                    }
+                }
+            });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &MaxPoolGradOp { k: self.k, s: self.s },
+        )?))
+    }
+}
+
+struct MaxPoolGradOp {
+    k: usize,
+    s: usize,
+}
+
+impl CustomOp2 for MaxPoolGradOp {
+    fn name(&self) -> &'static str {
+        "catdog-maxpool2d-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sg: &CpuStorage,
+        lg: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = dims4(lx, "pool input")?;
+        let (_, _, ho, wo) = dims4(lg, "pool grad")?;
+        let (x, gr) = (slice_of(sx, lx, "pool input")?, slice_of(sg, lg, "pool grad")?);
+        let mut dx = vec![0f32; n * c * h * w];
+        dx.par_chunks_mut(h * w).enumerate().for_each(|(plane, d)| {
+            let xp = &x[plane * h * w..(plane + 1) * h * w];
+            let gp = &gr[plane * ho * wo..(plane + 1) * ho * wo];
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut best = (oy * self.s) * w + ox * self.s;
+                    let mut m = f32::NEG_INFINITY;
+                    for ky in 0..self.k {
+                        for kx in 0..self.k {
+                            let i = (oy * self.s + ky) * w + ox * self.s + kx;
+                            if xp[i] > m {
+                                m = xp[i];
+                                best = i;
+                            }
+                        }
+                    }
+                    d[best] += gp[oy * wo + ox];
+                }
+            }
+        });
+        Ok((CpuStorage::F32(dx), lx.shape().clone()))
+    }
+}
+
+/// Max pooling `k × k`, stride `s`, floor mode (PyTorch/Keras "valid").
+pub fn max_pool2d(x: &Tensor, k: usize, s: usize, imp: ConvImpl) -> candle_core::Result<Tensor> {
+    if imp == ConvImpl::Fast && x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op1(MaxPoolOp { k, s })
+    } else {
+        x.max_pool2d_with_stride(k, s)
+    }
+}

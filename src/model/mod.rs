@@ -1,0 +1,5 @@
+//! The network: VGG16 conv base, its weights, and the fast CPU convolution it runs on.
+
+pub mod conv;
+pub mod vgg16;
+pub mod weights;

@@ -1,0 +1,210 @@
+//! The fast CPU convolution and max-pool against candle's own ops and against finite differences.
+
+use candle_core::{Device, Tensor, Var};
+use catdog::model::conv::{conv2d, max_pool2d, ConvImpl};
+
+fn rand(shape: &[usize], seed: u64) -> Tensor {
+    // A small LCG so that the values do not depend on candle's RNG.
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) as f64 / (1u64 << 31) as f64 * 2.0 - 1.0) as f32
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// (n, c, h, w, o, k, pad)
+const CASES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
+    (1, 3, 37, 37, 8, 3, 1),
+    (3, 5, 37, 37, 7, 3, 1),
+    (2, 16, 9, 9, 32, 3, 1),
+    (1, 16, 9, 9, 24, 3, 1),
+    (3, 4, 11, 13, 6, 3, 0),
+    (2, 3, 10, 7, 5, 5, 2),
+    (2, 6, 8, 8, 4, 1, 0),
+    (40, 8, 5, 5, 16, 3, 1),
+];
+
+#[test]
+fn forward_matches_candle_conv2d_with_bias_and_relu() {
+    for (i, &(n, c, h, w, o, k, pad)) in CASES.iter().enumerate() {
+        let x = rand(&[n, c, h, w], i as u64);
+        let wt = rand(&[o, c, k, k], 100 + i as u64);
+        let b = rand(&[o], 200 + i as u64);
+        for relu in [false, true] {
+            let fast = conv2d(&x, &wt, &b, pad, relu, ConvImpl::Fast).unwrap();
+            let stock = conv2d(&x, &wt, &b, pad, relu, ConvImpl::Candle).unwrap();
+            let d = max_rel_diff(&fast, &stock);
+            assert!(d < 1e-5, "case {i} relu {relu}: max relative difference {d}");
+        }
+    }
+}
+
+#[test]
+fn gradients_match_candle_autograd() {
+    for (i, &(n, c, h, w, o, k, pad)) in CASES.iter().enumerate() {
+        let x = Var::from_tensor(&rand(&[n, c, h, w], i as u64)).unwrap();
+        let wt = Var::from_tensor(&rand(&[o, c, k, k], 100 + i as u64)).unwrap();
+        let b = Var::from_tensor(&rand(&[o], 200 + i as u64)).unwrap();
+        let ho = h + 2 * pad + 1 - k;
+        let wo = w + 2 * pad + 1 - k;
+        let r = rand(&[n, o, ho, wo], 300 + i as u64);
+        let grads = |imp| {
+            let y = conv2d(&x, &wt, &b, pad, true, imp).unwrap();
+            let loss = (y * &r).unwrap().sum_all().unwrap();
+            let g = loss.backward().unwrap();
+            (
+                g.get(&x).unwrap().clone(),
+                g.get(&wt).unwrap().clone(),
+                g.get(&b).unwrap().clone(),
+            )
+        };
+        let (fx, fw, fb) = grads(ConvImpl::Fast);
+        let (sx, sw, sb) = grads(ConvImpl::Candle);
+        for (name, a, b) in [("input", &fx, &sx), ("weight", &fw, &sw), ("bias", &fb, &sb)] {
+            let d = max_rel_diff(a, b);
+            assert!(
+                d < 1e-4,
+                "case {i}: {name} gradient differs by {d} (relative to its largest value)"
+            );
+        }
+    }
+}
+
+#[test]
+fn input_gradient_is_skipped_for_a_detached_input_but_weights_still_train() {
+    let x = rand(&[2, 3, 9, 9], 1);
+    let wt = Var::from_tensor(&rand(&[4, 3, 3, 3], 2)).unwrap();
+    let b = Var::from_tensor(&rand(&[4], 3)).unwrap();
+    let y = conv2d(&x, &wt, &b, 1, true, ConvImpl::Fast).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert!(g.get(&x).is_none());
+    assert!(g.get(&wt).is_some());
+    assert!(g.get(&b).is_some());
+}
+
+/// Central finite differences in f64 of `L = Σ r ⊙ relu(conv(x))` at a handful of coordinates.
+#[test]
+fn gradients_match_finite_differences_on_odd_sizes() {
+    let (n, c, h, w, o) = (3usize, 2usize, 37usize, 37usize, 3usize);
+    let x = rand(&[n, c, h, w], 11);
+    let wt = rand(&[o, c, 3, 3], 12);
+    let b = rand(&[o], 13);
+    let r = rand(&[n, o, h, w], 14);
+    let xv = Var::from_tensor(&x).unwrap();
+    let wv = Var::from_tensor(&wt).unwrap();
+    let y = conv2d(&xv, &wv, &b, 1, true, ConvImpl::Fast).unwrap();
+    let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let gx = g.get(&xv).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let gw = g.get(&wv).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+
+    let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let ws = wt.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let bs = b.to_vec1::<f32>().unwrap();
+    let rs = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let loss = |xs: &[f64], ws: &[f64]| -> f64 {
+        let mut l = 0.0;
+        for img in 0..n {
+            for oc in 0..o {
+                for y in 0..h {
+                    for xx in 0..w {
+                        let mut s = bs[oc] as f64;
+                        for ci in 0..c {
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let (iy, ix) = (y as isize + ky as isize - 1, xx as isize + kx as isize - 1);
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    s += ws[((oc * c + ci) * 3 + ky) * 3 + kx]
+                                        * xs[((img * c + ci) * h + iy as usize) * w + ix as usize];
+                                }
+                            }
+                        }
+                        l += s.max(0.0) * rs[((img * o + oc) * h + y) * w + xx] as f64;
+                    }
+                }
+            }
+        }
+        l
+    };
+    let x64: Vec<f64> = xs.iter().map(|&v| v as f64).collect();
+    let w64: Vec<f64> = ws.iter().map(|&v| v as f64).collect();
+    let eps = 1e-4;
+    for &i in &[0usize, 37, 1368, 2 * 37 * 37 + 5, xs.len() - 1, xs.len() / 2 + 17] {
+        let (mut a, mut b) = (x64.clone(), x64.clone());
+        a[i] += eps;
+        b[i] -= eps;
+        let num = (loss(&a, &w64) - loss(&b, &w64)) / (2.0 * eps);
+        assert!(
+            (num - gx[i] as f64).abs() < 1e-3 * (1.0 + num.abs()),
+            "dx[{i}]: numeric {num}, analytic {}",
+            gx[i]
+        );
+    }
+    for &i in &[0usize, 4, 8, 17, ws.len() - 1] {
+        let (mut a, mut b) = (w64.clone(), w64.clone());
+        a[i] += eps;
+        b[i] -= eps;
+        let num = (loss(&x64, &a) - loss(&x64, &b)) / (2.0 * eps);
+        assert!(
+            (num - gw[i] as f64).abs() < 1e-3 * (1.0 + num.abs()),
+            "dw[{i}]: numeric {num}, analytic {}",
+            gw[i]
+        );
+    }
+}
+
+#[test]
+fn max_pool_matches_candle_forward_and_routes_gradients_on_odd_sizes() {
+    let x = rand(&[2, 3, 8, 8], 5);
+    let a = max_pool2d(&x, 2, 2, ConvImpl::Fast).unwrap();
+    let b = max_pool2d(&x, 2, 2, ConvImpl::Candle).unwrap();
+    assert_eq!(max_rel_diff(&a, &b), 0.0);
+
+    // 37 → 18 (floor mode): the last row/column gets no gradient; each window's max gets the output's gradient.
+    let x = Var::from_tensor(&rand(&[1, 2, 37, 37], 6)).unwrap();
+    let y = max_pool2d(&x, 2, 2, ConvImpl::Fast).unwrap();
+    assert_eq!(y.dims(), &[1, 2, 18, 18]);
+    let r = rand(&[1, 2, 18, 18], 7);
+    let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let gx = g.get(&x).unwrap();
+    let gx4 = gx.squeeze(0).unwrap().to_vec3::<f32>().unwrap();
+    let x4 = x.as_tensor().squeeze(0).unwrap().to_vec3::<f32>().unwrap();
+    let r4 = r.squeeze(0).unwrap().to_vec3::<f32>().unwrap();
+    for ch in 0..2 {
+        for oy in 0..18 {
+            for ox in 0..18 {
+                let mut best = (0, 0);
+                let mut m = f32::NEG_INFINITY;
+                for dy in 0..2 {
+                    for dx in 0..2 {
+                        let v = x4[ch][2 * oy + dy][2 * ox + dx];
+                        if v > m {
+                            m = v;
+                            best = (2 * oy + dy, 2 * ox + dx);
+                        }
+                    }
+                }
+                assert_eq!(gx4[ch][best.0][best.1], r4[ch][oy][ox]);
+            }
+        }
+        assert!(gx4[ch][36].iter().all(|&v| v == 0.0));
+        assert!(gx4[ch].iter().all(|row| row[36] == 0.0));
+    }
+    // Total gradient mass is conserved.
+    let total = gx.sum_all().unwrap().to_scalar::<f32>().unwrap();
+    let expect = r.sum_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!((total - expect).abs() < 1e-4);
+}
