@@ -7,6 +7,7 @@ pub mod error;
 pub mod model;
 
 pub use error::{Error, Result};
+pub mod alloc;
 pub mod bench;
 pub mod extract;
 pub mod io;

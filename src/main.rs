@@ -6,6 +6,7 @@ mod cmd;
 use clap::Parser;
 
 fn main() {
+    catdog::alloc::keep_freed_memory();
     let cli = cli::Cli::parse();
     if let Some(n) = cli.threads {
         if n == 0 {

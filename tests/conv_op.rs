@@ -34,7 +34,14 @@ const CASES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
     (2, 3, 10, 7, 5, 5, 2),
     (2, 6, 8, 8, 4, 1, 0),
     (40, 8, 5, 5, 16, 3, 1),
+    // Winograd shapes: odd and even sizes, pad 0, 1, 2, ragged last tiles.
+    (2, 8, 37, 37, 8, 3, 1),
+    (3, 9, 10, 7, 8, 3, 2),
+    (2, 12, 6, 5, 10, 3, 0),
+    (1, 8, 1, 1, 8, 3, 1),
 ];
+
+const IMPLS: [ConvImpl; 2] = [ConvImpl::Fast, ConvImpl::Im2col];
 
 #[test]
 fn forward_matches_candle_conv2d_with_bias_and_relu() {
@@ -43,10 +50,12 @@ fn forward_matches_candle_conv2d_with_bias_and_relu() {
         let wt = rand(&[o, c, k, k], 100 + i as u64);
         let b = rand(&[o], 200 + i as u64);
         for relu in [false, true] {
-            let fast = conv2d(&x, &wt, &b, pad, relu, ConvImpl::Fast).unwrap();
             let stock = conv2d(&x, &wt, &b, pad, relu, ConvImpl::Candle).unwrap();
-            let d = max_rel_diff(&fast, &stock);
-            assert!(d < 1e-5, "case {i} relu {relu}: max relative difference {d}");
+            for imp in IMPLS {
+                let fast = conv2d(&x, &wt, &b, pad, relu, imp).unwrap();
+                let d = max_rel_diff(&fast, &stock);
+                assert!(d < 1e-5, "case {i} {imp:?} relu {relu}: max relative difference {d}");
+            }
         }
     }
 }
@@ -207,4 +216,36 @@ fn max_pool_matches_candle_forward_and_routes_gradients_on_odd_sizes() {
     let total = gx.sum_all().unwrap().to_scalar::<f32>().unwrap();
     let expect = r.sum_all().unwrap().to_scalar::<f32>().unwrap();
     assert!((total - expect).abs() < 1e-4);
+}
+
+#[test]
+fn fused_conv_relu_pool_equals_conv_then_pool_on_odd_and_even_sizes() {
+    use catdog::model::conv::conv2d_relu_pool;
+    for (i, &(n, c, s, o)) in [
+        (2usize, 8usize, 37usize, 8usize),
+        (3, 16, 9, 12),
+        (1, 3, 10, 4),
+        (2, 9, 75, 5),
+        (1, 8, 3, 8),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x = rand(&[n, c, s, s], 40 + i as u64);
+        let w = rand(&[o, c, 3, 3], 50 + i as u64);
+        let b = rand(&[o], 60 + i as u64);
+        let reference = max_pool2d(
+            &conv2d(&x, &w, &b, 1, true, ConvImpl::Candle).unwrap(),
+            2,
+            2,
+            ConvImpl::Candle,
+        )
+        .unwrap();
+        for imp in IMPLS {
+            let fused = conv2d_relu_pool(&x, &w, &b, 1, imp).unwrap();
+            assert_eq!(fused.dims(), reference.dims());
+            let d = max_rel_diff(&fused, &reference);
+            assert!(d < 1e-5, "case {i} {imp:?}: {d}");
+        }
+    }
 }

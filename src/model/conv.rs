@@ -284,9 +284,46 @@ fn store_act(dst: &mut [f32], src: &[f32], b: f32, relu: bool) {
     }
 }
 
+/// How the CPU forward (and input gradient) is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Algo {
+    /// Winograd F(2×2, 3×3) for 3×3 kernels on 8 or more input channels, im2col + gemm otherwise.
+    #[default]
+    Auto,
+    /// Always im2col + gemm.
+    Im2col,
+}
+
+impl Algo {
+    fn use_winograd(self, g: &ConvGeom) -> bool {
+        self == Algo::Auto && g.c >= 8 && super::winograd::applicable(g)
+    }
+}
+
 /// Forward convolution: `out[n, o, y, x] = act(b[o] + Σ w[o, c, ky, kx] · x[n, c, y + ky - pad, x + kx - pad])`.
 /// `weight` is `O × C × k × k`, `out` is `N × O × Ho × Wo`.
 pub fn conv_forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
+    conv_forward_with(Algo::Auto, x, g, weight, bias, relu, out)
+}
+
+/// [`conv_forward`] with an explicit algorithm.
+pub fn conv_forward_with(
+    algo: Algo,
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+) {
+    if algo.use_winograd(g) {
+        super::winograd::forward(x, g, weight, bias, relu, false, out)
+    } else {
+        im2col_forward(x, g, weight, bias, relu, out)
+    }
+}
+
+fn im2col_forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
     let (p, kk, o) = (g.p(), g.kk(), g.o);
     assert_eq!(x.len(), g.n * g.c * g.h * g.w);
     assert_eq!(weight.len(), o * kk);
@@ -368,6 +405,11 @@ pub fn conv_forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]
 
 /// Input gradient: `dx = conv(dy, flip(wᵀ), pad = k - 1 - pad)`. `dy` is `N × O × Ho × Wo`, `dx` is `N × C × H × W`.
 pub fn conv_input_grad(dy: &[f32], g: &ConvGeom, weight: &[f32], dx: &mut [f32]) {
+    conv_input_grad_with(Algo::Auto, dy, g, weight, dx)
+}
+
+/// [`conv_input_grad`] with an explicit algorithm.
+pub fn conv_input_grad_with(algo: Algo, dy: &[f32], g: &ConvGeom, weight: &[f32], dx: &mut [f32]) {
     let (c, o, k) = (g.c, g.o, g.k);
     let mut wf = vec![0f32; weight.len()];
     for oc in 0..o {
@@ -382,7 +424,7 @@ pub fn conv_input_grad(dy: &[f32], g: &ConvGeom, weight: &[f32], dx: &mut [f32])
     }
     let gt = ConvGeom::new(g.n, o, g.ho, g.wo, c, k, k - 1 - g.pad);
     debug_assert_eq!((gt.ho, gt.wo), (g.h, g.w));
-    conv_forward(dy, &gt, &wf, None, false, dx);
+    conv_forward_with(algo, dy, &gt, &wf, None, false, dx);
 }
 
 /// Weight and bias gradients: `dw[o, r] = Σ_n Σ_p dy[n, o, p] · cols[r, p]`, `db[o] = Σ dy[n, o, ·]`.
@@ -483,6 +525,7 @@ fn dims4(l: &Layout, what: &str) -> candle_core::Result<(usize, usize, usize, us
 struct ConvOp {
     pad: usize,
     relu: bool,
+    algo: Algo,
 }
 
 impl ConvOp {
@@ -520,7 +563,7 @@ impl CustomOp3 for ConvOp {
             candle_core::bail!("fast conv: bias has {} values for {} output channels", b.len(), g.o);
         }
         let mut out = vec![0f32; g.n * g.o * g.p()];
-        conv_forward(x, &g, w, Some(b), self.relu, &mut out);
+        conv_forward_with(self.algo, x, &g, w, Some(b), self.relu, &mut out);
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.o, g.ho, g.wo))))
     }
 
@@ -539,7 +582,13 @@ impl CustomOp3 for ConvOp {
             grad
         };
         let dx = if x.track_op() {
-            Some(dy.apply_op2_no_bwd(w, &ConvInputGradOp { pad: self.pad })?)
+            Some(dy.apply_op2_no_bwd(
+                w,
+                &ConvInputGradOp {
+                    pad: self.pad,
+                    algo: self.algo,
+                },
+            )?)
         } else {
             None
         };
@@ -591,6 +640,7 @@ impl CustomOp2 for ReluMask {
 
 struct ConvInputGradOp {
     pad: usize,
+    algo: Algo,
 }
 
 impl CustomOp2 for ConvInputGradOp {
@@ -612,7 +662,13 @@ impl CustomOp2 for ConvInputGradOp {
         let (h, w) = (ho + k - 1 - 2 * self.pad, wo + k - 1 - 2 * self.pad);
         let g = ConvGeom::new(n, c, h, w, o, k, self.pad);
         let mut dx = vec![0f32; n * c * h * w];
-        conv_input_grad(slice_of(sd, ld, "grad")?, &g, slice_of(sw, lw, "weight")?, &mut dx);
+        conv_input_grad_with(
+            self.algo,
+            slice_of(sd, ld, "grad")?,
+            &g,
+            slice_of(sw, lw, "weight")?,
+            &mut dx,
+        );
         Ok((CpuStorage::F32(dx), Shape::from((n, c, h, w))))
     }
 }
@@ -647,9 +703,12 @@ impl CustomOp2 for ConvWeightGradOp {
 /// Which implementation [`conv2d`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvImpl {
-    /// The im2col + gemm custom op on CPU (f32); candle's op elsewhere.
+    /// catdog's CPU op (f32): Winograd F(2×2, 3×3) for 3×3 kernels, im2col + gemm otherwise; candle's op on
+    /// other devices.
     #[default]
     Fast,
+    /// catdog's CPU op with im2col + gemm only (for comparisons).
+    Im2col,
     /// candle's stock `conv2d` everywhere (the baseline of `catdog bench forward`).
     Candle,
 }
@@ -665,25 +724,123 @@ pub fn conv2d(
 ) -> candle_core::Result<Tensor> {
     let (_, _, h, wd) = x.dims4()?;
     let k = w.dim(2)?;
-    let fast = imp == ConvImpl::Fast
-        && x.device().is_cpu()
+    let algo = match imp {
+        ConvImpl::Fast => Some(Algo::Auto),
+        ConvImpl::Im2col => Some(Algo::Im2col),
+        ConvImpl::Candle => None,
+    };
+    let fast = x.device().is_cpu()
         && x.dtype() == DType::F32
         && w.dtype() == DType::F32
         && b.dtype() == DType::F32
         && w.dim(3)? == k
         && supported(k, pad, h, wd);
-    if fast {
-        x.contiguous()?
-            .apply_op3(&w.contiguous()?, &b.contiguous()?, ConvOp { pad, relu })
-    } else {
-        let y = x.conv2d(w, pad, 1, 1, 1)?;
-        let y = y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?;
-        if relu {
-            y.relu()
-        } else {
-            Ok(y)
+    match algo {
+        Some(algo) if fast => x
+            .contiguous()?
+            .apply_op3(&w.contiguous()?, &b.contiguous()?, ConvOp { pad, relu, algo }),
+        _ => {
+            let y = x.conv2d(w, pad, 1, 1, 1)?;
+            let y = y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?;
+            if relu {
+                y.relu()
+            } else {
+                Ok(y)
+            }
         }
     }
+}
+
+/// Conv + bias + ReLU + 2×2/2 max-pool as one op without a backward pass (the frozen part of the network): on the
+/// Winograd path the pre-pool activation is never written.
+struct ConvPoolOp {
+    pad: usize,
+    algo: Algo,
+}
+
+impl CustomOp3 for ConvPoolOp {
+    fn name(&self) -> &'static str {
+        "catdog-conv2d-relu-maxpool"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = ConvOp {
+            pad: self.pad,
+            relu: true,
+            algo: self.algo,
+        }
+        .geom(lx, lw)?;
+        let (x, w, b) = (
+            slice_of(sx, lx, "input")?,
+            slice_of(sw, lw, "weight")?,
+            slice_of(sb, lb, "bias")?,
+        );
+        if b.len() != g.o {
+            candle_core::bail!("fast conv: bias has {} values for {} output channels", b.len(), g.o);
+        }
+        let (ph, pw) = (g.ho / 2, g.wo / 2);
+        let mut out = vec![0f32; g.n * g.o * ph * pw];
+        if self.algo.use_winograd(&g) {
+            super::winograd::forward(x, &g, w, Some(b), true, true, &mut out);
+        } else {
+            let mut full = vec![0f32; g.n * g.o * g.p()];
+            im2col_forward(x, &g, w, Some(b), true, &mut full);
+            max_pool_planes(&full, g.ho, g.wo, 2, 2, &mut out);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((g.n, g.o, ph, pw))))
+    }
+}
+
+/// Conv (stride 1) + bias + ReLU + max-pool 2×2/2 without gradient tracking. Falls back to the separate ops off
+/// the CPU.
+pub fn conv2d_relu_pool(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize, imp: ConvImpl) -> candle_core::Result<Tensor> {
+    let (_, _, h, wd) = x.dims4()?;
+    let k = w.dim(2)?;
+    let algo = match imp {
+        ConvImpl::Fast => Some(Algo::Auto),
+        ConvImpl::Im2col => Some(Algo::Im2col),
+        ConvImpl::Candle => None,
+    };
+    let cpu = x.device().is_cpu() && x.dtype() == DType::F32 && w.dim(3)? == k && supported(k, pad, h, wd);
+    match algo {
+        Some(algo) if cpu => {
+            x.contiguous()?
+                .apply_op3_no_bwd(&w.contiguous()?, &b.contiguous()?, &ConvPoolOp { pad, algo })
+        }
+        _ => max_pool2d(&conv2d(x, w, b, pad, true, imp)?, 2, 2, imp),
+    }
+}
+
+fn max_pool_planes(x: &[f32], h: usize, w: usize, k: usize, s: usize, out: &mut [f32]) {
+    let (ho, wo) = (pool_out(h, k, s), pool_out(w, k, s));
+    if ho * wo == 0 {
+        return;
+    }
+    out.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, o)| {
+        let xp = &x[plane * h * w..(plane + 1) * h * w];
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let mut m = f32::NEG_INFINITY;
+                for ky in 0..k {
+                    let row = &xp[(oy * s + ky) * w + ox * s..][..k];
+                    for &v in row {
+                        if v > m || v.is_nan() {
+                            m = v;
+                        }
+                    }
+                }
+                o[oy * wo + ox] = m;
+            }
+        }
+    });
 }
 
 /// Max pooling, kernel `k`, stride `s`, no padding, floor mode, with a backward pass that routes each output's
@@ -711,25 +868,7 @@ impl CustomOp1 for MaxPoolOp {
         let x = slice_of(sx, lx, "pool input")?;
         let (ho, wo) = (pool_out(h, self.k, self.s), pool_out(w, self.k, self.s));
         let mut out = vec![0f32; n * c * ho * wo];
-        if ho * wo > 0 {
-            out.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, o)| {
-                let xp = &x[plane * h * w..(plane + 1) * h * w];
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let mut m = f32::NEG_INFINITY;
-                        for ky in 0..self.k {
-                            let row = &xp[(oy * self.s + ky) * w + ox * self.s..][..self.k];
-                            for &v in row {
-                                if v > m || v.is_nan() {
-                                    m = v;
-                                }
-                            }
-                        }
-                        o[oy * wo + ox] = m;
-                    }
-                }
-            });
-        }
+        max_pool_planes(x, h, w, self.k, self.s, &mut out);
         Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
     }
 
@@ -787,7 +926,7 @@ impl CustomOp2 for MaxPoolGradOp {
 
 /// Max pooling `k × k`, stride `s`, floor mode (PyTorch/Keras "valid").
 pub fn max_pool2d(x: &Tensor, k: usize, s: usize, imp: ConvImpl) -> candle_core::Result<Tensor> {
-    if imp == ConvImpl::Fast && x.device().is_cpu() && x.dtype() == DType::F32 {
+    if imp != ConvImpl::Candle && x.device().is_cpu() && x.dtype() == DType::F32 {
         x.contiguous()?.apply_op1(MaxPoolOp { k, s })
     } else {
         x.max_pool2d_with_stride(k, s)

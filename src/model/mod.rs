@@ -3,3 +3,4 @@
 pub mod conv;
 pub mod vgg16;
 pub mod weights;
+pub mod winograd;

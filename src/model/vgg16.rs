@@ -280,11 +280,41 @@ impl Vgg16 {
 
     /// Runs layers `from .. to` (indices into [`LAYERS`]).
     pub fn forward_range(&self, x: &Tensor, from: usize, to: usize) -> Result<Tensor> {
+        Ok(self.run(x, from, to, &[])?.0)
+    }
+
+    /// Runs layers `from .. to`, keeping the outputs of the layers listed in `keep`. A frozen conv followed by its
+    /// pool, on an input that needs no gradient, runs as one fused op (the pre-pool activation is never stored)
+    /// unless its own output is wanted.
+    fn run(&self, x: &Tensor, from: usize, to: usize, keep: &[usize]) -> Result<(Tensor, Vec<(usize, Tensor)>)> {
         let mut h = x.clone();
-        for (i, spec) in LAYERS.iter().enumerate().take(to).skip(from) {
-            h = self.apply(i, spec, &h)?;
+        let mut kept = Vec::new();
+        let mut i = from;
+        while i < to {
+            let spec = &LAYERS[i];
+            let fusable = spec.is_conv
+                && i + 1 < to
+                && !LAYERS[i + 1].is_conv
+                && !keep.contains(&i)
+                && self.is_frozen(i)
+                && !h.track_op();
+            if fusable {
+                let p = &self.convs[conv_slot(i)];
+                h = conv::conv2d_relu_pool(&h, p.weight.tensor(), p.bias.tensor(), 1, self.imp)?;
+                i += 1;
+            } else {
+                h = self.apply(i, spec, &h)?;
+            }
+            if keep.contains(&i) {
+                kept.push((i, h.clone()));
+            }
+            i += 1;
         }
-        Ok(h)
+        Ok((h, kept))
+    }
+
+    fn is_frozen(&self, i: usize) -> bool {
+        matches!(self.convs[conv_slot(i)].weight, Param::Frozen(_))
     }
 
     fn apply(&self, i: usize, spec: &LayerSpec, h: &Tensor) -> Result<Tensor> {
@@ -296,21 +326,20 @@ impl Vgg16 {
         })
     }
 
-    /// Runs the base up to and including `layer` and returns the outputs of the requested layers (indices into
-    /// [`LAYERS`], each ≤ `layer`), in the order asked.
+    /// Runs the base up to the last requested layer and returns the outputs of the requested layers (indices into
+    /// [`LAYERS`]), in the order asked.
     pub fn forward_collect(&self, x: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
         let last = wanted.iter().copied().max().unwrap_or(0);
-        let mut outs: Vec<Option<Tensor>> = vec![None; wanted.len()];
-        let mut h = x.clone();
-        for (i, spec) in LAYERS.iter().enumerate().take(last + 1) {
-            h = self.apply(i, spec, &h)?;
-            for (slot, &w) in outs.iter_mut().zip(wanted) {
-                if w == i {
-                    *slot = Some(h.clone());
-                }
-            }
-        }
-        Ok(outs.into_iter().map(|t| t.expect("every wanted layer ran")).collect())
+        let (_, kept) = self.run(x, 0, last + 1, wanted)?;
+        Ok(wanted
+            .iter()
+            .map(|w| {
+                kept.iter()
+                    .find(|(i, _)| i == w)
+                    .map(|(_, t)| t.clone())
+                    .expect("every wanted layer ran")
+            })
+            .collect())
     }
 
     /// The frozen part: layers before the split, output detached.
