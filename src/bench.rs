@@ -267,3 +267,83 @@ fn max_rel_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
     Ok(a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale)
 }
+
+/// One pass of the loader benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoaderPass {
+    pub name: String,
+    pub images: usize,
+    pub seconds: f64,
+    pub images_per_s: f64,
+}
+
+/// Times the loader over `batches` batches (or one epoch): decode + resize (+ augment) with no cache, then the
+/// same with the decoded images cached in memory (a second epoch), then decode + resize alone.
+pub fn loader(
+    samples: Vec<crate::data::folder::Sample>,
+    cfg: crate::data::loader::LoaderConfig,
+    batches: Option<usize>,
+    mut log: impl FnMut(&str),
+) -> Result<Vec<LoaderPass>> {
+    use crate::data::loader::Loader;
+    let run = |l: &Loader, epoch: usize, name: &str| -> Result<LoaderPass> {
+        let t = Instant::now();
+        let mut images = 0;
+        for (i, b) in l.epoch(epoch).enumerate() {
+            if batches.is_some_and(|n| i >= n) {
+                break;
+            }
+            images += b?.labels.len();
+        }
+        let seconds = t.elapsed().as_secs_f64();
+        Ok(LoaderPass {
+            name: name.to_string(),
+            images,
+            seconds,
+            images_per_s: images as f64 / seconds,
+        })
+    };
+    let mut passes = Vec::new();
+    let aug = cfg.augment.filter(|a| !a.is_identity());
+    let with_aug = aug.is_some();
+    log("decode + resize + augment, no cache…");
+    let l = Loader::new(
+        samples.clone(),
+        crate::data::loader::LoaderConfig {
+            cache_bytes: 0,
+            ..cfg.clone()
+        },
+    )?;
+    passes.push(run(
+        &l,
+        0,
+        if with_aug {
+            "decode+resize+augment"
+        } else {
+            "decode+resize"
+        },
+    )?);
+    log("the same from the in-memory image cache (epochs after the first)…");
+    let l = Loader::new(
+        samples.clone(),
+        crate::data::loader::LoaderConfig {
+            cache_bytes: usize::MAX / 2,
+            ..cfg.clone()
+        },
+    )?;
+    run(&l, 0, "fill cache")?;
+    passes.push(run(&l, 1, if with_aug { "cached+augment" } else { "cached" })?);
+    if with_aug {
+        log("decode + resize alone…");
+        let l = Loader::new(
+            samples,
+            crate::data::loader::LoaderConfig {
+                augment: None,
+                cache_bytes: 0,
+                ..cfg
+            },
+        )?;
+        passes.push(run(&l, 0, "decode+resize")?);
+    }
+    Ok(passes)
+}

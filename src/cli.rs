@@ -35,6 +35,12 @@ pub enum Command {
     Weights(WeightsCmd),
     /// Run the conv base over images and save a layer's output (the "fast feature extraction" recipe).
     Extract(ExtractArgs),
+    /// Check a data folder.
+    #[command(subcommand)]
+    Data(DataCmd),
+    /// Look at augmentation: preview grids and single transforms.
+    #[command(subcommand)]
+    Augment(AugmentCmd),
     /// Benchmarks (speed is measured here, never asserted in tests).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -121,6 +127,8 @@ pub struct ExtractArgs {
 pub enum BenchCmd {
     /// Conv-base forward: images/s and GFLOP/s with catdog's convolution and candle's conv2d in the same run.
     Forward(BenchForwardArgs),
+    /// Input pipeline: images/s for decode + resize + augment, batch by batch, with and without the image cache.
+    Loader(BenchLoaderArgs),
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +154,179 @@ pub struct BenchForwardArgs {
     /// With --layers, also time the backward pass (input and weight gradients).
     #[arg(long)]
     pub backward: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Augmentation flags shared by `finetune`, `augment preview` and `bench loader` (ranges, Keras semantics).
+#[derive(Debug, Clone, Args, Default)]
+pub struct AugmentFlags {
+    /// Turn on the course's set: shear 0.2°, zoom 0.2, horizontal flip (other flags below override it).
+    #[arg(long)]
+    pub augment: bool,
+    /// Rotation range in degrees: U(−DEG, DEG); positive turns the content counter-clockwise.
+    #[arg(long, value_name = "DEG", allow_hyphen_values = true)]
+    pub rotation: Option<f64>,
+    /// Width (column) shift range: a fraction of the width if < 1, else pixels.
+    #[arg(long, value_name = "FRACTION|PIXELS", allow_hyphen_values = true)]
+    pub width_shift: Option<f64>,
+    /// Height (row) shift range: a fraction of the height if < 1, else pixels.
+    #[arg(long, value_name = "FRACTION|PIXELS", allow_hyphen_values = true)]
+    pub height_shift: Option<f64>,
+    /// Shear range in DEGREES, as Keras: U(−DEG, DEG). Keras' shear_range=0.2 is ±0.2°, almost no shear; for a
+    /// visible effect use 5–15.
+    #[arg(long, value_name = "DEG", allow_hyphen_values = true)]
+    pub shear: Option<f64>,
+    /// Zoom range: Z for [1−Z, 1+Z], or LO,HI; zx and zy are drawn independently; > 1 zooms out.
+    #[arg(long, value_name = "Z|LO,HI", allow_hyphen_values = true)]
+    pub zoom: Option<String>,
+    /// Flip left-right with probability 0.5.
+    #[arg(long)]
+    pub horizontal_flip: bool,
+    /// Flip upside down with probability 0.5.
+    #[arg(long)]
+    pub vertical_flip: bool,
+    /// Brightness factor range LO,HI (1 = unchanged).
+    #[arg(long, value_name = "LO,HI")]
+    pub brightness: Option<String>,
+    /// Channel shift range, added to all channels, on the 0–255 scale.
+    #[arg(long, value_name = "VALUE", allow_hyphen_values = true)]
+    pub channel_shift: Option<f64>,
+    /// How points outside the image are filled.
+    #[arg(long, value_enum, default_value_t = catdog::data::augment::FillMode::Nearest)]
+    pub fill_mode: catdog::data::augment::FillMode,
+    /// Fill value for --fill-mode constant, 0–255 scale.
+    #[arg(long, default_value_t = 0.0, value_name = "VALUE")]
+    pub cval: f32,
+}
+
+/// How images are read.
+#[derive(Debug, Clone, Args)]
+pub struct ImageFlags {
+    /// Images are resized (squashed, aspect ratio not kept) to SIZE × SIZE pixels.
+    #[arg(long, default_value_t = 150, value_name = "PIXELS")]
+    pub size: u32,
+    /// Resize filter (Keras' load_img default is nearest).
+    #[arg(long, value_enum, default_value_t = Interpolation::Nearest)]
+    pub interpolation: Interpolation,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCmd {
+    /// Decode every image of a data folder (train/test layout or one class folder) and report per class.
+    Check {
+        /// The data folder.
+        dir: PathBuf,
+        /// Exit with code 1 when a file is bad.
+        #[arg(long)]
+        strict: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Bad files listed per class.
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        show: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AugmentCmd {
+    /// A PNG grid: each source image and N augmented versions, labelled with the class and the sampled parameters.
+    Preview(PreviewArgs),
+    /// Apply exactly one transform (no sampling) to one image: the deterministic form of the loader's code.
+    Apply(ApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// A data folder (train/test layout or one class folder); a few images are picked from it.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "image",
+        required_unless_present = "image"
+    )]
+    pub data: Option<PathBuf>,
+    /// Image files to preview.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub image: Vec<PathBuf>,
+    /// Augmented versions per image.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub n: usize,
+    /// Source images picked from --data (spread over the classes).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub samples: usize,
+    /// Seed of the draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub img: ImageFlags,
+    #[command(flatten)]
+    pub aug: AugmentFlags,
+    /// Output PNG.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The image.
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+    /// Shear angle in degrees.
+    #[arg(long, default_value_t = 0.0, value_name = "DEG", allow_hyphen_values = true)]
+    pub shear: f64,
+    /// Zoom factors ZX,ZY (or one Z for both); > 1 zooms out.
+    #[arg(long, default_value = "1", value_name = "ZX,ZY")]
+    pub zoom: String,
+    /// Rotation in degrees; positive turns the content counter-clockwise.
+    #[arg(long, default_value_t = 0.0, value_name = "DEG", allow_hyphen_values = true)]
+    pub rotation: f64,
+    /// Content displacement ROWS,COLS in pixels: positive moves it down/right, negative up/left.
+    #[arg(long, default_value = "0,0", value_name = "ROWS,COLS", allow_hyphen_values = true)]
+    pub shift: String,
+    /// Flip left-right (after the warp).
+    #[arg(long)]
+    pub flip: bool,
+    /// Flip upside down (after the warp).
+    #[arg(long)]
+    pub vflip: bool,
+    /// Brightness factor (1 = unchanged).
+    #[arg(long, value_name = "FACTOR")]
+    pub brightness: Option<f64>,
+    /// How points outside the image are filled.
+    #[arg(long, value_enum, default_value_t = catdog::data::augment::FillMode::Nearest)]
+    pub fill_mode: catdog::data::augment::FillMode,
+    /// Fill value for --fill-mode constant, 0–255 scale.
+    #[arg(long, default_value_t = 0.0, value_name = "VALUE")]
+    pub cval: f32,
+    /// Resize to SIZE × SIZE pixels first [default: keep the input's size].
+    #[arg(long, value_name = "PIXELS")]
+    pub size: Option<u32>,
+    /// Resize filter when --size is given.
+    #[arg(long, value_enum, default_value_t = Interpolation::Nearest)]
+    pub interpolation: Interpolation,
+    /// Output PNG.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchLoaderArgs {
+    /// The data folder (train/test layout: train is used; or one class folder).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Images per batch.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub batch: usize,
+    /// Batches timed per pass [default: one epoch].
+    #[arg(long, value_name = "N")]
+    pub batches: Option<usize>,
+    #[command(flatten)]
+    pub img: ImageFlags,
+    #[command(flatten)]
+    pub aug: AugmentFlags,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,

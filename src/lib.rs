@@ -11,4 +11,5 @@ pub mod alloc;
 pub mod bench;
 pub mod extract;
 pub mod io;
+pub mod plot;
 pub mod progress;

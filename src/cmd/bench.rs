@@ -71,3 +71,54 @@ pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
     }
     Ok(0)
 }
+
+pub fn loader(a: crate::cli::BenchLoaderArgs, quiet: bool) -> Result<i32> {
+    use catdog::data::folder::{split_dirs, ImageFolder};
+    use catdog::data::loader::LoaderConfig;
+    use catdog::data::preprocess::Preprocess;
+    let root = split_dirs(&a.data)
+        .into_iter()
+        .find(|(n, _)| n == "train")
+        .map(|(_, p)| p)
+        .unwrap_or(a.data.clone());
+    let folder = ImageFolder::scan_lenient(&root)?;
+    let aug = super::augment_config(&a.aug)?;
+    let mut cfg = LoaderConfig::new(a.batch.max(1), a.img.size, Preprocess::imagenet());
+    cfg.interpolation = a.img.interpolation;
+    cfg.augment = Some(aug);
+    cfg.shuffle = true;
+    let n = folder.samples.len();
+    let passes = bench::loader(folder.samples, cfg, a.batches, |m| {
+        if !quiet {
+            eprintln!("{m}")
+        }
+    })?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "data": root, "images_in_folder": n, "batch": a.batch, "size": a.img.size,
+                "threads": rayon::current_num_threads(),
+                "augmentation": catdog::data::preview::describe(&aug), "passes": passes,
+            }))?
+        );
+        return Ok(0);
+    }
+    println!(
+        "loader on {} ({} images), batch {}, {}×{}, {} threads, {}",
+        root.display(),
+        n,
+        a.batch,
+        a.img.size,
+        a.img.size,
+        rayon::current_num_threads(),
+        catdog::data::preview::describe(&aug)
+    );
+    for p in &passes {
+        println!(
+            "{:<24} {:>6} images in {:>6.2} s: {:>8.0} images/s",
+            p.name, p.images, p.seconds, p.images_per_s
+        );
+    }
+    Ok(0)
+}

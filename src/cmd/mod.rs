@@ -1,12 +1,14 @@
 //! One function per subcommand.
 
+mod augment;
 mod bench;
+mod data;
 mod extract;
 mod weights;
 
 use anyhow::Result;
 
-use crate::cli::{BenchCmd, Cli, Command};
+use crate::cli::{AugmentCmd, AugmentFlags, BenchCmd, Cli, Command};
 
 /// Runs the parsed command; returns the exit code.
 pub fn run(cli: Cli) -> Result<i32> {
@@ -14,7 +16,11 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Weights(c) => weights::run(c, quiet),
         Command::Extract(a) => extract::run(a, quiet),
+        Command::Data(c) => data::run(c, quiet),
+        Command::Augment(AugmentCmd::Preview(a)) => augment::preview(a, quiet),
+        Command::Augment(AugmentCmd::Apply(a)) => augment::apply(a),
         Command::Bench(BenchCmd::Forward(a)) => bench::forward(a, quiet),
+        Command::Bench(BenchCmd::Loader(a)) => bench::loader(a, quiet),
     }
 }
 
@@ -35,4 +41,74 @@ pub fn load_weights(w: &crate::cli::WeightsFlag, quiet: bool) -> Result<catdog::
         loaded.preprocess = Preprocess::from_mode(mode);
     }
     Ok(loaded)
+}
+
+/// Parses `A,B` (or a single `A`, returned as `(A, A)`) for `flag`.
+pub fn parse_pair(s: &str, flag: &str) -> Result<(f64, f64)> {
+    let parts: Vec<&str> = s.split(',').map(|p| p.trim()).collect();
+    let num = |p: &str| {
+        p.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| anyhow::anyhow!("{flag} {s}: '{p}' is not a number"))
+    };
+    match parts.as_slice() {
+        [a] => {
+            let a = num(a)?;
+            Ok((a, a))
+        }
+        [a, b] => Ok((num(a)?, num(b)?)),
+        _ => anyhow::bail!("{flag} {s}: expected one number or two separated by a comma"),
+    }
+}
+
+/// The augmentation ranges from the flags (`--augment` gives the course's set; explicit flags override it).
+pub fn augment_config(f: &AugmentFlags) -> Result<catdog::data::augment::AugmentConfig> {
+    use catdog::data::augment::AugmentConfig;
+    let mut a = if f.augment {
+        AugmentConfig::course()
+    } else {
+        AugmentConfig::default()
+    };
+    if let Some(v) = f.rotation {
+        a.rotation = v.abs();
+    }
+    if let Some(v) = f.width_shift {
+        a.width_shift = v.abs();
+    }
+    if let Some(v) = f.height_shift {
+        a.height_shift = v.abs();
+    }
+    if let Some(v) = f.shear {
+        a.shear = v.abs();
+    }
+    if let Some(z) = &f.zoom {
+        a.zoom = if z.contains(',') {
+            parse_pair(z, "--zoom")?
+        } else {
+            let (v, _) = parse_pair(z, "--zoom")?;
+            if !(0.0..1.0).contains(&v) {
+                anyhow::bail!(
+                    "--zoom {z}: a single value Z gives [1−Z, 1+Z] and must be in [0, 1); give LO,HI otherwise"
+                );
+            }
+            (1.0 - v, 1.0 + v)
+        };
+    }
+    if f.horizontal_flip {
+        a.horizontal_flip = true;
+    }
+    if f.vertical_flip {
+        a.vertical_flip = true;
+    }
+    if let Some(b) = &f.brightness {
+        a.brightness = Some(parse_pair(b, "--brightness")?);
+    }
+    if let Some(v) = f.channel_shift {
+        a.channel_shift = v.abs();
+    }
+    a.fill_mode = f.fill_mode;
+    a.cval = f.cval;
+    a.validate()?;
+    Ok(a)
 }

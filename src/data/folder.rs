@@ -268,3 +268,95 @@ pub fn collect_inputs(paths: &[PathBuf]) -> Result<Inputs> {
         skipped,
     })
 }
+
+/// Names of split folders recognised at the top of a data folder, in the order they are reported.
+pub const SPLIT_NAMES: [&str; 4] = ["train", "validation", "val", "test"];
+
+/// The split sub-folders of `dir` that exist (`train`, `validation`/`val`, `test`); empty when `dir` is itself a
+/// class folder.
+pub fn split_dirs(dir: &Path) -> Vec<(String, PathBuf)> {
+    SPLIT_NAMES
+        .iter()
+        .map(|n| (n.to_string(), dir.join(n)))
+        .filter(|(_, p)| p.is_dir())
+        .collect()
+}
+
+/// Training data with its validation and test parts.
+#[derive(Debug, Clone)]
+pub struct Splits {
+    pub train: ImageFolder,
+    pub val: Option<ImageFolder>,
+    pub test: Option<ImageFolder>,
+    /// How the validation part was obtained, for summaries.
+    pub val_source: String,
+}
+
+/// Finds the parts of a data folder:
+/// - `DIR/train` (+ `DIR/validation` or `DIR/val`, + `DIR/test`): the course layout. Validation is the validation
+///   folder, else a `val_split` of train, else the test folder (as the course does);
+/// - otherwise `DIR` is one class folder, and `val_split` (if given) splits it, stratified and seeded.
+pub fn resolve_splits(dir: &Path, val_split: Option<f64>, seed: u64) -> Result<Splits> {
+    let parts = split_dirs(dir);
+    let find = |names: &[&str]| {
+        parts
+            .iter()
+            .find(|(n, _)| names.contains(&n.as_str()))
+            .map(|(_, p)| p.clone())
+    };
+    let (train, mut val, mut val_source, test) = if let Some(train_dir) = find(&["train"]) {
+        let train = ImageFolder::scan(&train_dir)?;
+        let val_dir = find(&["validation", "val"]);
+        let test = find(&["test"]).map(|p| ImageFolder::scan(&p)).transpose()?;
+        let val = val_dir.as_ref().map(|p| ImageFolder::scan(p)).transpose()?;
+        let src = val_dir.map(|p| p.display().to_string()).unwrap_or_default();
+        (train, val, src, test)
+    } else if !parts.is_empty() {
+        return Err(Error::Data(format!(
+            "{}: found {} but no train/ folder; the layout is DIR/train/<class>/… with optional DIR/test/<class>/…",
+            dir.display(),
+            parts
+                .iter()
+                .map(|(n, _)| format!("{n}/"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    } else {
+        (ImageFolder::scan(dir)?, None, String::new(), None)
+    };
+    let mut train = train;
+    if val.is_none() {
+        if let Some(f) = val_split {
+            let (a, b) = train.split(f, seed)?;
+            val_source = format!(
+                "{:.0}% of {} (stratified, seed {seed})",
+                f * 100.0,
+                train.root.display()
+            );
+            train = a;
+            val = Some(b);
+        } else if let Some(t) = &test {
+            val = Some(t.clone());
+            val_source = format!("{} (the test folder, as the course does)", t.root.display());
+        }
+    }
+    for (what, part) in [("validation", &val), ("test", &test)] {
+        if let Some(p) = part {
+            if p.classes != train.classes {
+                return Err(Error::Data(format!(
+                    "{}: the {what} classes {:?} differ from the training classes {:?} in {}",
+                    p.root.display(),
+                    p.classes,
+                    train.classes,
+                    train.root.display()
+                )));
+            }
+        }
+    }
+    Ok(Splits {
+        train,
+        val,
+        test,
+        val_source,
+    })
+}

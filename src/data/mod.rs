@@ -1,5 +1,9 @@
 //! Images in: folders, decoding, preprocessing.
 
+pub mod augment;
+pub mod check;
 pub mod decode;
 pub mod folder;
+pub mod loader;
 pub mod preprocess;
+pub mod preview;

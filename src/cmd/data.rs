@@ -1,0 +1,64 @@
+use anyhow::Result;
+use catdog::data::check;
+use catdog::data::decode::DecodeLimits;
+
+use crate::cli::DataCmd;
+
+pub fn run(cmd: DataCmd, quiet: bool) -> Result<i32> {
+    match cmd {
+        DataCmd::Check {
+            dir,
+            strict,
+            json,
+            show,
+        } => {
+            let total = check::count(&dir)?;
+            let bar = catdog::progress::bar(total as u64, "decode", quiet);
+            let report = check::check(&dir, &DecodeLimits::default(), &|| bar.inc(1))?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_report(&report, show);
+            }
+            Ok(if strict && report.bad > 0 { 1 } else { 0 })
+        }
+    }
+}
+
+fn print_report(r: &check::CheckReport, show: usize) {
+    for s in &r.splits {
+        println!("{} ({})", s.split, s.root.display());
+        println!(
+            "  {:<16} {:>7} {:>7} {:>5}   {:<22} {:<22}",
+            "class", "files", "good", "bad", "width min/med/max", "height min/med/max"
+        );
+        for c in &s.classes {
+            println!(
+                "  {:<16} {:>7} {:>7} {:>5}   {:<22} {:<22}",
+                c.class,
+                c.files,
+                c.good,
+                c.bad.len(),
+                format!("{}/{}/{}", c.width.min, c.width.median, c.width.max),
+                format!("{}/{}/{}", c.height.min, c.height.median, c.height.max)
+            );
+        }
+        for c in &s.classes {
+            for b in c.bad.iter().take(show) {
+                println!("  bad: {}: {}", b.path.display(), b.reason);
+            }
+            if c.bad.len() > show {
+                println!("  … and {} more bad files in {}", c.bad.len() - show, c.class);
+            }
+        }
+        if !s.skipped.is_empty() {
+            println!(
+                "  skipped {} files without an image extension (e.g. {})",
+                s.skipped.len(),
+                s.skipped[0].display()
+            );
+        }
+    }
+    println!("{} images, {} bad", r.images, r.bad);
+}

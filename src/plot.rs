@@ -1,0 +1,276 @@
+//! Pictures: image grids with labels, training curves, and the labs' plots. Everything is drawn with plotters
+//! into an RGB buffer (the font is compiled in) and written as PNG atomically.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use image::RgbImage;
+use plotters::prelude::*;
+
+use crate::error::{Error, Result};
+
+const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+
+/// Registers the compiled-in font as "sans-serif" (once).
+pub fn ensure_font() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        for style in [FontStyle::Normal, FontStyle::Bold] {
+            if plotters::style::register_font("sans-serif", style, FONT).is_err() {
+                panic!("the bundled font does not parse");
+            }
+        }
+    });
+}
+
+pub(crate) fn plot_err<E: std::fmt::Display>(e: E) -> Error {
+    Error::Other(format!("drawing failed: {e}"))
+}
+
+/// Writes an RGB image as PNG, atomically.
+pub fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
+    let mut bytes = Vec::new();
+    image::DynamicImage::ImageRgb8(img.clone())
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .map_err(|e| Error::Other(format!("{}: cannot encode PNG: {e}", path.display())))?;
+    crate::io::atomic_write(path, &bytes)
+}
+
+fn font() -> &'static ab_glyph::FontRef<'static> {
+    static F: OnceLock<ab_glyph::FontRef<'static>> = OnceLock::new();
+    F.get_or_init(|| ab_glyph::FontRef::try_from_slice(FONT).expect("the bundled font parses"))
+}
+
+/// Lays out `text` at `size` px with the top of the line at y = 0 and calls `put(x, y, coverage)` for every pixel;
+/// returns the width and height of the line.
+pub fn render_text(text: &str, size: f32, mut put: impl FnMut(i32, i32, f32)) -> (u32, u32) {
+    use ab_glyph::{Font, ScaleFont};
+    let f = font();
+    let scaled = f.as_scaled(size);
+    let ascent = scaled.ascent();
+    let mut caret = 0f32;
+    let mut prev = None;
+    for c in text.chars() {
+        let id = scaled.glyph_id(c);
+        if let Some(p) = prev {
+            caret += scaled.kern(p, id);
+        }
+        let g = id.with_scale_and_position(size, ab_glyph::point(caret, ascent));
+        if let Some(o) = f.outline_glyph(g) {
+            let b = o.px_bounds();
+            o.draw(|x, y, cov| put(b.min.x as i32 + x as i32, b.min.y as i32 + y as i32, cov));
+        }
+        caret += scaled.h_advance(id);
+        prev = Some(id);
+    }
+    (caret.ceil() as u32, (scaled.ascent() - scaled.descent()).ceil() as u32)
+}
+
+/// Size of `text` at `size` px.
+pub fn text_size(text: &str, size: f32) -> (u32, u32) {
+    render_text(text, size, |_, _, _| {})
+}
+
+/// A bitmap backend whose text is laid out on the font's baseline (plotters' own ab_glyph path places each glyph
+/// by its bounding box, which lifts '.' and ',' off the line).
+pub struct Canvas<'a> {
+    inner: BitMapBackend<'a>,
+}
+
+impl<'a> plotters_backend::DrawingBackend for Canvas<'a> {
+    type ErrorType = <BitMapBackend<'a> as plotters_backend::DrawingBackend>::ErrorType;
+
+    fn get_size(&self) -> (u32, u32) {
+        self.inner.get_size()
+    }
+    fn ensure_prepared(&mut self) -> std::result::Result<(), plotters_backend::DrawingErrorKind<Self::ErrorType>> {
+        self.inner.ensure_prepared()
+    }
+    fn present(&mut self) -> std::result::Result<(), plotters_backend::DrawingErrorKind<Self::ErrorType>> {
+        self.inner.present()
+    }
+    fn draw_pixel(
+        &mut self,
+        p: plotters_backend::BackendCoord,
+        c: plotters_backend::BackendColor,
+    ) -> std::result::Result<(), plotters_backend::DrawingErrorKind<Self::ErrorType>> {
+        self.inner.draw_pixel(p, c)
+    }
+    fn draw_line<S: plotters_backend::BackendStyle>(
+        &mut self,
+        from: plotters_backend::BackendCoord,
+        to: plotters_backend::BackendCoord,
+        style: &S,
+    ) -> std::result::Result<(), plotters_backend::DrawingErrorKind<Self::ErrorType>> {
+        self.inner.draw_line(from, to, style)
+    }
+    fn draw_rect<S: plotters_backend::BackendStyle>(
+        &mut self,
+        a: plotters_backend::BackendCoord,
+        b: plotters_backend::BackendCoord,
+        style: &S,
+        fill: bool,
+    ) -> std::result::Result<(), plotters_backend::DrawingErrorKind<Self::ErrorType>> {
+        self.inner.draw_rect(a, b, style, fill)
+    }
+    fn blit_bitmap(
+        &mut self,
+        pos: plotters_backend::BackendCoord,
+        size: (u32, u32),
+        src: &[u8],
+    ) -> std::result::Result<(), plotters_backend::DrawingErrorKind<Self::ErrorType>> {
+        self.inner.blit_bitmap(pos, size, src)
+    }
+    fn draw_text<T: plotters_backend::BackendTextStyle>(
+        &mut self,
+        text: &str,
+        style: &T,
+        pos: plotters_backend::BackendCoord,
+    ) -> std::result::Result<(), plotters_backend::DrawingErrorKind<Self::ErrorType>> {
+        use plotters_backend::text_anchor::{HPos, VPos};
+        let color = style.color();
+        if color.alpha == 0.0 {
+            return Ok(());
+        }
+        let size = style.size() as f32;
+        let (w, h) = text_size(text, size);
+        let dx = match style.anchor().h_pos {
+            HPos::Left => 0,
+            HPos::Right => -(w as i32),
+            HPos::Center => -(w as i32) / 2,
+        };
+        let dy = match style.anchor().v_pos {
+            VPos::Top => 0,
+            VPos::Center => -(h as i32) / 2,
+            VPos::Bottom => -(h as i32),
+        };
+        let trans = style.transform();
+        let mut pixels = Vec::new();
+        render_text(text, size, |x, y, cov| pixels.push((x, y, cov)));
+        for (x, y, cov) in pixels {
+            let (x, y) = trans.transform(x + dx, y + dy);
+            let c = plotters_backend::BackendColor {
+                alpha: color.alpha * cov.clamp(0.0, 1.0) as f64,
+                rgb: color.rgb,
+            };
+            self.inner.draw_pixel((pos.0 + x, pos.1 + y), c)?;
+        }
+        Ok(())
+    }
+    fn estimate_text_size<T: plotters_backend::BackendTextStyle>(
+        &self,
+        text: &str,
+        style: &T,
+    ) -> std::result::Result<(u32, u32), plotters_backend::DrawingErrorKind<Self::ErrorType>> {
+        Ok(text_size(text, style.size() as f32))
+    }
+}
+
+/// Draws with plotters on a white `w × h` canvas and returns the picture.
+pub fn draw<F>(w: u32, h: u32, f: F) -> Result<RgbImage>
+where
+    F: FnOnce(&DrawingArea<Canvas, plotters::coord::Shift>) -> Result<()>,
+{
+    ensure_font();
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = Canvas {
+            inner: BitMapBackend::with_buffer(&mut buf, (w, h)),
+        }
+        .into_drawing_area();
+        f(&root)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(RgbImage::from_raw(w, h, buf).expect("buffer of the right size"))
+}
+
+/// One cell of a grid: a picture and up to a few lines of caption.
+pub struct Cell {
+    pub image: RgbImage,
+    pub caption: Vec<String>,
+}
+
+/// Lays out rows of cells (each row may have its own length) with captions under each picture.
+pub fn image_grid(rows: &[Vec<Cell>], title: Option<&str>) -> Result<RgbImage> {
+    const PAD: u32 = 6;
+    const LINE: u32 = 13;
+    let cell_w = rows
+        .iter()
+        .flatten()
+        .map(|c| c.image.width())
+        .max()
+        .unwrap_or(64)
+        .max(96);
+    let cell_h = rows.iter().flatten().map(|c| c.image.height()).max().unwrap_or(64);
+    let lines = rows.iter().flatten().map(|c| c.caption.len()).max().unwrap_or(0) as u32;
+    let ncols = rows.iter().map(|r| r.len()).max().unwrap_or(1).max(1) as u32;
+    let title_h = if title.is_some() { 22 } else { 0 };
+    let row_h = cell_h + lines * LINE + 2 * PAD;
+    let width = ncols * (cell_w + PAD) + PAD;
+    let height = title_h + rows.len() as u32 * row_h + PAD;
+    let mut canvas = draw(width, height, |root| {
+        if let Some(t) = title {
+            root.draw(&Text::new(
+                t.to_string(),
+                (PAD as i32, 4),
+                ("sans-serif", 15).into_font().color(&BLACK),
+            ))
+            .map_err(plot_err)?;
+        }
+        for (ri, row) in rows.iter().enumerate() {
+            for (ci, cell) in row.iter().enumerate() {
+                let x = PAD + ci as u32 * (cell_w + PAD);
+                let y = title_h + ri as u32 * row_h + PAD + cell_h + 2;
+                for (li, line) in cell.caption.iter().enumerate() {
+                    let text = fit(line, cell_w as usize);
+                    root.draw(&Text::new(
+                        text,
+                        (x as i32, (y + li as u32 * LINE) as i32),
+                        ("sans-serif", 11).into_font().color(&RGBColor(40, 40, 40)),
+                    ))
+                    .map_err(plot_err)?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    for (ri, row) in rows.iter().enumerate() {
+        for (ci, cell) in row.iter().enumerate() {
+            let x = PAD + ci as u32 * (cell_w + PAD);
+            let y = title_h + ri as u32 * row_h + PAD;
+            image::imageops::replace(&mut canvas, &cell.image, x as i64, y as i64);
+        }
+    }
+    Ok(canvas)
+}
+
+/// Shortens a caption to the width of a cell at 11 px.
+fn fit(s: &str, px: usize) -> String {
+    if text_size(s, 11.0).0 as usize <= px {
+        return s.to_string();
+    }
+    let mut t: String = s.to_string();
+    while !t.is_empty() && text_size(&format!("{t}…"), 11.0).0 as usize > px {
+        t.pop();
+    }
+    format!("{t}…")
+}
+
+/// Splits a caption into lines of at most `max` characters at spaces.
+pub fn wrap(s: &str, max: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for word in s.split(' ') {
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > max {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
