@@ -347,3 +347,86 @@ pub fn loader(
     }
     Ok(passes)
 }
+
+/// One configuration of the training-step benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainPass {
+    pub name: String,
+    pub seconds_per_step: f64,
+    pub images_per_s: f64,
+}
+
+/// Times training steps (forward, backward, RMSprop update) at `batch` × `size`²: from images (the frozen part
+/// runs every step without gradients) and from the cached frozen-part output, for `extract` or `finetune` from
+/// `split`. With `baseline`, the step from images is also timed with candle's stock conv2d.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step(
+    base: &Vgg16,
+    split: usize,
+    batch: usize,
+    size: usize,
+    steps: usize,
+    from_images: bool,
+    from_cache: bool,
+    baseline: bool,
+    mut log: impl FnMut(&str),
+) -> Result<Vec<TrainPass>> {
+    use crate::model::head::{Head, HeadConfig, HeadKind};
+    use crate::train::optim::{OptimConfig, Optimizer, OptimizerKind};
+    let device = base.device().clone();
+    let x = pseudo_random(&[batch, 3, size, size], 5, &device)?;
+    let labels: Vec<u32> = (0..batch as u32).map(|i| i % 2).collect();
+    let mut passes = Vec::new();
+    let mut run = |name: &str, imp: ConvImpl, cached: bool, steps: usize| -> Result<()> {
+        let mut m = base.clone();
+        m.set_conv_impl(imp);
+        m.set_trainable_from(split)?;
+        let (c, h, w) = m.output_shape(LAYERS.len() - 1, size);
+        let head = Head::new(
+            HeadConfig {
+                kind: HeadKind::Flatten,
+                in_shape: [c, h, w],
+                hidden: 256,
+                dropout: 0.5,
+                n_out: 1,
+            },
+            0,
+            &device,
+        )?;
+        let mut params = head.vars();
+        params.extend(m.trainable_vars());
+        let mut opt = Optimizer::new(OptimConfig::new(OptimizerKind::Rmsprop, 1e-5), params)?;
+        let cache = if cached { Some(m.forward_frozen(&x)?) } else { None };
+        log(&format!("timing {name}…"));
+        let mut k = 0u64;
+        let secs = best_of(steps, || {
+            let h = match &cache {
+                Some(h) => h.clone(),
+                None => m.forward_frozen(&x)?,
+            };
+            let f = m.forward_trainable(&h)?;
+            k += 1;
+            let logits = head.forward(&f, Some(k))?;
+            let loss = crate::train::loss::data_loss(&logits, &labels)?;
+            let g = loss.backward()?;
+            opt.step(&g)?;
+            Ok(())
+        })?;
+        passes.push(TrainPass {
+            name: name.to_string(),
+            seconds_per_step: secs,
+            images_per_s: batch as f64 / secs,
+        });
+        Ok(())
+    };
+    if from_images {
+        run("step from images (catdog conv)", ConvImpl::Fast, false, steps)?;
+    }
+    if from_cache {
+        run("step from the cached frozen output", ConvImpl::Fast, true, steps)?;
+    }
+    if baseline && from_images {
+        run("step from images (candle's stock conv2d)", ConvImpl::Candle, false, 1)?;
+    }
+    Ok(passes)
+}

@@ -35,6 +35,12 @@ pub enum Command {
     Weights(WeightsCmd),
     /// Run the conv base over images and save a layer's output (the "fast feature extraction" recipe).
     Extract(ExtractArgs),
+    /// Train on an image folder: feature extraction (frozen base) or fine-tuning from a layer.
+    Finetune(Box<FinetuneArgs>),
+    /// Evaluate a checkpoint on a labelled folder: loss, accuracy, confusion matrix, P/R/F1, ROC-AUC.
+    Evaluate(EvaluateArgs),
+    /// Predict the class of images with a checkpoint.
+    Predict(PredictArgs),
     /// Check a data folder.
     #[command(subcommand)]
     Data(DataCmd),
@@ -129,6 +135,8 @@ pub enum BenchCmd {
     Forward(BenchForwardArgs),
     /// Input pipeline: images/s for decode + resize + augment, batch by batch, with and without the image cache.
     Loader(BenchLoaderArgs),
+    /// Training step: images/s for extract or finetune, with or without the frozen-prefix cache.
+    Train(BenchTrainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -330,4 +338,187 @@ pub struct BenchLoaderArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    /// The data folder: DIR/train/<class>/… (+ DIR/test or DIR/validation), or one class folder with --val-split.
+    #[arg(long, value_name = "DIR", default_value = "data/dogs-vs-cats")]
+    pub data: PathBuf,
+    /// extract: the conv base frozen, only the head trains; finetune: layers from --unfreeze-from on train too.
+    #[arg(long, value_enum, default_value_t = catdog::model::classifier::TrainMode::Extract)]
+    pub mode: catdog::model::classifier::TrainMode,
+    /// First trainable layer in finetune mode (Keras name).
+    #[arg(long, default_value = "block5_conv1", value_name = "LAYER")]
+    pub unfreeze_from: String,
+    #[command(flatten)]
+    pub w: WeightsFlag,
+    #[command(flatten)]
+    pub img: ImageFlags,
+    /// Epochs to train (with --resume: the new total).
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
+    /// Images per step.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub batch_size: usize,
+    /// Optimizer (Keras semantics).
+    #[arg(long, value_enum, default_value_t = catdog::train::optim::OptimizerKind::Rmsprop)]
+    pub optimizer: catdog::train::optim::OptimizerKind,
+    /// Learning rate [default: 2e-5 for extract, 1e-5 for finetune, as the course].
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f64>,
+    /// SGD momentum (0 = none).
+    #[arg(long, default_value_t = 0.0, value_name = "M")]
+    pub momentum: f64,
+    /// Nesterov momentum for SGD.
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Head input: flatten (the course) or gap (global average pooling).
+    #[arg(long, value_enum, default_value_t = catdog::model::head::HeadKind::Flatten)]
+    pub head: catdog::model::head::HeadKind,
+    /// Units of the hidden Dense layer (0 = none).
+    #[arg(long, default_value_t = 256, value_name = "UNITS")]
+    pub hidden: usize,
+    /// Dropout rate after the hidden layer, a fraction in [0, 1).
+    #[arg(long, default_value_t = 0.5, value_name = "FRACTION")]
+    pub dropout: f64,
+    /// L1 penalty λ·Σ|w| on the head's kernels, added to the loss (Keras l1).
+    #[arg(long, default_value_t = 0.0, value_name = "LAMBDA")]
+    pub l1: f64,
+    /// L2 penalty λ·Σw² on the head's kernels, added to the loss (Keras l2).
+    #[arg(long, default_value_t = 0.0, value_name = "LAMBDA")]
+    pub l2: f64,
+    #[command(flatten)]
+    pub aug: AugmentFlags,
+    /// Hold out this fraction of the training images for validation (stratified, seeded) when there is no
+    /// validation folder.
+    #[arg(long, value_name = "FRACTION")]
+    pub val_split: Option<f64>,
+    /// Early stopping: stop after N epochs without improvement (turns early stopping on).
+    #[arg(long, value_name = "EPOCHS")]
+    pub patience: Option<usize>,
+    /// Metric watched by early stopping, reduce-on-plateau and the best checkpoint.
+    #[arg(long, default_value = "val_loss", value_name = "METRIC")]
+    pub monitor: String,
+    /// Smallest change that counts as an improvement.
+    #[arg(long, default_value_t = 0.0, value_name = "DELTA")]
+    pub min_delta: f64,
+    /// Value the monitored metric must beat before patience resets.
+    #[arg(long, value_name = "VALUE", allow_hyphen_values = true)]
+    pub baseline: Option<f64>,
+    /// Epochs (from 0) not watched by early stopping.
+    #[arg(long, default_value_t = 0, value_name = "EPOCH")]
+    pub start_from_epoch: usize,
+    /// At the end, go back to the weights of the best epoch (Keras 3: even without an early stop).
+    #[arg(long)]
+    pub restore_best_weights: bool,
+    /// Direction of improvement of the monitored metric.
+    #[arg(long, value_enum, default_value_t = catdog::train::early_stop::Mode::Auto)]
+    pub es_mode: catdog::train::early_stop::Mode,
+    /// Reduce the learning rate after N epochs without improvement (turns reduce-on-plateau on).
+    #[arg(long, value_name = "EPOCHS")]
+    pub reduce_lr_patience: Option<usize>,
+    /// Factor applied to the learning rate on a plateau.
+    #[arg(long, default_value_t = 0.1, value_name = "FACTOR")]
+    pub reduce_lr_factor: f64,
+    /// Lower bound of the learning rate.
+    #[arg(long, default_value_t = 0.0, value_name = "LR")]
+    pub min_lr: f64,
+    /// Frozen-prefix cache: auto (when there is no augmentation), on, or off.
+    #[arg(long, value_enum, default_value_t = catdog::train::trainer::CacheMode::Auto)]
+    pub cache: catdog::train::trainer::CacheMode,
+    /// Memory for cached frozen-prefix features, MiB (beyond it they go to a file in the run folder).
+    #[arg(long, default_value_t = 4096, value_name = "MIB")]
+    pub feature_cache_mb: usize,
+    /// Memory for decoded training images, MiB (epochs after the first skip JPEG decoding).
+    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    pub image_cache_mb: usize,
+    /// Run name (folder under --runs-dir) [default: a timestamp].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Folder of run folders.
+    #[arg(long, default_value = "runs", value_name = "DIR")]
+    pub runs_dir: PathBuf,
+    /// Continue the run in this folder from its last.safetensors (its config.json is used; --epochs may extend it).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// Stop at the first unreadable image instead of skipping and reporting it.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// A checkpoint written by `catdog finetune` (best.safetensors or last.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// Labelled folder (its test/ part when it has one, else validation/, else the folder itself).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Images per batch.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub batch_size: usize,
+    /// Device: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a PNG grid of misclassified images.
+    #[arg(long, value_name = "FILE")]
+    pub misclassified: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A checkpoint written by `catdog finetune`.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// Images per batch.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub batch_size: usize,
+    /// Device: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: String,
+    /// Print one JSON object per image (path, label, probabilities) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Image files or folders (walked recursively).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTrainArgs {
+    /// What trains.
+    #[arg(long, value_enum, default_value_t = catdog::model::classifier::TrainMode::Finetune)]
+    pub mode: catdog::model::classifier::TrainMode,
+    /// First trainable layer in finetune mode.
+    #[arg(long, default_value = "block5_conv1", value_name = "LAYER")]
+    pub unfreeze_from: String,
+    /// Measure the step from cached frozen-prefix outputs (on), from images (off), or both.
+    #[arg(long, value_enum, default_value_t = BenchCache::Both)]
+    pub cache: BenchCache,
+    /// Images per step.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub batch: usize,
+    /// Input size in pixels.
+    #[arg(long, default_value_t = 150, value_name = "PIXELS")]
+    pub size: usize,
+    /// Timed steps (best is reported) after one warm-up.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub steps: usize,
+    /// Weights (random full-width VGG16 by default).
+    #[arg(long, default_value = "random", value_name = "ID|FILE|random")]
+    pub weights: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchCache {
+    On,
+    Off,
+    Both,
 }

@@ -6,6 +6,11 @@ mod cmd;
 use clap::Parser;
 
 fn main() {
+    // Behave like other Unix tools when the reader of stdout goes away (`catdog predict … | head`).
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     catdog::alloc::keep_freed_memory();
     let cli = cli::Cli::parse();
     if let Some(n) = cli.threads {

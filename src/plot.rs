@@ -274,3 +274,132 @@ pub fn wrap(s: &str, max: usize) -> Vec<String> {
     }
     lines
 }
+
+/// One series of a line chart.
+pub struct Series<'a> {
+    pub name: &'a str,
+    pub points: Vec<(f64, f64)>,
+    pub color: RGBColor,
+    /// Dots instead of a line (the course's 'bo' for training).
+    pub dots: bool,
+}
+
+/// A line chart of several series over x, with a legend.
+pub fn line_chart(
+    root: &DrawingArea<Canvas, plotters::coord::Shift>,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<()> {
+    let pts: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(|p| p.1.is_finite())
+        .collect();
+    let (x0, x1) = pts
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (y0, y1) = pts
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (x0, x1) = if pts.is_empty() {
+        (0.0, 1.0)
+    } else {
+        (x0 - 0.3, x1 + 0.3)
+    };
+    let (y0, y1) = if pts.is_empty() {
+        (0.0, 1.0)
+    } else {
+        let pad = ((y1 - y0) * 0.08).max(1e-3);
+        (y0 - pad, y1 + pad)
+    };
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 17))
+        .margin(12)
+        .x_label_area_size(34)
+        .y_label_area_size(58)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .light_line_style(RGBColor(248, 248, 248))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .label_style(("sans-serif", 12))
+        .x_label_formatter(&|x| {
+            if (x - x.round()).abs() < 1e-9 {
+                format!("{}", x.round() as i64)
+            } else {
+                String::new()
+            }
+        })
+        .draw()
+        .map_err(plot_err)?;
+    for s in series {
+        let color = s.color;
+        if s.dots {
+            chart
+                .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(plot_err)?
+                .label(s.name)
+                .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()));
+        } else {
+            chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(s.name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .label_font(("sans-serif", 12))
+        .draw()
+        .map_err(plot_err)?;
+    Ok(())
+}
+
+/// The course's two plots side by side: training and validation loss, training and validation accuracy.
+pub fn curves(h: &crate::train::history::History) -> Result<RgbImage> {
+    let blue = RGBColor(31, 90, 200);
+    let orange = RGBColor(230, 120, 20);
+    let ep = |f: &dyn Fn(&crate::train::history::EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
+        h.epochs
+            .iter()
+            .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
+            .collect()
+    };
+    draw(1100, 420, |root| {
+        let (left, right) = root.split_horizontally(550);
+        let s = |name, points, color, dots| Series {
+            name,
+            points,
+            color,
+            dots,
+        };
+        line_chart(
+            &left,
+            "Training and validation loss",
+            "epoch",
+            "loss",
+            &[
+                s("training loss", ep(&|e| Some(e.loss)), blue, true),
+                s("validation loss", ep(&|e| e.val_loss), orange, false),
+            ],
+        )?;
+        line_chart(
+            &right,
+            "Training and validation accuracy",
+            "epoch",
+            "accuracy",
+            &[
+                s("training accuracy", ep(&|e| Some(e.accuracy)), blue, true),
+                s("validation accuracy", ep(&|e| e.val_accuracy), orange, false),
+            ],
+        )
+    })
+}

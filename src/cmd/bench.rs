@@ -122,3 +122,68 @@ pub fn loader(a: crate::cli::BenchLoaderArgs, quiet: bool) -> Result<i32> {
     }
     Ok(0)
 }
+
+pub fn train(a: crate::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
+    use crate::cli::BenchCache;
+    use catdog::model::classifier::TrainMode;
+    use catdog::model::vgg16::{layer_index, LAYERS};
+    let spec = WeightsSpec::parse(&a.weights, 0)?;
+    let loaded = weights::load(&spec, &candle_core::Device::Cpu, &HubOptions::default())?;
+    let split = match a.mode {
+        TrainMode::Extract => LAYERS.len(),
+        TrainMode::Finetune => layer_index(&a.unfreeze_from)?,
+    };
+    let passes = bench::train_step(
+        &loaded.model,
+        split,
+        a.batch.max(1),
+        a.size,
+        a.steps.max(1),
+        a.cache != BenchCache::On,
+        a.cache != BenchCache::Off,
+        a.cache != BenchCache::On,
+        |m| {
+            if !quiet {
+                eprintln!("{m}")
+            }
+        },
+    )?;
+    let what = match a.mode {
+        TrainMode::Extract => "extract (head only)".to_string(),
+        TrainMode::Finetune => format!("finetune from {}", a.unfreeze_from),
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "mode": what, "batch": a.batch, "size": a.size, "threads": rayon::current_num_threads(),
+                "widths": loaded.model.widths(), "passes": passes,
+            }))?
+        );
+        return Ok(0);
+    }
+    println!(
+        "training step, {what}, batch {}, {}×{}, {} threads, widths {:?}, RMSprop",
+        a.batch,
+        a.size,
+        a.size,
+        rayon::current_num_threads(),
+        loaded.model.widths()
+    );
+    for p in &passes {
+        println!(
+            "{:<42} {:>8.3} s/step {:>9.1} images/s",
+            p.name, p.seconds_per_step, p.images_per_s
+        );
+    }
+    if let (Some(ours), Some(stock)) = (
+        passes.iter().find(|p| p.name.contains("catdog conv")),
+        passes.iter().find(|p| p.name.contains("stock")),
+    ) {
+        println!(
+            "speed-up over candle's stock conv2d: {:.2}×",
+            ours.images_per_s / stock.images_per_s
+        );
+    }
+    Ok(0)
+}

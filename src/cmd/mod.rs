@@ -3,7 +3,10 @@
 mod augment;
 mod bench;
 mod data;
+mod evaluate;
 mod extract;
+mod finetune;
+mod summary;
 mod weights;
 
 use anyhow::Result;
@@ -16,11 +19,15 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Weights(c) => weights::run(c, quiet),
         Command::Extract(a) => extract::run(a, quiet),
+        Command::Finetune(a) => finetune::run(*a, quiet),
+        Command::Evaluate(a) => evaluate::evaluate(a, quiet),
+        Command::Predict(a) => evaluate::predict(a, quiet),
         Command::Data(c) => data::run(c, quiet),
         Command::Augment(AugmentCmd::Preview(a)) => augment::preview(a, quiet),
         Command::Augment(AugmentCmd::Apply(a)) => augment::apply(a),
         Command::Bench(BenchCmd::Forward(a)) => bench::forward(a, quiet),
         Command::Bench(BenchCmd::Loader(a)) => bench::loader(a, quiet),
+        Command::Bench(BenchCmd::Train(a)) => bench::train(a, quiet),
     }
 }
 

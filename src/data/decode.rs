@@ -72,8 +72,13 @@ pub fn decode_rgb(path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
     decode_rgb_bytes(&bytes, limits).map_err(bad)
 }
 
-/// Decodes image bytes (format guessed from the content) to RGB. The error is the reason as a phrase.
+/// Decodes image bytes (format guessed from the content) to RGB. The error is the reason as a phrase, on one
+/// line (decoders' messages can span several).
 pub fn decode_rgb_bytes(bytes: &[u8], limits: &DecodeLimits) -> std::result::Result<RgbImage, String> {
+    decode_inner(bytes, limits).map_err(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+fn decode_inner(bytes: &[u8], limits: &DecodeLimits) -> std::result::Result<RgbImage, String> {
     if bytes.is_empty() {
         return Err("empty file (0 bytes)".into());
     }

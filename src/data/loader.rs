@@ -230,7 +230,8 @@ impl Loader {
         idx
     }
 
-    fn mark_bad(&self, i: usize, reason: String) {
+    /// Records sample `i` as unreadable: it is left out of later epochs and listed by [`Self::bad_files`].
+    pub fn mark_bad(&self, i: usize, reason: String) {
         self.shared.bad_flag[i].store(true, Ordering::Relaxed);
         self.shared
             .bad
@@ -285,12 +286,17 @@ impl Loader {
     /// The batches of one epoch, prepared in a background thread `prefetch` batches ahead. Keras keeps the last
     /// partial batch, and so does this.
     pub fn epoch(&self, epoch: usize) -> EpochIter {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// Like [`Self::epoch`], skipping the first `skip` batches (a resumed run continues mid-epoch).
+    pub fn epoch_from(&self, epoch: usize, skip: usize) -> EpochIter {
         let order = self.order(epoch);
         let bs = self.cfg.batch_size;
         let (tx, rx) = sync_channel::<Result<Batch>>(self.cfg.prefetch.max(1));
         let me = self.clone();
         let handle = std::thread::spawn(move || {
-            for chunk in order.chunks(bs) {
+            for chunk in order.chunks(bs).skip(skip) {
                 match me.make_batch(chunk, epoch) {
                     Ok(Some(b)) => {
                         if tx.send(Ok(b)).is_err() {

@@ -248,7 +248,6 @@ impl Vgg16 {
             } else {
                 s /= 2;
             }
-            let _ = i;
         }
         (c, s, s)
     }

@@ -1,0 +1,4 @@
+//! Evaluation and prediction on checkpoints.
+
+pub mod metrics;
+pub mod report;

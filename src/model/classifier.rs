@@ -1,0 +1,118 @@
+//! The whole image classifier (conv base + head) and its checkpoint file.
+//!
+//! A checkpoint is one safetensors file: the conv base under the timm names (`features.N.weight/bias`), the head
+//! as `head.fc1.*` / `head.fc2.*` (PyTorch `nn.Linear` layout), optionally the optimizer state
+//! (`optimizer.<param>.<slot>`), and string metadata: `format`, `model` (JSON of [`ModelMeta`]: class names in
+//! index order, image size, interpolation, preprocessing, head shape, mode), `classes`, `preprocess`, `epoch`
+//! and, in `last.safetensors`, `train_state` (JSON, for `--resume`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::head::{Head, HeadConfig};
+use super::vgg16::Vgg16;
+use super::weights::read_safetensors;
+use crate::data::decode::Interpolation;
+use crate::data::preprocess::Preprocess;
+use crate::error::{Error, Result};
+
+/// The value of the `format` metadata key.
+pub const FORMAT: &str = "catdog-checkpoint-1";
+
+/// Which part of the network trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainMode {
+    /// The whole conv base frozen; only the head trains.
+    #[default]
+    Extract,
+    /// Layers from --unfreeze-from onward train with the head.
+    Finetune,
+}
+
+/// What a checkpoint says about its model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// Class names in index order.
+    pub classes: Vec<String>,
+    pub size: u32,
+    pub interpolation: Interpolation,
+    pub preprocess: Preprocess,
+    pub head: HeadConfig,
+    pub mode: TrainMode,
+    /// First trainable layer (finetune).
+    pub unfreeze_from: Option<String>,
+    /// Where the conv base came from.
+    pub weights: String,
+    pub weights_revision: Option<String>,
+    pub catdog_version: String,
+}
+
+/// Named tensors of a safetensors file.
+pub type Tensors = HashMap<String, Tensor>;
+/// String metadata of a safetensors file.
+pub type Metadata = HashMap<String, String>;
+
+/// Conv base + head.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    pub base: Vgg16,
+    pub head: Head,
+    pub meta: ModelMeta,
+}
+
+impl Classifier {
+    /// Logits `[N, n_out]` for preprocessed images `[N, 3, size, size]` (no dropout).
+    pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let f = self.base.forward(x)?;
+        self.head.forward(&f, None)
+    }
+
+    /// Class probabilities `[N, classes]`.
+    pub fn probabilities(&self, x: &Tensor) -> Result<Tensor> {
+        Head::probabilities(&self.logits(x)?)
+    }
+
+    /// Every model tensor (base and head) with its name.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut t = self.base.named_tensors();
+        t.extend(self.head.named_tensors());
+        t
+    }
+
+    /// Writes the checkpoint (atomically), with optional extra tensors (optimizer state) and metadata.
+    pub fn save(&self, path: &Path, extra: Vec<(String, Tensor)>, mut metadata: HashMap<String, String>) -> Result<()> {
+        let mut tensors = self.named_tensors();
+        tensors.extend(extra);
+        metadata.insert("format".into(), FORMAT.into());
+        metadata.insert("model".into(), serde_json::to_string(&self.meta)?);
+        metadata.insert("classes".into(), serde_json::to_string(&self.meta.classes)?);
+        metadata.insert("preprocess".into(), serde_json::to_string(&self.meta.preprocess)?);
+        crate::io::write_safetensors(path, &tensors, metadata)
+    }
+
+    /// Loads a checkpoint written by [`Self::save`]; also returns all its tensors and metadata.
+    pub fn load(path: &Path, device: &Device) -> Result<(Self, Tensors, Metadata)> {
+        let (tensors, metadata) = read_safetensors(path)?;
+        let err = |message: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            message,
+        };
+        let meta: ModelMeta =
+            match metadata.get("model") {
+                Some(s) => serde_json::from_str(s).map_err(|e| err(format!("unreadable 'model' metadata: {e}")))?,
+                None => return Err(err(
+                    "not a catdog checkpoint (no 'model' metadata); use best.safetensors or last.safetensors from a \
+                     `catdog finetune` run folder"
+                        .into(),
+                )),
+            };
+        let name = path.display().to_string();
+        let base = Vgg16::from_tensors(&tensors, &name, device)?;
+        let head = Head::from_tensors(meta.head.clone(), &tensors, &name, device)?;
+        Ok((Classifier { base, head, meta }, tensors, metadata))
+    }
+}

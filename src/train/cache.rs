@@ -1,0 +1,151 @@
+//! The frozen-prefix feature cache: when the training input is the same every epoch (no augmentation), the frozen
+//! part of the network runs once per image for the whole run — block5_pool features for `extract`, the frozen
+//! prefix's output (block4_pool for block5 fine-tuning) for `finetune` — and is kept in memory, or in a file
+//! beside the run when it does not fit the memory budget.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+
+use crate::data::loader::Loader;
+use crate::error::{Error, Result};
+use crate::model::vgg16::Vgg16;
+
+enum Store {
+    Memory(Vec<f32>),
+    File { path: PathBuf, file: Mutex<File> },
+}
+
+/// Cached features of a loader's images, by sample index.
+pub struct FeatureCache {
+    /// `[C, H, W]` of one item.
+    pub shape: [usize; 3],
+    per: usize,
+    valid: Vec<bool>,
+    store: Store,
+    /// Seconds spent building it.
+    pub build_seconds: f64,
+}
+
+impl FeatureCache {
+    /// Runs `model.forward_frozen` over every image of `loader` (which must not augment) and keeps the outputs.
+    /// Unreadable images are recorded by the loader and left out.
+    pub fn build(
+        loader: &Loader,
+        model: &Vgg16,
+        budget_bytes: usize,
+        spill_dir: &Path,
+        on_batch: &mut dyn FnMut(usize),
+    ) -> Result<Self> {
+        let start = Instant::now();
+        let size = loader.config().size as usize;
+        let (c, h, w) = model.output_shape(model.split().saturating_sub(1), size);
+        let shape = if model.split() == 0 { [3, size, size] } else { [c, h, w] };
+        let per = shape.iter().product::<usize>();
+        let n = loader.len();
+        let bytes = n * per * 4;
+        let mut store = if bytes <= budget_bytes {
+            Store::Memory(vec![0f32; n * per])
+        } else {
+            std::fs::create_dir_all(spill_dir).map_err(|e| Error::io(spill_dir, e))?;
+            let path = spill_dir.join(format!("feature-cache-{}.f32", std::process::id()));
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            file.set_len(bytes as u64).map_err(|e| Error::io(&path, e))?;
+            Store::File {
+                path,
+                file: Mutex::new(file),
+            }
+        };
+        let mut valid = vec![false; n];
+        for batch in loader.epoch(0) {
+            let batch = batch?;
+            let x = batch.images.to_device(model.device())?;
+            let f = model
+                .forward_frozen(&x)?
+                .to_device(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            for (k, &i) in batch.indices.iter().enumerate() {
+                let row = &f[k * per..(k + 1) * per];
+                match &mut store {
+                    Store::Memory(v) => v[i * per..(i + 1) * per].copy_from_slice(row),
+                    Store::File { path, file } => {
+                        let f = file.get_mut().expect("cache file lock");
+                        f.seek(SeekFrom::Start((i * per * 4) as u64))
+                            .map_err(|e| Error::io(&*path, e))?;
+                        let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+                        f.write_all(&bytes).map_err(|e| Error::io(&*path, e))?;
+                    }
+                }
+                valid[i] = true;
+            }
+            on_batch(batch.indices.len());
+        }
+        Ok(FeatureCache {
+            shape,
+            per,
+            valid,
+            store,
+            build_seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// True when the features are on disk.
+    pub fn on_disk(&self) -> bool {
+        matches!(self.store, Store::File { .. })
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.valid.len() * self.per * 4
+    }
+
+    pub fn is_valid(&self, i: usize) -> bool {
+        self.valid.get(i).copied().unwrap_or(false)
+    }
+
+    /// Features of the given samples as `[N, C, H, W]` on `device`.
+    pub fn batch(&self, indices: &[usize], device: &Device) -> Result<Tensor> {
+        let mut data = Vec::with_capacity(indices.len() * self.per);
+        for &i in indices {
+            if !self.is_valid(i) {
+                return Err(Error::Other(format!("feature cache has no entry for image {i}")));
+            }
+            match &self.store {
+                Store::Memory(v) => data.extend_from_slice(&v[i * self.per..(i + 1) * self.per]),
+                Store::File { path, file } => {
+                    let mut f = file.lock().expect("cache file lock");
+                    f.seek(SeekFrom::Start((i * self.per * 4) as u64))
+                        .map_err(|e| Error::io(path, e))?;
+                    let mut bytes = vec![0u8; self.per * 4];
+                    f.read_exact(&mut bytes).map_err(|e| Error::io(path, e))?;
+                    data.extend(
+                        bytes
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                    );
+                }
+            }
+        }
+        let [c, h, w] = self.shape;
+        Ok(Tensor::from_vec(data, (indices.len(), c, h, w), &Device::Cpu)?.to_device(device)?)
+    }
+}
+
+impl Drop for FeatureCache {
+    fn drop(&mut self) {
+        if let Store::File { path, .. } = &self.store {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

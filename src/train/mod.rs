@@ -1,0 +1,8 @@
+//! Training: the loop, optimizers, early stopping, checkpoints, history, and the frozen-prefix feature cache.
+
+pub mod cache;
+pub mod early_stop;
+pub mod history;
+pub mod loss;
+pub mod optim;
+pub mod trainer;

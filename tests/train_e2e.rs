@@ -1,0 +1,375 @@
+//! `catdog finetune`, `evaluate` and `predict` end to end on generated images with a narrow random VGG.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use candle_core::Device;
+use catdog::data::folder::resolve_splits;
+use catdog::model::classifier::Classifier;
+use catdog::model::vgg16::Vgg16;
+use catdog::train::history::History;
+use catdog::train::trainer::{Ending, RunOptions, TrainConfig, Trainer};
+use common::{add_bad_files, catdog, make_dataset, stderr, stdout};
+
+const WIDTHS: &str = "random:8,8,16,16,16";
+
+/// DIR/train (30 per class) and DIR/test (10 per class).
+fn course_layout(root: &Path) {
+    make_dataset(&root.join("train"), 30, 11);
+    make_dataset(&root.join("test"), 10, 12);
+}
+
+fn finetune(data: &Path, runs: &Path, name: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "finetune",
+        "--data",
+        data.to_str().unwrap(),
+        "--weights",
+        WIDTHS,
+        "--size",
+        "48",
+        "--batch-size",
+        "8",
+        "--hidden",
+        "32",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--name",
+        name,
+        "--quiet",
+    ];
+    if !extra.contains(&"--lr") {
+        args.extend(["--lr", "2e-3"]);
+    }
+    args.extend_from_slice(extra);
+    catdog(&args, runs)
+}
+
+fn history(dir: &Path) -> History {
+    History::read(dir).unwrap()
+}
+
+const RUN_FILES: [&str; 8] = [
+    "config.json",
+    "history.csv",
+    "history.json",
+    "curves.png",
+    "best.safetensors",
+    "last.safetensors",
+    "summary.md",
+    "bad_files.txt",
+];
+
+#[test]
+fn extract_mode_learns_writes_every_file_and_evaluate_agrees_with_predict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    course_layout(&data);
+    let runs = tmp.path().join("runs");
+    let o = finetune(&data, &runs, "ex", &["--epochs", "10", "--dropout", "0.2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = runs.join("ex");
+    for f in RUN_FILES {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let h = history(&run);
+    assert_eq!(h.epochs.len(), 10);
+    let best_val = h.epochs.iter().filter_map(|e| e.val_accuracy).fold(0.0, f64::max);
+    assert!(best_val >= 0.9, "validation accuracy only {best_val}: {:?}", h.epochs);
+    let summary = std::fs::read_to_string(run.join("summary.md")).unwrap();
+    assert!(summary.contains("frozen-prefix cache: on"), "{summary}");
+
+    // evaluate --json and predict --json on the same folder agree image by image.
+    let ckpt = run.join("best.safetensors");
+    let o = catdog(
+        &[
+            "evaluate",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+            "--quiet",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ev: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(ev["images"], 20);
+    assert!(ev["accuracy"].as_f64().unwrap() >= 0.9, "{ev}");
+    assert!(ev["roc_auc"].as_f64().unwrap() >= 0.9);
+    let test = data.join("test");
+    let o = catdog(
+        &[
+            "predict",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            test.to_str().unwrap(),
+            "--json",
+            "--quiet",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let preds: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(preds.len(), 20);
+    let correct = preds
+        .iter()
+        .filter(|p| {
+            let path = p["path"].as_str().unwrap();
+            let truth = if path.contains("/cats/") { "cats" } else { "dogs" };
+            p["label"] == truth
+        })
+        .count();
+    assert_eq!(correct as f64 / 20.0, ev["accuracy"].as_f64().unwrap());
+    let confusion = &ev["confusion"];
+    let cats_right = confusion[0][0].as_u64().unwrap() as usize;
+    let predicted_cats_right = preds
+        .iter()
+        .filter(|p| p["path"].as_str().unwrap().contains("/cats/") && p["label"] == "cats")
+        .count();
+    assert_eq!(cats_right, predicted_cats_right);
+}
+
+#[test]
+fn finetune_mode_with_augmentation_learns_and_a_checkpoint_round_trip_predicts_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    course_layout(&data);
+    let runs = tmp.path().join("runs");
+    let o = finetune(
+        &data,
+        &runs,
+        "ft",
+        &[
+            "--mode",
+            "finetune",
+            "--unfreeze-from",
+            "block4_conv1",
+            "--epochs",
+            "8",
+            "--augment",
+            "--dropout",
+            "0.2",
+            "--patience",
+            "4",
+            "--restore-best-weights",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = runs.join("ft");
+    for f in RUN_FILES {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let h = history(&run);
+    let best_val = h.epochs.iter().filter_map(|e| e.val_accuracy).fold(0.0, f64::max);
+    assert!(best_val >= 0.9, "validation accuracy only {best_val}: {:?}", h.epochs);
+    let summary = std::fs::read_to_string(run.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("fine-tuning from block4_conv1") && summary.contains("augmentation changes the input"),
+        "{summary}"
+    );
+
+    // The fine-tuned base differs from the random start in the trained layers only.
+    let (m, _, meta) = Classifier::load(&run.join("best.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(meta["format"], "catdog-checkpoint-1");
+    let start = Vgg16::random([8, 8, 16, 16, 16], 0, &Device::Cpu).unwrap();
+    let a: std::collections::HashMap<_, _> = m.base.named_tensors().into_iter().collect();
+    let b: std::collections::HashMap<_, _> = start.named_tensors().into_iter().collect();
+    let same = |n: &str| common::rel_diff(&a[n], &b[n]) == 0.0;
+    assert!(same("features.0.weight") && same("features.14.weight"));
+    assert!(!same("features.17.weight") && !same("features.28.weight"));
+
+    // Round trip: save → load gives identical probabilities, equal to `predict`.
+    let again = tmp.path().join("again.safetensors");
+    m.save(&again, vec![], Default::default()).unwrap();
+    let (m2, _, _) = Classifier::load(&again, &Device::Cpu).unwrap();
+    let files: Vec<PathBuf> = catdog::data::folder::walk_images(&data.join("test")).unwrap().0;
+    let p1 = catdog::eval::report::predict(&m, &files, 7, &mut |_| {}).unwrap();
+    let p2 = catdog::eval::report::predict(&m2, &files, 5, &mut |_| {}).unwrap();
+    for (a, b) in p1.iter().zip(&p2) {
+        assert_eq!(a.as_ref().unwrap().probabilities, b.as_ref().unwrap().probabilities);
+    }
+    let o = catdog(
+        &[
+            "predict",
+            "--checkpoint",
+            again.to_str().unwrap(),
+            files[0].to_str().unwrap(),
+            "--json",
+        ],
+        tmp.path(),
+    );
+    let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let p_dogs = p1[0].as_ref().unwrap().probabilities[1].1;
+    assert!((j["probabilities"]["dogs"].as_f64().unwrap() - p_dogs).abs() < 1e-12);
+}
+
+#[test]
+fn a_resumed_run_continues_at_the_right_epoch_with_the_same_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    course_layout(&data);
+    let runs = tmp.path().join("runs");
+    let flags = ["--mode", "finetune", "--augment", "--dropout", "0.3", "--threads", "2"];
+    let mut straight = flags.to_vec();
+    straight.extend(["--epochs", "4"]);
+    assert!(finetune(&data, &runs, "straight", &straight).status.success());
+    let mut first = flags.to_vec();
+    first.extend(["--epochs", "2"]);
+    assert!(finetune(&data, &runs, "split", &first).status.success());
+    let split = runs.join("split");
+    let o = catdog(
+        &[
+            "finetune",
+            "--resume",
+            split.to_str().unwrap(),
+            "--epochs",
+            "4",
+            "--quiet",
+            "--threads",
+            "2",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("resuming") && stderr(&o).contains("epoch 3"),
+        "{}",
+        stderr(&o)
+    );
+    let (a, b) = (history(&runs.join("straight")), history(&split));
+    assert_eq!(b.epochs.len(), 4);
+    for (x, y) in a.epochs.iter().zip(&b.epochs) {
+        assert_eq!(x.epoch, y.epoch);
+        for (m, u, v) in [("loss", x.loss, y.loss), ("accuracy", x.accuracy, y.accuracy)] {
+            assert!((u - v).abs() < 1e-9, "epoch {} {m}: {u} vs {v}", x.epoch);
+        }
+        assert!((x.val_loss.unwrap() - y.val_loss.unwrap()).abs() < 1e-9);
+    }
+}
+
+#[test]
+fn an_interrupted_epoch_resumes_mid_epoch_and_matches_the_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    course_layout(&data);
+    let runs = tmp.path().join("runs");
+    let flags = [
+        "--mode",
+        "finetune",
+        "--augment",
+        "--epochs",
+        "2",
+        "--dropout",
+        "0.3",
+        "--threads",
+        "2",
+    ];
+    assert!(finetune(&data, &runs, "whole", &flags).status.success());
+    // The same run through the library, interrupted after its first batch (as Ctrl-C would).
+    let cfg: TrainConfig =
+        serde_json::from_str(&std::fs::read_to_string(runs.join("whole/config.json")).unwrap()).unwrap();
+    let dir = runs.join("cut");
+    std::fs::create_dir_all(&dir).unwrap();
+    catdog::io::write_json(&dir.join("config.json"), &cfg).unwrap();
+    let splits = resolve_splits(&data, None, cfg.seed).unwrap();
+    let base = Vgg16::random([8, 8, 16, 16, 16], 0, &Device::Cpu).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let stop = AtomicBool::new(true);
+    let outcome = pool.install(|| {
+        let mut t = Trainer::new(cfg.clone(), base, &splits, &dir, None, &Device::Cpu).unwrap();
+        let mut log = |_: &str| {};
+        t.run(&mut RunOptions {
+            quiet: true,
+            interrupt: &stop,
+            log: &mut log,
+        })
+        .unwrap()
+    });
+    assert_eq!(outcome.ending, Ending::Interrupted);
+    let (_, meta) = catdog::model::weights::read_safetensors(&dir.join("last.safetensors")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&meta["train_state"]).unwrap();
+    assert_eq!(
+        (state["epoch"].as_u64(), state["batches_done"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let o = catdog(
+        &[
+            "finetune",
+            "--resume",
+            dir.to_str().unwrap(),
+            "--quiet",
+            "--threads",
+            "2",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("batch 2"), "{}", stderr(&o));
+    let (a, b) = (history(&runs.join("whole")), history(&dir));
+    assert_eq!(b.epochs.len(), 2);
+    for (x, y) in a.epochs.iter().zip(&b.epochs) {
+        assert!(
+            (x.loss - y.loss).abs() < 1e-9 && (x.accuracy - y.accuracy).abs() < 1e-9,
+            "{x:?} vs {y:?}"
+        );
+        assert!((x.val_loss.unwrap() - y.val_loss.unwrap()).abs() < 1e-9);
+    }
+}
+
+#[test]
+fn bad_files_are_skipped_and_listed_and_a_diverging_loss_stops_with_advice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    course_layout(&data);
+    let bad = add_bad_files(&data.join("train/dogs"));
+    let runs = tmp.path().join("runs");
+    let o = finetune(&data, &runs, "bad", &["--epochs", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed = std::fs::read_to_string(runs.join("bad/bad_files.txt")).unwrap();
+    for b in bad {
+        assert!(listed.contains(b), "{b} not listed: {listed}");
+    }
+    assert!(stderr(&o).contains("skipped 5 unreadable images"), "{}", stderr(&o));
+    // With augmentation (no cache) the same files are met in the loader.
+    let o = finetune(&data, &runs, "bad-aug", &["--epochs", "1", "--augment"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(runs.join("bad-aug/bad_files.txt"))
+            .unwrap()
+            .lines()
+            .count(),
+        5
+    );
+
+    let o = finetune(
+        &data,
+        &runs,
+        "nan",
+        &["--epochs", "2", "--optimizer", "sgd", "--lr", "1e30"],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("epoch 1") && e.contains("batch") && e.contains("--lr"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_data_and_an_existing_run_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = finetune(&tmp.path().join("nowhere"), tmp.path(), "x", &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("catdog data fetch"), "{}", stderr(&o));
+    let data = tmp.path().join("data");
+    course_layout(&data);
+    let runs = tmp.path().join("runs");
+    assert!(finetune(&data, &runs, "once", &["--epochs", "1"]).status.success());
+    let o = finetune(&data, &runs, "once", &["--epochs", "1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
+}
