@@ -249,3 +249,29 @@ fn fused_conv_relu_pool_equals_conv_then_pool_on_odd_and_even_sizes() {
         }
     }
 }
+
+#[test]
+fn winograd_weight_gradient_equals_im2col_on_odd_sizes_and_paddings() {
+    use catdog::model::conv::{conv_weight_grad_with, Algo, ConvGeom};
+    for (i, &(n, c, h, w, o, pad)) in [
+        (2usize, 8usize, 9usize, 9usize, 12usize, 1usize),
+        (3, 5, 10, 7, 6, 2),
+        (1, 4, 6, 5, 3, 0),
+        (2, 16, 37, 37, 8, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let g = ConvGeom::new(n, c, h, w, o, 3, pad);
+        let x = rand(&[n * c * h * w], 70 + i as u64).to_vec1::<f32>().unwrap();
+        let dy = rand(&[n * o * g.ho * g.wo], 80 + i as u64).to_vec1::<f32>().unwrap();
+        let (mut dw1, mut db1) = (vec![0f32; o * c * 9], vec![0f32; o]);
+        let (mut dw2, mut db2) = (vec![0f32; o * c * 9], vec![0f32; o]);
+        catdog::model::winograd::weight_grad(&x, &g, &dy, &mut dw1, &mut db1);
+        conv_weight_grad_with(Algo::Im2col, &x, &g, &dy, &mut dw2, &mut db2);
+        let scale = dw2.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = dw1.iter().zip(&dw2).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+        assert!(err < 1e-5, "case {i}: {err}");
+        assert_eq!(db1, db2);
+    }
+}

@@ -89,10 +89,21 @@ fn with_buffers<R>(v_len: usize, m_len: usize, f: impl FnOnce(&mut [f32], &mut [
 /// Tiles per chunk: the larger of the two transformed buffers (16 × channels × tiles floats) near 4 MiB, at least
 /// 64 tiles, and enough chunks to keep every thread busy.
 fn chunk_tiles(g: &ConvGeom, total: usize, threads: usize) -> usize {
-    let widest = g.c.max(g.o).max(1);
-    let by_cache = (4 * 1024 * 1024 / (16 * 4 * widest)).clamp(64, 4096);
     let by_threads = total.div_ceil(4 * threads.max(1)).max(32);
-    by_cache.min(by_threads).max(1)
+    cache_tiles(g).min(by_threads).max(1)
+}
+
+fn cache_tiles(g: &ConvGeom) -> usize {
+    let widest = g.c.max(g.o).max(1);
+    (4 * 1024 * 1024 / (16 * 4 * widest)).clamp(64, 4096)
+}
+
+/// Chunks for the weight gradient: a multiple of the thread count, of equal size, so that every thread's
+/// accumulator gets the same work.
+fn weight_grad_chunk_tiles(g: &ConvGeom, total: usize, threads: usize) -> usize {
+    let threads = threads.max(1);
+    let per_thread = total.div_ceil(threads).div_ceil(cache_tiles(g));
+    total.div_ceil(threads * per_thread).max(1)
 }
 
 /// Forward convolution with Winograd F(2×2, 3×3). Same contract as [`super::conv::conv_forward`]:
@@ -353,4 +364,154 @@ fn output_transform(
             }
         }
     }
+}
+
+/// `ŷ[k][oc][t]` = (A y Aᵀ)[k] for the 2×2 output-gradient tile y of tile `t0 + t` (positions past the output's
+/// edge are zero). A = [[1, 0], [1, 1], [1, −1], [0, −1]].
+fn grad_transform(dy: &[f32], g: &ConvGeom, t0: usize, nt: usize, th: usize, tw: usize, out: &mut [f32]) {
+    let (o, ho, wo) = (g.o, g.ho, g.wo);
+    let stride_k = o * nt;
+    // De-interleaved output-gradient rows of a run: a = even columns, b = odd columns, of rows 2ty and 2ty + 1.
+    let mut buf = vec![0f32; 4 * tw];
+    for run in runs(t0, nt, th, tw) {
+        let len = run.len;
+        for oc in 0..o {
+            let plane = &dy[(run.img * o + oc) * ho * wo..(run.img * o + oc + 1) * ho * wo];
+            let (a0, rest) = buf.split_at_mut(tw);
+            let (b0, rest) = rest.split_at_mut(tw);
+            let (a1, b1) = rest.split_at_mut(tw);
+            for (r, (a, b)) in [
+                (2 * run.ty, (&mut *a0, &mut *b0)),
+                (2 * run.ty + 1, (&mut *a1, &mut *b1)),
+            ] {
+                let row = (r < ho).then(|| &plane[r * wo..(r + 1) * wo]);
+                for q in 0..len {
+                    let x = 2 * (run.tx0 + q);
+                    a[q] = row.and_then(|row| row.get(x)).copied().unwrap_or(0.0);
+                    b[q] = row.and_then(|row| row.get(x + 1)).copied().unwrap_or(0.0);
+                }
+            }
+            let (a0, b0, a1, b1) = (&a0[..len], &b0[..len], &a1[..len], &b1[..len]);
+            // A y Aᵀ: rows [a0, b0], [a0 + a1, b0 + b1], [a0 − a1, b0 − b1], [−a1, −b1]; each row [a, b] becomes
+            // [a, a + b, a − b, −b].
+            let base = oc * nt + run.t;
+            let mut put = |k: usize, f: &dyn Fn(usize) -> f32| {
+                let dst = &mut out[k * stride_k + base..k * stride_k + base + len];
+                for (q, d) in dst.iter_mut().enumerate() {
+                    *d = f(q);
+                }
+            };
+            put(0, &|q| a0[q]);
+            put(1, &|q| a0[q] + b0[q]);
+            put(2, &|q| a0[q] - b0[q]);
+            put(3, &|q| -b0[q]);
+            put(4, &|q| a0[q] + a1[q]);
+            put(5, &|q| a0[q] + a1[q] + b0[q] + b1[q]);
+            put(6, &|q| a0[q] + a1[q] - b0[q] - b1[q]);
+            put(7, &|q| -b0[q] - b1[q]);
+            put(8, &|q| a0[q] - a1[q]);
+            put(9, &|q| a0[q] - a1[q] + b0[q] - b1[q]);
+            put(10, &|q| a0[q] - a1[q] - b0[q] + b1[q]);
+            put(11, &|q| b1[q] - b0[q]);
+            put(12, &|q| -a1[q]);
+            put(13, &|q| -a1[q] - b1[q]);
+            put(14, &|q| b1[q] - a1[q]);
+            put(15, &|q| b1[q]);
+        }
+    }
+}
+
+/// Weight and bias gradients by Winograd F(2×2, 3×3): `dW[o][c] = Gᵀ (Σ_tiles (Bᵀ d B) ⊙ (A dY Aᵀ)) G`, the sum
+/// over tiles being 16 gemms `[O, tiles] × [tiles, C]` (2.25× fewer flops than im2col). Same contract as
+/// [`super::conv::conv_weight_grad`].
+pub fn weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
+    assert!(applicable(g));
+    let (c, o) = (g.c, g.o);
+    let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
+    let total = g.n * th * tw;
+    let threads = rayon::current_num_threads();
+    let tc = weight_grad_chunk_tiles(g, total, threads);
+    let nchunks = total.div_ceil(tc);
+    let groups = threads.min(nchunks).max(1);
+    let par = if groups == 1 && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    let per = nchunks.div_ceil(groups);
+    let oc_len = o * c;
+    let mut partials: Vec<Vec<f32>> = (0..groups).map(|_| Vec::new()).collect();
+    partials.par_iter_mut().enumerate().for_each(|(gi, acc)| {
+        let (c0, c1) = ((gi * per).min(nchunks), ((gi + 1) * per).min(nchunks));
+        if c0 == c1 {
+            return;
+        }
+        *acc = vec![0f32; 16 * oc_len];
+        for (n, chunk) in (c0..c1).enumerate() {
+            let t0 = chunk * tc;
+            let nt = tc.min(total - t0);
+            with_buffers(16 * c * nt, 16 * o * nt, |v, yh| {
+                input_transform(x, g, t0, nt, th, tw, v);
+                grad_transform(dy, g, t0, nt, th, tw, yh);
+                for k in 0..16 {
+                    unsafe {
+                        gemm::gemm(
+                            o,
+                            c,
+                            nt,
+                            acc.as_mut_ptr().add(k * oc_len),
+                            1,
+                            c as isize,
+                            n > 0,
+                            yh.as_ptr().add(k * o * nt),
+                            1,
+                            nt as isize,
+                            v.as_ptr().add(k * c * nt),
+                            nt as isize,
+                            1,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            par,
+                        );
+                    }
+                }
+            });
+        }
+    });
+    let parts: Vec<&Vec<f32>> = partials.iter().filter(|p| !p.is_empty()).collect();
+    // dW = Gᵀ M G per (o, c), with M summed over the groups. G = [[1,0,0],[½,½,½],[½,−½,½],[0,0,1]].
+    dw.par_chunks_mut(9).enumerate().for_each(|(idx, out)| {
+        let mut m = [[0f32; 4]; 4];
+        for (i, row) in m.iter_mut().enumerate() {
+            for (j, val) in row.iter_mut().enumerate() {
+                *val = parts.iter().map(|p| p[(i * 4 + j) * oc_len + idx]).sum();
+            }
+        }
+        // t = Gᵀ M (3×4): rows m0 + ½(m1 + m2), ½(m1 − m2), ½(m1 + m2) + m3.
+        let mut t = [[0f32; 4]; 3];
+        for j in 0..4 {
+            t[0][j] = m[0][j] + 0.5 * (m[1][j] + m[2][j]);
+            t[1][j] = 0.5 * (m[1][j] - m[2][j]);
+            t[2][j] = 0.5 * (m[1][j] + m[2][j]) + m[3][j];
+        }
+        for (i, r) in t.iter().enumerate() {
+            out[i * 3] = r[0] + 0.5 * (r[1] + r[2]);
+            out[i * 3 + 1] = 0.5 * (r[1] - r[2]);
+            out[i * 3 + 2] = 0.5 * (r[1] + r[2]) + r[3];
+        }
+    });
+    let p = g.p();
+    db.par_iter_mut().enumerate().for_each(|(oc, d)| {
+        let mut s = 0f64;
+        for img in 0..g.n {
+            s += dy[(img * o + oc) * p..(img * o + oc + 1) * p]
+                .iter()
+                .map(|&v| v as f64)
+                .sum::<f64>();
+        }
+        *d = s as f32;
+    });
 }
