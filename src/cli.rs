@@ -8,6 +8,9 @@ use catdog::data::decode::Interpolation;
 use catdog::data::preprocess::PreprocessMode;
 use catdog::model::weights::DEFAULT_MODEL;
 
+/// Where `catdog data fetch` writes Dogs-vs-Cats and `catdog finetune` looks for it.
+pub const DEFAULT_DATA: &str = "data/dogs-vs-cats";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "catdog",
@@ -222,6 +225,25 @@ pub struct ImageFlags {
 
 #[derive(Debug, Subcommand)]
 pub enum DataCmd {
+    /// Download an image-classification data set stored as parquet on the Hugging Face Hub (Dogs-vs-Cats by
+    /// default) and write it as OUT/train/<class>/… and OUT/test/<class>/…; re-running resumes.
+    Fetch {
+        /// Hub data set id, `org/name[@revision]`.
+        #[arg(long, default_value = catdog::data::fetch::DEFAULT_REPO, value_name = "ID")]
+        repo: String,
+        /// Output folder.
+        #[arg(long, default_value = "data/dogs-vs-cats", value_name = "DIR")]
+        out: PathBuf,
+        /// Fraction of each class held out as the test split when the repository has none.
+        #[arg(long, default_value_t = 0.2, value_name = "FRACTION")]
+        test_split: f64,
+        /// Seed of the test split.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Decode every image of a data folder (train/test layout or one class folder) and report per class.
     Check {
         /// The data folder.
@@ -343,7 +365,7 @@ pub struct BenchLoaderArgs {
 #[derive(Debug, Args)]
 pub struct FinetuneArgs {
     /// The data folder: DIR/train/<class>/… (+ DIR/test or DIR/validation), or one class folder with --val-split.
-    #[arg(long, value_name = "DIR", default_value = "data/dogs-vs-cats")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
     /// extract: the conv base frozen, only the head trains; finetune: layers from --unfreeze-from on train too.
     #[arg(long, value_enum, default_value_t = catdog::model::classifier::TrainMode::Extract)]

@@ -19,18 +19,19 @@ pub enum Error {
 
     /// The hub could not be reached and the file is not in the local cache.
     #[error(
-        "cannot get weights '{model_id}' ({file}): {reason}\n  \
+        "cannot get {what} '{model_id}' ({file}): {reason}\n  \
          looked in the Hugging Face cache at {cache_dir} and found no copy.\n  \
-         Ways out: pass a local file with `--weights path/to/model.safetensors`, \
-         or train from scratch with `--weights random`.\n  \
-         (On a machine with network, `catdog weights fetch {model_id}` fills the cache; \
-         HF_HOME moves the cache, HF_HUB_OFFLINE=1 forbids network use.)"
+         {ways_out}\n  \
+         (HF_HOME moves the cache, HF_HUB_OFFLINE=1 forbids network use.)"
     )]
     HubUnavailable {
+        /// "weights" or "data set".
+        what: String,
         model_id: String,
         file: String,
         cache_dir: PathBuf,
         reason: String,
+        ways_out: String,
     },
 
     /// A hub repository or file that does not exist, or another hub failure that is not about the network.

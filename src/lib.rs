@@ -11,6 +11,7 @@ pub mod alloc;
 pub mod bench;
 pub mod eval;
 pub mod extract;
+pub mod hub;
 pub mod io;
 pub mod plot;
 pub mod progress;

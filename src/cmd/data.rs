@@ -6,6 +6,19 @@ use crate::cli::DataCmd;
 
 pub fn run(cmd: DataCmd, quiet: bool) -> Result<i32> {
     match cmd {
+        DataCmd::Fetch {
+            repo,
+            out,
+            test_split,
+            seed,
+            json,
+        } => {
+            let report = fetch(&repo, &out, test_split, seed, quiet)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            Ok(0)
+        }
         DataCmd::Check {
             dir,
             strict,
@@ -61,4 +74,48 @@ fn print_report(r: &check::CheckReport, show: usize) {
         }
     }
     println!("{} images, {} bad", r.images, r.bad);
+}
+
+/// Runs `data fetch` with a progress bar and prints a summary to stderr.
+pub fn fetch(
+    repo: &str,
+    out: &std::path::Path,
+    test_split: f64,
+    seed: u64,
+    quiet: bool,
+) -> Result<catdog::data::fetch::FetchReport> {
+    use catdog::data::fetch::{self, FetchOptions};
+    use catdog::hub::HubOptions;
+    let opts = FetchOptions {
+        repo: repo.to_string(),
+        out: out.to_path_buf(),
+        test_split,
+        seed,
+        hub: HubOptions {
+            progress: !quiet && HubOptions::default().progress,
+            ..HubOptions::default()
+        },
+    };
+    let bar = catdog::progress::bar(0, "rows", quiet);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>12} {spinner} {pos} rows {per_sec} {elapsed}")
+            .expect("valid template"),
+    );
+    let report = fetch::fetch(&opts, &|n| bar.inc(n as u64), &mut |m| eprintln!("{m}"))?;
+    bar.finish_and_clear();
+    for (split, classes) in &report.counts {
+        let c: Vec<String> = classes.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        eprintln!("{}/{split}: {}", out.display(), c.join(", "));
+    }
+    eprintln!(
+        "{} images written, {} already there; test split: {}; {} rows did not decode and were left out",
+        report.written,
+        report.kept,
+        report.test_source,
+        report.bad.len()
+    );
+    for (file, row, reason) in report.bad.iter().take(10) {
+        eprintln!("  {file} row {row}: {reason}");
+    }
+    Ok(report)
 }

@@ -167,7 +167,17 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> Result<i32> {
             layer_index(&a.unfreeze_from)?;
         }
         if !a.data.exists() {
-            bail!(missing_data_hint(&a.data));
+            if a.data == Path::new(crate::cli::DEFAULT_DATA) {
+                eprintln!(
+                    "{} is missing: getting Dogs-vs-Cats first (the same as `catdog data fetch --out {}`)",
+                    a.data.display(),
+                    a.data.display()
+                );
+                super::data::fetch(catdog::data::fetch::DEFAULT_REPO, &a.data, 0.2, a.w.seed, quiet)
+                    .with_context(|| missing_data_hint(&a.data))?;
+            } else {
+                bail!(missing_data_hint(&a.data));
+            }
         }
         let name = a.name.clone().unwrap_or_else(timestamp);
         let run_dir = a.runs_dir.join(&name);

@@ -3,6 +3,7 @@
 pub mod augment;
 pub mod check;
 pub mod decode;
+pub mod fetch;
 pub mod folder;
 pub mod loader;
 pub mod preprocess;

@@ -1,0 +1,369 @@
+//! The Hugging Face Hub through hf-hub and the standard cache: cached files are used without network,
+//! `HF_HOME`, `HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` are honoured, and an unreachable hub
+//! is one clear error within a bounded time. Shared by the weights and `catdog data fetch`.
+
+use std::io::IsTerminal;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// Options of hub access.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// Show a download progress bar.
+    pub progress: bool,
+    /// Time allowed to reach the hub (DNS + TCP connect) and the longest pause in a download.
+    pub timeout: Duration,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        let secs = std::env::var("CATDOG_HUB_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(15);
+        HubOptions {
+            progress: std::io::stderr().is_terminal(),
+            timeout: Duration::from_secs(secs.max(1)),
+        }
+    }
+}
+
+/// The Hugging Face cache folder, as Python's huggingface_hub finds it: `HF_HUB_CACHE`, else `HF_HOME/hub`, else
+/// `XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`.
+pub fn hf_cache_dir() -> PathBuf {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(p) = env("HF_HUB_CACHE").or_else(|| env("HUGGINGFACE_HUB_CACHE")) {
+        return p;
+    }
+    if let Some(p) = env("HF_HOME") {
+        return p.join("hub");
+    }
+    if let Some(p) = env("XDG_CACHE_HOME") {
+        return p.join("huggingface").join("hub");
+    }
+    env("HOME")
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".cache")
+        .join("huggingface")
+        .join("hub")
+}
+
+/// `HF_HUB_OFFLINE` is set to a true value.
+pub fn hub_offline() -> bool {
+    matches!(
+        std::env::var("HF_HUB_OFFLINE").map(|v| v.to_ascii_lowercase()),
+        Ok(v) if v == "1" || v == "true" || v == "yes" || v == "on"
+    )
+}
+
+fn hub_endpoint() -> String {
+    std::env::var("HF_ENDPOINT")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "https://huggingface.co".to_string())
+}
+
+/// The error for a hub file that can be neither found in the cache nor downloaded, with the ways out.
+pub fn unavailable_error(kind: RepoKind, id: &str, file: &str, reason: String) -> Error {
+    let (what, ways_out) = match kind {
+        RepoKind::Model => (
+            "weights",
+            format!(
+                "Ways out: pass a local file with `--weights path/to/model.safetensors`, or train from scratch with \
+                 `--weights random`. (On a machine with network, `catdog weights fetch {id}` fills the cache.)"
+            ),
+        ),
+        RepoKind::Dataset => (
+            "data set",
+            format!(
+                "Ways out: point `--data` at a folder of images laid out as DIR/train/<class>/… and DIR/test/<class>/…, \
+                 or run `catdog data fetch --repo {id}` on a machine with network and copy the folder it writes."
+            ),
+        ),
+    };
+    Error::HubUnavailable {
+        what: what.into(),
+        model_id: id.to_string(),
+        file: file.to_string(),
+        cache_dir: hf_cache_dir(),
+        reason,
+        ways_out,
+    }
+}
+
+/// Which kind of hub repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoKind {
+    Model,
+    Dataset,
+}
+
+impl RepoKind {
+    fn folder_prefix(self) -> &'static str {
+        match self {
+            RepoKind::Model => "models",
+            RepoKind::Dataset => "datasets",
+        }
+    }
+    fn hf(self) -> hf_hub::RepoType {
+        match self {
+            RepoKind::Model => hf_hub::RepoType::Model,
+            RepoKind::Dataset => hf_hub::RepoType::Dataset,
+        }
+    }
+}
+
+/// A file found in the cache, without network: `snapshots/<commit>/<file>` where `<commit>` is `refs/<revision>`
+/// or the revision itself when it is a commit hash.
+pub fn cache_lookup(kind: RepoKind, repo: &str, revision: &str, file: &str) -> Option<(PathBuf, String)> {
+    let root = hf_cache_dir().join(format!("{}--{}", kind.folder_prefix(), repo.replace('/', "--")));
+    let commit = std::fs::read_to_string(root.join("refs").join(revision))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .or_else(|| {
+            (revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit())).then(|| revision.to_string())
+        })?;
+    let p = root.join("snapshots").join(&commit).join(file);
+    p.exists().then_some((p, commit))
+}
+
+/// Checks within `timeout` that the hub's host accepts a TCP connection (DNS included), so that an offline machine
+/// fails at once instead of hanging in a library's retries.
+fn probe_endpoint(endpoint: &str, timeout: Duration) -> std::result::Result<(), String> {
+    let rest = endpoint.split("://").nth(1).unwrap_or(endpoint);
+    let host_port = rest.split('/').next().unwrap_or(rest).to_string();
+    let default_port = if endpoint.starts_with("http://") { 80 } else { 443 };
+    let target = if host_port.contains(':') {
+        host_port.clone()
+    } else {
+        format!("{host_port}:{default_port}")
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t2 = target.clone();
+    std::thread::spawn(move || {
+        let r = t2
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {t2}: {e}"))
+            .and_then(|mut addrs| {
+                let addr = addrs.next().ok_or_else(|| format!("no address for {t2}"))?;
+                TcpStream::connect_timeout(&addr, timeout)
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot connect to {t2}: {e}"))
+            });
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer from {target} within {} s", timeout.as_secs())),
+    }
+}
+
+struct WatchProgress {
+    bar: Option<indicatif::ProgressBar>,
+    last: Arc<AtomicU64>,
+    start: Instant,
+}
+
+impl hf_hub::api::Progress for WatchProgress {
+    fn init(&mut self, size: usize, filename: &str) {
+        self.last
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if let Some(b) = &self.bar {
+            b.set_length(size as u64);
+            b.set_message(filename.to_string());
+        }
+    }
+    fn update(&mut self, size: usize) {
+        self.last
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if let Some(b) = &self.bar {
+            b.inc(size as u64);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish();
+        }
+    }
+}
+
+/// Path of `file` of a hub repository: from the cache when it is there (no network), else downloaded into the
+/// cache through hf-hub. Returns the path and the commit hash when known. Offline, or when the hub cannot be
+/// reached within the timeout, the error names the repository, the cache folder and the ways out.
+pub fn hub_file(
+    kind: RepoKind,
+    repo: &str,
+    revision: Option<&str>,
+    file: &str,
+    opts: &HubOptions,
+) -> Result<(PathBuf, Option<String>)> {
+    let rev = revision.unwrap_or("main");
+    if let Some((p, commit)) = cache_lookup(kind, repo, rev, file) {
+        return Ok((p, Some(commit)));
+    }
+    let id = match revision {
+        Some(r) => format!("{repo}@{r}"),
+        None => repo.to_string(),
+    };
+    let unavailable = |reason: String| unavailable_error(kind, &id, file, reason);
+    if hub_offline() {
+        return Err(unavailable("HF_HUB_OFFLINE is set, so the hub is not contacted".into()));
+    }
+    let endpoint = hub_endpoint();
+    probe_endpoint(&endpoint, opts.timeout)
+        .map_err(|e| unavailable(format!("the hub at {endpoint} cannot be reached: {e}")))?;
+
+    let api = hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(hf_cache_dir()))
+        .with_endpoint(endpoint.clone())
+        .with_progress(false)
+        .with_token(std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()))
+        .build()
+        .map_err(|e| unavailable(format!("cannot set up the hub client: {e}")))?;
+    let hf_repo = hf_hub::Repo::with_revision(repo.to_string(), kind.hf(), rev.to_string());
+    let last = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let bar = opts.progress.then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
+            )
+            .expect("valid template"),
+        );
+        b
+    });
+    let progress = WatchProgress {
+        bar: bar.clone(),
+        last: last.clone(),
+        start,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let file_owned = file.to_string();
+    std::thread::spawn(move || {
+        let r = api.repo(hf_repo).download_with_progress(&file_owned, progress);
+        let _ = tx.send(r);
+    });
+    let stall = opts.timeout.max(Duration::from_secs(30));
+    let result = loop {
+        match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(r) => break r.map_err(|e| e.to_string()),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break Err("the download thread ended unexpectedly".to_string())
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let idle = start.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
+                if idle > stall.as_millis() as u64 {
+                    if let Some(b) = &bar {
+                        b.abandon();
+                    }
+                    return Err(unavailable(format!(
+                        "the download stalled: no data for {} s",
+                        stall.as_secs()
+                    )));
+                }
+            }
+        }
+    };
+    match result {
+        Ok(p) => {
+            let commit = cache_lookup(kind, repo, rev, file).map(|(_, c)| c);
+            Ok((p, commit))
+        }
+        Err(msg) => {
+            if msg.contains("404") || msg.contains("401") || msg.contains("403") {
+                Err(Error::Hub {
+                    model_id: id,
+                    message: format!(
+                        "{file} not found or not accessible ({msg}); check the repository id and revision (gated repositories need HF_TOKEN)"
+                    ),
+                })
+            } else {
+                Err(unavailable(msg))
+            }
+        }
+    }
+}
+
+/// The files of a hub repository: from the cached snapshot when it exists (no network), else from the hub's
+/// repository listing. Returns the snapshot's commit when known.
+pub fn list_files(
+    kind: RepoKind,
+    repo: &str,
+    revision: Option<&str>,
+    opts: &HubOptions,
+) -> Result<(Vec<String>, Option<String>)> {
+    let rev = revision.unwrap_or("main");
+    let id = match revision {
+        Some(r) => format!("{repo}@{r}"),
+        None => repo.to_string(),
+    };
+    let root = hf_cache_dir().join(format!("{}--{}", kind.folder_prefix(), repo.replace('/', "--")));
+    let cached_commit = std::fs::read_to_string(root.join("refs").join(rev))
+        .ok()
+        .map(|s| s.trim().to_string());
+    let from_cache = |commit: &str| -> Vec<String> {
+        let snap = root.join("snapshots").join(commit);
+        let mut files = Vec::new();
+        let mut stack = vec![snap.clone()];
+        while let Some(d) = stack.pop() {
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if let Ok(rel) = p.strip_prefix(&snap) {
+                        files.push(rel.to_string_lossy().replace('\\', "/"));
+                    }
+                }
+            }
+        }
+        files.sort();
+        files
+    };
+    if hub_offline() {
+        return match cached_commit {
+            Some(c) => Ok((from_cache(&c), Some(c))),
+            None => Err(unavailable_error(
+                kind,
+                &id,
+                "the file list",
+                "HF_HUB_OFFLINE is set, so the hub is not contacted".into(),
+            )),
+        };
+    }
+    let endpoint = hub_endpoint();
+    if let Err(e) = probe_endpoint(&endpoint, opts.timeout) {
+        return match cached_commit {
+            Some(c) => Ok((from_cache(&c), Some(c))),
+            None => Err(unavailable_error(
+                kind,
+                &id,
+                "the file list",
+                format!("the hub at {endpoint} cannot be reached: {e}"),
+            )),
+        };
+    }
+    let api = hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(hf_cache_dir()))
+        .with_endpoint(endpoint)
+        .with_progress(false)
+        .with_token(std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()))
+        .build()
+        .map_err(|e| unavailable_error(kind, &id, "the file list", format!("cannot set up the hub client: {e}")))?;
+    let info = api
+        .repo(hf_hub::Repo::with_revision(
+            repo.to_string(),
+            kind.hf(),
+            rev.to_string(),
+        ))
+        .info()
+        .map_err(|e| Error::Hub {
+            model_id: id.clone(),
+            message: format!("cannot list the repository's files ({e}); check the id (datasets are org/name)"),
+        })?;
+    Ok((info.siblings.into_iter().map(|s| s.rfilename).collect(), Some(info.sha)))
+}
