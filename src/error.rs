@@ -18,21 +18,8 @@ pub enum Error {
     },
 
     /// The hub could not be reached and the file is not in the local cache.
-    #[error(
-        "cannot get {what} '{model_id}' ({file}): {reason}\n  \
-         looked in the Hugging Face cache at {cache_dir} and found no copy.\n  \
-         {ways_out}\n  \
-         (HF_HOME moves the cache, HF_HUB_OFFLINE=1 forbids network use.)"
-    )]
-    HubUnavailable {
-        /// "weights" or "data set".
-        what: String,
-        model_id: String,
-        file: String,
-        cache_dir: PathBuf,
-        reason: String,
-        ways_out: String,
-    },
+    #[error("{0}")]
+    HubUnavailable(Box<HubUnavailable>),
 
     /// A hub repository or file that does not exist, or another hub failure that is not about the network.
     #[error("hub error for '{model_id}': {message}")]
@@ -113,4 +100,23 @@ impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Other(format!("JSON: {e}"))
     }
+}
+
+/// Why a hub file could not be had, and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot get {what} '{id}' ({file}): {reason}\n  \
+     looked in the Hugging Face cache at {cache_dir} and found no copy.\n  \
+     {ways_out}\n  \
+     (HF_HOME moves the cache, HF_HUB_OFFLINE=1 forbids network use.)",
+    cache_dir = cache_dir.display()
+)]
+pub struct HubUnavailable {
+    /// "weights" or "data set".
+    pub what: String,
+    pub id: String,
+    pub file: String,
+    pub cache_dir: PathBuf,
+    pub reason: String,
+    pub ways_out: String,
 }

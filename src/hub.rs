@@ -86,14 +86,14 @@ pub fn unavailable_error(kind: RepoKind, id: &str, file: &str, reason: String) -
             ),
         ),
     };
-    Error::HubUnavailable {
+    Error::HubUnavailable(Box::new(crate::error::HubUnavailable {
         what: what.into(),
-        model_id: id.to_string(),
+        id: id.to_string(),
         file: file.to_string(),
         cache_dir: hf_cache_dir(),
         reason,
         ways_out,
-    }
+    }))
 }
 
 /// Which kind of hub repository.

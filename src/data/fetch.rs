@@ -218,6 +218,9 @@ fn extension(bytes: &[u8]) -> &'static str {
     }
 }
 
+/// A row after pass 1: label, file extension, and whether the image decoded (else the reason).
+type Checked = (usize, &'static str, std::result::Result<(), String>);
+
 /// Calls `f(row index, row)` for blocks of up to 256 rows of a shard.
 fn for_blocks(path: &Path, mut f: impl FnMut(Vec<(usize, Row)>) -> Result<()>) -> Result<()> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -273,7 +276,7 @@ pub fn extract_parquet(
             names = l.names.clone();
         }
         for_blocks(path, |block| {
-            let checked: Vec<Result<(usize, &'static str, std::result::Result<(), String>)>> = block
+            let checked: Vec<Result<Checked>> = block
                 .par_iter()
                 .map(|(ri, row)| {
                     let label = label_of(row, &l.label_col)
