@@ -44,6 +44,8 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Predict the class of images with a checkpoint.
     Predict(PredictArgs),
+    /// The regularization labs on tabular data: one comparison table and plots per lab.
+    Lab(Box<LabArgs>),
     /// Check a data folder.
     #[command(subcommand)]
     Data(DataCmd),
@@ -140,6 +142,12 @@ pub enum BenchCmd {
     Loader(BenchLoaderArgs),
     /// Training step: images/s for extract or finetune, with or without the frozen-prefix cache.
     Train(BenchTrainArgs),
+    /// The labs' speed reference: an 11-64-32-1 MLP (dropout 0.2, L2), batch 32, 20 epochs on 10,000 rows.
+    Mlp {
+        /// Epochs.
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        epochs: usize,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -543,4 +551,92 @@ pub enum BenchCache {
     On,
     Off,
     Both,
+}
+
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Which lab.
+    #[arg(value_enum)]
+    pub lab: catdog::tabular::labs::LabName,
+    /// A CSV file with a header row (instead of each lab's default data).
+    #[arg(long, value_name = "FILE", requires = "target", conflicts_with = "dataset")]
+    pub csv: Option<PathBuf>,
+    /// The label column of --csv.
+    #[arg(long, value_name = "COLUMN")]
+    pub target: Option<String>,
+    /// Columns of --csv to leave out (comma-separated).
+    #[arg(long, value_name = "COL,…", value_delimiter = ',')]
+    pub drop: Vec<String>,
+    /// Force classification or regression [default: from the target column].
+    #[arg(long, value_enum)]
+    pub task: Option<catdog::tabular::dataset::Task>,
+    /// A built-in data set [default: breast_cancer; moons for overfit and dropout].
+    #[arg(long, value_enum)]
+    pub dataset: Option<catdog::tabular::dataset::Builtin>,
+    /// Points of a generated data set.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub n: usize,
+    /// Noise (standard deviation) of a generated data set.
+    #[arg(long, default_value_t = 0.2, value_name = "STD")]
+    pub noise: f64,
+    /// Fraction held out for validation (stratified for classification).
+    #[arg(long, default_value_t = 0.2, value_name = "FRACTION")]
+    pub val_split: f64,
+    /// Input scaling, fitted on the training split.
+    #[arg(long, value_enum, default_value_t = catdog::tabular::dataset::Scaling::Standard)]
+    pub scaling: catdog::tabular::dataset::Scaling,
+    /// Hidden layer sizes.
+    #[arg(long, default_value = "64,32", value_name = "UNITS,…", value_delimiter = ',')]
+    pub layers: Vec<usize>,
+    /// Hidden activation: relu, leaky_relu[:α] (α 0.3 as Keras), elu[:α], selu, prelu, sigmoid, tanh.
+    #[arg(long, default_value = "relu", value_name = "NAME")]
+    pub activation: String,
+    /// Dropout rate after each hidden layer, a fraction in [0, 1).
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    pub dropout: f64,
+    /// L1 penalty λ·Σ|w| on the kernels (Keras l1).
+    #[arg(long, default_value_t = 0.0, value_name = "LAMBDA")]
+    pub l1: f64,
+    /// L2 penalty λ·Σw² on the kernels (Keras l2).
+    #[arg(long, default_value_t = 0.0, value_name = "LAMBDA")]
+    pub l2: f64,
+    /// Batch normalization after each hidden Dense layer.
+    #[arg(long, conflicts_with = "layernorm")]
+    pub batchnorm: bool,
+    /// Layer normalization after each hidden Dense layer.
+    #[arg(long)]
+    pub layernorm: bool,
+    /// Normalization defaults: keras (momentum 0.99, ε 1e-3) or torch (momentum 0.1, ε 1e-5).
+    #[arg(long, value_enum, default_value_t = catdog::tabular::mlp::NormDefaults::Keras)]
+    pub norm_defaults: catdog::tabular::mlp::NormDefaults,
+    /// Kernel initialisation: zeros, normal:σ, glorot, he, lecun.
+    #[arg(long, default_value = "glorot", value_name = "INIT")]
+    pub init: String,
+    /// Optimizer (Keras semantics).
+    #[arg(long, value_enum, default_value_t = catdog::train::optim::OptimizerKind::Adam)]
+    pub optimizer: catdog::train::optim::OptimizerKind,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3, value_name = "LR")]
+    pub lr: f64,
+    /// Epochs per variant.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub epochs: usize,
+    /// Rows per step.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub batch_size: usize,
+    /// Early-stopping patience where a lab uses it (epochs).
+    #[arg(long, default_value_t = 10, value_name = "EPOCHS")]
+    pub patience: usize,
+    /// Training loss the scaling lab counts epochs to.
+    #[arg(long, default_value_t = 0.1, value_name = "LOSS")]
+    pub target_loss: f64,
+    /// Seed of the split, the initialisation, the batches and dropout.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder [default: runs/labs/<lab>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print the results as JSON (one object; `all`: an array).
+    #[arg(long)]
+    pub json: bool,
 }

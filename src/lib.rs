@@ -15,4 +15,5 @@ pub mod hub;
 pub mod io;
 pub mod plot;
 pub mod progress;
+pub mod tabular;
 pub mod train;

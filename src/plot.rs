@@ -403,3 +403,137 @@ pub fn curves(h: &crate::train::history::History) -> Result<RgbImage> {
         )
     })
 }
+
+/// Panels laid out in a grid, each drawn by `f(area, index)`.
+pub fn panels<F>(n: usize, cols: usize, panel_w: u32, panel_h: u32, title: Option<&str>, mut f: F) -> Result<RgbImage>
+where
+    F: FnMut(&DrawingArea<Canvas, plotters::coord::Shift>, usize) -> Result<()>,
+{
+    let cols = cols.clamp(1, n.max(1));
+    let rows = n.div_ceil(cols).max(1);
+    let top = if title.is_some() { 28 } else { 0 };
+    draw(cols as u32 * panel_w, rows as u32 * panel_h + top, |root| {
+        let body = if let Some(t) = title {
+            root.draw(&Text::new(
+                t.to_string(),
+                (8, 6),
+                ("sans-serif", 16).into_font().color(&BLACK),
+            ))
+            .map_err(plot_err)?;
+            root.margin(top as i32, 0, 0, 0)
+        } else {
+            root.clone()
+        };
+        let areas = body.split_evenly((rows, cols));
+        for (i, a) in areas.iter().enumerate().take(n) {
+            f(a, i)?;
+        }
+        Ok(())
+    })
+}
+
+/// A palette for several series.
+pub fn color(i: usize) -> RGBColor {
+    const C: [(u8, u8, u8); 8] = [
+        (31, 90, 200),
+        (230, 120, 20),
+        (40, 160, 60),
+        (200, 40, 40),
+        (140, 80, 190),
+        (120, 80, 60),
+        (220, 100, 180),
+        (100, 100, 100),
+    ];
+    let (r, g, b) = C[i % C.len()];
+    RGBColor(r, g, b)
+}
+
+/// A histogram of `values` in `bins` bins over [lo, hi] on one panel.
+pub fn histogram(
+    area: &DrawingArea<Canvas, plotters::coord::Shift>,
+    title: &str,
+    values: &[f32],
+    lo: f64,
+    hi: f64,
+    bins: usize,
+) -> Result<()> {
+    let mut counts = vec![0usize; bins];
+    for &v in values {
+        let k = (((v as f64 - lo) / (hi - lo)) * bins as f64).floor();
+        counts[(k.max(0.0) as usize).min(bins - 1)] += 1;
+    }
+    let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 14))
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(44)
+        .build_cartesian_2d(lo..hi, 0.0..top * 1.05)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("weight")
+        .y_desc("count")
+        .label_style(("sans-serif", 11))
+        .light_line_style(RGBColor(248, 248, 248))
+        .draw()
+        .map_err(plot_err)?;
+    let w = (hi - lo) / bins as f64;
+    chart
+        .draw_series(counts.iter().enumerate().map(|(i, &c)| {
+            let x0 = lo + i as f64 * w;
+            Rectangle::new([(x0, 0.0), (x0 + w * 0.95, c as f64)], color(0).filled())
+        }))
+        .map_err(plot_err)?;
+    Ok(())
+}
+
+/// A 2-D decision map: `prob(x, y)` of class 1 as a colour field, with the points on top.
+pub fn decision_map(
+    area: &DrawingArea<Canvas, plotters::coord::Shift>,
+    title: &str,
+    (x0, x1, y0, y1): (f64, f64, f64, f64),
+    grid: &[Vec<f32>],
+    points: &[(f64, f64, usize)],
+) -> Result<()> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 14))
+        .margin(8)
+        .x_label_area_size(24)
+        .y_label_area_size(36)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .label_style(("sans-serif", 10))
+        .draw()
+        .map_err(plot_err)?;
+    let (ny, nx) = (grid.len(), grid.first().map_or(0, |r| r.len()));
+    let (dx, dy) = ((x1 - x0) / nx.max(1) as f64, (y1 - y0) / ny.max(1) as f64);
+    chart
+        .draw_series(grid.iter().enumerate().flat_map(|(j, row)| {
+            row.iter().enumerate().map(move |(i, &p)| {
+                let p = p.clamp(0.0, 1.0) as f64;
+                let c = RGBColor(
+                    (255.0 - 80.0 * p) as u8,
+                    (235.0 - 60.0 * (p - 0.5).abs()) as u8,
+                    (175.0 + 80.0 * p) as u8,
+                );
+                let (xa, ya) = (x0 + i as f64 * dx, y0 + j as f64 * dy);
+                Rectangle::new([(xa, ya), (xa + dx, ya + dy)], c.filled())
+            })
+        }))
+        .map_err(plot_err)?;
+    chart
+        .draw_series(points.iter().map(|&(x, y, c)| {
+            let col = if c == 0 {
+                RGBColor(200, 60, 20)
+            } else {
+                RGBColor(20, 60, 200)
+            };
+            Circle::new((x, y), 3, col.filled())
+        }))
+        .map_err(plot_err)?;
+    Ok(())
+}

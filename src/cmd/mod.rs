@@ -6,6 +6,7 @@ mod data;
 mod evaluate;
 mod extract;
 mod finetune;
+mod lab;
 mod summary;
 mod weights;
 
@@ -22,12 +23,14 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Finetune(a) => finetune::run(*a, quiet),
         Command::Evaluate(a) => evaluate::evaluate(a, quiet),
         Command::Predict(a) => evaluate::predict(a, quiet),
+        Command::Lab(a) => lab::run(*a, quiet),
         Command::Data(c) => data::run(c, quiet),
         Command::Augment(AugmentCmd::Preview(a)) => augment::preview(a, quiet),
         Command::Augment(AugmentCmd::Apply(a)) => augment::apply(a),
         Command::Bench(BenchCmd::Forward(a)) => bench::forward(a, quiet),
         Command::Bench(BenchCmd::Loader(a)) => bench::loader(a, quiet),
         Command::Bench(BenchCmd::Train(a)) => bench::train(a, quiet),
+        Command::Bench(BenchCmd::Mlp { epochs }) => bench::mlp(epochs),
     }
 }
 

@@ -123,13 +123,16 @@ impl Optimizer {
         let t = self.steps as i32;
         for (name, var) in &self.params {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let w = var.as_tensor();
+            // Gradients are built from ops on the step's activations; detached, the optimizer state does not keep
+            // every step's graph alive (a leak of the whole forward pass per step otherwise).
+            let g = &g.detach();
+            let w = &var.as_detached_tensor();
             let slots = self.state.get_mut(name).expect("state for every parameter");
             let new_w = match c.kind {
                 OptimizerKind::Rmsprop => {
                     let v = ((&slots[0] * c.rho)? + (g.sqr()? * (1.0 - c.rho))?)?;
                     let upd = (g / (&v + c.epsilon)?.sqrt()?)?;
-                    slots[0] = v;
+                    slots[0] = v.detach();
                     (w - (upd * c.lr)?)?
                 }
                 OptimizerKind::Adam => {
@@ -137,8 +140,8 @@ impl Optimizer {
                     let v = ((&slots[1] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
                     let alpha = c.lr * (1.0 - c.beta2.powi(t)).sqrt() / (1.0 - c.beta1.powi(t));
                     let upd = (&m / (v.sqrt()? + c.epsilon)?)?;
-                    slots[0] = m;
-                    slots[1] = v;
+                    slots[0] = m.detach();
+                    slots[1] = v.detach();
                     (w - (upd * alpha)?)?
                 }
                 OptimizerKind::Sgd if c.momentum > 0.0 => {
@@ -148,7 +151,7 @@ impl Optimizer {
                     } else {
                         (w + &m)?
                     };
-                    slots[0] = m;
+                    slots[0] = m.detach();
                     nw
                 }
                 OptimizerKind::Sgd => (w - (g * c.lr)?)?,

@@ -1,0 +1,96 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+use catdog::tabular::labs::{self, DataSource, LabConfig, LabName};
+use catdog::tabular::mlp::{Activation, Init, Norm};
+use catdog::train::optim::OptimConfig;
+
+use crate::cli::LabArgs;
+
+pub fn config(a: &LabArgs) -> Result<LabConfig> {
+    let data = match (&a.csv, a.dataset) {
+        (Some(path), _) => Some(DataSource::Csv {
+            path: path.clone(),
+            target: a.target.clone().unwrap_or_default(),
+            drop: a.drop.clone(),
+            task: a.task,
+        }),
+        (None, Some(kind)) => Some(DataSource::Builtin {
+            kind,
+            n: a.n,
+            noise: a.noise,
+        }),
+        (None, None) => None,
+    };
+    if a.layers.is_empty() {
+        anyhow::bail!("--layers needs at least one hidden layer size, e.g. --layers 64,32");
+    }
+    Ok(LabConfig {
+        data,
+        val_split: a.val_split,
+        scaling: a.scaling,
+        layers: a.layers.clone(),
+        activation: a.activation.parse::<Activation>()?,
+        dropout: a.dropout,
+        norm: if a.batchnorm {
+            Norm::Batch
+        } else if a.layernorm {
+            Norm::Layer
+        } else {
+            Norm::None
+        },
+        norm_defaults: a.norm_defaults,
+        init: a.init.parse::<Init>()?,
+        fit: catdog::tabular::fit::FitConfig {
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            optimizer: OptimConfig::new(a.optimizer, a.lr),
+            l1: a.l1,
+            l2: a.l2,
+            early_stopping: None,
+            seed: a.seed,
+        },
+        target_loss: a.target_loss,
+        patience: a.patience,
+    })
+}
+
+pub fn run(a: LabArgs, quiet: bool) -> Result<i32> {
+    let cfg = config(&a)?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs/labs").join(a.lab.slug()));
+    if a.lab == LabName::All {
+        let bar = catdog::progress::bar(LabName::each().len() as u64, "labs", quiet);
+        let results = labs::run_all(&cfg, &out, |r| {
+            bar.inc(1);
+            if !a.json {
+                bar.suspend(|| println!("{}", r.markdown()));
+            }
+        })?;
+        bar.finish_and_clear();
+        if a.json {
+            println!("{}", serde_json::to_string(&results)?);
+        }
+        eprintln!(
+            "wrote {} (index.md, one folder per lab) in {:.1} s",
+            out.display(),
+            results.iter().map(|r| r.seconds).sum::<f64>()
+        );
+        return Ok(0);
+    }
+    let r = labs::run_lab(a.lab, &cfg, &out)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("{}", r.markdown());
+    }
+    eprintln!(
+        "wrote {} (table.md, table.csv, results.json, {}) in {:.1} s",
+        out.display(),
+        r.plots.join(", "),
+        r.seconds
+    );
+    Ok(0)
+}

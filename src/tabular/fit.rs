@@ -1,0 +1,250 @@
+//! Training an MLP on a table: mini-batches shuffled per epoch with the seed, the shared optimizers, losses and
+//! early stopping of the image trainer.
+
+use candle_core::{DType, Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::dataset::{Table, Task};
+use super::mlp::Mlp;
+use crate::data::loader::mix;
+use crate::error::{Error, Result};
+use crate::train::early_stop::{EarlyStopping, EarlyStoppingConfig};
+use crate::train::loss;
+use crate::train::optim::{OptimConfig, Optimizer};
+
+/// Training settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimConfig,
+    pub l1: f64,
+    pub l2: f64,
+    pub early_stopping: Option<EarlyStoppingConfig>,
+    pub seed: u64,
+}
+
+/// One epoch: losses include the L1/L2 penalty (as Keras reports them); `metric` is accuracy for classification,
+/// mean squared error for regression.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    pub epoch: usize,
+    pub loss: f64,
+    pub data_loss: f64,
+    pub val_loss: f64,
+    pub val_data_loss: f64,
+    pub metric: f64,
+    pub val_metric: f64,
+}
+
+/// The outcome of [`fit`].
+pub struct Fit {
+    pub model: Mlp,
+    pub history: Vec<EpochRow>,
+    /// 1-based epoch where early stopping stopped.
+    pub stopped_epoch: Option<usize>,
+    /// 1-based epoch whose weights were restored at the end.
+    pub restored_epoch: Option<usize>,
+    /// Mean L2 norm of each Dense kernel's gradient over the first epoch's steps (hidden layers, then output).
+    pub first_epoch_grad_norms: Vec<f64>,
+    /// After the last epoch (or the restore): train and validation loss (with penalty) and metric.
+    pub final_train: (f64, f64),
+    pub final_val: (f64, f64),
+}
+
+/// A table as tensors: features `[N, D]`, targets (class indices u32, or values `[N, 1]` f32).
+pub struct Tensors {
+    pub x: Tensor,
+    pub y_class: Vec<u32>,
+    pub y_value: Tensor,
+    pub task: Task,
+}
+
+impl Tensors {
+    pub fn new(t: &Table, device: &Device) -> Result<Self> {
+        Ok(Tensors {
+            x: Tensor::from_vec(t.x.clone(), (t.rows(), t.dims()), device)?,
+            y_class: t.y.iter().map(|&v| v as u32).collect(),
+            y_value: Tensor::from_vec(t.y.clone(), (t.rows(), 1), device)?,
+            task: t.task,
+        })
+    }
+    pub fn rows(&self) -> usize {
+        self.y_class.len()
+    }
+}
+
+/// Data loss of outputs against the targets of rows `idx` (all rows when `None`).
+fn data_loss(out: &Tensor, t: &Tensors, idx: Option<&[usize]>) -> Result<Tensor> {
+    match t.task {
+        Task::Classification => {
+            let labels: Vec<u32> = match idx {
+                Some(i) => i.iter().map(|&k| t.y_class[k]).collect(),
+                None => t.y_class.clone(),
+            };
+            loss::data_loss(out, &labels)
+        }
+        Task::Regression => {
+            let y = match idx {
+                Some(i) => t.y_value.index_select(
+                    &Tensor::from_vec(i.iter().map(|&k| k as u32).collect::<Vec<_>>(), i.len(), out.device())?,
+                    0,
+                )?,
+                None => t.y_value.clone(),
+            };
+            Ok((out - y)?.sqr()?.mean_all()?)
+        }
+    }
+}
+
+fn metric(out: &Tensor, t: &Tensors) -> Result<f64> {
+    Ok(match t.task {
+        Task::Classification => loss::correct(out, &t.y_class)? as f64 / t.rows().max(1) as f64,
+        Task::Regression => (out - &t.y_value)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64,
+    })
+}
+
+fn penalty_value(model: &Mlp, cfg: &FitConfig) -> Result<f64> {
+    Ok(loss::penalty(&model.kernels(), cfg.l1, cfg.l2)?
+        .map(|p| p.to_scalar::<f32>())
+        .transpose()?
+        .unwrap_or(0.0) as f64)
+}
+
+/// (loss with penalty, data loss, metric) of the model in inference mode on a whole table.
+pub fn evaluate(model: &Mlp, t: &Tensors, cfg: &FitConfig) -> Result<(f64, f64, f64)> {
+    let f = model.forward(&t.x, None)?;
+    let dl = data_loss(&f.out, t, None)?.to_scalar::<f32>()? as f64;
+    Ok((dl + penalty_value(model, cfg)?, dl, metric(&f.out, t)?))
+}
+
+/// Trains `model` on `train`, watching `val`.
+pub fn fit(model: Mlp, train: &Tensors, val: &Tensors, cfg: &FitConfig) -> Result<Fit> {
+    if cfg.batch_size == 0 || cfg.epochs == 0 {
+        return Err(Error::invalid("--epochs and --batch-size must be at least 1"));
+    }
+    let device = train.x.device().clone();
+    let mut opt = Optimizer::new(cfg.optimizer.clone(), model.vars())?;
+    let mut es = cfg.early_stopping.clone().map(EarlyStopping::new).transpose()?;
+    let mut best_snapshot: Option<Vec<Tensor>> = None;
+    let mut history = Vec::new();
+    let mut grad_norms = vec![0f64; model.kernels().len()];
+    let mut first_steps = 0usize;
+    let n = train.rows();
+    let mut stopped = None;
+    for epoch in 0..cfg.epochs {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
+            mix(cfg.seed) ^ mix(epoch as u64 + 7),
+        ));
+        let (mut sum_loss, mut sum_data, mut correct_or_se) = (0.0, 0.0, 0.0);
+        for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
+            let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), &device)?;
+            let x = train.x.index_select(&ids, 0)?;
+            let f = model.forward(&x, Some(mix(mix(cfg.seed ^ 0xF17) ^ mix(epoch as u64)) ^ b as u64))?;
+            let dl = data_loss(&f.out, train, Some(idx))?;
+            let total = match loss::penalty(&model.kernels(), cfg.l1, cfg.l2)? {
+                Some(p) => (&dl + p)?,
+                None => dl.clone(),
+            };
+            let (tv, dv) = (total.to_scalar::<f32>()? as f64, dl.to_scalar::<f32>()? as f64);
+            if !tv.is_finite() {
+                return Err(Error::Other(format!(
+                    "the loss became {tv} at epoch {}, batch {}: try a lower --lr (now {:e})",
+                    epoch + 1,
+                    b + 1,
+                    opt.lr()
+                )));
+            }
+            let grads = total.backward()?;
+            if epoch == 0 {
+                for (k, v) in model.kernels().iter().enumerate() {
+                    if let Some(g) = grads.get(v.as_tensor()) {
+                        grad_norms[k] += g.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64;
+                    }
+                }
+                first_steps += 1;
+            }
+            opt.step(&grads)?;
+            let m = idx.len() as f64;
+            sum_loss += tv * m;
+            sum_data += dv * m;
+            correct_or_se += match train.task {
+                Task::Classification => {
+                    let labels: Vec<u32> = idx.iter().map(|&i| train.y_class[i]).collect();
+                    loss::correct(&f.out, &labels)? as f64
+                }
+                Task::Regression => dv * m,
+            };
+        }
+        let (vl, vdl, vm) = evaluate(&model, val, cfg)?;
+        let row = EpochRow {
+            epoch: epoch + 1,
+            loss: sum_loss / n as f64,
+            data_loss: sum_data / n as f64,
+            val_loss: vl,
+            val_data_loss: vdl,
+            metric: correct_or_se / n as f64,
+            val_metric: vm,
+        };
+        let value = es.as_ref().map(|e| match e.config.monitor.as_str() {
+            "val_loss" => row.val_loss,
+            "loss" => row.loss,
+            "val_accuracy" | "val_metric" => row.val_metric,
+            "accuracy" | "metric" => row.metric,
+            _ => row.val_loss,
+        });
+        history.push(row);
+        if let Some(e) = es.as_mut() {
+            let d = e.on_epoch_end(epoch, value);
+            if d.improved && e.config.restore_best_weights {
+                best_snapshot = Some(model.snapshot()?);
+            }
+            if d.stop {
+                stopped = Some(epoch + 1);
+                break;
+            }
+        }
+    }
+    let mut restored = None;
+    if let (Some(e), Some(snap)) = (&es, &best_snapshot) {
+        if let Some(ep) = e.restore_epoch() {
+            model.restore(snap)?;
+            restored = Some(ep + 1);
+        }
+    }
+    let (tl, _, tm) = evaluate(&model, train, cfg)?;
+    let (vl, _, vm) = evaluate(&model, val, cfg)?;
+    Ok(Fit {
+        model,
+        history,
+        stopped_epoch: stopped,
+        restored_epoch: restored,
+        first_epoch_grad_norms: grad_norms.iter().map(|g| g / first_steps.max(1) as f64).collect(),
+        final_train: (tl, tm),
+        final_val: (vl, vm),
+    })
+}
+
+/// Fraction of each hidden layer's units that are never active on `t` (pre-activation ≤ 0 for every row).
+pub fn dead_fractions(model: &Mlp, t: &Tensors) -> Result<Vec<f64>> {
+    let f = model.forward(&t.x, None)?;
+    f.pre
+        .iter()
+        .map(|z| {
+            let maxes = z.max(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            Ok(maxes.iter().filter(|&&m| m <= 0.0).count() as f64 / maxes.len().max(1) as f64)
+        })
+        .collect()
+}
+
+/// Predictions in inference mode: class probabilities `[N, K]` (K ≥ 2) or values `[N]`.
+pub fn predict(model: &Mlp, x: &Tensor, task: Task) -> Result<Vec<Vec<f32>>> {
+    let out = model.forward(x, None)?.out;
+    Ok(match task {
+        Task::Regression => out.to_vec2::<f32>()?,
+        Task::Classification => crate::model::head::Head::probabilities(&out)?.to_vec2::<f32>()?,
+    })
+}
