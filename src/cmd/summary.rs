@@ -115,7 +115,7 @@ pub fn write(t: &Trainer, s: &Splits, o: &Outcome) -> Result<()> {
     let prefix_end = LAYERS[t.split_index().min(LAYERS.len()) - 1].name;
     let n_train = t.train_loader().good_len();
     let n_val = t.val_loader().map_or(0, |v| v.good_len());
-    let (_, cache_s) = t.cache_savings();
+    let cache_s = t.cache_seconds();
     match train_cache {
         Some(c) => {
             let without = (n_train + n_val) * ran;

@@ -201,7 +201,6 @@ pub struct Trainer {
     state: TrainState,
     run_dir: PathBuf,
     split: usize,
-    prefix_passes_saved: usize,
     cache_seconds: f64,
 }
 
@@ -321,7 +320,6 @@ impl Trainer {
             state,
             run_dir: run_dir.to_path_buf(),
             split,
-            prefix_passes_saved: 0,
             cache_seconds: 0.0,
         })
     }
@@ -543,12 +541,6 @@ impl Trainer {
                 images_per_s: n / self.state.seconds.max(1e-9),
             };
             (opts.log)(&epoch_line(&rec, epochs));
-            if self.train_cache.is_some() {
-                self.prefix_passes_saved += self.train.good_len();
-            }
-            if self.val_cache.is_some() {
-                self.prefix_passes_saved += self.val.as_ref().map_or(0, |v| v.good_len());
-            }
             let value = rec.metric(&monitor);
             self.history.epochs.push(rec);
             self.history.write(&self.run_dir)?;
@@ -674,9 +666,9 @@ impl Trainer {
         v
     }
 
-    /// Frozen-prefix passes the caches saved, and the seconds they cost to build.
-    pub fn cache_savings(&self) -> (usize, f64) {
-        (self.prefix_passes_saved, self.cache_seconds)
+    /// Seconds spent building the feature caches.
+    pub fn cache_seconds(&self) -> f64 {
+        self.cache_seconds
     }
 
     pub fn feature_caches(&self) -> (Option<&FeatureCache>, Option<&FeatureCache>) {
