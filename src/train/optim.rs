@@ -117,7 +117,14 @@ impl Optimizer {
     }
 
     /// One update from the gradients of the last backward pass. Variables without a gradient are left alone.
+    ///
+    /// On the CPU (f32, contiguous) each parameter is updated in place by fused kernels: one pass per state slot
+    /// and one for the weights. Elsewhere the same formulas run as candle tensor ops.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step_with(grads, true)
+    }
+
+    fn step_with(&mut self, grads: &GradStore, allow_fused: bool) -> Result<()> {
         self.steps += 1;
         let c = &self.config;
         let t = self.steps as i32;
@@ -128,6 +135,10 @@ impl Optimizer {
             let g = &g.detach();
             let w = &var.as_detached_tensor();
             let slots = self.state.get_mut(name).expect("state for every parameter");
+            if allow_fused && fused::applies(w, g, slots) {
+                fused::step(c, t, w, g, slots)?;
+                continue;
+            }
             let new_w = match c.kind {
                 OptimizerKind::Rmsprop => {
                     let v = ((&slots[0] * c.rho)? + (g.sqr()? * (1.0 - c.rho))?)?;
@@ -138,11 +149,10 @@ impl Optimizer {
                 OptimizerKind::Adam => {
                     let m = ((&slots[0] * c.beta1)? + (g * (1.0 - c.beta1))?)?;
                     let v = ((&slots[1] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-                    let alpha = c.lr * (1.0 - c.beta2.powi(t)).sqrt() / (1.0 - c.beta1.powi(t));
                     let upd = (&m / (v.sqrt()? + c.epsilon)?)?;
                     slots[0] = m.detach();
                     slots[1] = v.detach();
-                    (w - (upd * alpha)?)?
+                    (w - (upd * adam_alpha(c, t))?)?
                 }
                 OptimizerKind::Sgd if c.momentum > 0.0 => {
                     let m = ((&slots[0] * c.momentum)? - (g * c.lr)?)?;
@@ -180,7 +190,8 @@ impl Optimizer {
                 let x = t
                     .get(&key)
                     .ok_or_else(|| Error::Other(format!("checkpoint has no optimizer state '{key}'")))?;
-                self.state.get_mut(name).expect("state")[i] = x.to_device(var.device())?;
+                // A private, contiguous copy: the CPU optimizer updates its state in place.
+                self.state.get_mut(name).expect("state")[i] = x.to_device(var.device())?.contiguous()?.copy()?;
             }
         }
         self.steps = steps;
@@ -253,6 +264,254 @@ impl ReduceLrOnPlateau {
     }
 }
 
+/// Adam's bias-corrected step size at step `t`.
+fn adam_alpha(c: &OptimConfig, t: i32) -> f64 {
+    c.lr * (1.0 - c.beta2.powi(t)).sqrt() / (1.0 - c.beta1.powi(t))
+}
+
+/// In-place CPU kernels for the optimizer updates. Through candle's tensor ops an RMSprop step is about ten passes
+/// over every parameter, each allocating a new tensor (76 ms per block5 fine-tuning step, 15% of it, measured);
+/// fused it is one pass per state slot plus one for the weights, split over the rayon pool.
+mod fused {
+    use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor};
+    use rayon::prelude::*;
+
+    use super::{adam_alpha, OptimConfig, OptimizerKind};
+
+    /// Elements per parallel chunk (small parameters run on the calling thread).
+    const CHUNK: usize = 1 << 14;
+
+    /// Whether the fused kernels can update this parameter: CPU, f32, everything contiguous.
+    pub(super) fn applies(w: &Tensor, g: &Tensor, slots: &[Tensor]) -> bool {
+        let ok = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous();
+        ok(w) && ok(g) && slots.iter().all(ok)
+    }
+
+    pub(super) fn step(c: &OptimConfig, t: i32, w: &Tensor, g: &Tensor, slots: &[Tensor]) -> candle_core::Result<()> {
+        let f = |x: f64| x as f32;
+        match c.kind {
+            OptimizerKind::Rmsprop => {
+                slots[0].inplace_op2(
+                    g,
+                    &Ema {
+                        a: f(c.rho),
+                        b: f(1.0 - c.rho),
+                        square: true,
+                    },
+                )?;
+                w.inplace_op3(
+                    g,
+                    &slots[0],
+                    &Scaled {
+                        lr: f(c.lr),
+                        eps: f(c.epsilon),
+                        eps_inside: true,
+                    },
+                )
+            }
+            OptimizerKind::Adam => {
+                slots[0].inplace_op2(
+                    g,
+                    &Ema {
+                        a: f(c.beta1),
+                        b: f(1.0 - c.beta1),
+                        square: false,
+                    },
+                )?;
+                slots[1].inplace_op2(
+                    g,
+                    &Ema {
+                        a: f(c.beta2),
+                        b: f(1.0 - c.beta2),
+                        square: true,
+                    },
+                )?;
+                let s = Scaled {
+                    lr: f(adam_alpha(c, t)),
+                    eps: f(c.epsilon),
+                    eps_inside: false,
+                };
+                w.inplace_op3(&slots[0], &slots[1], &s)
+            }
+            OptimizerKind::Sgd if c.momentum > 0.0 => {
+                slots[0].inplace_op2(
+                    g,
+                    &Ema {
+                        a: f(c.momentum),
+                        b: -f(c.lr),
+                        square: false,
+                    },
+                )?;
+                if c.nesterov {
+                    w.inplace_op3(
+                        &slots[0],
+                        g,
+                        &Axpy2 {
+                            c1: f(c.momentum),
+                            c2: -f(c.lr),
+                        },
+                    )
+                } else {
+                    w.inplace_op2(
+                        &slots[0],
+                        &Ema {
+                            a: 1.0,
+                            b: 1.0,
+                            square: false,
+                        },
+                    )
+                }
+            }
+            OptimizerKind::Sgd => w.inplace_op2(
+                g,
+                &Ema {
+                    a: 1.0,
+                    b: -f(c.lr),
+                    square: false,
+                },
+            ),
+        }
+    }
+
+    fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+        let (a, b) = l
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("optimizer: non-contiguous tensor".into()))?;
+        Ok(&s.as_slice::<f32>()?[a..b])
+    }
+
+    fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
+        let (a, b) = l
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("optimizer: non-contiguous tensor".into()))?;
+        match s {
+            CpuStorage::F32(v) => Ok(&mut v[a..b]),
+            _ => Err(candle_core::Error::Msg("optimizer: expected f32 storage".into())),
+        }
+    }
+
+    fn check_len(d: &[f32], s: &[f32]) -> candle_core::Result<()> {
+        if d.len() != s.len() {
+            candle_core::bail!("optimizer: {} elements updated from {}", d.len(), s.len());
+        }
+        Ok(())
+    }
+
+    /// Runs `k` over matching chunks of `d` and `x`, `y`, in parallel when the tensor is large.
+    fn for_chunks(d: &mut [f32], x: &[f32], y: &[f32], k: impl Fn(&mut [f32], &[f32], &[f32]) + Sync) {
+        if d.len() <= CHUNK {
+            k(d, x, y);
+        } else {
+            d.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK))
+                .zip(y.par_chunks(CHUNK))
+                .for_each(|((d, x), y)| k(d, x, y));
+        }
+    }
+
+    /// `d ← a·d + b·x` (`x²` when `square`).
+    struct Ema {
+        a: f32,
+        b: f32,
+        square: bool,
+    }
+
+    impl InplaceOp2 for Ema {
+        fn name(&self) -> &'static str {
+            "catdog-optim-ema"
+        }
+
+        fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
+            let (d, x) = (slice_mut(s1, l1)?, slice(s2, l2)?);
+            check_len(d, x)?;
+            let (a, b, square) = (self.a, self.b, self.square);
+            for_chunks(d, x, x, |d, x, _| {
+                if square {
+                    d.iter_mut().zip(x).for_each(|(d, &x)| *d = a * *d + b * (x * x));
+                } else {
+                    d.iter_mut().zip(x).for_each(|(d, &x)| *d = a * *d + b * x);
+                }
+            });
+            Ok(())
+        }
+    }
+
+    /// `w ← w − lr·x/√(v + ε)` (RMSprop, ε inside as Keras) or `w ← w − lr·x/(√v + ε)` (Adam).
+    struct Scaled {
+        lr: f32,
+        eps: f32,
+        eps_inside: bool,
+    }
+
+    impl InplaceOp3 for Scaled {
+        fn name(&self) -> &'static str {
+            "catdog-optim-scaled"
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &mut CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> candle_core::Result<()> {
+            let (d, x, v) = (slice_mut(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+            check_len(d, x)?;
+            check_len(d, v)?;
+            let (lr, eps) = (self.lr, self.eps);
+            if self.eps_inside {
+                for_chunks(d, x, v, |d, x, v| {
+                    for ((d, &x), &v) in d.iter_mut().zip(x).zip(v) {
+                        *d -= lr * (x / (v + eps).sqrt());
+                    }
+                });
+            } else {
+                for_chunks(d, x, v, |d, x, v| {
+                    for ((d, &x), &v) in d.iter_mut().zip(x).zip(v) {
+                        *d -= lr * (x / (v.sqrt() + eps));
+                    }
+                });
+            }
+            Ok(())
+        }
+    }
+
+    /// `w ← w + c1·x + c2·y` (Nesterov momentum).
+    struct Axpy2 {
+        c1: f32,
+        c2: f32,
+    }
+
+    impl InplaceOp3 for Axpy2 {
+        fn name(&self) -> &'static str {
+            "catdog-optim-axpy2"
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &mut CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> candle_core::Result<()> {
+            let (d, x, y) = (slice_mut(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+            check_len(d, x)?;
+            check_len(d, y)?;
+            let (c1, c2) = (self.c1, self.c2);
+            for_chunks(d, x, y, |d, x, y| {
+                for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
+                    *d += c1 * x + c2 * y;
+                }
+            });
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +557,70 @@ mod tests {
         // Nesterov: w1 = 1 + 0.5·(−0.2) − 0.2 = 0.7; g = 1.4, m2 = −0.1 − 0.14 = −0.24, w2 = 0.7 − 0.12 − 0.14 = 0.44.
         let (a, _) = one_step(OptimizerKind::Sgd, 0.5, true);
         assert!((a - 0.44).abs() < 1e-6, "{a}");
+    }
+
+    #[test]
+    fn fused_cpu_updates_match_the_tensor_op_formulas() {
+        // Large enough for the parallel chunks, with an odd tail; a small bias alongside; a loss whose gradient
+        // is not proportional to w so every term of the formulas matters.
+        let dev = Device::Cpu;
+        let kinds = [
+            (OptimizerKind::Rmsprop, 0.0, false),
+            (OptimizerKind::Adam, 0.0, false),
+            (OptimizerKind::Sgd, 0.0, false),
+            (OptimizerKind::Sgd, 0.9, false),
+            (OptimizerKind::Sgd, 0.9, true),
+        ];
+        for (kind, momentum, nesterov) in kinds {
+            let init = [
+                Tensor::randn(0f32, 1.0, (3, 40_001), &dev).unwrap(),
+                Tensor::randn(0f32, 1.0, 7, &dev).unwrap(),
+            ];
+            let run = |fused: bool| {
+                let vars: Vec<(String, Var)> = init
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (format!("p{i}"), Var::from_tensor(&t.copy().unwrap()).unwrap()))
+                    .collect();
+                let mut c = OptimConfig::new(kind, 0.01);
+                c.momentum = momentum;
+                c.nesterov = nesterov;
+                let mut o = Optimizer::new(c, vars.clone()).unwrap();
+                for _ in 0..4 {
+                    let mut loss = Tensor::new(0f32, &dev).unwrap();
+                    for (_, v) in &vars {
+                        let x = v.as_tensor();
+                        let l = ((x.sqr().unwrap() * x.sin().unwrap()).unwrap().sum_all().unwrap() * 0.5).unwrap();
+                        loss = (loss + l).unwrap();
+                    }
+                    o.step_with(&loss.backward().unwrap(), fused).unwrap();
+                }
+                let mut out: Vec<f32> = Vec::new();
+                for (_, v) in &vars {
+                    out.extend(v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                }
+                for (_, t) in o.state_tensors() {
+                    out.extend(t.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                }
+                out
+            };
+            let (a, b) = (run(true), run(false));
+            assert_eq!(a.len(), b.len());
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+                .fold(0f32, f32::max);
+            assert!(
+                worst < 1e-5,
+                "{kind:?} momentum {momentum} nesterov {nesterov}: differs by {worst}"
+            );
+            let moved = a
+                .iter()
+                .zip(init[0].flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                .any(|(x, y)| *x != y);
+            assert!(moved, "{kind:?}: the weights did not move");
+        }
     }
 
     #[test]
