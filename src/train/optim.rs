@@ -289,103 +289,63 @@ mod fused {
 
     pub(super) fn step(c: &OptimConfig, t: i32, w: &Tensor, g: &Tensor, slots: &[Tensor]) -> candle_core::Result<()> {
         let f = |x: f64| x as f32;
+        // `d ← a·d + b·x` (`x²` when `square`).
+        let ema = |a: f64, b: f64, square: bool| Ema {
+            a: f(a),
+            b: f(b),
+            square,
+        };
+        let eps = f(c.epsilon);
         match c.kind {
             OptimizerKind::Rmsprop => {
-                slots[0].inplace_op2(
-                    g,
-                    &Ema {
-                        a: f(c.rho),
-                        b: f(1.0 - c.rho),
-                        square: true,
-                    },
-                )?;
+                slots[0].inplace_op2(g, &ema(c.rho, 1.0 - c.rho, true))?;
+                w.inplace_op3(g, &slots[0], &Update::Rmsprop { lr: f(c.lr), eps })
+            }
+            OptimizerKind::Adam => {
+                slots[0].inplace_op2(g, &ema(c.beta1, 1.0 - c.beta1, false))?;
+                slots[1].inplace_op2(g, &ema(c.beta2, 1.0 - c.beta2, true))?;
                 w.inplace_op3(
-                    g,
                     &slots[0],
-                    &Scaled {
-                        lr: f(c.lr),
-                        eps: f(c.epsilon),
-                        eps_inside: true,
+                    &slots[1],
+                    &Update::Adam {
+                        lr: f(adam_alpha(c, t)),
+                        eps,
                     },
                 )
             }
-            OptimizerKind::Adam => {
-                slots[0].inplace_op2(
-                    g,
-                    &Ema {
-                        a: f(c.beta1),
-                        b: f(1.0 - c.beta1),
-                        square: false,
-                    },
-                )?;
-                slots[1].inplace_op2(
-                    g,
-                    &Ema {
-                        a: f(c.beta2),
-                        b: f(1.0 - c.beta2),
-                        square: true,
-                    },
-                )?;
-                let s = Scaled {
-                    lr: f(adam_alpha(c, t)),
-                    eps: f(c.epsilon),
-                    eps_inside: false,
-                };
-                w.inplace_op3(&slots[0], &slots[1], &s)
-            }
             OptimizerKind::Sgd if c.momentum > 0.0 => {
-                slots[0].inplace_op2(
-                    g,
-                    &Ema {
-                        a: f(c.momentum),
-                        b: -f(c.lr),
-                        square: false,
-                    },
-                )?;
+                slots[0].inplace_op2(g, &ema(c.momentum, -c.lr, false))?;
                 if c.nesterov {
                     w.inplace_op3(
                         &slots[0],
                         g,
-                        &Axpy2 {
+                        &Update::Axpy2 {
                             c1: f(c.momentum),
                             c2: -f(c.lr),
                         },
                     )
                 } else {
-                    w.inplace_op2(
-                        &slots[0],
-                        &Ema {
-                            a: 1.0,
-                            b: 1.0,
-                            square: false,
-                        },
-                    )
+                    w.inplace_op2(&slots[0], &ema(1.0, 1.0, false))
                 }
             }
-            OptimizerKind::Sgd => w.inplace_op2(
-                g,
-                &Ema {
-                    a: 1.0,
-                    b: -f(c.lr),
-                    square: false,
-                },
-            ),
+            OptimizerKind::Sgd => w.inplace_op2(g, &ema(1.0, -c.lr, false)),
         }
     }
 
-    fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    fn range(l: &Layout) -> candle_core::Result<std::ops::Range<usize>> {
         let (a, b) = l
             .contiguous_offsets()
             .ok_or_else(|| candle_core::Error::Msg("optimizer: non-contiguous tensor".into()))?;
-        Ok(&s.as_slice::<f32>()?[a..b])
+        Ok(a..b)
+    }
+
+    fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+        Ok(&s.as_slice::<f32>()?[range(l)?])
     }
 
     fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
-        let (a, b) = l
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("optimizer: non-contiguous tensor".into()))?;
         match s {
-            CpuStorage::F32(v) => Ok(&mut v[a..b]),
+            CpuStorage::F32(v) => Ok(&mut v[range(l)?]),
             _ => Err(candle_core::Error::Msg("optimizer: expected f32 storage".into())),
         }
     }
@@ -436,57 +396,19 @@ mod fused {
         }
     }
 
-    /// `w ← w − lr·x/√(v + ε)` (RMSprop, ε inside as Keras) or `w ← w − lr·x/(√v + ε)` (Adam).
-    struct Scaled {
-        lr: f32,
-        eps: f32,
-        eps_inside: bool,
+    /// Weight updates from two sources `x`, `y`.
+    enum Update {
+        /// RMSprop: `w ← w − lr·x/√(y + ε)` (ε inside the root, as Keras).
+        Rmsprop { lr: f32, eps: f32 },
+        /// Adam: `w ← w − lr·x/(√y + ε)`.
+        Adam { lr: f32, eps: f32 },
+        /// Nesterov momentum: `w ← w + c1·x + c2·y`.
+        Axpy2 { c1: f32, c2: f32 },
     }
 
-    impl InplaceOp3 for Scaled {
+    impl InplaceOp3 for Update {
         fn name(&self) -> &'static str {
-            "catdog-optim-scaled"
-        }
-
-        fn cpu_fwd(
-            &self,
-            s1: &mut CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-            s3: &CpuStorage,
-            l3: &Layout,
-        ) -> candle_core::Result<()> {
-            let (d, x, v) = (slice_mut(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
-            check_len(d, x)?;
-            check_len(d, v)?;
-            let (lr, eps) = (self.lr, self.eps);
-            if self.eps_inside {
-                for_chunks(d, x, v, |d, x, v| {
-                    for ((d, &x), &v) in d.iter_mut().zip(x).zip(v) {
-                        *d -= lr * (x / (v + eps).sqrt());
-                    }
-                });
-            } else {
-                for_chunks(d, x, v, |d, x, v| {
-                    for ((d, &x), &v) in d.iter_mut().zip(x).zip(v) {
-                        *d -= lr * (x / (v.sqrt() + eps));
-                    }
-                });
-            }
-            Ok(())
-        }
-    }
-
-    /// `w ← w + c1·x + c2·y` (Nesterov momentum).
-    struct Axpy2 {
-        c1: f32,
-        c2: f32,
-    }
-
-    impl InplaceOp3 for Axpy2 {
-        fn name(&self) -> &'static str {
-            "catdog-optim-axpy2"
+            "catdog-optim-update"
         }
 
         fn cpu_fwd(
@@ -501,12 +423,23 @@ mod fused {
             let (d, x, y) = (slice_mut(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
             check_len(d, x)?;
             check_len(d, y)?;
-            let (c1, c2) = (self.c1, self.c2);
-            for_chunks(d, x, y, |d, x, y| {
-                for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
-                    *d += c1 * x + c2 * y;
-                }
-            });
+            match *self {
+                Update::Rmsprop { lr, eps } => for_chunks(d, x, y, |d, x, y| {
+                    for ((d, &x), &v) in d.iter_mut().zip(x).zip(y) {
+                        *d -= lr * (x / (v + eps).sqrt());
+                    }
+                }),
+                Update::Adam { lr, eps } => for_chunks(d, x, y, |d, x, y| {
+                    for ((d, &m), &v) in d.iter_mut().zip(x).zip(y) {
+                        *d -= lr * (m / (v.sqrt() + eps));
+                    }
+                }),
+                Update::Axpy2 { c1, c2 } => for_chunks(d, x, y, |d, x, y| {
+                    for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
+                        *d += c1 * x + c2 * y;
+                    }
+                }),
+            }
             Ok(())
         }
     }
