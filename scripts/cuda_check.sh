@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD/target/cuda-toolkit"
 reported="${CUDARC_NVCC_VERSION:-13.4}"
-if [ ! -x "$root/venv/bin/python" ]; then
+# Installed once; an interrupted install is redone (the test is on nvcc itself, not on the venv).
+if ! ls "$root"/venv/lib/python3*/site-packages/nvidia/cu13/bin/nvcc >/dev/null 2>&1; then
   python3 -m venv "$root/venv"
   "$root/venv/bin/pip" install -q "nvidia-cuda-nvcc==13.*" "nvidia-cuda-runtime==13.*" "nvidia-cuda-cccl==13.*" \
     "nvidia-cuda-crt==13.*"
