@@ -1,4 +1,4 @@
-//! Pixel parity with Keras' ImageDataGenerator geometry (../shared/fixtures/augment).
+//! Pixel parity with Keras' ImageDataGenerator geometry (tests/fixtures/augment).
 
 mod common;
 

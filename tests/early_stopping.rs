@@ -1,4 +1,4 @@
-//! Every case of ../shared/fixtures/early_stopping (Keras 3), driven through the trainer's own callback.
+//! Every case of tests/fixtures/early_stopping (Keras 3), driven through the trainer's own callback.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! VGG16 against PyTorch (../shared/fixtures/vgg_tiny), weight loading and its errors.
+//! VGG16 against PyTorch (tests/fixtures/vgg_tiny), weight loading and its errors.
 
 mod common;
 

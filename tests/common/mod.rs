@@ -6,21 +6,9 @@ use std::process::{Command, Output};
 
 use candle_core::Tensor;
 
-/// `../shared/fixtures` beside the checkout (CI clones with `../shared` next to it).
+/// The golden fixtures shipped in `tests/fixtures` (see its README; `scripts/make_fixtures.py` regenerates them).
 pub fn fixtures() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
-    assert!(
-        p.is_dir(),
-        "golden fixtures not found at {}: the tests need ../shared beside the checkout",
-        p.display()
-    );
-    p
-}
-
-/// `../shared/data/catdog-sample` (real photos), if present.
-pub fn sample_data() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/catdog-sample");
-    p.is_dir().then_some(p)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 /// Runs the catdog binary with an isolated Hugging Face cache and no network access to the hub.
