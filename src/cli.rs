@@ -11,6 +11,18 @@ use catdog::model::weights::DEFAULT_MODEL;
 /// Where `catdog data fetch` writes Dogs-vs-Cats and `catdog finetune` looks for it.
 pub const DEFAULT_DATA: &str = "data/dogs-vs-cats";
 
+/// The ids of the flags the user gave on the command line in the subcommand (`lr`, `batch_size`, …), not those
+/// left at their defaults: `--resume` refuses the ones that would change the saved configuration.
+pub fn explicit_flags(matches: &clap::ArgMatches) -> Vec<String> {
+    let Some((_, sub)) = matches.subcommand() else {
+        return Vec::new();
+    };
+    sub.ids()
+        .filter(|id| sub.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|id| id.as_str().to_string())
+        .collect()
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "catdog",

@@ -3,7 +3,19 @@
 mod cli;
 mod cmd;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
+
+/// An error in the user's flags: printed like any error, exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 fn main() {
     // Behave like other Unix tools when the reader of stdout goes away (`catdog predict … | head`).
@@ -12,16 +24,18 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     catdog::alloc::keep_freed_memory();
-    let cli = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let explicit = cli::explicit_flags(&matches);
     if let Some(n) = cli.threads {
-        if n == 0 {
-            eprintln!("error: --threads must be at least 1");
+        if let Err(e) = catdog::limits::check_threads(n) {
+            eprintln!("error: {e}");
             std::process::exit(2);
         }
         // Ignore the error of a pool that was already built: there is none yet at this point.
         let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     }
-    match cmd::run(cli) {
+    match cmd::run(cli, &explicit) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             if let Some(catdog::Error::Interrupted) = e.downcast_ref::<catdog::Error>() {
@@ -29,7 +43,8 @@ fn main() {
                 std::process::exit(130);
             }
             eprintln!("error: {e:#}");
-            std::process::exit(1);
+            let usage = e.downcast_ref::<UsageError>().is_some();
+            std::process::exit(if usage { 2 } else { 1 });
         }
     }
 }

@@ -340,3 +340,43 @@ fn preview_and_apply_write_pngs_and_accept_negative_numbers() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// A JPEG of noise (so that its scan data is long) as bytes.
+fn noisy_jpeg(w: u32, h: u32) -> Vec<u8> {
+    let mut s = 12345u32;
+    let img = image::RgbImage::from_fn(w, h, |_, _| {
+        s = s.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        image::Rgb([(s >> 16) as u8, (s >> 8) as u8, (s >> 24) as u8])
+    });
+    let mut jpg = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut jpg), image::ImageFormat::Jpeg)
+        .unwrap();
+    jpg
+}
+
+#[test]
+fn a_jpeg_cut_short_in_its_scan_data_is_a_bad_file_as_in_pil() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data, 3, 1);
+    let full = noisy_jpeg(120, 90);
+    let cut = &full[..full.len() * 7 / 10];
+    // The decoder alone fills the missing rows with grey and reports success: the check must be ours.
+    assert!(image::load_from_memory(cut).is_ok());
+    std::fs::write(data.join("cats/cut.jpg"), cut).unwrap();
+    // Complete files stay good, also with bytes after the end marker (some cameras append data).
+    let mut trailing = full.clone();
+    trailing.extend_from_slice(b"trailing data after EOI");
+    std::fs::write(data.join("cats/trailing.jpg"), &trailing).unwrap();
+    let l = DecodeLimits::default();
+    let reason = decode_rgb(&data.join("cats/cut.jpg"), &l).unwrap_err().to_string();
+    assert!(reason.contains("truncated"), "{reason}");
+    decode_rgb(&data.join("cats/trailing.jpg"), &l).unwrap();
+    let o = catdog(&["data", "check", data.to_str().unwrap(), "--json"], tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j["bad"], 1, "{j}");
+    assert!(j.to_string().contains("cut.jpg"), "{j}");
+    let o = catdog(&["data", "check", data.to_str().unwrap(), "--strict"], tmp.path());
+    assert_eq!(o.status.code(), Some(1));
+}

@@ -7,6 +7,15 @@ use crate::cli::{ApplyArgs, PreviewArgs};
 
 pub fn preview(a: PreviewArgs, quiet: bool) -> Result<i32> {
     let aug = super::augment_config(&a.aug)?;
+    super::usage_check(catdog::limits::check_size(a.img.size))?;
+    if a.n == 0 || a.n > super::MAX_PREVIEW_VERSIONS {
+        return Err(crate::UsageError(format!(
+            "--n {} is out of range: use 1..={} versions per image",
+            a.n,
+            super::MAX_PREVIEW_VERSIONS
+        ))
+        .into());
+    }
     let sources = match &a.data {
         Some(dir) => preview::pick_sources(dir, a.samples.max(1), a.seed)?,
         None => a
@@ -66,6 +75,7 @@ pub fn apply(a: ApplyArgs) -> Result<i32> {
     };
     let mut img = decode::decode_rgb(&a.image, &DecodeLimits::default())?;
     if let Some(s) = a.size {
+        super::usage_check(catdog::limits::check_size(s))?;
         img = decode::resize(&img, s, s, a.interpolation);
     }
     let out = preview::apply_to_image(&img, &t);

@@ -5,6 +5,8 @@ use catdog::model::weights::{self, HubOptions, WeightsSpec};
 use crate::cli::BenchForwardArgs;
 
 pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
+    super::usage_check(catdog::limits::check_size(u32::try_from(a.size).unwrap_or(u32::MAX)))?;
+    super::usage_check(catdog::limits::check_batch(a.batch))?;
     let spec = WeightsSpec::parse(&a.weights, 0)?;
     let loaded = weights::load(&spec, &candle_core::Device::Cpu, &HubOptions::default())?;
     let opts = ForwardOptions {
@@ -73,6 +75,8 @@ pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
 }
 
 pub fn loader(a: crate::cli::BenchLoaderArgs, quiet: bool) -> Result<i32> {
+    super::usage_check(catdog::limits::check_size(a.img.size))?;
+    super::usage_check(catdog::limits::check_batch(a.batch))?;
     use catdog::data::folder::{split_dirs, ImageFolder};
     use catdog::data::loader::LoaderConfig;
     use catdog::data::preprocess::Preprocess;
@@ -124,6 +128,8 @@ pub fn loader(a: crate::cli::BenchLoaderArgs, quiet: bool) -> Result<i32> {
 }
 
 pub fn train(a: crate::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
+    super::usage_check(catdog::limits::check_size(u32::try_from(a.size).unwrap_or(u32::MAX)))?;
+    super::usage_check(catdog::limits::check_batch(a.batch))?;
     use crate::cli::BenchCache;
     use catdog::model::classifier::TrainMode;
     use catdog::model::vgg16::{layer_index, LAYERS};

@@ -16,6 +16,7 @@ pub fn evaluate(a: EvaluateArgs, quiet: bool) -> Result<i32> {
         .unwrap_or_else(|| a.data.clone());
     let folder = ImageFolder::scan_lenient(&root)?;
     let bar = catdog::progress::bar(folder.samples.len() as u64, "evaluate", quiet);
+    super::usage_check(catdog::limits::check_batch(a.batch_size))?;
     let ev = report::evaluate(&model, &folder, a.checkpoint.clone(), a.batch_size.max(1), &mut |n| {
         bar.inc(n as u64)
     })?;
@@ -81,6 +82,7 @@ pub fn predict(a: PredictArgs, quiet: bool) -> Result<i32> {
         files.extend(collect_inputs(std::slice::from_ref(p))?.files);
     }
     let bar = catdog::progress::bar(files.len() as u64, "predict", quiet);
+    super::usage_check(catdog::limits::check_batch(a.batch_size))?;
     let preds = report::predict(&model, &files, a.batch_size.max(1), &mut |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
     let mut failures = 0;

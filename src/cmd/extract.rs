@@ -7,12 +7,8 @@ use catdog::model::vgg16::layer_index;
 use crate::cli::ExtractArgs;
 
 pub fn run(a: ExtractArgs, quiet: bool) -> Result<i32> {
-    if a.size < 32 {
-        anyhow::bail!(
-            "--size {} is too small: VGG16 halves the size five times; use at least 32 pixels",
-            a.size
-        );
-    }
+    super::usage_check(catdog::limits::check_size(a.size))?;
+    super::usage_check(catdog::limits::check_batch(a.batch_size))?;
     let layer = layer_index(&a.layer)?;
     let inputs = collect_inputs(&a.inputs)?;
     let loaded = super::load_weights(&a.w, quiet)?;

@@ -1,44 +1,17 @@
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use catdog::data::folder::{resolve_splits, Splits};
 use catdog::data::preprocess::Preprocess;
-use catdog::model::classifier::TrainMode;
+use catdog::model::classifier::{Classifier, TrainMode};
 use catdog::model::vgg16::{layer_index, Vgg16};
-use catdog::model::weights::read_safetensors;
+use catdog::run;
 use catdog::train::early_stop::EarlyStoppingConfig;
 use catdog::train::history::History;
 use catdog::train::optim::OptimConfig;
-use catdog::train::trainer::{Ending, ReduceLrSettings, RunOptions, TrainConfig, TrainState, Trainer};
+use catdog::train::trainer::{Ending, ReduceLrSettings, Resume, RunOptions, TrainConfig, TrainState, Trainer};
 
 use crate::cli::FinetuneArgs;
-
-/// `YYYYMMDD-HHMMSS` in UTC.
-fn timestamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
 
 fn missing_data_hint(dir: &Path) -> String {
     format!(
@@ -112,36 +85,115 @@ fn splits_for(cfg: &TrainConfig) -> Result<Splits> {
     Ok(resolve_splits(&cfg.data, cfg.val_split, cfg.seed)?)
 }
 
-pub fn run(a: FinetuneArgs, quiet: bool) -> Result<i32> {
-    let interrupt = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupt.clone();
-        // A second Ctrl-C while the batch finishes exits at once.
-        let _ = ctrlc::set_handler(move || {
-            if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\nCtrl-C: finishing the batch and saving last.safetensors (press again to quit at once)");
-        });
-    }
-    let device = catdog::device::parse_device(&a.w.device)?;
-    let (cfg, base, run_dir, resume) = if let Some(dir) = &a.resume {
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path)
-            .with_context(|| format!("{}: cannot resume: no config.json (is it a run folder?)", dir.display()))?;
-        let mut cfg: TrainConfig =
-            serde_json::from_str(&text).with_context(|| format!("reading {}", cfg_path.display()))?;
-        if let Some(e) = a.epochs {
-            cfg.epochs = e;
+/// Flags that may be given with `--resume` (the rest are fixed by the run's config.json).
+const RESUME_MAY_CHANGE: &[&str] = &["resume", "epochs", "patience", "quiet", "threads", "device"];
+
+/// The `config.json` field each flag sets, where its name differs from the flag's.
+fn config_field(flag: &str) -> Option<&'static str> {
+    Some(match flag {
+        "lr" | "momentum" | "nesterov" | "optimizer" => "optimizer",
+        "monitor" | "min_delta" | "baseline" | "start_from_epoch" | "restore_best_weights" | "es_mode" => {
+            "early_stopping"
         }
-        let last = dir.join("last.safetensors");
-        let (tensors, meta) = read_safetensors(&last).with_context(|| format!("{}: cannot resume", dir.display()))?;
-        let state: TrainState = serde_json::from_str(
-            meta.get("train_state")
-                .with_context(|| format!("{}: no train_state metadata", last.display()))?,
-        )?;
-        let history = History::read(dir).unwrap_or_default();
-        let base = Vgg16::from_tensors(&tensors, &last.display().to_string(), &device)?;
+        "reduce_lr_patience" | "reduce_lr_factor" | "min_lr" => "reduce_lr",
+        "augment" | "rotation" | "width_shift" | "height_shift" | "shear" | "zoom" | "horizontal_flip"
+        | "vertical_flip" | "brightness" | "channel_shift" | "fill_mode" | "cval" => "augment",
+        "name" | "runs_dir" => return None,
+        _ => return Some(""),
+    })
+}
+
+/// Flags given with `--resume` that would change the saved configuration: an error listing them.
+fn check_resume_flags(a: &FinetuneArgs, explicit: &[String], saved: &TrainConfig) -> Result<()> {
+    let preprocess = a.w.preprocess.map_or(saved.preprocess, Preprocess::from_mode);
+    let now = serde_json::to_value(build_config(a, preprocess, saved.weights_revision.clone())?)?;
+    let before = serde_json::to_value(saved)?;
+    let differs = |field: &str| match field {
+        "weights" => {
+            let (w, s) = (a.w.weights.as_str(), saved.weights.as_str());
+            !(w == s || s.starts_with(&format!("{w} (")))
+        }
+        f => now.get(f) != before.get(f),
+    };
+    let mut conflicts = Vec::new();
+    for flag in explicit.iter().filter(|f| !RESUME_MAY_CHANGE.contains(&f.as_str())) {
+        let conflict = match config_field(flag) {
+            None => true,
+            Some("") => differs(flag),
+            Some(field) => differs(field),
+        };
+        if conflict {
+            conflicts.push(format!("--{}", flag.replace('_', "-")));
+        }
+    }
+    if !conflicts.is_empty() {
+        bail!(crate::UsageError(format!(
+            "--resume continues the run as its config.json describes it, but {} would change it; drop them (only \
+             --epochs, --patience, --device, --threads and --quiet may change on a resume), or start a new run with \
+             another --name",
+            conflicts.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Loads `RUN_DIR/config.json` and `last.safetensors` for `--resume`, with the flags that may change applied.
+fn load_resume(
+    a: &FinetuneArgs,
+    explicit: &[String],
+    dir: &Path,
+    device: &candle_core::Device,
+) -> Result<(TrainConfig, Vgg16, Option<Resume>)> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path)
+        .with_context(|| format!("{}: cannot resume: no config.json (is it a run folder?)", dir.display()))?;
+    let mut cfg: TrainConfig =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", cfg_path.display()))?;
+    check_resume_flags(a, explicit, &cfg)?;
+    if let Some(e) = a.epochs {
+        cfg.epochs = e;
+    }
+    if let Some(p) = a.patience {
+        cfg.early_stopping
+            .get_or_insert_with(EarlyStoppingConfig::default)
+            .patience = p;
+    }
+    cfg.device = a.w.device.clone();
+    let last = dir.join("last.safetensors");
+    if !run::has_checkpoint(dir) {
+        bail!(crate::UsageError(format!(
+            "{}: nothing to resume: the run stopped before its first epoch ended (no last.safetensors); start it \
+             again with the same flags and --name {} (the folder is reused)",
+            dir.display(),
+            dir.file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().into_owned())
+        )));
+    }
+    let (model, tensors, meta) =
+        Classifier::load(&last, device).with_context(|| format!("{}: cannot resume", dir.display()))?;
+    let state: TrainState = serde_json::from_str(
+        meta.get("train_state")
+            .with_context(|| format!("{}: no train_state metadata", last.display()))?,
+    )?;
+    let history = History::read(dir).unwrap_or_default();
+    let resume = Resume {
+        checkpoint: last,
+        meta: model.meta,
+        tensors,
+        state,
+        history,
+    };
+    Ok((cfg, model.base, Some(resume)))
+}
+
+pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
+    let interrupt = catdog::signals::install();
+    let device = catdog::device::parse_device(&a.w.device)?;
+    let mut log = |m: &str| eprintln!("{m}");
+    let (cfg, base, folder, resume) = if let Some(dir) = &a.resume {
+        let folder = run::RunFolder::open(dir)?;
+        let (cfg, base, resume) = load_resume(&a, explicit, dir, &device)?;
+        let state = &resume.as_ref().expect("resume state").state;
         if state.epoch >= cfg.epochs && state.batches_done == 0 {
             eprintln!(
                 "{}: all {} epochs are done; pass --epochs N (a larger total) to train further",
@@ -161,11 +213,16 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> Result<i32> {
             },
             cfg.epochs
         );
-        (cfg, base, dir.clone(), Some((tensors, state, history)))
+        (cfg, base, folder, resume)
     } else {
         if a.mode == TrainMode::Finetune {
             layer_index(&a.unfreeze_from)?;
         }
+        if let Some(name) = &a.name {
+            run::validate_name(name).map_err(usage)?;
+        }
+        let cfg0 = build_config(&a, Preprocess::imagenet(), None)?;
+        cfg0.validate().map_err(usage)?;
         if !a.data.exists() {
             if a.data == Path::new(crate::cli::DEFAULT_DATA) {
                 eprintln!(
@@ -179,17 +236,7 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> Result<i32> {
                 bail!(missing_data_hint(&a.data));
             }
         }
-        let name = a.name.clone().unwrap_or_else(timestamp);
-        let run_dir = a.runs_dir.join(&name);
-        if run_dir.join("last.safetensors").exists() || run_dir.join("config.json").exists() {
-            bail!(
-                "{} already holds a run; continue it with --resume {} or choose another --name",
-                run_dir.display(),
-                run_dir.display()
-            );
-        }
-        let cfg0 = build_config(&a, Preprocess::imagenet(), None)?;
-        cfg0.validate()?;
+        let folder = run::RunFolder::create(&a.runs_dir, a.name.as_deref(), &mut log).map_err(usage)?;
         let loaded = super::load_weights(&a.w, quiet)?;
         let mut cfg = build_config(&a, loaded.preprocess, loaded.revision.clone())?;
         if let Some(p) = &loaded.path {
@@ -197,17 +244,17 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> Result<i32> {
                 cfg.weights = format!("{} ({})", a.w.weights, p.display());
             }
         }
-        (cfg, loaded.model, run_dir, None)
+        (cfg, loaded.model, folder, None)
     };
+    let run_dir = folder.dir.clone();
     let splits = splits_for(&cfg)?;
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    check_run_memory(&cfg, &base, &splits)?;
     catdog::io::write_json(&run_dir.join("config.json"), &cfg)?;
     describe_start(&cfg, &splits, &run_dir);
     let mut trainer = Trainer::new(cfg.clone(), base, &splits, &run_dir, resume, &device)?;
-    let mut log = |m: &str| eprintln!("{m}");
     let mut opts = RunOptions {
         quiet,
-        interrupt: &interrupt,
+        interrupt,
         log: &mut log,
     };
     let outcome = trainer.run(&mut opts);
@@ -226,7 +273,7 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> Result<i32> {
     }
     super::summary::write(&trainer, &splits, &outcome)?;
     match outcome.ending {
-        Ending::Interrupted => Ok(130),
+        Ending::Interrupted => Ok(catdog::signals::exit_code()),
         _ => {
             eprintln!(
                 "done: {} (best epoch {}: best.safetensors; summary.md, curves.png, history.csv)",
@@ -236,6 +283,50 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// A library error that is about the user's flags becomes a usage error (exit code 2).
+fn usage(e: catdog::Error) -> anyhow::Error {
+    match e {
+        catdog::Error::InvalidArgument(m) => crate::UsageError(m).into(),
+        other => other.into(),
+    }
+}
+
+/// Refuses, before any work, a run whose memory estimate exceeds what the machine has available.
+fn check_run_memory(cfg: &TrainConfig, base: &Vgg16, splits: &Splits) -> Result<()> {
+    let widths = base.widths();
+    let trainable_block = catdog::model::vgg16::LAYERS
+        .get(cfg.split()?)
+        .map_or(5, |l| l.block - 1);
+    let (peak, kept) = catdog::limits::vgg_activation_bytes(&widths, cfg.size as usize, trainable_block);
+    let batch = cfg.batch_size as u64;
+    let act = batch * (peak + kept);
+    let n_train = splits.train.samples.len() as u64;
+    let n_val = splits.val.as_ref().map_or(0, |v| v.samples.len()) as u64;
+    let (c, h, w) = base.output_shape(cfg.split()?.saturating_sub(1), cfg.size as usize);
+    let feature_bytes = (c * h * w * 4) as u64;
+    let mib = 1u64 << 20;
+    let feature_cache = ((n_train + n_val) * feature_bytes).min(2 * cfg.feature_cache_mb as u64 * mib);
+    let image_bytes = 3 * (cfg.size as u64).pow(2);
+    let image_cache = (n_train * image_bytes).min(cfg.image_cache_mb as u64 * mib);
+    let weights = base.parameter_count() as u64 * 4 * 4; // values, gradients, two optimizer slots
+    let total = act + feature_cache + image_cache + weights;
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
+    catdog::limits::check_memory(
+        "this run",
+        total,
+        &format!(
+            "activations for batch {} at {}px {}, feature cache {}, image cache {}, weights and optimizer {}",
+            cfg.batch_size,
+            cfg.size,
+            gib(act),
+            gib(feature_cache),
+            gib(image_cache),
+            gib(weights)
+        ),
+    )
+    .map_err(usage)
 }
 
 fn describe_start(cfg: &TrainConfig, s: &Splits, run_dir: &Path) {

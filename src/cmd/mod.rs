@@ -15,12 +15,12 @@ use anyhow::Result;
 use crate::cli::{AugmentCmd, AugmentFlags, BenchCmd, Cli, Command};
 
 /// Runs the parsed command; returns the exit code.
-pub fn run(cli: Cli) -> Result<i32> {
+pub fn run(cli: Cli, explicit: &[String]) -> Result<i32> {
     let quiet = cli.quiet;
     match cli.command {
         Command::Weights(c) => weights::run(c, quiet),
         Command::Extract(a) => extract::run(a, quiet),
-        Command::Finetune(a) => finetune::run(*a, quiet),
+        Command::Finetune(a) => finetune::run(*a, quiet, explicit),
         Command::Evaluate(a) => evaluate::evaluate(a, quiet),
         Command::Predict(a) => evaluate::predict(a, quiet),
         Command::Lab(a) => lab::run(*a, quiet),
@@ -33,6 +33,14 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Bench(BenchCmd::Mlp { epochs }) => bench::mlp(epochs),
     }
 }
+
+/// A limit check of the library as a usage error (exit code 2).
+pub fn usage_check(r: catdog::Result<()>) -> Result<()> {
+    r.map_err(|e| crate::UsageError(e.to_string()).into())
+}
+
+/// Largest `augment preview --n`: versions per image in the grid.
+const MAX_PREVIEW_VERSIONS: usize = 256;
 
 /// Loads the weights named by the common flags, with the preprocessing resolved (flag over the weights' own).
 pub fn load_weights(w: &crate::cli::WeightsFlag, quiet: bool) -> Result<catdog::model::weights::LoadedWeights> {

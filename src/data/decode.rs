@@ -96,6 +96,9 @@ fn decode_inner(bytes: &[u8], limits: &DecodeLimits) -> std::result::Result<RgbI
             "unsupported image format {format:?} (supported: JPEG, PNG, BMP, TIFF, PPM/PNM)"
         ));
     }
+    if format == ImageFormat::Jpeg {
+        check_jpeg_complete(bytes)?;
+    }
     let (w, h) = ImageReader::with_format(Cursor::new(bytes), format)
         .into_dimensions()
         .map_err(|e| format!("corrupt or truncated {format:?}: {e}"))?;
@@ -119,6 +122,40 @@ fn decode_inner(bytes: &[u8], limits: &DecodeLimits) -> std::result::Result<RgbI
         other => format!("corrupt or truncated {format:?}: {other}"),
     })?;
     Ok(img.to_rgb8())
+}
+
+/// Refuses a JPEG whose compressed data stops before its end-of-image marker. The decoder fills the missing part
+/// with grey and reports success; PIL ("image file is truncated") and TensorFlow refuse such files, so we do too.
+/// Walks the marker segments to the first start-of-scan, then looks for EOI (`FF D9`) after it: inside
+/// entropy-coded data `FF` is always followed by `00` or a restart marker, so `FF D9` there is the real end.
+/// (Segments before the scan, such as an EXIF thumbnail with its own EOI, are skipped by their lengths.)
+fn check_jpeg_complete(bytes: &[u8]) -> std::result::Result<(), String> {
+    let truncated = || "corrupt or truncated Jpeg: the data ends before the end-of-image marker".to_string();
+    let mut i = 2; // after SOI
+    loop {
+        // Markers may be padded with extra FF bytes.
+        while bytes.get(i) == Some(&0xFF) && bytes.get(i + 1) == Some(&0xFF) {
+            i += 1;
+        }
+        match (bytes.get(i), bytes.get(i + 1)) {
+            (Some(0xFF), Some(0xDA)) => break,
+            (Some(0xFF), Some(0xD9)) => return Err("JPEG without image data (end marker before any scan)".into()),
+            (Some(0xFF), Some(_)) => {
+                let len = match (bytes.get(i + 2), bytes.get(i + 3)) {
+                    (Some(&hi), Some(&lo)) => u16::from_be_bytes([hi, lo]) as usize,
+                    _ => return Err(truncated()),
+                };
+                i += 2 + len;
+            }
+            (Some(_), Some(_)) => return Ok(()), // not a marker where one belongs: leave it to the decoder
+            _ => return Err(truncated()),
+        }
+    }
+    if bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]) {
+        Ok(())
+    } else {
+        Err(truncated())
+    }
 }
 
 /// Resizes by squashing to `width × height` (aspect ratio not kept, as Keras).

@@ -51,6 +51,90 @@ pub struct ModelMeta {
     pub catdog_version: String,
 }
 
+impl ModelMeta {
+    /// Checks what a checkpoint says before anything is allocated from it; the message names the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let classes = &self.classes;
+        if classes.is_empty() {
+            return Err("metadata field 'classes' is empty: a checkpoint needs its class names".into());
+        }
+        if let Some(c) = classes.iter().find(|c| c.trim().is_empty()) {
+            return Err(format!("metadata field 'classes' has an empty name ({c:?})"));
+        }
+        for (i, c) in classes.iter().enumerate() {
+            if classes[..i].contains(c) {
+                return Err(format!("metadata field 'classes' names '{c}' twice: {classes:?}"));
+            }
+        }
+        let expected = HeadConfig::outputs_for(classes.len());
+        if self.head.n_out != expected {
+            return Err(format!(
+                "metadata field 'head.n_out' is {} but {} classes need {expected} output(s)",
+                self.head.n_out,
+                classes.len()
+            ));
+        }
+        crate::limits::check_size(self.size).map_err(|_| {
+            format!(
+                "metadata field 'size' is {}; expected {}..={}",
+                self.size,
+                crate::limits::MIN_SIZE,
+                crate::limits::MAX_SIZE
+            )
+        })?;
+        let p = &self.preprocess;
+        let usable = p.scale.is_finite()
+            && p.scale > 0.0
+            && p.std.iter().all(|s| s.is_finite() && *s > 0.0)
+            && p.mean.iter().all(|m| m.is_finite());
+        if !usable {
+            return Err(format!(
+                "metadata field 'preprocess' is not usable (scale {}, mean {:?}, std {:?}): scale and std must \
+                 be finite and positive",
+                p.scale, p.mean, p.std
+            ));
+        }
+        if self.head.hidden > crate::limits::MAX_HIDDEN {
+            return Err(format!(
+                "metadata field 'head.hidden' is {}; at most {} units",
+                self.head.hidden,
+                crate::limits::MAX_HIDDEN
+            ));
+        }
+        self.head.validate().map_err(|e| format!("metadata field 'head': {e}"))
+    }
+}
+
+/// Refuses NaN or ±Inf in any float tensor (a diverged run's weights, a corrupted file), naming the tensor.
+pub fn check_all_finite(tensors: &HashMap<String, Tensor>) -> std::result::Result<(), String> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        if let Some(bad) = first_non_finite(&tensors[name]) {
+            return Err(format!(
+                "tensor '{name}' holds {bad}: the weights are not usable (was the run diverging?); use an earlier \
+                 checkpoint"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The first NaN/Inf value of a float tensor, if any.
+pub fn first_non_finite(t: &Tensor) -> Option<f32> {
+    if !t.dtype().is_float() {
+        return None;
+    }
+    let v = t
+        .flatten_all()
+        .ok()?
+        .to_dtype(candle_core::DType::F32)
+        .ok()?
+        .to_vec1::<f32>()
+        .ok()?;
+    v.into_iter().find(|x| !x.is_finite())
+}
+
 /// Named tensors of a safetensors file.
 pub type Tensors = HashMap<String, Tensor>;
 /// String metadata of a safetensors file.
@@ -110,6 +194,8 @@ impl Classifier {
                         .into(),
                 )),
             };
+        meta.validate().map_err(err)?;
+        check_all_finite(&tensors).map_err(err)?;
         let name = path.display().to_string();
         let base = Vgg16::from_tensors(&tensors, &name, device)?;
         let head = Head::from_tensors(meta.head.clone(), &tensors, &name, device)?;

@@ -223,6 +223,14 @@ impl Head {
     pub fn load_values(&self, t: &HashMap<String, Tensor>) -> Result<()> {
         for (name, var) in self.vars() {
             if let Some(x) = t.get(&name) {
+                if x.dims() != var.dims() {
+                    return Err(Error::ShapeMismatch {
+                        source_name: "checkpoint".into(),
+                        tensor: name,
+                        expected: format!("{:?} (the head this run builds)", var.dims()),
+                        found: x.dims().to_vec(),
+                    });
+                }
                 var.set(&x.to_dtype(DType::F32)?.to_device(var.device())?)?;
             }
         }

@@ -168,6 +168,17 @@ impl Vgg16 {
                     });
                 }
             }
+            for (name, t) in [(&wn, w), (&bn, b)] {
+                if let Some(bad) = super::classifier::first_non_finite(t) {
+                    return Err(Error::Checkpoint {
+                        path: source_name.into(),
+                        message: format!(
+                            "tensor '{name}' ({}) holds {bad}: these weights are not usable",
+                            spec.name
+                        ),
+                    });
+                }
+            }
             let ws = w.dims().to_vec();
             if ws.len() != 4 || ws[1] != in_ch || ws[2] != 3 || ws[3] != 3 || ws[0] == 0 {
                 return Err(Error::ShapeMismatch {
@@ -236,6 +247,14 @@ impl Vgg16 {
             w[spec.block - 1] = p.weight.tensor().dim(0).unwrap_or(0);
         }
         w
+    }
+
+    /// Number of conv-base parameters (weights and biases).
+    pub fn parameter_count(&self) -> usize {
+        self.convs
+            .iter()
+            .map(|p| p.weight.tensor().elem_count() + p.bias.tensor().elem_count())
+            .sum()
     }
 
     /// Channels, height and width after layer `layer` (index into [`LAYERS`]) for a `size × size` input.

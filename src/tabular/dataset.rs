@@ -69,6 +69,52 @@ impl Table {
     }
 }
 
+/// Longest CSV line accepted, in bytes: a table for the labs has short lines, and a huge one (a binary file, a
+/// whole document in one cell) would otherwise be read into memory whole.
+pub const MAX_CSV_LINE: usize = 1 << 20;
+
+/// A reader that fails once a line grows past [`MAX_CSV_LINE`], so memory stays bounded whatever the file holds.
+struct LineLimit<R> {
+    inner: R,
+    line: usize,
+    in_line: usize,
+}
+
+impl<R: std::io::Read> std::io::Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                self.line += 1;
+                self.in_line = 0;
+            } else {
+                self.in_line += 1;
+                if self.in_line > MAX_CSV_LINE {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "line {} is longer than {} MiB; is this a CSV table?",
+                            self.line,
+                            MAX_CSV_LINE >> 20
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A user value as it may appear in a message: at most 60 characters, with the full length said when cut.
+pub fn shorten(v: &str) -> String {
+    const MAX: usize = 60;
+    if v.chars().count() <= MAX {
+        return v.to_string();
+    }
+    let head: String = v.chars().take(MAX).collect();
+    format!("{head}… ({} bytes)", v.len())
+}
+
 /// Reads a CSV with a header: `target` is the label column, `drop` columns are left out; numeric columns stay as
 /// they are and text columns are one-hot encoded (sorted categories). Missing or unparsable values are an error
 /// naming the row (1-based, header = row 1) and the column. `task` forces classification or regression (else: a
@@ -99,6 +145,11 @@ pub fn parse_csv(
         }
     }
     let path = Shown(source);
+    let input = LineLimit {
+        inner: input,
+        line: 1,
+        in_line: 0,
+    };
     let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input);
     let headers: Vec<String> = rdr
         .headers()
@@ -108,16 +159,18 @@ pub fn parse_csv(
         .collect();
     let t = headers.iter().position(|h| h == target).ok_or_else(|| {
         Error::invalid(format!(
-            "{}: no column '{target}' for --target; columns: {}",
+            "{}: no column '{}' for --target; columns: {}",
             path.display(),
-            headers.join(", ")
+            shorten(target),
+            shorten(&headers.join(", "))
         ))
     })?;
     for d in drop {
         if !headers.contains(d) {
             return Err(Error::invalid(format!(
-                "{}: --drop {d}: no such column",
-                path.display()
+                "{}: --drop {}: no such column",
+                path.display(),
+                shorten(d)
             )));
         }
     }
@@ -175,9 +228,11 @@ pub fn parse_csv(
                 .map(|(r, row)| (r, row[c].clone()))
                 .unwrap_or_default();
             return Err(Error::Data(format!(
-                "{}: row {}, column '{name}': '{v}' is not a number in a numeric column",
+                "{}: row {}, column '{}': '{}' is not a number in a numeric column",
                 path.display(),
-                r + 2
+                r + 2,
+                shorten(name),
+                shorten(&v)
             )));
         }
         if n_text > 0 {
@@ -190,6 +245,14 @@ pub fn parse_csv(
             features.push(name.clone());
             cols.push((c, None));
         }
+    }
+    if features.is_empty() {
+        return Err(Error::invalid(format!(
+            "{}: no feature columns are left (the only columns are the target '{}' and those given to --drop); \
+             keep at least one column",
+            path.display(),
+            shorten(target)
+        )));
     }
     let mut x = Vec::with_capacity(rows.len() * features.len());
     for row in &rows {

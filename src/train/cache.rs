@@ -17,7 +17,19 @@ use crate::model::vgg16::Vgg16;
 
 enum Store {
     Memory(Vec<f32>),
-    File { path: PathBuf, file: Mutex<File> },
+    File(SpillFile),
+}
+
+/// The cache file; removed when dropped, so also when building the cache fails half-way.
+struct SpillFile {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl Drop for SpillFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Cached features of a loader's images, by sample index.
@@ -33,8 +45,10 @@ pub struct FeatureCache {
 
 impl FeatureCache {
     /// Runs `model.forward_frozen` over every image of `loader` (which must not augment) and keeps the outputs.
-    /// Unreadable images are recorded by the loader and left out.
+    /// Unreadable images are recorded by the loader and left out. `label` ("train", "val") names the spill file,
+    /// so that the caches of one run never share a file.
     pub fn build(
+        label: &str,
         loader: &Loader,
         model: &Vgg16,
         budget_bytes: usize,
@@ -52,7 +66,7 @@ impl FeatureCache {
             Store::Memory(vec![0f32; n * per])
         } else {
             std::fs::create_dir_all(spill_dir).map_err(|e| Error::io(spill_dir, e))?;
-            let path = spill_dir.join(format!("feature-cache-{}.f32", std::process::id()));
+            let path = spill_dir.join(format!("feature-cache-{label}-{}.f32", std::process::id()));
             let file = File::options()
                 .read(true)
                 .write(true)
@@ -60,11 +74,17 @@ impl FeatureCache {
                 .truncate(true)
                 .open(&path)
                 .map_err(|e| Error::io(&path, e))?;
-            file.set_len(bytes as u64).map_err(|e| Error::io(&path, e))?;
-            Store::File {
+            let spill = SpillFile {
                 path,
                 file: Mutex::new(file),
-            }
+            };
+            spill
+                .file
+                .lock()
+                .expect("cache file lock")
+                .set_len(bytes as u64)
+                .map_err(|e| Error::io(&spill.path, e))?;
+            Store::File(spill)
         };
         let mut valid = vec![false; n];
         for batch in loader.epoch(0) {
@@ -79,7 +99,7 @@ impl FeatureCache {
                 let row = &f[k * per..(k + 1) * per];
                 match &mut store {
                     Store::Memory(v) => v[i * per..(i + 1) * per].copy_from_slice(row),
-                    Store::File { path, file } => {
+                    Store::File(SpillFile { path, file }) => {
                         let f = file.get_mut().expect("cache file lock");
                         f.seek(SeekFrom::Start((i * per * 4) as u64))
                             .map_err(|e| Error::io(&*path, e))?;
@@ -102,7 +122,7 @@ impl FeatureCache {
 
     /// True when the features are on disk.
     pub fn on_disk(&self) -> bool {
-        matches!(self.store, Store::File { .. })
+        matches!(self.store, Store::File(_))
     }
 
     /// Bytes held.
@@ -123,7 +143,7 @@ impl FeatureCache {
             }
             match &self.store {
                 Store::Memory(v) => data.extend_from_slice(&v[i * self.per..(i + 1) * self.per]),
-                Store::File { path, file } => {
+                Store::File(SpillFile { path, file }) => {
                     let mut f = file.lock().expect("cache file lock");
                     f.seek(SeekFrom::Start((i * self.per * 4) as u64))
                         .map_err(|e| Error::io(path, e))?;
@@ -139,13 +159,5 @@ impl FeatureCache {
         }
         let [c, h, w] = self.shape;
         Ok(Tensor::from_vec(data, (indices.len(), c, h, w), &Device::Cpu)?.to_device(device)?)
-    }
-}
-
-impl Drop for FeatureCache {
-    fn drop(&mut self) {
-        if let Store::File { path, .. } = &self.store {
-            let _ = std::fs::remove_file(path);
-        }
     }
 }

@@ -102,13 +102,13 @@ impl TrainConfig {
         if self.epochs == 0 {
             return Err(Error::invalid("--epochs must be at least 1"));
         }
-        if self.batch_size == 0 {
-            return Err(Error::invalid("--batch-size must be at least 1"));
-        }
-        if self.size < 32 {
+        crate::limits::check_batch(self.batch_size)?;
+        crate::limits::check_size(self.size)?;
+        if self.hidden > crate::limits::MAX_HIDDEN {
             return Err(Error::invalid(format!(
-                "--size {} is too small: VGG16 halves the size five times; use at least 32 pixels",
-                self.size
+                "--hidden {} is out of range: use 0..={} units",
+                self.hidden,
+                crate::limits::MAX_HIDDEN
             )));
         }
         for (flag, v) in [("--l1", self.l1), ("--l2", self.l2)] {
@@ -157,6 +157,16 @@ pub struct TrainState {
     pub best_value: Option<f64>,
     pub best_epoch: Option<usize>,
     pub finished: bool,
+}
+
+/// What `--resume` continues from: `last.safetensors` as loaded and checked.
+pub struct Resume {
+    pub checkpoint: PathBuf,
+    /// The model the checkpoint says it holds (compared with the configuration and data before continuing).
+    pub meta: ModelMeta,
+    pub tensors: HashMap<String, Tensor>,
+    pub state: TrainState,
+    pub history: History,
 }
 
 /// How a run ended.
@@ -222,7 +232,7 @@ impl Trainer {
         mut base: Vgg16,
         splits: &Splits,
         run_dir: &Path,
-        resume: Option<(HashMap<String, Tensor>, TrainState, History)>,
+        resume: Option<Resume>,
         device: &Device,
     ) -> Result<Self> {
         cfg.validate()?;
@@ -299,12 +309,26 @@ impl Trainer {
         };
         let mut history = History::default();
         let mut model = model;
-        if let Some((tensors, st, hist)) = resume {
+        if let Some(Resume {
+            checkpoint,
+            meta,
+            tensors,
+            state: st,
+            history: hist,
+        }) = resume
+        {
+            crate::run::resume::check_same_model(&meta, &model.meta, &checkpoint)?;
             model.base.load_values(&tensors)?;
             model.head.load_values(&tensors)?;
             optimizer.load_state(&tensors, st.optimizer_steps)?;
             optimizer.set_lr(st.lr);
             state = st;
+            // --patience may change on a resume: the saved callback keeps its counters, with the new patience.
+            match (&cfg.early_stopping, state.early_stopping.as_mut()) {
+                (Some(c), Some(es)) => es.config.patience = c.patience,
+                (Some(c), None) => state.early_stopping = Some(EarlyStopping::new(c.clone())?),
+                _ => {}
+            }
             history = hist;
             history.epochs.truncate(state.epoch);
         }
@@ -341,7 +365,9 @@ impl Trainer {
         if self.caching() && self.train_cache.is_none() {
             let det = Loader::new(self.train.samples().to_vec(), loader_cfg(&self.cfg, None, false, 0))?;
             let bar = crate::progress::bar(det.len() as u64, "cache train", quiet);
-            let c = FeatureCache::build(&det, &self.model.base, budget, &dir, &mut |n| bar.inc(n as u64))?;
+            let c = FeatureCache::build("train", &det, &self.model.base, budget, &dir, &mut |n| {
+                bar.inc(n as u64)
+            })?;
             bar.finish_and_clear();
             // The training loader learns which files are bad from the cache build.
             for (p, r) in det.bad_files() {
@@ -365,7 +391,7 @@ impl Trainer {
         }
         if let (Some(val), None) = (&self.val, &self.val_cache) {
             let bar = crate::progress::bar(val.len() as u64, "cache val", quiet);
-            let c = FeatureCache::build(val, &self.model.base, budget, &dir, &mut |n| bar.inc(n as u64))?;
+            let c = FeatureCache::build("val", val, &self.model.base, budget, &dir, &mut |n| bar.inc(n as u64))?;
             bar.finish_and_clear();
             self.cache_seconds += c.build_seconds;
             self.val_cache = Some(c);
@@ -390,15 +416,7 @@ impl Trainer {
         let dlv = dl.to_scalar::<f32>()? as f64;
         let pv = pen.as_ref().map(|p| p.to_scalar::<f32>()).transpose()?.unwrap_or(0.0) as f64;
         if !dlv.is_finite() || !pv.is_finite() {
-            let kept = if self.history.epochs.is_empty() {
-                "no epoch had completed, so no checkpoint was written".to_string()
-            } else {
-                format!(
-                    "{} holds the last good epoch ({})",
-                    self.run_dir.join("last.safetensors").display(),
-                    self.history.epochs.len()
-                )
-            };
+            let kept = self.kept_checkpoint();
             return Err(Error::Other(format!(
                 "the loss became {} at epoch {}, batch {}: training stopped; {kept}. Try a lower --lr (now {:e}), \
                  or --optimizer adam",
@@ -412,6 +430,19 @@ impl Trainer {
         self.optimizer.step(&grads)?;
         let correct = loss::correct(&logits, labels)?;
         Ok((dlv, pv, correct))
+    }
+
+    /// Where the last good state is, for messages about a run that had to stop.
+    fn kept_checkpoint(&self) -> String {
+        if self.history.epochs.is_empty() {
+            "no epoch had completed, so no checkpoint was written".to_string()
+        } else {
+            format!(
+                "{} holds the last good epoch ({})",
+                self.run_dir.join("last.safetensors").display(),
+                self.history.epochs.len()
+            )
+        }
     }
 
     /// Validation loss (data, total) and accuracy with the current weights.
@@ -434,6 +465,15 @@ impl Trainer {
             correct += loss::correct(&logits, &labels)?;
         }
         let n = idx.len() as f64;
+        if !sum.is_finite() {
+            return Err(Error::Other(format!(
+                "the validation loss became {sum} after epoch {}: training stopped and this epoch was not kept as \
+                 the best; {}. Try a lower --lr (now {:e}), or --optimizer adam",
+                self.state.epoch + 1,
+                self.kept_checkpoint(),
+                self.optimizer.lr()
+            )));
+        }
         let pen = loss::penalty(&self.model.head.kernels(), self.cfg.l1, self.cfg.l2)?
             .map(|p| p.to_scalar::<f32>())
             .transpose()?

@@ -1,0 +1,560 @@
+//! Nothing lost, nothing hung, nothing panics: run folders, resume checks, the on-disk feature cache, checkpoint
+//! validation, limits, SIGTERM, non-finite validation losses, names, and messages about the user's input.
+//! Each test pins one row of the README's reliability table.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use catdog::train::history::History;
+use common::{catdog, make_dataset, stderr};
+
+const WIDTHS: &str = "random:4,4,8,8,8";
+
+fn layout(root: &Path) {
+    make_dataset(&root.join("train"), 12, 21);
+    make_dataset(&root.join("test"), 4, 22);
+}
+
+fn args<'a>(data: &'a Path, runs: &'a Path, name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let defaults = [
+        ("--weights", WIDTHS),
+        ("--size", "32"),
+        ("--batch-size", "8"),
+        ("--hidden", "8"),
+        ("--lr", "1e-3"),
+        ("--threads", "1"),
+    ];
+    let mut v = vec![
+        "finetune",
+        "--data",
+        data.to_str().unwrap(),
+        "--runs-dir",
+        runs.to_str().unwrap(),
+    ];
+    v.extend(["--name", name, "--quiet"]);
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            v.extend([flag, value]);
+        }
+    }
+    v.extend_from_slice(extra);
+    v
+}
+
+fn finetune(data: &Path, runs: &Path, name: &str, extra: &[&str]) -> Output {
+    catdog(&args(data, runs, name, extra), runs)
+}
+
+fn resume(dir: &Path, extra: &[&str]) -> Output {
+    let mut v = vec!["finetune", "--resume", dir.to_str().unwrap(), "--quiet"];
+    v.extend_from_slice(extra);
+    catdog(&v, dir.parent().unwrap())
+}
+
+fn spawn(data: &Path, runs: &Path, name: &str, extra: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_catdog"))
+        .args(args(data, runs, name, extra))
+        .env("HF_HOME", runs)
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn files_named(dir: &Path, pred: impl Fn(&str) -> bool) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| pred(n))
+        .collect()
+}
+
+#[test]
+fn two_runs_started_at_once_under_one_name_never_share_the_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    layout(&data);
+    let runs = tmp.path().join("runs");
+    let a = spawn(&data, &runs, "twin", &["--epochs", "3", "--seed", "0"]);
+    let b = spawn(&data, &runs, "twin", &["--epochs", "3", "--seed", "7"]);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let ok: Vec<(&Output, u64)> = [(&a, 0u64), (&b, 7)]
+        .into_iter()
+        .filter(|(o, _)| o.status.success())
+        .collect();
+    assert_eq!(
+        ok.len(),
+        1,
+        "exactly one run may own the folder:\n{}\n{}",
+        stderr(&a),
+        stderr(&b)
+    );
+    let loser = if a.status.success() { &b } else { &a };
+    let e = stderr(loser);
+    assert!(
+        e.contains("in use by another catdog process") || e.contains("already holds a run"),
+        "{e}"
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs.join("twin/config.json")).unwrap()).unwrap();
+    assert_eq!(
+        cfg["seed"].as_u64(),
+        Some(ok[0].1),
+        "config.json belongs to the run that won"
+    );
+    assert!(!runs.join("twin/.lock").exists(), "the lock is released at the end");
+}
+
+#[test]
+fn a_live_lock_is_refused_with_its_pid_and_a_stale_one_is_taken_over() {
+    use catdog::run::{RunFolder, LOCK_FILE};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut log = |_: &str| {};
+    let held = RunFolder::create(tmp.path(), Some("busy"), &mut log).unwrap();
+    let e = RunFolder::open(&held.dir).unwrap_err().to_string();
+    assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+    drop(held);
+    // A lock whose process is gone (kill -9) is stale.
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let dir = tmp.path().join("busy");
+    std::fs::write(dir.join(LOCK_FILE), format!("{dead}\n")).unwrap();
+    std::fs::write(dir.join(".last.safetensors.1234.tmp"), b"half").unwrap();
+    let f = RunFolder::open(&dir).unwrap();
+    assert!(
+        !dir.join(".last.safetensors.1234.tmp").exists(),
+        "leftover temp files are removed"
+    );
+    drop(f);
+    // Default names are unique even within one second.
+    let a = RunFolder::create(tmp.path(), None, &mut log).unwrap();
+    let b = RunFolder::create(tmp.path(), None, &mut log).unwrap();
+    assert_ne!(a.dir, b.dir);
+}
+
+#[test]
+fn resume_refuses_renamed_classes_another_models_checkpoint_and_conflicting_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    layout(&data);
+    let runs = tmp.path().join("runs");
+    assert!(finetune(&data, &runs, "r", &["--epochs", "1"]).status.success());
+    let dir = runs.join("r");
+    // Flags that would change the saved configuration are listed; --epochs, --threads and same values pass.
+    let o = resume(
+        &dir,
+        &["--epochs", "2", "--lr", "0.5", "--batch-size", "4", "--size", "32"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--lr") && e.contains("--batch-size") && !e.contains("--size"),
+        "{e}"
+    );
+    // Another model's last.safetensors (finetune mode) dropped into this (extract) run.
+    assert!(
+        finetune(&data, &runs, "other", &["--epochs", "1", "--mode", "finetune"])
+            .status
+            .success()
+    );
+    std::fs::copy(dir.join("last.safetensors"), tmp.path().join("mine.safetensors")).unwrap();
+    std::fs::copy(runs.join("other/last.safetensors"), dir.join("last.safetensors")).unwrap();
+    let o = resume(&dir, &["--epochs", "2"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("mode: checkpoint Finetune, now Extract"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::copy(tmp.path().join("mine.safetensors"), dir.join("last.safetensors")).unwrap();
+    // A class folder renamed between the runs would flip labels.
+    std::fs::rename(data.join("train/dogs"), data.join("train/aardvarks")).unwrap();
+    std::fs::rename(data.join("test/dogs"), data.join("test/aardvarks")).unwrap();
+    let o = resume(&dir, &["--epochs", "2"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("classes") && e.contains("aardvarks") && e.contains("dogs"),
+        "{e}"
+    );
+    std::fs::rename(data.join("train/aardvarks"), data.join("train/dogs")).unwrap();
+    std::fs::rename(data.join("test/aardvarks"), data.join("test/dogs")).unwrap();
+    let o = resume(&dir, &["--epochs", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_run_killed_before_its_first_epoch_can_be_started_again_under_its_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    layout(&data);
+    let runs = tmp.path().join("runs");
+    // What a kill during the first epoch leaves: the folder and config.json, no checkpoint.
+    assert!(finetune(&data, &runs, "early", &["--epochs", "1"]).status.success());
+    let dir = runs.join("early");
+    for f in ["last.safetensors", "best.safetensors", "history.csv", "history.json"] {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
+    let o = resume(&dir, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("start it again"), "{}", stderr(&o));
+    let o = finetune(&data, &runs, "early", &["--epochs", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("starting it again"), "{}", stderr(&o));
+    assert!(dir.join("last.safetensors").exists());
+}
+
+#[test]
+fn the_on_disk_feature_cache_gives_the_in_memory_history_and_leaves_no_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    layout(&data);
+    let runs = tmp.path().join("runs");
+    for (name, mb) in [("mem", "64"), ("disk", "0")] {
+        let o = finetune(&data, &runs, name, &["--epochs", "2", "--feature-cache-mb", mb]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+    }
+    let (a, b) = (
+        History::read(&runs.join("mem")).unwrap(),
+        History::read(&runs.join("disk")).unwrap(),
+    );
+    assert_eq!(a.epochs.len(), 2);
+    for (x, y) in a.epochs.iter().zip(&b.epochs) {
+        assert_eq!((x.loss, x.val_loss, x.accuracy), (y.loss, y.val_loss, y.accuracy));
+    }
+    assert!(files_named(&runs.join("disk"), |n| n.starts_with("feature-cache")).is_empty());
+    // Also after an error (a diverging run).
+    let o = finetune(
+        &data,
+        &runs,
+        "diverge",
+        &[
+            "--epochs",
+            "3",
+            "--feature-cache-mb",
+            "0",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e30",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(files_named(&runs.join("diverge"), |n| n.starts_with("feature-cache")).is_empty());
+}
+
+/// Rewrites a checkpoint with its `model` metadata changed by `edit` and its tensors by `poison`.
+fn doctored(src: &Path, dst: &Path, edit: impl Fn(&mut serde_json::Value), poison: Option<&str>) {
+    let (tensors, mut meta) = catdog::model::weights::read_safetensors(src).unwrap();
+    let mut model: serde_json::Value = serde_json::from_str(&meta["model"]).unwrap();
+    edit(&mut model);
+    meta.insert("model".into(), model.to_string());
+    let tensors: Vec<(String, candle_core::Tensor)> = tensors
+        .into_iter()
+        .map(|(n, t)| {
+            if Some(n.as_str()) == poison {
+                let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let mut v = v.clone();
+                v[0] = f32::NAN;
+                (
+                    n,
+                    candle_core::Tensor::from_vec(v, t.dims(), &candle_core::Device::Cpu).unwrap(),
+                )
+            } else {
+                (n, t)
+            }
+        })
+        .collect();
+    catdog::io::write_safetensors(dst, &tensors, meta).unwrap();
+}
+
+#[test]
+fn checkpoint_metadata_and_values_are_checked_on_load_naming_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    layout(&data);
+    let runs = tmp.path().join("runs");
+    assert!(finetune(&data, &runs, "ck", &["--epochs", "1"]).status.success());
+    let best = runs.join("ck/best.safetensors");
+    let image = data.join("test/cats/cats.000.png");
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, Option<&str>, &str)> = vec![
+        (
+            "empty",
+            Box::new(|m| m["classes"] = serde_json::json!([])),
+            None,
+            "'classes' is empty",
+        ),
+        (
+            "dup",
+            Box::new(|m| m["classes"] = serde_json::json!(["a", "a"])),
+            None,
+            "names 'a' twice",
+        ),
+        (
+            "three",
+            Box::new(|m| m["classes"] = serde_json::json!(["a", "b", "c"])),
+            None,
+            "'head.n_out'",
+        ),
+        ("size0", Box::new(|m| m["size"] = 0.into()), None, "'size' is 0"),
+        (
+            "huge",
+            Box::new(|m| m["size"] = 100000.into()),
+            None,
+            "'size' is 100000",
+        ),
+        (
+            "prep",
+            Box::new(|m| m["preprocess"]["mode"] = "sepia".into()),
+            None,
+            "unreadable 'model' metadata",
+        ),
+        (
+            "nan",
+            Box::new(|_| {}),
+            Some("head.fc2.weight"),
+            "tensor 'head.fc2.weight' holds NaN",
+        ),
+        (
+            "nanbase",
+            Box::new(|_| {}),
+            Some("features.0.weight"),
+            "tensor 'features.0.weight' holds NaN",
+        ),
+    ];
+    for (name, edit, poison, expected) in cases {
+        let ck = tmp.path().join(format!("{name}.safetensors"));
+        doctored(&best, &ck, edit, poison);
+        let o = catdog(
+            &["predict", "--checkpoint", ck.to_str().unwrap(), image.to_str().unwrap()],
+            tmp.path(),
+        );
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{name}: {e}");
+        assert!(
+            e.contains(expected) && e.contains(&format!("{name}.safetensors")),
+            "{name}: {e}"
+        );
+        let o = catdog(
+            &[
+                "evaluate",
+                "--checkpoint",
+                ck.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+            ],
+            tmp.path(),
+        );
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", stderr(&o));
+    }
+    // NaN in a conv base given as --weights FILE is refused too.
+    let nan_base = tmp.path().join("nanbase.safetensors");
+    let o = finetune(&data, &runs, "w", &["--weights", nan_base.to_str().unwrap()]);
+    assert!(stderr(&o).contains("holds NaN"), "{}", stderr(&o));
+}
+
+#[test]
+fn numbers_that_would_exhaust_the_machine_are_refused_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    layout(&data);
+    let runs = tmp.path().join("runs");
+    let cases: [(&[&str], &str); 4] = [
+        (&["--size", "100000"], "--size 100000"),
+        (&["--size", "16"], "--size 16"),
+        (&["--batch-size", "0"], "--batch-size 0"),
+        (&["--hidden", "10000000"], "--hidden 10000000"),
+    ];
+    for (extra, expected) in cases {
+        let o = finetune(&data, &runs, "lim", extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(expected), "{}", stderr(&o));
+    }
+    // The memory estimate: full VGG16 widths at 1024 px with batch 4096 need terabytes.
+    let full = [
+        "--size",
+        "1024",
+        "--batch-size",
+        "4096",
+        "--weights",
+        "random:64,128,256,512,512",
+    ];
+    let o = finetune(&data, &runs, "mem", &full);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("needs about") && stderr(&o).contains("--batch-size"),
+        "{}",
+        stderr(&o)
+    );
+    let o = catdog(
+        &["--threads", "100000", "data", "check", data.to_str().unwrap()],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--threads 100000"), "{}", stderr(&o));
+    let img = data.join("train/cats/cats.000.png");
+    let o = catdog(
+        &[
+            "augment",
+            "preview",
+            "--image",
+            img.to_str().unwrap(),
+            "--n",
+            "100000000",
+            "--out",
+            "x.png",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--n 100000000"), "{}", stderr(&o));
+}
+
+#[test]
+fn sigterm_finishes_the_batch_saves_last_and_exits_143_and_the_run_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    layout(&data);
+    let runs = tmp.path().join("runs");
+    let mut child = spawn(&data, &runs, "term", &["--epochs", "500", "--cache", "off"]);
+    let history = runs.join("term/history.csv");
+    let start = Instant::now();
+    while !history.exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(history.exists(), "the run never finished an epoch");
+    // SAFETY: sending SIGTERM to our own child process, whose pid we hold.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    let dir = runs.join("term");
+    assert!(dir.join("last.safetensors").exists());
+    assert!(!dir.join(".lock").exists());
+    let o = resume(&dir, &["--epochs", "2"]);
+    assert!(
+        o.status.success() || stderr(&o).contains("all 2 epochs are done"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_non_finite_validation_loss_stops_the_run_and_is_never_the_best_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    layout(&data);
+    let runs = tmp.path().join("runs");
+    // One batch per epoch: the training loss is computed before the exploding update, validation after it.
+    let o = finetune(
+        &data,
+        &runs,
+        "valnan",
+        &[
+            "--epochs",
+            "3",
+            "--batch-size",
+            "64",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e35",
+        ],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("validation loss became") && e.contains("--lr"), "{e}");
+    assert!(!runs.join("valnan/best.safetensors").exists());
+}
+
+#[test]
+fn a_run_name_is_one_folder_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    layout(&data);
+    let runs = tmp.path().join("runs");
+    for bad in ["../x", "a/b", "", ".."] {
+        let o = finetune(&data, &runs, bad, &["--epochs", "1"]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--name"), "{}", stderr(&o));
+    }
+    assert!(!tmp.path().join("x").exists());
+}
+
+#[test]
+fn lab_csv_errors_are_about_the_input_and_memory_stays_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv: PathBuf = tmp.path().join("t.csv");
+    std::fs::write(&csv, "a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n9,1,0\n").unwrap();
+    let lab = |extra: &[&str]| {
+        let mut v = vec![
+            "lab",
+            "l2",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--target",
+            "label",
+            "--epochs",
+            "1",
+        ];
+        v.extend_from_slice(extra);
+        v.extend(["--out", tmp.path().to_str().unwrap()]);
+        catdog(&v, tmp.path())
+    };
+    let o = lab(&["--drop", "a", "--drop", "b"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("no feature columns are left") && !e.contains("catdog-optim"),
+        "{e}"
+    );
+    // A 3 MB value: refused by the line limit, and never printed whole.
+    let mut big = String::from("a,b,label\n1,2,0\n3,");
+    big.push_str(&"x".repeat(3 << 20));
+    big.push_str(",1\n5,6,0\n7,8,1\n");
+    std::fs::write(&csv, big).unwrap();
+    let o = lab(&[]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("longer than 1 MiB") && e.len() < 2000,
+        "{}",
+        &e[..e.len().min(2000)]
+    );
+    // A long value on a short-enough line is shortened in the message.
+    let mut wide = String::from("a,b,label\n1,2,0\n3,");
+    wide.push_str(&"y".repeat(500_000));
+    wide.push_str(",1\n5,6,0\n7,8,1\n9,1,0\n");
+    std::fs::write(&csv, wide).unwrap();
+    let o = lab(&[]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("not a number") && e.len() < 2000,
+        "{}",
+        &e[..e.len().min(2000)]
+    );
+}
+
+#[test]
+fn loading_a_head_of_another_shape_names_the_tensor_not_candles_internals() {
+    use catdog::model::head::{Head, HeadConfig, HeadKind};
+    let cfg = |n_out| HeadConfig {
+        kind: HeadKind::Flatten,
+        in_shape: [4, 1, 1],
+        hidden: 3,
+        dropout: 0.0,
+        n_out,
+    };
+    let two = Head::new(cfg(1), 0, &candle_core::Device::Cpu).unwrap();
+    let three = Head::new(cfg(3), 0, &candle_core::Device::Cpu).unwrap();
+    let tensors = three.named_tensors().into_iter().collect();
+    let e = two.load_values(&tensors).unwrap_err().to_string();
+    assert!(e.contains("head.fc2") && !e.contains("shape mismatch in set"), "{e}");
+}
