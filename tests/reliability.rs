@@ -118,6 +118,7 @@ fn a_live_lock_is_refused_with_its_pid_and_a_stale_one_is_taken_over() {
     let held = RunFolder::create(tmp.path(), Some("busy"), &mut log).unwrap();
     let e = RunFolder::open(&held.dir).unwrap_err().to_string();
     assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+    std::fs::write(held.dir.join("config.json"), "{}").unwrap(); // (an empty folder is removed on drop)
     drop(held);
     // A lock whose process is gone (kill -9) is stale.
     let mut child = Command::new("true").spawn().unwrap();
@@ -393,6 +394,7 @@ fn numbers_that_would_exhaust_the_machine_are_refused_before_any_work() {
         "{}",
         stderr(&o)
     );
+    assert!(!runs.join("mem").exists(), "a refused run leaves no empty folder");
     let o = catdog(
         &["--threads", "100000", "data", "check", data.to_str().unwrap()],
         tmp.path(),

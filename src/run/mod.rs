@@ -92,6 +92,20 @@ impl RunFolder {
     }
 }
 
+impl Drop for RunFolder {
+    /// A folder this process created but never wrote into (the run failed before its config was written, e.g.
+    /// the weights could not be loaded) is removed, so failed starts leave no empty timestamp folders behind.
+    fn drop(&mut self) {
+        let only_lock = std::fs::read_dir(&self.dir)
+            .map(|entries| entries.flatten().all(|e| e.file_name() == LOCK_FILE))
+            .unwrap_or(false);
+        if only_lock {
+            let _ = std::fs::remove_file(self.dir.join(LOCK_FILE));
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+}
+
 /// Removes what an interrupted process may have left: temporary files of atomic writes (`*.tmp`) and spilled
 /// feature caches (`feature-cache-*.f32`). Only called while holding the lock, so no live process owns them.
 fn remove_leftovers(dir: &Path) {
