@@ -8,6 +8,7 @@
 /// Raises glibc's mmap and trim thresholds so that freed large blocks are reused. Returns whether both took.
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets glibc allocator parameters; it takes plain integers and touches no Rust memory.
     unsafe {
         // M_MMAP_THRESHOLD = -3, M_TRIM_THRESHOLD = -1 (malloc.h).
         let a = libc::mallopt(-3, 1 << 30);

@@ -20,6 +20,7 @@ impl std::error::Error for UsageError {}
 fn main() {
     // Behave like other Unix tools when the reader of stdout goes away (`catdog predict … | head`).
     #[cfg(unix)]
+    // SAFETY: restoring the default SIGPIPE disposition at start-up, before any thread exists; no handler runs.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

@@ -230,7 +230,10 @@ fn with_buffers<R>(cols_len: usize, tmp_len: usize, f: impl FnOnce(&mut [f32], &
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
+// SAFETY: the pointer is only used by parallel tasks that write disjoint parts of one output buffer, which outlives
+// the parallel section (each use site says which part is its own).
 unsafe impl Send for SendPtr {}
+// SAFETY: as for Send: shared only for writes to disjoint regions, never read concurrently with a write.
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
     // A method (not field access) so that closures capture the whole Send wrapper.
@@ -240,6 +243,11 @@ impl SendPtr {
 }
 
 /// `dst (m×n, row stride dst_rs) [+]= lhs (m×k, row stride lhs_rs) · rhs (k×n given by strides)`.
+///
+/// # Safety
+/// Every element addressed through the sizes and strides must lie inside live buffers, and `dst` must not overlap
+/// `lhs` or `rhs` nor be written by anyone else during the call.
+// SAFETY (callers): see "# Safety" above; the function itself only forwards to gemm::gemm.
 #[allow(clippy::too_many_arguments)]
 unsafe fn sgemm(
     m: usize,

@@ -56,7 +56,10 @@ pub fn transform_weights(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
+// SAFETY: the pointer is only used by parallel tasks that write disjoint parts of one output buffer, which outlives
+// the parallel section (each use site says which part is its own).
 unsafe impl Send for SendPtr {}
+// SAFETY: as for Send: shared only for writes to disjoint regions, never read concurrently with a write.
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
     fn get(self) -> *mut f32 {
