@@ -7,7 +7,8 @@ use candle_core::{Device, Tensor, Var};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::model::conv::{self, ConvGeom, ConvImpl};
+use crate::kernels::conv::{self, ConvGeom};
+use crate::kernels::Kernels;
 use crate::model::vgg16::{Vgg16, LAYERS};
 
 /// Best (minimum) wall time of `iters` runs after one warm-up run, in seconds.
@@ -101,6 +102,8 @@ pub struct LayerFigures {
 /// The report of `catdog bench forward`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ForwardReport {
+    /// `cpu` or `cuda`.
+    pub device: String,
     pub batch: usize,
     pub size: usize,
     pub threads: usize,
@@ -139,21 +142,23 @@ pub fn forward(model: &Vgg16, opts: &ForwardOptions, mut log: impl FnMut(&str)) 
     log("measuring the gemm peak (2048² f32)…");
     let peak = gemm_peak(2048, 5)?;
     let mut fast_model = model.clone();
-    fast_model.set_conv_impl(ConvImpl::Fast);
+    fast_model.set_kernels(Kernels::Fast);
     log("timing the whole base with the fast convolution…");
     let mut out_fast = None;
     let fast_s = best_of(opts.iters, || {
         out_fast = Some(fast_model.forward(&x)?);
+        device.synchronize()?;
         Ok(())
     })?;
     let (mut candle_s, mut diff) = (None, None);
     if opts.compare {
         let mut stock = model.clone();
-        stock.set_conv_impl(ConvImpl::Candle);
+        stock.set_kernels(Kernels::Portable);
         log("timing the whole base with candle's conv2d…");
         let mut out_stock = None;
         candle_s = Some(best_of(opts.iters, || {
             out_stock = Some(stock.forward(&x)?);
+            device.synchronize()?;
             Ok(())
         })?);
         if let (Some(a), Some(b)) = (&out_fast, &out_stock) {
@@ -186,12 +191,12 @@ pub fn forward(model: &Vgg16, opts: &ForwardOptions, mut log: impl FnMut(&str)) 
             let g = ConvGeom::new(opts.batch, c, s, s, o, 3, 1);
             let gflop = g.flops() / 1e9;
             let tf = best_of(opts.iters, || {
-                conv::conv2d(&xin, &w, &b, 1, true, ConvImpl::Fast)?;
+                conv::conv2d(&xin, &w, &b, 1, true, Kernels::Fast)?;
                 Ok(())
             })?;
             let tc = if opts.compare {
                 best_of(opts.iters.min(2), || {
-                    conv::conv2d(&xin, &w, &b, 1, true, ConvImpl::Candle)?;
+                    conv::conv2d(&xin, &w, &b, 1, true, Kernels::Portable)?;
                     Ok(())
                 })?
             } else {
@@ -220,7 +225,7 @@ pub fn forward(model: &Vgg16, opts: &ForwardOptions, mut log: impl FnMut(&str)) 
                 if opts.compare {
                     let xv = Var::from_tensor(&xin)?;
                     let wv = Var::from_tensor(&w)?;
-                    let loss = conv::conv2d(&xv, &wv, &b, 1, false, ConvImpl::Candle)?.sum_all()?;
+                    let loss = conv::conv2d(&xv, &wv, &b, 1, false, Kernels::Portable)?.sum_all()?;
                     let t_cb = best_of(1, || {
                         loss.backward()?;
                         Ok(())
@@ -245,6 +250,7 @@ pub fn forward(model: &Vgg16, opts: &ForwardOptions, mut log: impl FnMut(&str)) 
     }
     let imgs = opts.batch as f64;
     Ok(ForwardReport {
+        device: crate::device::device_name(&device),
         batch: opts.batch,
         size: opts.size,
         threads: rayon::current_num_threads(),
@@ -379,9 +385,9 @@ pub fn train_step(
     let x = pseudo_random(&[batch, 3, size, size], 5, &device)?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| i % 2).collect();
     let mut passes = Vec::new();
-    let mut run = |name: &str, imp: ConvImpl, cached: bool, steps: usize| -> Result<()> {
+    let mut run = |name: &str, imp: Kernels, cached: bool, steps: usize| -> Result<()> {
         let mut m = base.clone();
-        m.set_conv_impl(imp);
+        m.set_kernels(imp);
         m.set_trainable_from(split)?;
         let (c, h, w) = m.output_shape(LAYERS.len() - 1, size);
         let head = Head::new(
@@ -412,6 +418,7 @@ pub fn train_step(
             let loss = crate::train::loss::data_loss(&logits, &labels)?;
             let g = loss.backward()?;
             opt.step(&g)?;
+            device.synchronize()?;
             Ok(())
         })?;
         passes.push(TrainPass {
@@ -422,13 +429,13 @@ pub fn train_step(
         Ok(())
     };
     if from_images {
-        run("step from images (catdog conv)", ConvImpl::Fast, false, steps)?;
+        run("step from images (catdog conv)", Kernels::Fast, false, steps)?;
     }
     if from_cache {
-        run("step from the cached frozen output", ConvImpl::Fast, true, steps)?;
+        run("step from the cached frozen output", Kernels::Fast, true, steps)?;
     }
     if baseline && from_images {
-        run("step from images (candle's stock conv2d)", ConvImpl::Candle, false, 1)?;
+        run("step from images (candle's stock conv2d)", Kernels::Portable, false, 1)?;
     }
     Ok(passes)
 }

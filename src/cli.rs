@@ -85,9 +85,15 @@ pub struct WeightsFlag {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed: u64,
 
-    /// Device: cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    /// Device: cpu, cuda, cuda:N or auto (the first GPU when this catdog is built with CUDA and one answers, else
+    /// the CPU).
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: String,
+
+    /// Kernels: fast (catdog's CPU ops) or portable (only candle's device-generic ops: the graph that runs on a GPU)
+    /// [default: $CATDOG_KERNELS, else fast; always portable on a GPU].
+    #[arg(long, value_enum, value_name = "KERNELS")]
+    pub kernels: Option<catdog::kernels::Kernels>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +179,9 @@ pub struct BenchForwardArgs {
     /// Timed repetitions (best is reported) after one warm-up.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub iters: usize,
+    /// Device: cpu, cuda, cuda:N or auto (on a GPU both timed paths are candle's ops).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: String,
     /// Weights (random full-width VGG16 by default; the speed does not depend on the values).
     #[arg(long, default_value = "random", value_name = "ID|FILE|random")]
     pub weights: String,
@@ -500,9 +509,15 @@ pub struct EvaluateArgs {
     /// Images per batch.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub batch_size: usize,
-    /// Device: cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    /// Device: cpu, cuda, cuda:N or auto (the first GPU when this catdog is built with CUDA and one answers, else
+    /// the CPU).
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: String,
+
+    /// Kernels: fast (catdog's CPU ops) or portable (only candle's device-generic ops: the graph that runs on a GPU)
+    /// [default: $CATDOG_KERNELS, else fast; always portable on a GPU].
+    #[arg(long, value_enum, value_name = "KERNELS")]
+    pub kernels: Option<catdog::kernels::Kernels>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -519,9 +534,15 @@ pub struct PredictArgs {
     /// Images per batch.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub batch_size: usize,
-    /// Device: cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    /// Device: cpu, cuda, cuda:N or auto (the first GPU when this catdog is built with CUDA and one answers, else
+    /// the CPU).
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: String,
+
+    /// Kernels: fast (catdog's CPU ops) or portable (only candle's device-generic ops: the graph that runs on a GPU)
+    /// [default: $CATDOG_KERNELS, else fast; always portable on a GPU].
+    #[arg(long, value_enum, value_name = "KERNELS")]
+    pub kernels: Option<catdog::kernels::Kernels>,
     /// Print one JSON object per image (path, label, probabilities) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -550,6 +571,9 @@ pub struct BenchTrainArgs {
     /// Timed steps (best is reported) after one warm-up.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub steps: usize,
+    /// Device: cpu, cuda, cuda:N or auto (on a GPU both timed paths are candle's ops).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: String,
     /// Weights (random full-width VGG16 by default).
     #[arg(long, default_value = "random", value_name = "ID|FILE|random")]
     pub weights: String,

@@ -44,6 +44,16 @@ fn cuda(n: usize) -> Result<Device> {
     )))
 }
 
+/// The device as recorded in config.json: the flag as given, except `auto`, which becomes what it chose.
+pub fn resolved_name(flag: &str, d: &Device) -> String {
+    let flag = flag.trim().to_ascii_lowercase();
+    if flag == "auto" {
+        device_name(d)
+    } else {
+        flag
+    }
+}
+
 /// A short name for logs and configs.
 pub fn device_name(d: &Device) -> String {
     match d {

@@ -4,6 +4,7 @@
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod kernels;
 pub mod model;
 
 pub use error::{Error, Result};

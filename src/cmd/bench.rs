@@ -8,7 +8,8 @@ pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
     super::usage_check(catdog::limits::check_size(u32::try_from(a.size).unwrap_or(u32::MAX)))?;
     super::usage_check(catdog::limits::check_batch(a.batch))?;
     let spec = WeightsSpec::parse(&a.weights, 0)?;
-    let loaded = weights::load(&spec, &candle_core::Device::Cpu, &HubOptions::default())?;
+    let device = catdog::device::parse_device(&a.device)?;
+    let loaded = weights::load(&spec, &device, &HubOptions::default())?;
     let opts = ForwardOptions {
         batch: a.batch.max(1),
         size: a.size,
@@ -27,8 +28,8 @@ pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "VGG16 conv base forward, batch {}, {}×{}, {} threads, widths {:?} ({:.2} GFLOP/image)",
-        r.batch, r.size, r.size, r.threads, r.widths, r.gflop_per_image
+        "VGG16 conv base forward on {}, batch {}, {}×{}, {} threads, widths {:?} ({:.2} GFLOP/image)",
+        r.device, r.batch, r.size, r.size, r.threads, r.widths, r.gflop_per_image
     );
     println!("gemm peak (2048² f32): {:.0} GFLOP/s", r.gemm_peak_gflops);
     println!(
@@ -134,7 +135,8 @@ pub fn train(a: crate::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
     use catdog::model::classifier::TrainMode;
     use catdog::model::vgg16::{layer_index, LAYERS};
     let spec = WeightsSpec::parse(&a.weights, 0)?;
-    let loaded = weights::load(&spec, &candle_core::Device::Cpu, &HubOptions::default())?;
+    let device = catdog::device::parse_device(&a.device)?;
+    let loaded = weights::load(&spec, &device, &HubOptions::default())?;
     let split = match a.mode {
         TrainMode::Extract => LAYERS.len(),
         TrainMode::Finetune => layer_index(&a.unfreeze_from)?,
@@ -162,14 +164,15 @@ pub fn train(a: crate::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "mode": what, "batch": a.batch, "size": a.size, "threads": rayon::current_num_threads(),
+                "mode": what, "device": catdog::device::device_name(&device), "batch": a.batch, "size": a.size, "threads": rayon::current_num_threads(),
                 "widths": loaded.model.widths(), "passes": passes,
             }))?
         );
         return Ok(0);
     }
     println!(
-        "training step, {what}, batch {}, {}×{}, {} threads, widths {:?}, RMSprop",
+        "training step on {}, {what}, batch {}, {}×{}, {} threads, widths {:?}, RMSprop",
+        catdog::device::device_name(&device),
         a.batch,
         a.size,
         a.size,

@@ -1,14 +1,23 @@
+use std::path::Path;
+
 use anyhow::{Context, Result};
 use catdog::data::folder::{collect_inputs, split_dirs, ImageFolder};
 use catdog::eval::report;
+use catdog::kernels::Kernels;
 use catdog::model::classifier::Classifier;
 
 use crate::cli::{EvaluateArgs, PredictArgs};
 
+/// Loads a checkpoint onto `--device`, set to run with `--kernels`.
+fn open_checkpoint(path: &Path, device: &str, kernels: Option<Kernels>) -> Result<Classifier> {
+    let device = catdog::device::parse_device(device)?;
+    let (mut model, _, _) = Classifier::load(path, &device).with_context(|| format!("loading {}", path.display()))?;
+    model.base.set_kernels(Kernels::resolve(kernels, &device)?);
+    Ok(model)
+}
+
 pub fn evaluate(a: EvaluateArgs, quiet: bool) -> Result<i32> {
-    let device = catdog::device::parse_device(&a.device)?;
-    let (model, _, _) =
-        Classifier::load(&a.checkpoint, &device).with_context(|| format!("loading {}", a.checkpoint.display()))?;
+    let model = open_checkpoint(&a.checkpoint, &a.device, a.kernels)?;
     let parts = split_dirs(&a.data);
     let root = ["test", "validation", "val"]
         .iter()
@@ -74,9 +83,7 @@ pub fn evaluate(a: EvaluateArgs, quiet: bool) -> Result<i32> {
 }
 
 pub fn predict(a: PredictArgs, quiet: bool) -> Result<i32> {
-    let device = catdog::device::parse_device(&a.device)?;
-    let (model, _, _) =
-        Classifier::load(&a.checkpoint, &device).with_context(|| format!("loading {}", a.checkpoint.display()))?;
+    let model = open_checkpoint(&a.checkpoint, &a.device, a.kernels)?;
     let mut files = Vec::new();
     for p in &a.paths {
         files.extend(collect_inputs(std::slice::from_ref(p))?.files);

@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use catdog::data::folder::{resolve_splits, Splits};
 use catdog::data::preprocess::Preprocess;
+use catdog::kernels::Kernels;
 use catdog::model::classifier::{Classifier, TrainMode};
 use catdog::model::vgg16::{layer_index, Vgg16};
 use catdog::run;
@@ -73,6 +74,7 @@ fn build_config(a: &FinetuneArgs, preprocess: Preprocess, weights_revision: Opti
         feature_cache_mb: a.feature_cache_mb,
         image_cache_mb: a.image_cache_mb,
         device: a.w.device.clone(),
+        kernels: Kernels::default(),
         strict: a.strict,
         catdog_version: env!("CARGO_PKG_VERSION").to_string(),
     })
@@ -86,7 +88,7 @@ fn splits_for(cfg: &TrainConfig) -> Result<Splits> {
 }
 
 /// Flags that may be given with `--resume` (the rest are fixed by the run's config.json).
-const RESUME_MAY_CHANGE: &[&str] = &["resume", "epochs", "patience", "quiet", "threads", "device"];
+const RESUME_MAY_CHANGE: &[&str] = &["resume", "epochs", "patience", "quiet", "threads", "device", "kernels"];
 
 /// The `config.json` field each flag sets, where its name differs from the flag's.
 fn config_field(flag: &str) -> Option<&'static str> {
@@ -158,7 +160,6 @@ fn load_resume(
             .get_or_insert_with(EarlyStoppingConfig::default)
             .patience = p;
     }
-    cfg.device = a.w.device.clone();
     let last = dir.join("last.safetensors");
     if !run::has_checkpoint(dir) {
         bail!(crate::UsageError(format!(
@@ -190,7 +191,8 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
     let interrupt = catdog::signals::install();
     let device = catdog::device::parse_device(&a.w.device)?;
     let mut log = |m: &str| eprintln!("{m}");
-    let (cfg, base, folder, resume) = if let Some(dir) = &a.resume {
+    let kernels = Kernels::resolve(a.w.kernels, &device)?;
+    let (mut cfg, base, folder, resume) = if let Some(dir) = &a.resume {
         let folder = run::RunFolder::open(dir)?;
         let (cfg, base, resume) = load_resume(&a, explicit, dir, &device)?;
         let state = &resume.as_ref().expect("resume state").state;
@@ -246,6 +248,9 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
         }
         (cfg, loaded.model, folder, None)
     };
+    // Like the device, the kernels say how a run computes, not what: a resume may change them.
+    cfg.device = catdog::device::resolved_name(&a.w.device, &device);
+    cfg.kernels = kernels;
     let run_dir = folder.dir.clone();
     let splits = splits_for(&cfg)?;
     check_run_memory(&cfg, &base, &splits)?;
@@ -344,6 +349,12 @@ fn describe_start(cfg: &TrainConfig, s: &Splits, run_dir: &Path) {
         Some(v) => eprintln!("validation: {} ({})", s.val_source, counts(v)),
         None => eprintln!("validation: none (add DIR/test, DIR/validation or --val-split 0.2)"),
     }
+    eprintln!(
+        "device {}, {} kernels, {} CPU threads",
+        cfg.device,
+        cfg.kernels.name(),
+        rayon::current_num_threads()
+    );
     eprintln!(
         "mode {:?}{}, {} epochs, batch {}, {:?} lr {:e}, {}",
         cfg.mode,

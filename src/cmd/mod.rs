@@ -58,6 +58,9 @@ pub fn load_weights(w: &crate::cli::WeightsFlag, quiet: bool) -> Result<catdog::
     if let Some(mode) = w.preprocess {
         loaded.preprocess = Preprocess::from_mode(mode);
     }
+    loaded
+        .model
+        .set_kernels(catdog::kernels::Kernels::resolve(w.kernels, &device)?);
     Ok(loaded)
 }
 

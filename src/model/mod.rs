@@ -1,8 +1,7 @@
-//! The network: VGG16 conv base, its weights, and the fast CPU convolution it runs on.
+//! The network: VGG16 conv base, its weights, its head and the classifier around them (the kernels they run on are in
+//! [`crate::kernels`]).
 
 pub mod classifier;
-pub mod conv;
 pub mod head;
 pub mod vgg16;
 pub mod weights;
-pub mod winograd;

@@ -11,8 +11,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-use super::conv::{self, ConvImpl};
 use crate::error::{Error, Result};
+use crate::kernels::{conv, pool, Kernels};
 
 /// One layer of the base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +135,7 @@ pub struct Vgg16 {
     convs: Vec<ConvParams>,
     /// First layer (index into [`LAYERS`]) whose parameters train; `LAYERS.len()` when all are frozen.
     split: usize,
-    imp: ConvImpl,
+    kernels: Kernels,
     device: Device,
 }
 
@@ -206,7 +206,7 @@ impl Vgg16 {
         Ok(Vgg16 {
             convs,
             split: LAYERS.len(),
-            imp: ConvImpl::Fast,
+            kernels: Kernels::Fast,
             device: device.clone(),
         })
     }
@@ -235,9 +235,13 @@ impl Vgg16 {
         &self.device
     }
 
-    /// Selects the convolution implementation (the fast CPU op or candle's stock conv2d).
-    pub fn set_conv_impl(&mut self, imp: ConvImpl) {
-        self.imp = imp;
+    /// Selects the kernels: catdog's fast CPU ops or the portable twins (see [`crate::kernels`]).
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.kernels = kernels;
+    }
+
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// Output channels per block (read from the weights).
@@ -318,7 +322,7 @@ impl Vgg16 {
                 && !h.track_op();
             if fusable {
                 let p = &self.convs[conv_slot(i)];
-                h = conv::conv2d_relu_pool(&h, p.weight.tensor(), p.bias.tensor(), 1, self.imp)?;
+                h = conv::conv2d_relu_pool(&h, p.weight.tensor(), p.bias.tensor(), 1, self.kernels)?;
                 i += 1;
             } else {
                 h = self.apply(i, spec, &h)?;
@@ -338,9 +342,9 @@ impl Vgg16 {
     fn apply(&self, i: usize, spec: &LayerSpec, h: &Tensor) -> Result<Tensor> {
         Ok(if spec.is_conv {
             let p = &self.convs[conv_slot(i)];
-            conv::conv2d(h, p.weight.tensor(), p.bias.tensor(), 1, true, self.imp)?
+            conv::conv2d(h, p.weight.tensor(), p.bias.tensor(), 1, true, self.kernels)?
         } else {
-            conv::max_pool2d(h, 2, 2, self.imp)?
+            pool::max_pool2d(h, 2, 2, self.kernels)?
         })
     }
 

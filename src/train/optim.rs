@@ -8,6 +8,7 @@ use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::kernels::Kernels;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -82,6 +83,8 @@ pub struct Optimizer {
     state: HashMap<String, Vec<Tensor>>,
     /// Steps taken (Adam's t).
     pub steps: u64,
+    /// Fast: fused in-place CPU updates where they apply; portable: candle tensor ops only.
+    kernels: Kernels,
 }
 
 impl Optimizer {
@@ -101,7 +104,13 @@ impl Optimizer {
             params,
             state,
             steps: 0,
+            kernels: Kernels::Fast,
         })
+    }
+
+    /// Selects the fused CPU updates (fast) or candle's tensor ops only (portable; the GPU's graph).
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.kernels = kernels;
     }
 
     pub fn lr(&self) -> f64 {
@@ -121,7 +130,7 @@ impl Optimizer {
     /// On the CPU (f32, contiguous) each parameter is updated in place by fused kernels: one pass per state slot
     /// and one for the weights. Elsewhere the same formulas run as candle tensor ops.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
-        self.step_with(grads, true)
+        self.step_with(grads, self.kernels.own_ops())
     }
 
     fn step_with(&mut self, grads: &GradStore, allow_fused: bool) -> Result<()> {

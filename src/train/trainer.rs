@@ -21,6 +21,7 @@ use crate::data::folder::{ImageFolder, Splits};
 use crate::data::loader::{mix, Loader, LoaderConfig};
 use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
+use crate::kernels::Kernels;
 use crate::model::classifier::{Classifier, ModelMeta, TrainMode};
 use crate::model::head::{Head, HeadConfig, HeadKind};
 use crate::model::vgg16::{layer_index, Vgg16, LAYERS};
@@ -76,6 +77,9 @@ pub struct TrainConfig {
     /// Memory budget of decoded training images, MiB.
     pub image_cache_mb: usize,
     pub device: String,
+    /// The kernels the run uses (`fast` or `portable`; portable whenever the device is not the CPU).
+    #[serde(default)]
+    pub kernels: Kernels,
     pub strict: bool,
     pub catdog_version: String,
 }
@@ -238,6 +242,8 @@ impl Trainer {
         cfg.validate()?;
         let split = cfg.split()?;
         base.set_trainable_from(split)?;
+        let kernels = cfg.kernels.for_device(device);
+        base.set_kernels(kernels);
         let classes = splits.train.classes.clone();
         let n_out = HeadConfig::outputs_for(classes.len());
         let in_shape = {
@@ -268,6 +274,7 @@ impl Trainer {
         let mut params = model.head.vars();
         params.extend(model.base.trainable_vars());
         let mut optimizer = Optimizer::new(cfg.optimizer.clone(), params)?;
+        optimizer.set_kernels(kernels);
 
         let augmenting = cfg.augment.filter(|a| !a.is_identity());
         let image_cache = cfg.image_cache_mb * 1024 * 1024;

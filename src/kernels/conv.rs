@@ -13,12 +13,16 @@
 //! - the weight gradient is `dW += dY_chunk · colsᵀ` per chunk, accumulated per thread and summed; the bias
 //!   gradient is the sum of `dy`.
 //!
-//! On other devices, other dtypes or other geometries [`conv2d`] falls back to candle's own `conv2d`.
+//! On other devices, other dtypes or other geometries, and with `Kernels::Portable`, [`conv2d`] is candle's own
+//! `conv2d` + bias + ReLU (the portable twin).
 
 use std::cell::RefCell;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::pool::{max_pool2d, max_pool_planes};
+use super::Kernels;
 
 /// Geometry of one convolution call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -529,7 +533,7 @@ fn im2col_weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &
 // ---------------------------------------------------------------------------------------------------------
 // candle glue
 
-fn slice_of<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+pub(super) fn slice_of<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
@@ -537,7 +541,7 @@ fn slice_of<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Resul
     }
 }
 
-fn dims4(l: &Layout, what: &str) -> candle_core::Result<(usize, usize, usize, usize)> {
+pub(super) fn dims4(l: &Layout, what: &str) -> candle_core::Result<(usize, usize, usize, usize)> {
     match *l.dims() {
         [a, b, c, d] => Ok((a, b, c, d)),
         _ => candle_core::bail!("fast conv: {what} must be 4-D, got {:?}", l.dims()),
@@ -732,34 +736,14 @@ impl CustomOp2 for ConvWeightGradOp {
     }
 }
 
-/// Which implementation [`conv2d`] uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ConvImpl {
-    /// catdog's CPU op (f32): Winograd F(2×2, 3×3) for 3×3 kernels, im2col + gemm otherwise; candle's op on
-    /// other devices.
-    #[default]
-    Fast,
-    /// catdog's CPU op with im2col + gemm only (for comparisons).
-    Im2col,
-    /// candle's stock `conv2d` everywhere (the baseline of `catdog bench forward`).
-    Candle,
-}
-
 /// 2-D convolution, stride 1, with bias and optional ReLU: `x` is NCHW, `w` OIHW, `b` O.
-pub fn conv2d(
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    pad: usize,
-    relu: bool,
-    imp: ConvImpl,
-) -> candle_core::Result<Tensor> {
+pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize, relu: bool, imp: Kernels) -> candle_core::Result<Tensor> {
     let (_, _, h, wd) = x.dims4()?;
     let k = w.dim(2)?;
     let algo = match imp {
-        ConvImpl::Fast => Some(Algo::Auto),
-        ConvImpl::Im2col => Some(Algo::Im2col),
-        ConvImpl::Candle => None,
+        Kernels::Fast => Some(Algo::Auto),
+        Kernels::Im2col => Some(Algo::Im2col),
+        Kernels::Portable => None,
     };
     let fast = x.device().is_cpu()
         && x.dtype() == DType::F32
@@ -833,13 +817,13 @@ impl CustomOp3 for ConvPoolOp {
 
 /// Conv (stride 1) + bias + ReLU + max-pool 2×2/2 without gradient tracking. Falls back to the separate ops off
 /// the CPU.
-pub fn conv2d_relu_pool(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize, imp: ConvImpl) -> candle_core::Result<Tensor> {
+pub fn conv2d_relu_pool(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize, imp: Kernels) -> candle_core::Result<Tensor> {
     let (_, _, h, wd) = x.dims4()?;
     let k = w.dim(2)?;
     let algo = match imp {
-        ConvImpl::Fast => Some(Algo::Auto),
-        ConvImpl::Im2col => Some(Algo::Im2col),
-        ConvImpl::Candle => None,
+        Kernels::Fast => Some(Algo::Auto),
+        Kernels::Im2col => Some(Algo::Im2col),
+        Kernels::Portable => None,
     };
     let cpu = x.device().is_cpu() && x.dtype() == DType::F32 && w.dim(3)? == k && supported(k, pad, h, wd);
     match algo {
@@ -848,119 +832,5 @@ pub fn conv2d_relu_pool(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize, imp: Con
                 .apply_op3_no_bwd(&w.contiguous()?, &b.contiguous()?, &ConvPoolOp { pad, algo })
         }
         _ => max_pool2d(&conv2d(x, w, b, pad, true, imp)?, 2, 2, imp),
-    }
-}
-
-fn max_pool_planes(x: &[f32], h: usize, w: usize, k: usize, s: usize, out: &mut [f32]) {
-    let (ho, wo) = (pool_out(h, k, s), pool_out(w, k, s));
-    if ho * wo == 0 {
-        return;
-    }
-    out.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, o)| {
-        let xp = &x[plane * h * w..(plane + 1) * h * w];
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let mut m = f32::NEG_INFINITY;
-                for ky in 0..k {
-                    let row = &xp[(oy * s + ky) * w + ox * s..][..k];
-                    for &v in row {
-                        if v > m || v.is_nan() {
-                            m = v;
-                        }
-                    }
-                }
-                o[oy * wo + ox] = m;
-            }
-        }
-    });
-}
-
-/// Max pooling, kernel `k`, stride `s`, no padding, floor mode, with a backward pass that routes each output's
-/// gradient to the first maximum of its window. candle's own max-pool backward assumes that the input size is a
-/// multiple of the stride (VGG at 150×150 has 75 → 37 and 9 → 4), so the pool is ours on CPU as well.
-struct MaxPoolOp {
-    k: usize,
-    s: usize,
-}
-
-fn pool_out(h: usize, k: usize, s: usize) -> usize {
-    if h < k {
-        0
-    } else {
-        (h - k) / s + 1
-    }
-}
-
-impl CustomOp1 for MaxPoolOp {
-    fn name(&self) -> &'static str {
-        "catdog-maxpool2d"
-    }
-    fn cpu_fwd(&self, sx: &CpuStorage, lx: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = dims4(lx, "pool input")?;
-        let x = slice_of(sx, lx, "pool input")?;
-        let (ho, wo) = (pool_out(h, self.k, self.s), pool_out(w, self.k, self.s));
-        let mut out = vec![0f32; n * c * ho * wo];
-        max_pool_planes(x, h, w, self.k, self.s, &mut out);
-        Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
-    }
-
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(
-            &grad.contiguous()?,
-            &MaxPoolGradOp { k: self.k, s: self.s },
-        )?))
-    }
-}
-
-struct MaxPoolGradOp {
-    k: usize,
-    s: usize,
-}
-
-impl CustomOp2 for MaxPoolGradOp {
-    fn name(&self) -> &'static str {
-        "catdog-maxpool2d-grad"
-    }
-    fn cpu_fwd(
-        &self,
-        sx: &CpuStorage,
-        lx: &Layout,
-        sg: &CpuStorage,
-        lg: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = dims4(lx, "pool input")?;
-        let (_, _, ho, wo) = dims4(lg, "pool grad")?;
-        let (x, gr) = (slice_of(sx, lx, "pool input")?, slice_of(sg, lg, "pool grad")?);
-        let mut dx = vec![0f32; n * c * h * w];
-        dx.par_chunks_mut(h * w).enumerate().for_each(|(plane, d)| {
-            let xp = &x[plane * h * w..(plane + 1) * h * w];
-            let gp = &gr[plane * ho * wo..(plane + 1) * ho * wo];
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let mut best = (oy * self.s) * w + ox * self.s;
-                    let mut m = f32::NEG_INFINITY;
-                    for ky in 0..self.k {
-                        for kx in 0..self.k {
-                            let i = (oy * self.s + ky) * w + ox * self.s + kx;
-                            if xp[i] > m {
-                                m = xp[i];
-                                best = i;
-                            }
-                        }
-                    }
-                    d[best] += gp[oy * wo + ox];
-                }
-            }
-        });
-        Ok((CpuStorage::F32(dx), lx.shape().clone()))
-    }
-}
-
-/// Max pooling `k × k`, stride `s`, floor mode (PyTorch/Keras "valid").
-pub fn max_pool2d(x: &Tensor, k: usize, s: usize, imp: ConvImpl) -> candle_core::Result<Tensor> {
-    if imp != ConvImpl::Candle && x.device().is_cpu() && x.dtype() == DType::F32 {
-        x.contiguous()?.apply_op1(MaxPoolOp { k, s })
-    } else {
-        x.max_pool2d_with_stride(k, s)
     }
 }

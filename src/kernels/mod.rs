@@ -1,0 +1,84 @@
+//! The CPU kernels behind candle custom ops, each with its portable twin.
+//!
+//! Every op that catdog writes itself for speed (convolution by Winograd or im2col + gemm, the fused
+//! conv + ReLU + pool of the frozen layers, max-pooling, the fused optimizer updates) has a twin built only from
+//! candle's device-generic tensor ops. The twins are the graph that runs on CUDA, and `--kernels portable` (or
+//! `CATDOG_KERNELS=portable`) runs them on the CPU too, so that the GPU's graph is tested where there is no GPU:
+//! `tests/portable_parity.rs` holds the two paths to each other on forward values, gradients and whole runs.
+
+pub mod conv;
+pub mod pool;
+pub mod winograd;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Which kernels run the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernels {
+    /// catdog's CPU ops (f32): Winograd F(2×2, 3×3) for 3×3 kernels, im2col + gemm otherwise, fused pooling and
+    /// optimizer updates. Off the CPU every op falls back to its portable twin.
+    #[default]
+    Fast,
+    /// catdog's CPU ops with im2col + gemm only (for comparisons in benchmarks and tests).
+    #[value(skip)]
+    Im2col,
+    /// Only candle's device-generic ops: exactly the graph that `--device cuda` runs.
+    Portable,
+}
+
+impl Kernels {
+    /// The environment variable that picks the kernels when no flag does (`fast` or `portable`).
+    pub const ENV: &'static str = "CATDOG_KERNELS";
+
+    /// The kernels for a run: the flag if given, else `CATDOG_KERNELS`, else fast; always portable off the CPU.
+    pub fn resolve(flag: Option<Kernels>, device: &Device) -> Result<Kernels> {
+        let chosen = match flag {
+            Some(k) => k,
+            None => Self::from_env()?.unwrap_or_default(),
+        };
+        Ok(chosen.for_device(device))
+    }
+
+    /// These kernels where they can run on `device`: portable off the CPU, whatever was asked for.
+    pub fn for_device(self, device: &Device) -> Kernels {
+        if device.is_cpu() {
+            self
+        } else {
+            Kernels::Portable
+        }
+    }
+
+    /// `CATDOG_KERNELS`, if set.
+    pub fn from_env() -> Result<Option<Kernels>> {
+        match std::env::var(Self::ENV) {
+            Err(_) => Ok(None),
+            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "" => Ok(None),
+                "fast" => Ok(Some(Kernels::Fast)),
+                "portable" => Ok(Some(Kernels::Portable)),
+                other => Err(Error::invalid(format!(
+                    "{}={other}: expected fast or portable (or unset it)",
+                    Self::ENV
+                ))),
+            },
+        }
+    }
+
+    /// Whether catdog's own CPU ops may run (they still check device, dtype and geometry before they do).
+    pub fn own_ops(self) -> bool {
+        self != Kernels::Portable
+    }
+
+    /// The name written to config.json and shown in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Fast => "fast",
+            Kernels::Im2col => "im2col",
+            Kernels::Portable => "portable",
+        }
+    }
+}
