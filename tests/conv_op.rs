@@ -290,3 +290,33 @@ fn winograd_weight_gradient_equals_im2col_on_odd_sizes_and_paddings() {
         assert_eq!(db1, db2);
     }
 }
+
+#[test]
+fn winograd_refuses_buffers_that_do_not_fit_the_geometry_instead_of_writing_past_them() {
+    use catdog::kernels::conv::ConvGeom;
+    use catdog::kernels::winograd;
+    let g = ConvGeom::new(1, 8, 9, 9, 4, 3, 1);
+    let x = vec![0.5f32; 8 * 81];
+    let w = vec![0.1f32; 4 * 8 * 9];
+    let cases: [(&str, usize, bool); 3] = [
+        ("output one value short", 4 * 81 - 1, false),
+        ("output sized for the unpooled result while pooling", 4 * 81, true),
+        ("output sized for the pooled result without pooling", 4 * 16, false),
+    ];
+    for (what, len, pool) in cases {
+        let r = std::panic::catch_unwind(|| {
+            let mut out = vec![0f32; len];
+            winograd::forward(&x, &g, &w, None, true, pool, &mut out);
+        });
+        assert!(r.is_err(), "{what}: accepted");
+    }
+    let r = std::panic::catch_unwind(|| {
+        let mut dw = vec![0f32; 4 * 8 * 9];
+        let mut db = vec![0f32; 4];
+        winograd::weight_grad(&x, &g, &[1.0; 10], &mut dw, &mut db);
+    });
+    assert!(r.is_err(), "a short output gradient was accepted");
+    let mut out = vec![0f32; 4 * 16];
+    winograd::forward(&x, &g, &w, None, true, true, &mut out);
+    assert!(out.iter().all(|v| *v > 0.0));
+}

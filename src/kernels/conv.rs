@@ -22,6 +22,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 use super::pool::{max_pool2d, max_pool_planes};
+use super::raw::{sgemm, SendPtr};
 use super::Kernels;
 
 /// Geometry of one convolution call.
@@ -232,48 +233,6 @@ fn with_buffers<R>(cols_len: usize, tmp_len: usize, f: impl FnOnce(&mut [f32], &
     })
 }
 
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: the pointer is only used by parallel tasks that write disjoint parts of one output buffer, which outlives
-// the parallel section (each use site says which part is its own).
-unsafe impl Send for SendPtr {}
-// SAFETY: as for Send: shared only for writes to disjoint regions, never read concurrently with a write.
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    // A method (not field access) so that closures capture the whole Send wrapper.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
-/// `dst (m×n, row stride dst_rs) [+]= lhs (m×k, row stride lhs_rs) · rhs (k×n given by strides)`.
-///
-/// # Safety
-/// Every element addressed through the sizes and strides must lie inside live buffers, and `dst` must not overlap
-/// `lhs` or `rhs` nor be written by anyone else during the call.
-// SAFETY (callers): see "# Safety" above; the function itself only forwards to gemm::gemm.
-#[allow(clippy::too_many_arguments)]
-unsafe fn sgemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: isize,
-    accumulate: bool,
-    lhs: *const f32,
-    lhs_cs: isize,
-    lhs_rs: isize,
-    rhs: *const f32,
-    rhs_cs: isize,
-    rhs_rs: isize,
-    par: gemm::Parallelism,
-) {
-    gemm::gemm(
-        m, n, k, dst, 1, dst_rs, accumulate, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs, 1.0, 1.0, false, false, false,
-        par,
-    );
-}
-
 fn parallelism(nchunks: usize, threads: usize) -> (bool, gemm::Parallelism) {
     // Enough chunks: one chunk per task, single-threaded gemm. Few chunks: chunks in turn, gemm in parallel.
     if nchunks >= 2 * threads || threads == 1 {
@@ -343,7 +302,7 @@ fn im2col_forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>,
     let threads = rayon::current_num_threads();
     let chunks = plan_chunks(g, threads);
     let (par_chunks, par) = parallelism(chunks.len(), threads);
-    let outp = SendPtr(out.as_mut_ptr());
+    let outp = SendPtr::new(out);
     let run = |ch: &Chunk| {
         let t = ch.cols(p);
         let tmp_len = if matches!(ch, Chunk::Images { .. }) { o * t } else { 0 };
@@ -351,6 +310,9 @@ fn im2col_forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>,
             segments(g, ch.start_col(p), t, segs);
             im2col(x, g, segs, t, cols);
             match *ch {
+                // SAFETY: out.len() = n·o·p is asserted above and p0 + len ≤ p, so the o rows of `len` values at
+                // img·o·p + oc·p + p0 lie inside `out`; chunks cover disjoint (image, position) ranges, so no other
+                // task writes them; weight (o × kk, asserted) and cols (kk × t, with_buffers) are read only.
                 Chunk::Within { img, p0, len } => unsafe {
                     let dst = outp.get().add(img * o * p + p0);
                     sgemm(
@@ -381,6 +343,8 @@ fn im2col_forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>,
                         }
                     }
                 },
+                // SAFETY: tmp (o × t, t = count·p) is this task's own buffer; the rows written to `out` are whole
+                // planes of images img0 .. img0 + count < n, which belong to this chunk alone (length asserted).
                 Chunk::Images { img0, count } => unsafe {
                     sgemm(
                         o,
@@ -423,6 +387,7 @@ pub fn conv_input_grad(dy: &[f32], g: &ConvGeom, weight: &[f32], dx: &mut [f32])
 /// [`conv_input_grad`] with an explicit algorithm.
 pub fn conv_input_grad_with(algo: Algo, dy: &[f32], g: &ConvGeom, weight: &[f32], dx: &mut [f32]) {
     let (c, o, k) = (g.c, g.o, g.k);
+    assert_eq!(weight.len(), o * c * k * k);
     let mut wf = vec![0f32; weight.len()];
     for oc in 0..o {
         for ci in 0..c {
@@ -457,6 +422,7 @@ pub fn conv_weight_grad_with(algo: Algo, x: &[f32], g: &ConvGeom, dy: &[f32], dw
 
 fn im2col_weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
     let (p, kk, o) = (g.p(), g.kk(), g.o);
+    assert_eq!(x.len(), g.n * g.c * g.h * g.w);
     assert_eq!(dy.len(), g.n * o * p);
     assert_eq!(dw.len(), o * kk);
     assert_eq!(db.len(), o);
@@ -495,6 +461,9 @@ fn im2col_weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &
                         (tmp.as_ptr(), t)
                     }
                 };
+                // SAFETY: acc (o × kk) is this task's own; lhs is o rows of t values with row stride lhs_rs, inside
+                // dy (rows img·o·p + oc·p + p0 .. + len with p0 + len ≤ p, dy.len() = n·o·p asserted) or inside
+                // tmp (o × t); cols is kk × t (with_buffers).
                 unsafe {
                     sgemm(
                         o,

@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::conv::ConvGeom;
+use super::raw::{sgemm, SendPtr};
 
 /// True when this path can compute the geometry.
 pub fn applicable(g: &ConvGeom) -> bool {
@@ -21,10 +22,11 @@ pub fn applicable(g: &ConvGeom) -> bool {
 
 /// `U[k][o][c]` = (G g Gᵀ)[k / 4][k % 4] for the 3×3 kernel g = w[o][c].
 pub fn transform_weights(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
+    assert_eq!(weight.len(), o * c * 9, "Winograd: weight is not O × C × 3 × 3");
     let mut u = vec![0f32; 16 * o * c];
     let oc = o * c;
     // Parallel over output channels; each writes 16 strided rows of its own.
-    let up = SendPtr(u.as_mut_ptr());
+    let up = SendPtr::new(&mut u);
     (0..o).into_par_iter().for_each(|oi| {
         for ci in 0..c {
             let g = &weight[(oi * c + ci) * 9..(oi * c + ci) * 9 + 9];
@@ -46,25 +48,14 @@ pub fn transform_weights(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
                     row[2],
                 ];
                 for (j, v) in vals.iter().enumerate() {
+                    // SAFETY: i, j < 4, oi < o, ci < c, so the index is below 16·o·c = u.len(); the element
+                    // (i·4 + j, oi, ci) belongs to this task's oi alone, and `u` lives until the loop ends.
                     unsafe { *up.get().add((i * 4 + j) * oc + oi * c + ci) = *v };
                 }
             }
         }
     });
     u
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: the pointer is only used by parallel tasks that write disjoint parts of one output buffer, which outlives
-// the parallel section (each use site says which part is its own).
-unsafe impl Send for SendPtr {}
-// SAFETY: as for Send: shared only for writes to disjoint regions, never read concurrently with a write.
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 thread_local! {
@@ -112,13 +103,16 @@ fn weight_grad_chunk_tiles(g: &ConvGeom, total: usize, threads: usize) -> usize 
 /// Forward convolution with Winograd F(2×2, 3×3). Same contract as [`super::conv::conv_forward`]:
 /// `weight` is `O × C × 3 × 3`, `out` is `N × O × Ho × Wo`, bias and ReLU fused. With `pool`, a 2×2/2 max-pool
 /// (floor mode) is fused too — a tile is exactly one pooling window — and `out` is `N × O × ⌊Ho/2⌋ × ⌊Wo/2⌋`.
+///
+/// Panics when `g` is not a Winograd geometry or a buffer's length does not fit `g`.
 pub fn forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, pool: bool, out: &mut [f32]) {
-    assert!(applicable(g));
+    assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
     let u = transform_weights(weight, g.o, g.c);
     forward_pretransformed(x, g, &u, bias, relu, pool, out);
 }
 
-/// Forward with weights already transformed by [`transform_weights`].
+/// Forward with weights already transformed by [`transform_weights`]. Panics when `g` is not a Winograd geometry
+/// or a buffer's length does not fit `g`: the unsafe writes below rely on these checks.
 pub fn forward_pretransformed(
     x: &[f32],
     g: &ConvGeom,
@@ -129,6 +123,16 @@ pub fn forward_pretransformed(
     out: &mut [f32],
 ) {
     let (c, o) = (g.c, g.o);
+    assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
+    assert_eq!(x.len(), g.n * c * g.h * g.w, "Winograd: input does not fit {g:?}");
+    assert_eq!(u.len(), 16 * o * c, "Winograd: transformed weights do not fit {g:?}");
+    assert!(bias.is_none_or(|b| b.len() == o), "Winograd: bias does not fit {g:?}");
+    let out_len = if pool {
+        g.n * o * (g.ho / 2) * (g.wo / 2)
+    } else {
+        g.n * o * g.p()
+    };
+    assert_eq!(out.len(), out_len, "Winograd: output does not fit {g:?} (pool {pool})");
     let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
     let tiles_per_img = th * tw;
     let total = g.n * tiles_per_img;
@@ -141,20 +145,21 @@ pub fn forward_pretransformed(
     } else {
         gemm::Parallelism::Rayon(threads)
     };
-    let outp = SendPtr(out.as_mut_ptr());
+    let outp = SendPtr::new(out);
     let run = |chunk: usize| {
         let t0 = chunk * tc;
         let nt = tc.min(total - t0);
         with_buffers(16 * c * nt, 16 * o * nt, |v, m| {
             input_transform(x, g, t0, nt, th, tw, v);
             for k in 0..16 {
+                // SAFETY: m holds 16 blocks of o × nt, u 16 of o × c (checked above), v 16 of c × nt
+                // (with_buffers' sizes); block k of each is inside its buffer, and m is this task's own.
                 unsafe {
-                    gemm::gemm(
+                    sgemm(
                         o,
                         nt,
                         c,
                         m.as_mut_ptr().add(k * o * nt),
-                        1,
                         nt as isize,
                         false,
                         u.as_ptr().add(k * o * c),
@@ -163,11 +168,6 @@ pub fn forward_pretransformed(
                         v.as_ptr().add(k * c * nt),
                         1,
                         nt as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
                         par,
                     );
                 }
@@ -350,20 +350,30 @@ fn output_transform(
             if pool {
                 if run.ty < ph && run.tx0 < pw {
                     let n = run.len.min(pw - run.tx0);
-                    let dst = unsafe { outp.get().add(((run.img * o + oc) * ph + run.ty) * pw + run.tx0) };
-                    unsafe { std::ptr::copy_nonoverlapping(pooled.as_ptr(), dst, n) };
+                    // SAFETY: img < n, oc < o, ty < ph and tx0 + n ≤ pw, so the n values lie in row ty of plane
+                    // (img, oc) of the N × O × ph × pw output (its length checked by forward_pretransformed); tile
+                    // rows belong to one chunk each, so no other task writes them; `pooled` is a local buffer.
+                    unsafe {
+                        let dst = outp.get().add(((run.img * o + oc) * ph + run.ty) * pw + run.tx0);
+                        std::ptr::copy_nonoverlapping(pooled.as_ptr(), dst, n);
+                    }
                 }
                 continue;
             }
             let x0 = 2 * run.tx0;
             let ncols = (2 * run.len).min(wo - x0);
-            let plane = unsafe { outp.get().add((run.img * o + oc) * ho * wo) };
             for (r, y) in [&y0, &y1].into_iter().enumerate() {
                 let yy = 2 * run.ty + r;
                 if yy >= ho {
                     break;
                 }
-                unsafe { std::ptr::copy_nonoverlapping(y.as_ptr(), plane.add(yy * wo + x0), ncols) };
+                // SAFETY: yy < ho and x0 + ncols ≤ wo, so the values lie in row yy of plane (img, oc) of the
+                // N × O × ho × wo output (length checked by forward_pretransformed); output rows 2·ty and 2·ty + 1
+                // belong to this tile row's chunk alone; y is a local buffer of 2·tw ≥ ncols values.
+                unsafe {
+                    let plane = outp.get().add((run.img * o + oc) * ho * wo);
+                    std::ptr::copy_nonoverlapping(y.as_ptr(), plane.add(yy * wo + x0), ncols);
+                }
             }
         }
     }
@@ -428,8 +438,16 @@ fn grad_transform(dy: &[f32], g: &ConvGeom, t0: usize, nt: usize, th: usize, tw:
 /// over tiles being 16 gemms `[O, tiles] × [tiles, C]` (2.25× fewer flops than im2col). Same contract as
 /// [`super::conv::conv_weight_grad`].
 pub fn weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
-    assert!(applicable(g));
+    assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
     let (c, o) = (g.c, g.o);
+    assert_eq!(x.len(), g.n * c * g.h * g.w, "Winograd: input does not fit {g:?}");
+    assert_eq!(
+        dy.len(),
+        g.n * o * g.p(),
+        "Winograd: output gradient does not fit {g:?}"
+    );
+    assert_eq!(dw.len(), o * c * 9, "Winograd: weight gradient does not fit {g:?}");
+    assert_eq!(db.len(), o, "Winograd: bias gradient does not fit {g:?}");
     let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
     let total = g.n * th * tw;
     let threads = rayon::current_num_threads();
@@ -457,13 +475,14 @@ pub fn weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut
                 input_transform(x, g, t0, nt, th, tw, v);
                 grad_transform(dy, g, t0, nt, th, tw, yh);
                 for k in 0..16 {
+                    // SAFETY: acc holds 16 blocks of o × c (allocated above), yh 16 of o × nt and v 16 of c × nt
+                    // (with_buffers' sizes); block k of each is inside its buffer, and acc is this task's own.
                     unsafe {
-                        gemm::gemm(
+                        sgemm(
                             o,
                             c,
                             nt,
                             acc.as_mut_ptr().add(k * oc_len),
-                            1,
                             c as isize,
                             n > 0,
                             yh.as_ptr().add(k * o * nt),
@@ -472,11 +491,6 @@ pub fn weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut
                             v.as_ptr().add(k * c * nt),
                             nt as isize,
                             1,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
                             par,
                         );
                     }
