@@ -18,7 +18,7 @@ use catdog::model::vgg16::{layer_index, Vgg16, LAYERS};
 use catdog::model::weights::{self, read_safetensors, HubOptions, WeightsSpec};
 use catdog::train::history::History;
 use catdog::train::loss;
-use common::{catdog, fixtures, make_dataset, rel_diff, stderr, stdout};
+use common::{catdog, fixtures, make_dataset, rel_diff, stderr, stdout, POOLS};
 
 /// The device of the path under test.
 fn test_device() -> Device {
@@ -47,14 +47,6 @@ fn moved(base: &Vgg16, device: &Device, kernels: Kernels) -> Vgg16 {
     m.set_kernels(kernels);
     m
 }
-
-const POOLS: [&str; 5] = [
-    "block1_pool",
-    "block2_pool",
-    "block3_pool",
-    "block4_pool",
-    "block5_pool",
-];
 
 #[test]
 fn portable_forward_matches_the_fast_one_and_pytorch_on_the_vgg_tiny_fixture() {

@@ -7,15 +7,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use catdog::model::vgg16::{layer_index, Vgg16, LAYERS};
 use catdog::model::weights::{self, read_safetensors, HubOptions, WeightsSpec};
-use common::{catdog, fixtures, rel_diff, stderr, stdout};
-
-const POOLS: [&str; 5] = [
-    "block1_pool",
-    "block2_pool",
-    "block3_pool",
-    "block4_pool",
-    "block5_pool",
-];
+use common::{catdog, fixtures, rel_diff, stderr, stdout, POOLS};
 
 #[test]
 fn every_pool_output_matches_pytorch_from_the_raw_input() {

@@ -164,7 +164,8 @@ pub fn train(a: crate::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "mode": what, "device": catdog::device::device_name(&device), "batch": a.batch, "size": a.size, "threads": rayon::current_num_threads(),
+                "mode": what, "device": catdog::device::device_name(&device), "batch": a.batch, "size": a.size,
+                "threads": rayon::current_num_threads(),
                 "widths": loaded.model.widths(), "passes": passes,
             }))?
         );

@@ -705,15 +705,20 @@ impl CustomOp2 for ConvWeightGradOp {
     }
 }
 
+/// The algorithm of catdog's CPU op for `kernels`; `None` for the portable twin.
+fn own_algo(kernels: Kernels) -> Option<Algo> {
+    match kernels {
+        Kernels::Fast => Some(Algo::Auto),
+        Kernels::Im2col => Some(Algo::Im2col),
+        Kernels::Portable => None,
+    }
+}
+
 /// 2-D convolution, stride 1, with bias and optional ReLU: `x` is NCHW, `w` OIHW, `b` O.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize, relu: bool, imp: Kernels) -> candle_core::Result<Tensor> {
     let (_, _, h, wd) = x.dims4()?;
     let k = w.dim(2)?;
-    let algo = match imp {
-        Kernels::Fast => Some(Algo::Auto),
-        Kernels::Im2col => Some(Algo::Im2col),
-        Kernels::Portable => None,
-    };
+    let algo = own_algo(imp);
     let fast = x.device().is_cpu()
         && x.dtype() == DType::F32
         && w.dtype() == DType::F32
@@ -789,11 +794,7 @@ impl CustomOp3 for ConvPoolOp {
 pub fn conv2d_relu_pool(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize, imp: Kernels) -> candle_core::Result<Tensor> {
     let (_, _, h, wd) = x.dims4()?;
     let k = w.dim(2)?;
-    let algo = match imp {
-        Kernels::Fast => Some(Algo::Auto),
-        Kernels::Im2col => Some(Algo::Im2col),
-        Kernels::Portable => None,
-    };
+    let algo = own_algo(imp);
     let cpu = x.device().is_cpu() && x.dtype() == DType::F32 && w.dim(3)? == k && supported(k, pad, h, wd);
     match algo {
         Some(algo) if cpu => {

@@ -29,6 +29,7 @@ impl SendPtr {
 /// Every element addressed through the sizes and strides must lie inside live buffers, and `dst` must not overlap
 /// `lhs` or `rhs` nor be written by anyone else during the call.
 #[allow(clippy::too_many_arguments)]
+// SAFETY (callers): see "# Safety" above; the function itself only forwards to gemm::gemm.
 pub(super) unsafe fn sgemm(
     m: usize,
     n: usize,

@@ -11,6 +11,15 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// The five pooling layers, whose outputs the PyTorch fixture holds.
+pub const POOLS: [&str; 5] = [
+    "block1_pool",
+    "block2_pool",
+    "block3_pool",
+    "block4_pool",
+    "block5_pool",
+];
+
 /// Runs the catdog binary with an isolated Hugging Face cache and no network access to the hub.
 pub fn catdog(args: &[&str], hf_home: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_catdog"))
