@@ -36,6 +36,13 @@ fn main() {
         // Ignore the error of a pool that was already built: there is none yet at this point.
         let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     }
+    // candle asks for its thread count on every CPU op and, when RAYON_NUM_THREADS is unset, re-reads
+    // /proc/cpuinfo each time (candle-core 0.11.1, utils::get_num_threads): 69,000 opens in one `lab l2`, more
+    // system time than user time. Set once here, the variable makes that a lookup and gives candle the size of the
+    // pool catdog runs on. The pool's threads are idle and read no environment while it is set.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", rayon::current_num_threads().to_string());
+    }
     match cmd::run(cli, &explicit) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
