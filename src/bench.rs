@@ -486,6 +486,8 @@ pub fn mlp(epochs: usize) -> Result<f64> {
         optimizer: OptimConfig::new(OptimizerKind::Adam, 1e-3),
         l1: 0.0,
         l2: 1e-4,
+        // Every layer, as the PyTorch twin in scripts/bench_torch.py regularizes all its weights.
+        regularize: crate::tabular::fit::Regularize::All,
         early_stopping: None,
         seed: 0,
     };

@@ -654,9 +654,10 @@ pub struct LabArgs {
     /// Learning rate.
     #[arg(long, default_value_t = 1e-3, value_name = "LR")]
     pub lr: f64,
-    /// Epochs per variant.
-    #[arg(long, default_value_t = 100, value_name = "N")]
-    pub epochs: usize,
+    /// Epochs per variant [default: 300 for overfit and dropout, whose too-large network needs them to overfit;
+    /// 100 for the others].
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
     /// Rows per step.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub batch_size: usize,
@@ -666,12 +667,20 @@ pub struct LabArgs {
     /// Training loss the scaling lab counts epochs to.
     #[arg(long, default_value_t = 0.1, value_name = "LOSS")]
     pub target_loss: f64,
-    /// Seed of the split, the initialisation, the batches and dropout.
-    #[arg(long, default_value_t = 0)]
+    /// First seed of the split, the generated data, the initialisation, the batches and dropout.
+    #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed: u64,
-    /// Output folder [default: runs/labs/<lab>].
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
+    /// Seeds per variant (SEED, SEED+1, …): each its own split and initialisation; tables show mean ± standard
+    /// deviation.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub seeds: usize,
+    /// Which Dense kernels --l1/--l2 and the penalty labs reach: the hidden layers (as the course's Keras code) or
+    /// all, the output layer too.
+    #[arg(long, value_enum, default_value_t = catdog::tabular::fit::Regularize::Hidden)]
+    pub regularize: catdog::tabular::fit::Regularize,
+    /// Output folder: each lab writes its own sub-folder DIR/<lab>/ (`all`: every lab's, and DIR/index.md).
+    #[arg(long, value_name = "DIR", default_value = "runs/labs")]
+    pub out: PathBuf,
     /// Print the results as JSON (one object; `all`: an array).
     #[arg(long)]
     pub json: bool,

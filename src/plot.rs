@@ -275,13 +275,80 @@ pub fn wrap(s: &str, max: usize) -> Vec<String> {
     lines
 }
 
+/// How a series is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stroke {
+    Line,
+    Dashed,
+    /// Dots instead of a line (the course's 'bo' for training).
+    Dots,
+}
+
 /// One series of a line chart.
 pub struct Series<'a> {
     pub name: &'a str,
     pub points: Vec<(f64, f64)>,
     pub color: RGBColor,
-    /// Dots instead of a line (the course's 'bo' for training).
-    pub dots: bool,
+    pub stroke: Stroke,
+}
+
+/// The y axis of a chart: its range (from the data when `None`, so that panels of one figure can share one), and
+/// whether it is logarithmic (for values spanning more than 10×; non-positive values are left out).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct YAxis {
+    pub range: Option<(f64, f64)>,
+    pub log: bool,
+}
+
+impl YAxis {
+    /// One axis for every series of several panels: log when the positive values span more than 10×.
+    pub fn shared<'a>(values: impl IntoIterator<Item = &'a f64>) -> YAxis {
+        let (lo, hi) = values
+            .into_iter()
+            .filter(|v| v.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        if !lo.is_finite() {
+            return YAxis::default();
+        }
+        let log = lo > 0.0 && hi / lo > 10.0;
+        YAxis {
+            range: Some((lo, hi)),
+            log,
+        }
+    }
+
+    fn map(&self, y: f64) -> Option<f64> {
+        match self.log {
+            true if y > 0.0 => Some(y.log10()),
+            true => None,
+            false => y.is_finite().then_some(y),
+        }
+    }
+}
+
+/// The corner of a chart with the fewest data points, for the legend.
+fn emptiest_corner(pts: &[(f64, f64)], (x0, x1, y0, y1): (f64, f64, f64, f64)) -> SeriesLabelPosition {
+    let fx = |x: f64| (x - x0) / (x1 - x0).max(1e-12);
+    let fy = |y: f64| (y - y0) / (y1 - y0).max(1e-12);
+    let corners = [
+        (SeriesLabelPosition::UpperRight, true, true),
+        (SeriesLabelPosition::UpperLeft, false, true),
+        (SeriesLabelPosition::LowerRight, true, false),
+        (SeriesLabelPosition::LowerLeft, false, false),
+    ];
+    let crowd = |right: bool, upper: bool| {
+        pts.iter()
+            .filter(|p| {
+                let (x, y) = (fx(p.0), fy(p.1));
+                (if right { x > 0.55 } else { x < 0.45 }) && (if upper { y > 0.6 } else { y < 0.4 })
+            })
+            .count()
+    };
+    corners
+        .iter()
+        .min_by_key(|(_, r, u)| crowd(*r, *u))
+        .map(|c| c.0.clone())
+        .unwrap_or(SeriesLabelPosition::UpperRight)
 }
 
 /// A line chart of several series over x, with a legend.
@@ -292,27 +359,60 @@ pub fn line_chart(
     y_label: &str,
     series: &[Series],
 ) -> Result<()> {
-    let pts: Vec<(f64, f64)> = series
+    line_chart_on(root, title, x_label, y_label, series, YAxis::default())
+}
+
+/// [`line_chart`] on a given y axis.
+pub fn line_chart_on(
+    root: &DrawingArea<Canvas, plotters::coord::Shift>,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    axis: YAxis,
+) -> Result<()> {
+    let mapped: Vec<Vec<(f64, f64)>> = series
         .iter()
-        .flat_map(|s| s.points.iter().copied())
-        .filter(|p| p.1.is_finite())
+        .map(|s| {
+            s.points
+                .iter()
+                .filter_map(|&(x, y)| axis.map(y).map(|y| (x, y)))
+                .collect()
+        })
         .collect();
+    let pts: Vec<(f64, f64)> = mapped.iter().flatten().copied().collect();
     let (x0, x1) = pts
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (y0, y1) = pts
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (y0, y1) = match axis.range {
+        Some((lo, hi)) => (axis.map(lo).unwrap_or(lo), axis.map(hi).unwrap_or(hi)),
+        None => pts
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1))),
+    };
     let (x0, x1) = if pts.is_empty() {
         (0.0, 1.0)
     } else {
         (x0 - 0.3, x1 + 0.3)
     };
-    let (y0, y1) = if pts.is_empty() {
+    let (y0, y1) = if !y0.is_finite() || !y1.is_finite() {
         (0.0, 1.0)
     } else {
         let pad = ((y1 - y0) * 0.08).max(1e-3);
         (y0 - pad, y1 + pad)
+    };
+    let legend_at = emptiest_corner(&pts, (x0, x1, y0, y1));
+    let y_format = |y: &f64| {
+        let v = if axis.log { 10f64.powf(*y) } else { *y };
+        let s = format!("{v:.3}");
+        let s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+        if s == "-0" {
+            "0".into()
+        } else if v.abs() < 1e-3 && v != 0.0 {
+            format!("{v:.0e}")
+        } else {
+            s
+        }
     };
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 17))
@@ -335,26 +435,43 @@ pub fn line_chart(
                 String::new()
             }
         })
+        .y_label_formatter(&y_format)
         .draw()
         .map_err(plot_err)?;
-    for s in series {
+    for (s, points) in series.iter().zip(&mapped) {
         let color = s.color;
-        if s.dots {
-            chart
-                .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                .map_err(plot_err)?
-                .label(s.name)
-                .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()));
-        } else {
-            chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(s.name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        match s.stroke {
+            Stroke::Dots => {
+                chart
+                    .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .map_err(plot_err)?
+                    .label(s.name)
+                    .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()));
+            }
+            Stroke::Line => {
+                chart
+                    .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+                    .map_err(plot_err)?
+                    .label(s.name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            }
+            Stroke::Dashed => {
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        points.iter().copied(),
+                        6,
+                        4,
+                        color.stroke_width(2),
+                    ))
+                    .map_err(plot_err)?
+                    .label(s.name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 7, y)], color.stroke_width(2)));
+            }
         }
     }
     chart
         .configure_series_labels()
+        .position(legend_at)
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(200, 200, 200))
         .label_font(("sans-serif", 12))
@@ -375,11 +492,11 @@ pub fn curves(h: &crate::train::history::History) -> Result<RgbImage> {
     };
     draw(1100, 420, |root| {
         let (left, right) = root.split_horizontally(550);
-        let s = |name, points, color, dots| Series {
+        let s = |name, points, color, dots: bool| Series {
             name,
             points,
             color,
-            dots,
+            stroke: if dots { Stroke::Dots } else { Stroke::Line },
         };
         line_chart(
             &left,
@@ -474,6 +591,24 @@ pub fn histogram(
         .configure_mesh()
         .x_desc("weight")
         .y_desc("count")
+        .x_labels(5)
+        .y_labels(5)
+        // Counts are integers; weights need two significant digits at most.
+        .y_label_formatter(&|v| {
+            if (v - v.round()).abs() < 1e-9 {
+                format!("{}", v.round() as i64)
+            } else {
+                String::new()
+            }
+        })
+        .x_label_formatter(&|v| {
+            let s = format!("{v:.2}");
+            if s == "-0.00" {
+                "0".into()
+            } else {
+                s.trim_end_matches('0').trim_end_matches('.').to_string()
+            }
+        })
         .label_style(("sans-serif", 11))
         .light_line_style(RGBColor(248, 248, 248))
         .draw()
@@ -534,6 +669,67 @@ pub fn decision_map(
             };
             Circle::new((x, y), 3, col.filled())
         }))
+        .map_err(plot_err)?;
+    Ok(())
+}
+
+/// A named set of points for [`scatter_with_line`], drawn filled or hollow.
+pub struct PointSet<'a> {
+    pub name: &'a str,
+    pub points: &'a [(f64, f64)],
+    pub filled: bool,
+}
+
+/// Points (filled or hollow, each set with its legend name) and one fitted line, on fixed ranges
+/// `(x0, x1, y0, y1)`; the legend goes to the emptiest corner.
+pub fn scatter_with_line(
+    area: &DrawingArea<Canvas, plotters::coord::Shift>,
+    title: &str,
+    (x0, x1, y0, y1): (f64, f64, f64, f64),
+    points: &[PointSet],
+    (line_name, line): (&str, &[(f64, f64)]),
+) -> Result<()> {
+    let pad = ((y1 - y0) * 0.08).max(1e-3);
+    let (y0, y1) = (y0 - pad, y1 + pad);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 14))
+        .margin(8)
+        .x_label_area_size(24)
+        .y_label_area_size(40)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .label_style(("sans-serif", 10))
+        .light_line_style(RGBColor(248, 248, 248))
+        .draw()
+        .map_err(plot_err)?;
+    for (k, set) in points.iter().enumerate() {
+        let c = color(k + 1);
+        let style = if set.filled { c.filled() } else { c.stroke_width(1) };
+        chart
+            .draw_series(set.points.iter().map(move |&p| Circle::new(p, 3, style)))
+            .map_err(plot_err)?
+            .label(set.name)
+            .legend(move |(x, y)| Circle::new((x + 10, y), 3, style));
+    }
+    chart
+        .draw_series(LineSeries::new(line.iter().copied(), color(0).stroke_width(2)))
+        .map_err(plot_err)?
+        .label(line_name)
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color(0).stroke_width(2)));
+    let all: Vec<(f64, f64)> = points
+        .iter()
+        .flat_map(|set| set.points.iter().copied())
+        .chain(line.iter().copied())
+        .collect();
+    chart
+        .configure_series_labels()
+        .position(emptiest_corner(&all, (x0, x1, y0, y1)))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .label_font(("sans-serif", 11))
+        .draw()
         .map_err(plot_err)?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The effects the course claims, pinned on seeded runs of the labs (with generous margins).
 
 use catdog::tabular::dataset::Scaling;
-use catdog::tabular::fit::FitConfig;
+use catdog::tabular::fit::{FitConfig, Regularize};
 use catdog::tabular::labs::{run_lab, LabConfig, LabName, LabResult};
 use catdog::tabular::mlp::{Activation, Init, Norm, NormDefaults};
 use catdog::train::optim::{OptimConfig, OptimizerKind};
@@ -23,9 +23,12 @@ fn cfg(epochs: usize) -> LabConfig {
             optimizer: OptimConfig::new(OptimizerKind::Adam, 1e-3),
             l1: 0.0,
             l2: 0.0,
+            regularize: Regularize::Hidden,
             early_stopping: None,
             seed: 0,
         },
+        seeds: 1,
+        epochs: Some(epochs),
         target_loss: 0.1,
         patience: 10,
     }
@@ -129,4 +132,126 @@ fn labs_are_deterministic_under_the_seed_and_init_zeros_does_not_learn() {
     let (act, _d3) = lab(LabName::Activations, &c);
     assert_eq!(act.variants.len(), 7);
     assert!(act.variants.iter().all(|v| v.extra.contains_key("dead_fraction")));
+}
+
+#[test]
+fn several_seeds_give_mean_and_spread_and_the_notes_quote_the_table() {
+    let c = LabConfig { seeds: 3, ..cfg(30) };
+    let (r, dir) = lab(LabName::L2, &c);
+    assert_eq!(r.seeds, [0, 1, 2]);
+    let none = r.variant("λ = 0").unwrap();
+    assert_eq!(none.seeds, [0, 1, 2]);
+    // Each seed has its own split and initialisation, so the validation figures spread.
+    assert!(none.sd["val_loss"] > 0.0, "{:?}", none.sd);
+    assert!(r.rows.iter().all(|row| row[2].contains(" ± ")), "{:?}", r.rows);
+    // The first note is derived from the table's own figures at λ = 0 and the largest λ.
+    let most = r.variants.last().unwrap();
+    let share = |v: &catdog::tabular::labs::VariantResult| format!("{:.1}%", 100.0 * v.extra["near_zero_fraction"]);
+    assert!(
+        r.notes[0].contains(&share(none)) && r.notes[0].contains(&share(most)),
+        "{:?}",
+        r.notes
+    );
+    assert!(r.rows[0][5].starts_with(&share(none)) && r.rows[4][5].starts_with(&share(most)));
+    // Markdown cells escape the pipes of |w|.
+    let md = std::fs::read_to_string(dir.path().join("table.md")).unwrap();
+    assert!(md.contains("\\|w\\| < 1e-3"), "{md}");
+    assert!(!md.contains("-0.0000"), "{md}");
+}
+
+#[test]
+fn regularize_hidden_leaves_the_output_kernel_out_of_the_penalty() {
+    use catdog::tabular::dataset::{builtin, Builtin};
+    use catdog::tabular::fit::{evaluate, Tensors};
+    use catdog::tabular::mlp::{Mlp, MlpConfig};
+    let t = builtin(Builtin::Moons, 40, 0.1, 0);
+    let data = Tensors::new(&t, &candle_core::Device::Cpu).unwrap();
+    let mlp = MlpConfig {
+        inputs: 2,
+        layers: vec![8],
+        outputs: 1,
+        activation: Activation::Relu,
+        dropout: 0.0,
+        norm: Norm::None,
+        norm_defaults: NormDefaults::Keras,
+        init: Init::Glorot,
+    };
+    let model = Mlp::new(mlp, 0, &candle_core::Device::Cpu).unwrap();
+    let fit = |regularize| FitConfig {
+        l2: 1.0,
+        regularize,
+        ..cfg(1).fit
+    };
+    let (hidden, data_loss, _) = evaluate(&model, &data, &fit(Regularize::Hidden)).unwrap();
+    let (all, _, _) = evaluate(&model, &data, &fit(Regularize::All)).unwrap();
+    let sq = |k: &candle_core::Var| {
+        k.as_tensor()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64
+    };
+    let kernels = model.kernels();
+    assert!(
+        (hidden - data_loss - sq(&kernels[0])).abs() < 1e-4,
+        "hidden: {hidden} vs {data_loss} + Σw²"
+    );
+    assert!(
+        (all - hidden - sq(&kernels[1])).abs() < 1e-4,
+        "all adds the output kernel: {all} vs {hidden}"
+    );
+}
+
+#[test]
+fn prelu_starts_at_zero_as_in_keras_and_leaky_slopes_outside_0_1_are_refused() {
+    use catdog::tabular::mlp::{Mlp, MlpConfig};
+    let mlp = MlpConfig {
+        inputs: 2,
+        layers: vec![4],
+        outputs: 1,
+        activation: Activation::Prelu,
+        dropout: 0.0,
+        norm: Norm::None,
+        norm_defaults: NormDefaults::Keras,
+        init: Init::Glorot,
+    };
+    let model = Mlp::new(mlp, 0, &candle_core::Device::Cpu).unwrap();
+    let (_, slopes) = model.vars().into_iter().find(|(n, _)| n.contains("prelu")).unwrap();
+    assert!(slopes
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .all(|a| *a == 0.0));
+    assert_eq!(Activation::Prelu.value(-2.0), 0.0);
+    for bad in ["leaky_relu:1.5", "leaky_relu:0", "leaky_relu:-0.2"] {
+        let e = bad.parse::<Activation>().unwrap_err().to_string();
+        assert!(e.contains("(0, 1)"), "{bad}: {e}");
+    }
+    assert_eq!(
+        "leaky_relu:0.2".parse::<Activation>().unwrap(),
+        Activation::LeakyRelu { alpha: 0.2 }
+    );
+}
+
+#[test]
+fn out_gives_every_lab_its_own_sub_folder_so_none_overwrites_another() {
+    let dir = tempfile::tempdir().unwrap();
+    for lab in ["l1", "l2"] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_catdog"))
+            .args(["lab", lab, "--epochs", "3", "--seeds", "1", "--quiet", "--out"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    for lab in ["l1", "l2"] {
+        let md = std::fs::read_to_string(dir.path().join(lab).join("table.md")).unwrap();
+        assert!(md.starts_with(&format!("### {lab} ")), "{md}");
+    }
+    assert!(!dir.path().join("table.md").exists());
 }

@@ -1,11 +1,12 @@
-use std::path::PathBuf;
-
 use anyhow::Result;
 use catdog::tabular::labs::{self, DataSource, LabConfig, LabName};
 use catdog::tabular::mlp::{Activation, Init, Norm};
 use catdog::train::optim::OptimConfig;
 
 use crate::cli::LabArgs;
+
+/// Largest `--seeds`: each seed trains every variant again.
+const MAX_SEEDS: usize = 100;
 
 pub fn config(a: &LabArgs) -> Result<LabConfig> {
     let data = match (&a.csv, a.dataset) {
@@ -42,14 +43,18 @@ pub fn config(a: &LabArgs) -> Result<LabConfig> {
         norm_defaults: a.norm_defaults,
         init: a.init.parse::<Init>()?,
         fit: catdog::tabular::fit::FitConfig {
-            epochs: a.epochs,
+            // Filled in per lab by run_lab, from `epochs` below or the lab's default.
+            epochs: a.epochs.unwrap_or(0),
             batch_size: a.batch_size,
             optimizer: OptimConfig::new(a.optimizer, a.lr),
             l1: a.l1,
             l2: a.l2,
+            regularize: a.regularize,
             early_stopping: None,
             seed: a.seed,
         },
+        seeds: a.seeds,
+        epochs: a.epochs,
         target_loss: a.target_loss,
         patience: a.patience,
     })
@@ -57,10 +62,10 @@ pub fn config(a: &LabArgs) -> Result<LabConfig> {
 
 pub fn run(a: LabArgs, quiet: bool) -> Result<i32> {
     let cfg = config(&a)?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs/labs").join(a.lab.slug()));
+    if !(1..=MAX_SEEDS).contains(&a.seeds) {
+        return Err(crate::UsageError(format!("--seeds {}: use 1..={MAX_SEEDS}", a.seeds)).into());
+    }
+    let out = a.out.clone();
     if a.lab == LabName::All {
         let bar = catdog::progress::bar(LabName::each().len() as u64, "labs", quiet);
         let results = labs::run_all(&cfg, &out, |r| {
@@ -80,6 +85,7 @@ pub fn run(a: LabArgs, quiet: bool) -> Result<i32> {
         );
         return Ok(0);
     }
+    let out = out.join(a.lab.slug());
     let r = labs::run_lab(a.lab, &cfg, &out)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);

@@ -14,6 +14,17 @@ use crate::train::early_stop::{EarlyStopping, EarlyStoppingConfig};
 use crate::train::loss;
 use crate::train::optim::{OptimConfig, Optimizer};
 
+/// Which Dense kernels the L1/L2 penalty reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Regularize {
+    /// The hidden layers only, as the course's Keras code puts `kernel_regularizer` on the hidden `Dense` layers.
+    #[default]
+    Hidden,
+    /// Every Dense layer, the output layer too.
+    All,
+}
+
 /// Training settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FitConfig {
@@ -22,8 +33,22 @@ pub struct FitConfig {
     pub optimizer: OptimConfig,
     pub l1: f64,
     pub l2: f64,
+    /// Which kernels `l1` and `l2` reach.
+    #[serde(default)]
+    pub regularize: Regularize,
     pub early_stopping: Option<EarlyStoppingConfig>,
     pub seed: u64,
+}
+
+impl FitConfig {
+    /// The kernels the penalty applies to.
+    fn regularized(&self, model: &Mlp) -> Vec<candle_core::Var> {
+        let mut k = model.kernels();
+        if self.regularize == Regularize::Hidden {
+            k.pop();
+        }
+        k
+    }
 }
 
 /// One epoch: losses include the L1/L2 penalty (as Keras reports them); `metric` is accuracy for classification,
@@ -107,7 +132,7 @@ fn metric(out: &Tensor, t: &Tensors) -> Result<f64> {
 }
 
 fn penalty_value(model: &Mlp, cfg: &FitConfig) -> Result<f64> {
-    Ok(loss::penalty(&model.kernels(), cfg.l1, cfg.l2)?
+    Ok(loss::penalty(&cfg.regularized(model), cfg.l1, cfg.l2)?
         .map(|p| p.to_scalar::<f32>())
         .transpose()?
         .unwrap_or(0.0) as f64)
@@ -145,7 +170,7 @@ pub fn fit(model: Mlp, train: &Tensors, val: &Tensors, cfg: &FitConfig) -> Resul
             let x = train.x.index_select(&ids, 0)?;
             let f = model.forward(&x, Some(mix(mix(cfg.seed ^ 0xF17) ^ mix(epoch as u64)) ^ b as u64))?;
             let dl = data_loss(&f.out, train, Some(idx))?;
-            let total = match loss::penalty(&model.kernels(), cfg.l1, cfg.l2)? {
+            let total = match loss::penalty(&cfg.regularized(&model), cfg.l1, cfg.l2)? {
                 Some(p) => (&dl + p)?,
                 None => dl.clone(),
             };

@@ -16,12 +16,16 @@ use crate::model::head::dropout_mask;
 pub const SELU_SCALE: f64 = 1.050_700_987_355_480_5;
 pub const SELU_ALPHA: f64 = 1.673_263_242_354_377_3;
 
+/// PReLU's starting slope: Keras' `alpha_initializer="zeros"`.
+pub const PRELU_START: f64 = 0.0;
+
 /// Hidden-layer activation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "snake_case")]
 pub enum Activation {
     Relu,
-    /// max(x, αx); Keras' default α is 0.3, PyTorch's 0.01.
+    /// max(x, αx), 0 < α < 1. Keras' `LeakyReLU` layer defaults to α 0.3, while `activation="leaky_relu"` uses
+    /// 0.2; PyTorch's default is 0.01.
     LeakyRelu {
         alpha: f64,
     },
@@ -31,7 +35,8 @@ pub enum Activation {
     },
     /// scale · elu(x, α) with the SELU constants.
     Selu,
-    /// max(0, x) + a·min(0, x) with a learned per unit, starting at 0.25 (PyTorch's start; Keras starts at 0).
+    /// max(0, x) + a·min(0, x) with a learned per unit, starting at 0 as Keras' `PReLU`
+    /// (`alpha_initializer="zeros"`; PyTorch starts at 0.25).
     Prelu,
     Sigmoid,
     Tanh,
@@ -57,7 +62,16 @@ impl FromStr for Activation {
         };
         Ok(match name {
             "relu" => Activation::Relu,
-            "leaky_relu" | "leakyrelu" => Activation::LeakyRelu { alpha: num(0.3)? },
+            "leaky_relu" | "leakyrelu" => {
+                let alpha = num(0.3)?;
+                if !(alpha > 0.0 && alpha < 1.0) {
+                    return Err(Error::invalid(format!(
+                        "--activation {s}: the leaky slope must be in (0, 1), e.g. leaky_relu:0.3 (Keras' LeakyReLU \
+                         layer) or leaky_relu:0.01 (PyTorch)"
+                    )));
+                }
+                Activation::LeakyRelu { alpha }
+            }
             "elu" => Activation::Elu { alpha: num(1.0)? },
             "selu" => Activation::Selu,
             "prelu" => Activation::Prelu,
@@ -100,7 +114,7 @@ impl Activation {
         })
     }
 
-    /// f(x) for plots (PReLU drawn with its starting slope 0.25).
+    /// f(x) for plots (PReLU drawn with its starting slope, [`PRELU_START`]).
     pub fn value(&self, x: f64) -> f64 {
         match *self {
             Activation::Relu => x.max(0.0),
@@ -123,7 +137,7 @@ impl Activation {
                 if x > 0.0 {
                     x
                 } else {
-                    0.25 * x
+                    PRELU_START * x
                 }
             }
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
@@ -154,7 +168,7 @@ impl Activation {
                 if x > 0.0 {
                     1.0
                 } else {
-                    0.25
+                    PRELU_START
                 }
             }
             Activation::Sigmoid => {
@@ -378,7 +392,7 @@ impl Mlp {
                 }),
             });
             prelu.push(match config.activation {
-                Activation::Prelu => Some(Var::from_tensor(&Tensor::full(0.25f32, units, device)?)?),
+                Activation::Prelu => Some(Var::from_tensor(&Tensor::full(PRELU_START as f32, units, device)?)?),
                 _ => None,
             });
             fan_in = units;
@@ -522,4 +536,42 @@ fn normalize(n: &NormLayer, z: &Tensor, train: bool) -> Result<Tensor> {
     Ok(zn
         .broadcast_mul(n.gamma.as_tensor())?
         .broadcast_add(n.beta.as_tensor())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scalar formulas (drawn in the activations lab) and the tensor ones (trained) are the same functions.
+    #[test]
+    fn plotted_activation_values_equal_the_trained_ones() {
+        let xs: Vec<f32> = (0..81).map(|k| -4.0 + k as f32 * 0.1).collect();
+        let z = Tensor::from_vec(xs.clone(), (1, xs.len()), &Device::Cpu).unwrap();
+        let slopes = Var::from_tensor(&Tensor::full(PRELU_START as f32, xs.len(), &Device::Cpu).unwrap()).unwrap();
+        for a in [
+            Activation::Relu,
+            Activation::LeakyRelu { alpha: 0.3 },
+            Activation::Elu { alpha: 1.0 },
+            Activation::Selu,
+            Activation::Prelu,
+            Activation::Sigmoid,
+            Activation::Tanh,
+        ] {
+            let y: Vec<f32> = a
+                .apply(&z, Some(&slopes))
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            for (x, y) in xs.iter().zip(&y) {
+                let v = a.value(f64::from(*x));
+                assert!(
+                    (v - f64::from(*y)).abs() < 1e-5,
+                    "{}({x}): plotted {v}, trained {y}",
+                    a.name()
+                );
+            }
+        }
+    }
 }

@@ -1,0 +1,127 @@
+//! L1, L2 and both (elastic net) at increasing strengths: metrics, the gap, and what each does to the weights.
+
+use super::format::{best_by_val_metric, metric_name, num, percent, pm, seeds_phrase};
+use super::plots::{loss_curves, save};
+use super::train::{regularized_weights, summaries, train_all, Variant};
+use super::{Context, LabName, Table, VariantResult};
+use crate::error::Result;
+use crate::plot;
+use crate::tabular::dataset::Task;
+use crate::tabular::fit::FitConfig;
+
+const STRENGTHS: [f64; 5] = [0.0, 1e-4, 1e-3, 1e-2, 1e-1];
+
+/// |w| below this counts as zero.
+const NEAR_ZERO: f32 = 1e-3;
+
+pub(super) fn run(cx: &mut Context) -> Result<Table> {
+    let lab = cx.lab;
+    let variants: Vec<Variant> = STRENGTHS
+        .iter()
+        .map(|&s| {
+            let (l1, l2) = match lab {
+                LabName::L1 => (s, 0.0),
+                LabName::L2 => (0.0, s),
+                _ => (s, s),
+            };
+            let fit = FitConfig {
+                l1,
+                l2,
+                ..cx.cfg.fit.clone()
+            };
+            Variant::new(format!("λ = {s}"), cx.base.clone(), fit)
+        })
+        .collect();
+    let mut trained = train_all(&cx.data, variants)?;
+    let regularize = cx.cfg.fit.regularize;
+    for run in trained.iter_mut().flat_map(|t| t.runs.iter_mut()) {
+        let w = regularized_weights(&run.model, regularize)?;
+        let small = w.iter().filter(|v| v.abs() < NEAR_ZERO).count() as f64 / w.len().max(1) as f64;
+        let mean = w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len().max(1) as f64;
+        run.v.extra.insert("near_zero_fraction".into(), small);
+        run.v.extra.insert("mean_abs_weight".into(), mean);
+    }
+    let ws: Vec<Vec<f32>> = trained
+        .iter()
+        .map(|t| regularized_weights(t.model(), regularize))
+        .collect::<Result<_>>()?;
+    let lim = ws.iter().flatten().fold(0f32, |m, v| m.max(v.abs())).max(1e-3) as f64;
+    let vs = summaries(&trained);
+    let hist = plot::panels(
+        trained.len(),
+        5,
+        260,
+        220,
+        Some("regularized kernel weights (first seed)"),
+        |a, i| plot::histogram(a, &vs[i].variant, &ws[i], -lim, lim, 41),
+    )?;
+    save(cx.out, "histograms.png", &hist, &mut cx.plots)?;
+    save(
+        cx.out,
+        "curves.png",
+        &loss_curves("train vs validation loss", &vs)?,
+        &mut cx.plots,
+    )?;
+    let mname = metric_name(cx.data[0].train.task);
+    let columns = [
+        "λ",
+        &format!("train {mname}"),
+        &format!("val {mname}"),
+        "gap (train − val)",
+        "val loss",
+        "|w| < 1e-3",
+        "mean |w|",
+    ];
+    let rows = vs
+        .iter()
+        .map(|v| {
+            vec![
+                v.variant.trim_start_matches("λ = ").to_string(),
+                pm(v, "train_metric", 4),
+                pm(v, "val_metric", 4),
+                pm(v, "gap_metric", 4),
+                pm(v, "val_loss", 4),
+                percent(v, "near_zero_fraction"),
+                pm(v, "mean_abs_weight", 5),
+            ]
+        })
+        .collect();
+    let what = match lab {
+        LabName::L1 => "L1 (λ·Σ|w|)",
+        LabName::L2 => "L2 (λ·Σw²)",
+        _ => "L1 + L2 (elastic net, the same λ for both)",
+    };
+    Ok(Table {
+        caption: format!("{what} at increasing λ on the default network."),
+        columns: columns.iter().map(|s| s.to_string()).collect(),
+        rows,
+        notes: notes(&vs, cx.data[0].train.task),
+        variants: vs,
+    })
+}
+
+/// What the table shows, read from it: how the weights and the validation metric move from λ = 0 to the largest λ.
+fn notes(vs: &[VariantResult], task: Task) -> Vec<String> {
+    let (none, most) = (&vs[0], &vs[vs.len() - 1]);
+    let best = best_by_val_metric(vs, task);
+    vec![
+        format!(
+            "From λ = 0 to {}: mean |w| goes from {} to {} and the share of weights below {NEAR_ZERO} from {}% to {}% \
+             ({}).",
+            most.variant.trim_start_matches("λ = "),
+            num(none.extra["mean_abs_weight"], 4),
+            num(most.extra["mean_abs_weight"], 4),
+            num(100.0 * none.extra["near_zero_fraction"], 1),
+            num(100.0 * most.extra["near_zero_fraction"], 1),
+            seeds_phrase(&none.seeds)
+        ),
+        format!(
+            "The best validation metric is at {} ({}); the gap (train − validation metric) goes from {} at λ = 0 to {}.",
+            best.variant,
+            num(best.val_metric, 4),
+            num(none.extra["gap_metric"], 4),
+            num(most.extra["gap_metric"], 4)
+        ),
+        "Losses include the penalty, as Keras reports them.".into(),
+    ]
+}
