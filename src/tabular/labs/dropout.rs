@@ -108,9 +108,11 @@ pub(super) fn run(cx: &mut Context) -> Result<Table> {
         .collect();
     Ok(Table {
         caption: format!(
-            "Dropout after each hidden layer of the overfit lab's too-large network ({}), where there is overfitting \
-             to fix; default data: {MOONS_N} two-moons points with noise {MOONS_NOISE}, and a {SINE_N}-point noisy sine.",
-            LARGE.map(|u| u.to_string()).join("-")
+            "Dropout after each hidden layer of the overfit lab's too-large network ({}), trained {} epochs, where \
+             there is overfitting to fix; default data: {MOONS_N} two-moons points with noise {MOONS_NOISE}, and a \
+             {SINE_N}-point noisy sine.",
+            LARGE.map(|u| u.to_string()).join("-"),
+            cx.cfg.fit.epochs
         ),
         columns: columns.iter().map(|s| s.to_string()).collect(),
         rows,

@@ -100,8 +100,10 @@ pub(super) fn run(cx: &mut Context) -> Result<Table> {
         .collect();
     Ok(Table {
         caption: format!(
-            "A network far too large for the data ({}) against a small one (8), without any regularization.",
-            LARGE.map(|u| u.to_string()).join("-")
+            "A network far too large for the data ({}) against a small one (8), without any regularization, {} \
+             epochs (long enough for the large one to overfit).",
+            LARGE.map(|u| u.to_string()).join("-"),
+            cx.cfg.fit.epochs
         ),
         columns: columns.iter().map(|s| s.to_string()).collect(),
         rows,
