@@ -448,7 +448,9 @@ pub struct FinetuneArgs {
     /// Early stopping: stop after N epochs without improvement (turns early stopping on).
     #[arg(long, value_name = "EPOCHS")]
     pub patience: Option<usize>,
-    /// Metric watched by early stopping, reduce-on-plateau and the best checkpoint.
+    /// Metric that picks best.safetensors (with or without --patience) and that early stopping and
+    /// reduce-on-plateau watch: val_loss, val_accuracy (Keras 2's val_acc), loss, accuracy, val_data_loss,
+    /// data_loss. Without validation data the default becomes loss, with a warning.
     #[arg(long, default_value = "val_loss", value_name = "METRIC")]
     pub monitor: String,
     /// Smallest change that counts as an improvement.

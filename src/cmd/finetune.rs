@@ -32,8 +32,9 @@ fn build_config(a: &FinetuneArgs, preprocess: Preprocess, weights_revision: Opti
     let mut optimizer = OptimConfig::new(a.optimizer, lr);
     optimizer.momentum = a.momentum;
     optimizer.nesterov = a.nesterov;
+    let monitor = catdog::train::monitor::Monitor::parse(&a.monitor, a.es_mode).map_err(usage)?;
     let early_stopping = a.patience.map(|patience| EarlyStoppingConfig {
-        monitor: a.monitor.clone(),
+        monitor: monitor.name.clone(),
         patience,
         min_delta: a.min_delta,
         baseline: a.baseline,
@@ -64,6 +65,7 @@ fn build_config(a: &FinetuneArgs, preprocess: Preprocess, weights_revision: Opti
         l2: a.l2,
         augment: (!aug.is_identity()).then_some(aug),
         val_split: a.val_split,
+        monitor: monitor.name,
         early_stopping,
         reduce_lr: a.reduce_lr_patience.map(|patience| ReduceLrSettings {
             factor: a.reduce_lr_factor,
@@ -94,9 +96,7 @@ const RESUME_MAY_CHANGE: &[&str] = &["resume", "epochs", "patience", "quiet", "t
 fn config_field(flag: &str) -> Option<&'static str> {
     Some(match flag {
         "lr" | "momentum" | "nesterov" | "optimizer" => "optimizer",
-        "monitor" | "min_delta" | "baseline" | "start_from_epoch" | "restore_best_weights" | "es_mode" => {
-            "early_stopping"
-        }
+        "min_delta" | "baseline" | "start_from_epoch" | "restore_best_weights" | "es_mode" => "early_stopping",
         "reduce_lr_patience" | "reduce_lr_factor" | "min_lr" => "reduce_lr",
         "augment" | "rotation" | "width_shift" | "height_shift" | "shear" | "zoom" | "horizontal_flip"
         | "vertical_flip" | "brightness" | "channel_shift" | "fill_mode" | "cval" => "augment",
@@ -131,8 +131,8 @@ fn check_resume_flags(a: &FinetuneArgs, explicit: &[String], saved: &TrainConfig
     if !conflicts.is_empty() {
         bail!(crate::UsageError(format!(
             "--resume continues the run as its config.json describes it, but {} would change it; drop them (only \
-             --epochs, --patience, --device, --threads and --quiet may change on a resume), or start a new run with \
-             another --name",
+             --epochs, --patience, --device, --kernels, --threads and --quiet may change on a resume), or start a new \
+             run with another --name",
             conflicts.join(", ")
         )));
     }
@@ -217,6 +217,7 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
         );
         (cfg, base, folder, resume)
     } else {
+        check_flags_apply(&a, explicit)?;
         if a.mode == TrainMode::Finetune {
             layer_index(&a.unfreeze_from)?;
         }
@@ -253,6 +254,16 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
     cfg.kernels = kernels;
     let run_dir = folder.dir.clone();
     let splits = splits_for(&cfg)?;
+    settle_monitor(&mut cfg, &splits, explicit)?;
+    if cfg.val_split.is_some() && !splits.val_from_split {
+        eprintln!(
+            "warning: --val-split is not used: {} is the validation data",
+            splits
+                .val
+                .as_ref()
+                .map_or("nothing".into(), |v| v.root.display().to_string())
+        );
+    }
     check_run_memory(&cfg, &base, &splits)?;
     catdog::io::write_json(&run_dir.join("config.json"), &cfg)?;
     describe_start(&cfg, &splits, &run_dir);
@@ -291,6 +302,53 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
 }
 
 /// A library error that is about the user's flags becomes a usage error (exit code 2).
+/// Without validation data a `val_*` monitor has nothing to watch: the default one becomes `loss` (with a
+/// warning, and so recorded in config.json); one given with --monitor is a usage error.
+fn settle_monitor(cfg: &mut TrainConfig, splits: &Splits, explicit: &[String]) -> Result<()> {
+    let monitor = cfg.monitor().map_err(usage)?;
+    if splits.val.is_some() || !monitor.needs_validation() {
+        return Ok(());
+    }
+    if explicit.iter().any(|f| f == "monitor") {
+        bail!(crate::UsageError(format!(
+            "--monitor {}: there is no validation data (no DIR/validation or DIR/test, no --val-split); add one or \
+             use --monitor loss",
+            monitor.name
+        )));
+    }
+    eprintln!(
+        "warning: no validation data, so the best checkpoint{} follow the training loss (monitor loss, not {})",
+        if cfg.early_stopping.is_some() {
+            " and early stopping"
+        } else {
+            ""
+        },
+        monitor.name
+    );
+    cfg.monitor = "loss".into();
+    if let Some(es) = cfg.early_stopping.as_mut() {
+        es.monitor = "loss".into();
+    }
+    Ok(())
+}
+
+/// Flags that do nothing in this run: a usage error rather than silently ignored.
+fn check_flags_apply(a: &FinetuneArgs, explicit: &[String]) -> Result<()> {
+    let given = |f: &str| explicit.iter().any(|e| e == f);
+    if a.mode == TrainMode::Extract && given("unfreeze_from") {
+        bail!(crate::UsageError(
+            "--unfreeze-from applies to --mode finetune; feature extraction trains the head only".into()
+        ));
+    }
+    if a.optimizer != catdog::train::optim::OptimizerKind::Sgd && (given("momentum") || given("nesterov")) {
+        bail!(crate::UsageError(format!(
+            "--momentum and --nesterov apply to --optimizer sgd, not {:?}",
+            a.optimizer
+        )));
+    }
+    Ok(())
+}
+
 fn usage(e: catdog::Error) -> anyhow::Error {
     match e {
         catdog::Error::InvalidArgument(m) => crate::UsageError(m).into(),

@@ -98,7 +98,7 @@ pub fn write(t: &Trainer, s: &Splits, o: &Outcome) -> Result<()> {
             Ending::Interrupted => "interrupted (resume with `catdog finetune --resume <this folder>`)".to_string(),
         }
     ));
-    let monitor = cfg.monitor(s.val.is_some());
+    let monitor = cfg.monitor.clone();
     if let Some(b) = o.best_epoch {
         let v = o.history.epochs.get(b - 1).and_then(|r| r.metric(&monitor));
         md.push_str(&format!(

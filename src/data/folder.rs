@@ -290,6 +290,8 @@ pub struct Splits {
     pub test: Option<ImageFolder>,
     /// How the validation part was obtained, for summaries.
     pub val_source: String,
+    /// Whether `val_split` made the validation part (false when a folder gave it, or there is none).
+    pub val_from_split: bool,
 }
 
 /// Finds the parts of a data folder:
@@ -325,8 +327,10 @@ pub fn resolve_splits(dir: &Path, val_split: Option<f64>, seed: u64) -> Result<S
         (ImageFolder::scan(dir)?, None, String::new(), None)
     };
     let mut train = train;
+    let mut val_from_split = false;
     if val.is_none() {
         if let Some(f) = val_split {
+            val_from_split = true;
             let (a, b) = train.split(f, seed)?;
             val_source = format!(
                 "{:.0}% of {} (stratified, seed {seed})",
@@ -358,5 +362,6 @@ pub fn resolve_splits(dir: &Path, val_split: Option<f64>, seed: u64) -> Result<S
         val,
         test,
         val_source,
+        val_from_split,
     })
 }

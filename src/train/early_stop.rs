@@ -146,6 +146,13 @@ impl EarlyStopping {
         Decision { improved, stop: false }
     }
 
+    /// A new `fit` on this callback (Keras resets `wait` in `on_train_begin`): patience counts from zero again.
+    /// The best value and epoch stay, so only a better epoch replaces them.
+    pub fn start_new_fit(&mut self) {
+        self.wait = 0;
+        self.stopped_epoch = None;
+    }
+
     /// The epoch whose weights are restored at the end of training (Keras 3 restores even without an early stop).
     pub fn restore_epoch(&self) -> Option<usize> {
         if self.config.restore_best_weights {

@@ -4,5 +4,6 @@ pub mod cache;
 pub mod early_stop;
 pub mod history;
 pub mod loss;
+pub mod monitor;
 pub mod optim;
 pub mod trainer;

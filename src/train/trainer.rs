@@ -14,6 +14,7 @@ use super::cache::FeatureCache;
 use super::early_stop::{EarlyStopping, EarlyStoppingConfig, Mode};
 use super::history::{EpochRecord, History};
 use super::loss;
+use super::monitor::Monitor;
 use super::optim::{OptimConfig, Optimizer, ReduceLrOnPlateau};
 use crate::data::augment::AugmentConfig;
 use crate::data::decode::Interpolation;
@@ -69,6 +70,10 @@ pub struct TrainConfig {
     pub l2: f64,
     pub augment: Option<AugmentConfig>,
     pub val_split: Option<f64>,
+    /// The metric of the best checkpoint, early stopping and reduce-on-plateau (`--monitor`; `loss` when there
+    /// is no validation data).
+    #[serde(default = "default_monitor")]
+    pub monitor: String,
     pub early_stopping: Option<EarlyStoppingConfig>,
     pub reduce_lr: Option<ReduceLrSettings>,
     pub cache: CacheMode,
@@ -84,6 +89,10 @@ pub struct TrainConfig {
     pub catdog_version: String,
 }
 
+fn default_monitor() -> String {
+    "val_loss".into()
+}
+
 impl TrainConfig {
     /// The first trainable layer (an index into [`LAYERS`]; `LAYERS.len()` for extract).
     pub fn split(&self) -> Result<usize> {
@@ -93,13 +102,11 @@ impl TrainConfig {
         }
     }
 
-    /// The metric that decides the best checkpoint.
-    pub fn monitor(&self, has_val: bool) -> String {
-        match &self.early_stopping {
-            Some(es) => es.monitor.clone(),
-            None if has_val => "val_loss".into(),
-            None => "loss".into(),
-        }
+    /// The metric that decides the best checkpoint, early stopping and reduce-on-plateau, with its direction
+    /// (early stopping's `--es-mode` when it is on, Keras' `auto` otherwise).
+    pub fn monitor(&self) -> Result<Monitor> {
+        let mode = self.early_stopping.as_ref().map_or(Mode::Auto, |es| es.mode);
+        Monitor::parse(&self.monitor, mode)
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -122,7 +129,14 @@ impl TrainConfig {
         }
         self.optimizer.validate()?;
         self.split()?;
+        let monitor = self.monitor()?;
         if let Some(es) = &self.early_stopping {
+            if es.monitor != monitor.name {
+                return Err(Error::invalid(format!(
+                    "early stopping watches {} but the run monitors {}: one --monitor serves both",
+                    es.monitor, monitor.name
+                )));
+            }
             if !super::history::MONITORABLE.contains(&es.monitor.as_str()) {
                 return Err(Error::invalid(format!(
                     "--monitor {}: expected one of {}",
@@ -291,7 +305,7 @@ impl Trainer {
         let es = cfg.early_stopping.clone().map(EarlyStopping::new).transpose()?;
         let rl = match &cfg.reduce_lr {
             Some(r) => Some(ReduceLrOnPlateau::new(
-                &cfg.monitor(val.is_some()),
+                &cfg.monitor()?.name,
                 r.factor,
                 r.patience,
                 r.min_lr,
@@ -335,6 +349,14 @@ impl Trainer {
                 (Some(c), Some(es)) => es.config.patience = c.patience,
                 (Some(c), None) => state.early_stopping = Some(EarlyStopping::new(c.clone())?),
                 _ => {}
+            }
+            // A finished run given more epochs is a new fit, as a second model.fit() in Keras: patience counts
+            // again from here. The best value is kept, so best.safetensors is only replaced by a better epoch.
+            if state.finished && cfg.epochs > state.epoch {
+                state.finished = false;
+                if let Some(es) = state.early_stopping.as_mut() {
+                    es.start_new_fit();
+                }
             }
             history = hist;
             history.epochs.truncate(state.epoch);
@@ -508,9 +530,13 @@ impl Trainer {
         std::fs::create_dir_all(&self.run_dir).map_err(|e| Error::io(&self.run_dir, e))?;
         self.build_caches(opts.quiet, opts.log)?;
         let device = self.model.base.device().clone();
-        let has_val = self.val_cache.is_some();
-        let monitor = self.cfg.monitor(has_val);
-        let monitor_max = Mode::Auto.resolve(&monitor) == Mode::Max;
+        let monitor = self.cfg.monitor()?;
+        if monitor.needs_validation() && self.val_cache.is_none() {
+            return Err(Error::invalid(format!(
+                "--monitor {}: this run has no validation data; add DIR/validation or --val-split, or monitor loss",
+                monitor.name
+            )));
+        }
         let epochs = self.cfg.epochs;
         let mut ending = Ending::Completed;
         while self.state.epoch < epochs {
@@ -588,7 +614,7 @@ impl Trainer {
                 images_per_s: n / self.state.seconds.max(1e-9),
             };
             (opts.log)(&epoch_line(&rec, epochs));
-            let value = rec.metric(&monitor);
+            let value = monitor.value(&rec);
             self.history.epochs.push(rec);
             self.history.write(&self.run_dir)?;
             if let Err(e) =
@@ -597,7 +623,8 @@ impl Trainer {
                 (opts.log)(&format!("warning: curves.png not written: {e}"));
             }
 
-            // Best checkpoint: early stopping's notion of improvement when it is on, else any better value.
+            // Best checkpoint (Keras' ModelCheckpoint with save_best_only on --monitor): early stopping's notion of
+            // improvement when it is on, so that restore_best_weights restores this file, else any better value.
             let mut stop = false;
             let improved = match self.state.early_stopping.as_mut() {
                 Some(es) => {
@@ -605,24 +632,14 @@ impl Trainer {
                     stop = d.stop;
                     d.improved
                 }
-                None => match (value, self.state.best_value) {
-                    (Some(v), None) => !v.is_nan(),
-                    (Some(v), Some(b)) => {
-                        if monitor_max {
-                            v > b
-                        } else {
-                            v < b
-                        }
-                    }
-                    _ => false,
-                },
+                None => value.is_some_and(|v| monitor.better(v, self.state.best_value)),
             };
             if improved {
                 self.state.best_value = value;
                 self.state.best_epoch = Some(epoch);
                 let mut meta = HashMap::new();
                 meta.insert("epoch".into(), (epoch + 1).to_string());
-                meta.insert("monitor".into(), monitor.clone());
+                meta.insert("monitor".into(), monitor.name.clone());
                 if let Some(v) = value {
                     meta.insert("monitor_value".into(), v.to_string());
                 }
@@ -631,7 +648,8 @@ impl Trainer {
             if let Some(rl) = self.state.reduce_lr.as_mut() {
                 if let Some(new_lr) = rl.on_epoch_end(value, self.optimizer.lr()) {
                     (opts.log)(&format!(
-                        "reducing the learning rate to {new_lr:e} ({monitor} has not improved)"
+                        "reducing the learning rate to {new_lr:e} ({} has not improved)",
+                        monitor.name
                     ));
                     self.optimizer.set_lr(new_lr);
                 }
@@ -649,8 +667,9 @@ impl Trainer {
             self.save_last()?;
             if stop {
                 (opts.log)(&format!(
-                    "early stopping after epoch {}: {monitor} has not improved for {} epochs (best: epoch {})",
+                    "early stopping after epoch {}: {} has not improved for {} epochs (best: epoch {})",
                     epoch + 1,
+                    monitor.name,
                     self.state.early_stopping.as_ref().map_or(0, |e| e.config.patience),
                     self.state.best_epoch.map_or(0, |e| e + 1)
                 ));
