@@ -81,7 +81,8 @@ pub struct WeightsFlag {
     #[arg(long, value_enum, value_name = "MODE")]
     pub preprocess: Option<PreprocessMode>,
 
-    /// Seed for `random` weights.
+    /// Seed of everything random: `random` weights, the head's initialisation, --val-split, the epochs' order,
+    /// augmentation draws and dropout masks.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed: u64,
 
@@ -205,20 +206,21 @@ pub struct AugmentFlags {
     /// Turn on the course's set: shear 0.2°, zoom 0.2, horizontal flip (other flags below override it).
     #[arg(long)]
     pub augment: bool,
-    /// Rotation range in degrees: U(−DEG, DEG); positive turns the content counter-clockwise.
+    /// Rotation range in degrees: U(−DEG, DEG); positive turns the content counter-clockwise [default: 0, none].
     #[arg(long, value_name = "DEG", allow_hyphen_values = true)]
     pub rotation: Option<f64>,
-    /// Width (column) shift range: a fraction of the width if < 1, else pixels.
+    /// Width (column) shift range: a fraction of the width if < 1, else pixels [default: 0, none].
     #[arg(long, value_name = "FRACTION|PIXELS", allow_hyphen_values = true)]
     pub width_shift: Option<f64>,
-    /// Height (row) shift range: a fraction of the height if < 1, else pixels.
+    /// Height (row) shift range: a fraction of the height if < 1, else pixels [default: 0, none].
     #[arg(long, value_name = "FRACTION|PIXELS", allow_hyphen_values = true)]
     pub height_shift: Option<f64>,
     /// Shear range in DEGREES, as Keras: U(−DEG, DEG). Keras' shear_range=0.2 is ±0.2°, almost no shear; for a
-    /// visible effect use 5–15.
+    /// visible effect use 5–15 [default: 0, none; --augment: 0.2].
     #[arg(long, value_name = "DEG", allow_hyphen_values = true)]
     pub shear: Option<f64>,
-    /// Zoom range: Z for [1−Z, 1+Z], or LO,HI; zx and zy are drawn independently; > 1 zooms out.
+    /// Zoom range: Z for [1−Z, 1+Z], or LO,HI; zx and zy are drawn independently; > 1 zooms out [default: 0,
+    /// none; --augment: 0.2].
     #[arg(long, value_name = "Z|LO,HI", allow_hyphen_values = true)]
     pub zoom: Option<String>,
     /// Flip left-right with probability 0.5.
@@ -227,10 +229,10 @@ pub struct AugmentFlags {
     /// Flip upside down with probability 0.5.
     #[arg(long)]
     pub vertical_flip: bool,
-    /// Brightness factor range LO,HI (1 = unchanged).
+    /// Brightness factor range LO,HI (1 = unchanged) [default: none].
     #[arg(long, value_name = "LO,HI")]
     pub brightness: Option<String>,
-    /// Channel shift range, added to all channels, on the 0–255 scale.
+    /// Channel shift range, added to all channels, on the 0–255 scale [default: 0, none].
     #[arg(long, value_name = "VALUE", allow_hyphen_values = true)]
     pub channel_shift: Option<f64>,
     /// How points outside the image are filled.
@@ -351,7 +353,7 @@ pub struct ApplyArgs {
     /// Flip upside down (after the warp).
     #[arg(long)]
     pub vflip: bool,
-    /// Brightness factor (1 = unchanged).
+    /// Brightness factor (1 = unchanged) [default: 1].
     #[arg(long, value_name = "FACTOR")]
     pub brightness: Option<f64>,
     /// How points outside the image are filled.
@@ -406,7 +408,7 @@ pub struct FinetuneArgs {
     pub w: WeightsFlag,
     #[command(flatten)]
     pub img: ImageFlags,
-    /// Epochs to train (with --resume: the new total).
+    /// Epochs to train (with --resume: the new total) [default: 30].
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
     /// Images per step.
@@ -442,10 +444,10 @@ pub struct FinetuneArgs {
     #[command(flatten)]
     pub aug: AugmentFlags,
     /// Hold out this fraction of the training images for validation (stratified, seeded) when there is no
-    /// validation folder.
+    /// validation folder [default: none: DIR/validation, else DIR/test, else no validation].
     #[arg(long, value_name = "FRACTION")]
     pub val_split: Option<f64>,
-    /// Early stopping: stop after N epochs without improvement (turns early stopping on).
+    /// Early stopping: stop after N epochs without improvement (turns early stopping on) [default: off].
     #[arg(long, value_name = "EPOCHS")]
     pub patience: Option<usize>,
     /// Metric that picks best.safetensors (with or without --patience) and that early stopping and
@@ -456,7 +458,7 @@ pub struct FinetuneArgs {
     /// Smallest change that counts as an improvement.
     #[arg(long, default_value_t = 0.0, value_name = "DELTA")]
     pub min_delta: f64,
-    /// Value the monitored metric must beat before patience resets.
+    /// Value the monitored metric must beat before patience resets [default: none].
     #[arg(long, value_name = "VALUE", allow_hyphen_values = true)]
     pub baseline: Option<f64>,
     /// Epochs (from 0) not watched by early stopping.
@@ -468,7 +470,7 @@ pub struct FinetuneArgs {
     /// Direction of improvement of the monitored metric.
     #[arg(long, value_enum, default_value_t = catdog::train::early_stop::Mode::Auto)]
     pub es_mode: catdog::train::early_stop::Mode,
-    /// Reduce the learning rate after N epochs without improvement (turns reduce-on-plateau on).
+    /// Reduce the learning rate after N epochs without improvement (turns reduce-on-plateau on) [default: off].
     #[arg(long, value_name = "EPOCHS")]
     pub reduce_lr_patience: Option<usize>,
     /// Factor applied to the learning rate on a plateau.
@@ -523,7 +525,7 @@ pub struct EvaluateArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Also write a PNG grid of misclassified images.
+    /// Also write a PNG grid of misclassified images, highest loss first [default: none].
     #[arg(long, value_name = "FILE")]
     pub misclassified: Option<PathBuf>,
 }
@@ -602,7 +604,7 @@ pub struct LabArgs {
     /// The label column of --csv.
     #[arg(long, value_name = "COLUMN")]
     pub target: Option<String>,
-    /// Columns of --csv to leave out (comma-separated).
+    /// Columns of --csv to leave out (comma-separated) [default: none].
     #[arg(long, value_name = "COL,…", value_delimiter = ',')]
     pub drop: Vec<String>,
     /// Force classification or regression [default: from the target column].

@@ -2,6 +2,15 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// `n` and the word, plural when `n` is not 1: "1 epoch", "3 epochs".
+pub fn count(n: usize, one: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
 /// A bar over `len` items with a message, hidden when `quiet`.
 pub fn bar(len: u64, msg: &str, quiet: bool) -> ProgressBar {
     if quiet {

@@ -8,6 +8,21 @@ use catdog::model::classifier::Classifier;
 
 use crate::cli::{EvaluateArgs, PredictArgs};
 
+/// One line of `predict --json`, keys in the README's order (a struct keeps it; a JSON map would sort them).
+#[derive(serde::Serialize)]
+struct PredictionLine<'a> {
+    path: &'a Path,
+    label: &'a str,
+    probabilities: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A file `predict --json` could not read.
+#[derive(serde::Serialize)]
+struct FailedLine<'a> {
+    path: &'a Path,
+    error: &'a str,
+}
+
 /// Loads a checkpoint onto `--device`, set to run with `--kernels`.
 fn open_checkpoint(path: &Path, device: &str, kernels: Option<Kernels>) -> Result<Classifier> {
     let device = catdog::device::parse_device(device)?;
@@ -102,10 +117,12 @@ pub fn predict(a: PredictArgs, quiet: bool) -> Result<i32> {
                         .iter()
                         .map(|(c, v)| (c.clone(), serde_json::json!(v)))
                         .collect();
-                    println!(
-                        "{}",
-                        serde_json::json!({"path": p.path, "label": p.label, "probabilities": probs})
-                    );
+                    let line = PredictionLine {
+                        path: &p.path,
+                        label: &p.label,
+                        probabilities: probs,
+                    };
+                    println!("{}", serde_json::to_string(&line)?);
                 } else {
                     let probs = p
                         .probabilities
@@ -119,7 +136,13 @@ pub fn predict(a: PredictArgs, quiet: bool) -> Result<i32> {
             Err((path, reason)) => {
                 failures += 1;
                 if a.json {
-                    println!("{}", serde_json::json!({"path": path, "error": reason}));
+                    println!(
+                        "{}",
+                        serde_json::to_string(&FailedLine {
+                            path: &path,
+                            error: &reason
+                        })?
+                    );
                 } else {
                     eprintln!("skipped {}: {reason}", path.display());
                 }

@@ -51,6 +51,7 @@ fn build_config(a: &FinetuneArgs, preprocess: Preprocess, weights_revision: Opti
         unfreeze_from: a.unfreeze_from.clone(),
         weights: a.w.weights.clone(),
         weights_revision,
+        weights_path: None,
         preprocess,
         size: a.img.size,
         interpolation: a.img.interpolation,
@@ -198,9 +199,9 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
         let state = &resume.as_ref().expect("resume state").state;
         if state.epoch >= cfg.epochs && state.batches_done == 0 {
             eprintln!(
-                "{}: all {} epochs are done; pass --epochs N (a larger total) to train further",
+                "{}: all {} done; pass --epochs N (a larger total) to train further",
                 dir.display(),
-                cfg.epochs
+                catdog::progress::count(cfg.epochs, "epoch")
             );
             return Ok(0);
         }
@@ -244,7 +245,7 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
         let mut cfg = build_config(&a, loaded.preprocess, loaded.revision.clone())?;
         if let Some(p) = &loaded.path {
             if a.w.weights.contains('/') && !Path::new(&a.w.weights).exists() {
-                cfg.weights = format!("{} ({})", a.w.weights, p.display());
+                cfg.weights_path = Some(p.clone());
             }
         }
         (cfg, loaded.model, folder, None)
@@ -342,8 +343,8 @@ fn check_flags_apply(a: &FinetuneArgs, explicit: &[String]) -> Result<()> {
     }
     if a.optimizer != catdog::train::optim::OptimizerKind::Sgd && (given("momentum") || given("nesterov")) {
         bail!(crate::UsageError(format!(
-            "--momentum and --nesterov apply to --optimizer sgd, not {:?}",
-            a.optimizer
+            "--momentum and --nesterov apply to --optimizer sgd, not {}",
+            a.optimizer.display_name()
         )));
     }
     Ok(())
@@ -414,16 +415,16 @@ fn describe_start(cfg: &TrainConfig, s: &Splits, run_dir: &Path) {
         rayon::current_num_threads()
     );
     eprintln!(
-        "mode {:?}{}, {} epochs, batch {}, {:?} lr {:e}, {}",
-        cfg.mode,
+        "mode {}{}, {}, batch {}, {} lr {:e}, {}",
+        cfg.mode.flag_name(),
         if cfg.mode == TrainMode::Finetune {
             format!(" from {}", cfg.unfreeze_from)
         } else {
             String::new()
         },
-        cfg.epochs,
+        catdog::progress::count(cfg.epochs, "epoch"),
         cfg.batch_size,
-        cfg.optimizer.kind,
+        cfg.optimizer.kind.display_name(),
         cfg.optimizer.lr,
         cfg.augment
             .map_or("no augmentation".to_string(), |a| catdog::data::preview::describe(&a))

@@ -85,8 +85,11 @@ pub fn write(t: &Trainer, s: &Splits, o: &Outcome) -> Result<()> {
             .map_or("none".to_string(), |a| catdog::data::preview::describe(&a))
     ));
     md.push_str(&format!(
-        "- optimizer: {:?}, lr {:e}, batch {}, seed {}\n",
-        cfg.optimizer.kind, cfg.optimizer.lr, cfg.batch_size, cfg.seed
+        "- optimizer: {}, lr {:e}, batch {}, seed {}\n",
+        cfg.optimizer.kind.display_name(),
+        cfg.optimizer.lr,
+        cfg.batch_size,
+        cfg.seed
     ));
     let ran = o.history.epochs.len();
     md.push_str(&format!(
@@ -121,9 +124,10 @@ pub fn write(t: &Trainer, s: &Splits, o: &Outcome) -> Result<()> {
             let without = (n_train + n_val) * ran;
             md.push_str(&format!(
                 "- frozen-prefix cache: on. The frozen part (up to {prefix_end}) ran once per image — {} passes instead of {without} \
-                 over {ran} epochs; building the caches took {cache_s:.1} s, so about {:.0} s of frozen-part compute were saved. \
+                 over {}; building the caches took {cache_s:.1} s, so about {:.0} s of frozen-part compute were saved. \
                  Cached output {:?} per image, {:.1} MiB{}.\n",
                 n_train + n_val,
+                catdog::progress::count(ran, "epoch"),
                 cache_s * (ran.saturating_sub(1)) as f64,
                 c.shape,
                 c.bytes() as f64 / 1048576.0,

@@ -33,6 +33,16 @@ pub enum TrainMode {
     Finetune,
 }
 
+impl TrainMode {
+    /// The name as the flag spells it (`extract`, `finetune`).
+    pub fn flag_name(self) -> &'static str {
+        match self {
+            TrainMode::Extract => "extract",
+            TrainMode::Finetune => "finetune",
+        }
+    }
+}
+
 /// What a checkpoint says about its model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {

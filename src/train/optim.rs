@@ -21,6 +21,17 @@ pub enum OptimizerKind {
     Sgd,
 }
 
+impl OptimizerKind {
+    /// The name as Keras and the course write it.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            OptimizerKind::Rmsprop => "RMSprop",
+            OptimizerKind::Adam => "Adam",
+            OptimizerKind::Sgd => "SGD",
+        }
+    }
+}
+
 /// Optimizer settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptimConfig {

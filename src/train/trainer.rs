@@ -56,6 +56,9 @@ pub struct TrainConfig {
     pub unfreeze_from: String,
     pub weights: String,
     pub weights_revision: Option<String>,
+    /// Where a hub model's file was found (the Hugging Face cache); `weights` keeps the id as given.
+    #[serde(default)]
+    pub weights_path: Option<PathBuf>,
     pub preprocess: Preprocess,
     pub size: u32,
     pub interpolation: Interpolation,
@@ -667,10 +670,13 @@ impl Trainer {
             self.save_last()?;
             if stop {
                 (opts.log)(&format!(
-                    "early stopping after epoch {}: {} has not improved for {} epochs (best: epoch {})",
+                    "early stopping after epoch {}: {} has not improved for {} (best: epoch {})",
                     epoch + 1,
                     monitor.name,
-                    self.state.early_stopping.as_ref().map_or(0, |e| e.config.patience),
+                    crate::progress::count(
+                        self.state.early_stopping.as_ref().map_or(0, |e| e.config.patience),
+                        "epoch"
+                    ),
                     self.state.best_epoch.map_or(0, |e| e + 1)
                 ));
                 ending = Ending::EarlyStopped(epoch + 1);
