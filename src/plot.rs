@@ -481,14 +481,32 @@ pub fn line_chart_on(
 }
 
 /// The course's two plots side by side: training and validation loss, training and validation accuracy.
-pub fn curves(h: &crate::train::history::History) -> Result<RgbImage> {
+/// `best`: the 1-based epoch of `best.safetensors` (or the restored one), marked on both panels by a dashed
+/// vertical line.
+pub fn curves(h: &crate::train::history::History, best: Option<usize>) -> Result<RgbImage> {
     let blue = RGBColor(31, 90, 200);
     let orange = RGBColor(230, 120, 20);
+    let grey = RGBColor(90, 90, 90);
     let ep = |f: &dyn Fn(&crate::train::history::EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
         h.epochs
             .iter()
             .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
             .collect()
+    };
+    let best_name = best.map(|b| format!("best epoch {b}")).unwrap_or_default();
+    // A vertical line at the best epoch over the range of the panel's other series.
+    let marker = |series: &[&Vec<(f64, f64)>]| -> Vec<(f64, f64)> {
+        let Some(b) = best else { return Vec::new() };
+        let (lo, hi) = series
+            .iter()
+            .flat_map(|s| s.iter().map(|p| p.1))
+            .filter(|v| v.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, c), v| (a.min(v), c.max(v)));
+        if lo.is_finite() {
+            vec![(b as f64, lo), (b as f64, hi)]
+        } else {
+            Vec::new()
+        }
     };
     draw(1100, 420, |root| {
         let (left, right) = root.split_horizontally(550);
@@ -498,25 +516,33 @@ pub fn curves(h: &crate::train::history::History) -> Result<RgbImage> {
             color,
             stroke: if dots { Stroke::Dots } else { Stroke::Line },
         };
-        line_chart(
-            &left,
-            "Training and validation loss",
-            "epoch",
-            "loss",
-            &[
-                s("training loss", ep(&|e| Some(e.loss)), blue, true),
-                s("validation loss", ep(&|e| e.val_loss), orange, false),
-            ],
-        )?;
+        let (loss, val_loss) = (ep(&|e| Some(e.loss)), ep(&|e| e.val_loss));
+        let mut left_series = vec![
+            s("training loss", loss.clone(), blue, true),
+            s("validation loss", val_loss.clone(), orange, false),
+        ];
+        let (acc, val_acc) = (ep(&|e| Some(e.accuracy)), ep(&|e| e.val_accuracy));
+        let mut right_series = vec![
+            s("training accuracy", acc.clone(), blue, true),
+            s("validation accuracy", val_acc.clone(), orange, false),
+        ];
+        if best.is_some() {
+            let dashed = |points| Series {
+                name: &best_name,
+                points,
+                color: grey,
+                stroke: Stroke::Dashed,
+            };
+            left_series.push(dashed(marker(&[&loss, &val_loss])));
+            right_series.push(dashed(marker(&[&acc, &val_acc])));
+        }
+        line_chart(&left, "Training and validation loss", "epoch", "loss", &left_series)?;
         line_chart(
             &right,
             "Training and validation accuracy",
             "epoch",
             "accuracy",
-            &[
-                s("training accuracy", ep(&|e| Some(e.accuracy)), blue, true),
-                s("validation accuracy", ep(&|e| e.val_accuracy), orange, false),
-            ],
+            &right_series,
         )
     })
 }
@@ -732,4 +758,35 @@ pub fn scatter_with_line(
         .draw()
         .map_err(plot_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::history::{EpochRecord, History};
+
+    #[test]
+    fn curves_mark_the_best_epoch() {
+        let rec = |epoch: usize, val: f64| EpochRecord {
+            epoch,
+            loss: 1.0 / epoch as f64,
+            data_loss: 1.0 / epoch as f64,
+            penalty: 0.0,
+            accuracy: 0.5 + 0.1 * epoch as f64,
+            val_loss: Some(val),
+            val_data_loss: Some(val),
+            val_accuracy: Some(0.6),
+            lr: 1e-3,
+            seconds: 1.0,
+            images_per_s: 1.0,
+        };
+        let h = History {
+            epochs: vec![rec(1, 0.9), rec(2, 0.5), rec(3, 0.7), rec(4, 0.8)],
+        };
+        let plain = curves(&h, None).unwrap();
+        let marked = curves(&h, Some(2)).unwrap();
+        let differing = plain.pixels().zip(marked.pixels()).filter(|(a, b)| a != b).count();
+        // A dashed line over both panels plus its legend entries: hundreds of pixels, not a stray one.
+        assert!(differing > 200, "only {differing} pixels differ");
+    }
 }

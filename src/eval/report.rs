@@ -157,19 +157,40 @@ pub fn predict(
 }
 
 /// A grid of misclassified images with their true and predicted class and probability.
-pub fn misclassified_grid(model: &Classifier, preds: &[Prediction], max: usize) -> Result<Option<image::RgbImage>> {
-    let wrong: Vec<&Prediction> = preds
+/// The misclassified predictions with their loss (−ln of the true class's probability), highest loss first, at
+/// most `max` (fastai's `plot_top_losses` order).
+pub fn top_losses<'a>(classes: &[String], preds: &'a [Prediction], max: usize) -> Vec<(&'a Prediction, f64)> {
+    let mut wrong: Vec<(&Prediction, f64)> = preds
         .iter()
-        .filter(|p| p.truth.is_some_and(|t| model.meta.classes[t] != p.label))
-        .take(max)
+        .filter_map(|p| {
+            let truth = classes.get(p.truth?)?;
+            if *truth == p.label {
+                return None;
+            }
+            let p_true = p
+                .probabilities
+                .iter()
+                .find(|(c, _)| c == truth)
+                .map_or(0.0, |(_, v)| *v);
+            Some((p, -(p_true.max(1e-12)).ln()))
+        })
         .collect();
+    wrong.sort_by(|a, b| b.1.total_cmp(&a.1));
+    wrong.truncate(max);
+    wrong
+}
+
+/// A grid of the misclassified images, highest loss first, each with its true and predicted class, the
+/// predicted probability and the loss.
+pub fn misclassified_grid(model: &Classifier, preds: &[Prediction], max: usize) -> Result<Option<image::RgbImage>> {
+    let wrong = top_losses(&model.meta.classes, preds, max);
     if wrong.is_empty() {
         return Ok(None);
     }
     let size = model.meta.size.min(160);
     let cells: Vec<crate::plot::Cell> = wrong
         .iter()
-        .filter_map(|p| {
+        .filter_map(|(p, loss)| {
             let img = crate::data::loader::load_for_display(&p.path, size, model.meta.interpolation).ok()?;
             let prob = p
                 .probabilities
@@ -180,7 +201,7 @@ pub fn misclassified_grid(model: &Classifier, preds: &[Prediction], max: usize) 
                 image: img,
                 caption: vec![
                     format!("true {}", model.meta.classes[p.truth.unwrap_or(0)]),
-                    format!("pred {} ({prob:.2})", p.label),
+                    format!("pred {} ({prob:.2}), loss {loss:.2}", p.label),
                     p.path
                         .file_name()
                         .map(|f| f.to_string_lossy().into_owned())
@@ -208,4 +229,35 @@ pub fn misclassified_grid(model: &Classifier, preds: &[Prediction], max: usize) 
             rows.iter().map(|r| r.len()).sum::<usize>()
         )),
     )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pred(name: &str, truth: usize, p_dog: f64) -> Prediction {
+        Prediction {
+            path: PathBuf::from(name),
+            label: if p_dog > 0.5 { "dogs" } else { "cats" }.into(),
+            probabilities: vec![("cats".into(), 1.0 - p_dog), ("dogs".into(), p_dog)],
+            truth: Some(truth),
+        }
+    }
+
+    #[test]
+    fn misclassified_images_come_highest_loss_first() {
+        let classes = vec!["cats".to_string(), "dogs".to_string()];
+        // a: right; b: a cat at 0.6 dog (loss −ln 0.4); c: a dog at 0.05 dog (loss −ln 0.05); d: a cat at 0.9 dog.
+        let preds = [
+            pred("a", 0, 0.1),
+            pred("b", 0, 0.6),
+            pred("c", 1, 0.05),
+            pred("d", 0, 0.9),
+        ];
+        let top = top_losses(&classes, &preds, 10);
+        let names: Vec<&str> = top.iter().map(|(p, _)| p.path.to_str().unwrap()).collect();
+        assert_eq!(names, ["c", "d", "b"]);
+        assert!((top[0].1 - -(0.05f64.ln())).abs() < 1e-12);
+        assert_eq!(top_losses(&classes, &preds, 2).len(), 2);
+    }
 }

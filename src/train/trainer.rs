@@ -620,11 +620,6 @@ impl Trainer {
             let value = monitor.value(&rec);
             self.history.epochs.push(rec);
             self.history.write(&self.run_dir)?;
-            if let Err(e) =
-                crate::plot::save_png(&self.run_dir.join("curves.png"), &crate::plot::curves(&self.history)?)
-            {
-                (opts.log)(&format!("warning: curves.png not written: {e}"));
-            }
 
             // Best checkpoint (Keras' ModelCheckpoint with save_best_only on --monitor): early stopping's notion of
             // improvement when it is on, so that restore_best_weights restores this file, else any better value.
@@ -648,6 +643,7 @@ impl Trainer {
                 }
                 self.model.save(&self.run_dir.join("best.safetensors"), vec![], meta)?;
             }
+            self.write_curves(opts.log);
             if let Some(rl) = self.state.reduce_lr.as_mut() {
                 if let Some(new_lr) = rl.on_epoch_end(value, self.optimizer.lr()) {
                     (opts.log)(&format!(
@@ -702,6 +698,15 @@ impl Trainer {
             run_dir: self.run_dir.clone(),
             bad_files: self.bad_files(),
         })
+    }
+
+    /// Redraws curves.png with the best epoch marked; a failure is a warning (the run goes on).
+    fn write_curves(&self, log: &mut dyn FnMut(&str)) {
+        let best = self.state.best_epoch.map(|e| e + 1);
+        let img = crate::plot::curves(&self.history, best);
+        if let Err(e) = img.and_then(|img| crate::plot::save_png(&self.run_dir.join("curves.png"), &img)) {
+            log(&format!("warning: curves.png not written: {e}"));
+        }
     }
 
     fn account(
