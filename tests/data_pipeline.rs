@@ -235,19 +235,29 @@ fn the_image_cache_serves_later_epochs_within_its_budget() {
     let tmp = tempfile::tempdir().unwrap();
     make_dataset(tmp.path(), 4, 6);
     let f = ImageFolder::scan(tmp.path()).unwrap();
+    let files: Vec<std::path::PathBuf> = f.samples.iter().map(|s| s.path.clone()).collect();
     let mut cfg = LoaderConfig::new(3, 20, Preprocess::imagenet());
     cfg.cache_bytes = 5 * 20 * 20 * 3;
     let loader = Loader::new(f.samples, cfg).unwrap();
-    let first: Vec<_> = loader
-        .epoch(0)
-        .map(|b| b.unwrap().images.flatten_all().unwrap().to_vec1::<f32>().unwrap())
-        .collect();
+    let per_image = |epoch: usize| -> Vec<Vec<f32>> {
+        loader
+            .epoch(epoch)
+            .flat_map(|b| {
+                let v = b.unwrap().images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                v.chunks(3 * 20 * 20).map(|c| c.to_vec()).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let first = per_image(0);
     assert_eq!(loader.cached_bytes(), 5 * 1200);
-    let second: Vec<_> = loader
-        .epoch(1)
-        .map(|b| b.unwrap().images.flatten_all().unwrap().to_vec1::<f32>().unwrap())
-        .collect();
-    assert_eq!(first, second);
+    // Every file changes on disk after the first epoch: only the images served from the cache keep their pixels.
+    for path in &files {
+        write_image(path, 30, 30, [10, 200, 10]);
+    }
+    let second = per_image(1);
+    assert_eq!(first.len(), second.len());
+    let same = first.iter().zip(&second).filter(|(a, b)| a == b).count();
+    assert_eq!(same, 5, "5 images fit the cache budget; {same} came back unchanged");
 }
 
 #[test]

@@ -255,3 +255,43 @@ fn out_gives_every_lab_its_own_sub_folder_so_none_overwrites_another() {
     }
     assert!(!dir.path().join("table.md").exists());
 }
+
+#[test]
+fn layer_norm_uses_the_epsilon_of_the_chosen_defaults() {
+    use candle_core::{Device, Tensor};
+    use catdog::tabular::mlp::{Mlp, MlpConfig};
+    // Inputs small enough that ε matters: the pre-activation's variance is near ε.
+    let x = Tensor::from_vec(vec![0.01f32, -0.02, 0.015, 0.03, -0.01, 0.005], (2, 3), &Device::Cpu).unwrap();
+    let variance_ratio = |defaults: NormDefaults| -> f64 {
+        let mlp = MlpConfig {
+            inputs: 3,
+            layers: vec![16],
+            outputs: 1,
+            activation: Activation::Relu,
+            dropout: 0.0,
+            norm: Norm::Layer,
+            norm_defaults: defaults,
+            init: Init::Glorot,
+        };
+        let m = Mlp::new(mlp, 0, &Device::Cpu).unwrap();
+        let vars: std::collections::HashMap<String, candle_core::Var> = m.vars().into_iter().collect();
+        let z = x
+            .matmul(&vars["dense0.weight"].as_tensor().t().unwrap())
+            .unwrap()
+            .broadcast_add(vars["dense0.bias"].as_tensor())
+            .unwrap();
+        let var_of = |t: &Tensor| -> f64 {
+            let v: Vec<f32> = t.get(0).unwrap().to_vec1().unwrap();
+            let mean = v.iter().map(|a| *a as f64).sum::<f64>() / v.len() as f64;
+            v.iter().map(|a| (*a as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64
+        };
+        let normalized = &m.forward(&x, None).unwrap().pre[0];
+        // Layer norm with γ = 1, β = 0: var(ẑ) = var(z) / (var(z) + ε), so ε = var(z)·(1/ratio − 1).
+        let (vz, vn) = (var_of(&z), var_of(normalized));
+        vz * (1.0 / vn - 1.0)
+    };
+    let keras = variance_ratio(NormDefaults::Keras);
+    let torch = variance_ratio(NormDefaults::Torch);
+    assert!((keras - 1e-3).abs() < 1e-4, "Keras ε: {keras}");
+    assert!((torch - 1e-5).abs() < 2e-6, "PyTorch ε: {torch}");
+}

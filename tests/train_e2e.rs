@@ -373,3 +373,106 @@ fn missing_data_and_an_existing_run_are_clear_errors() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_global_average_pooling_head_learns_and_its_checkpoint_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    course_layout(&data);
+    let runs = tmp.path().join("runs");
+    let o = finetune(
+        &data,
+        &runs,
+        "gap",
+        &["--head", "gap", "--epochs", "10", "--lr", "1e-2"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = runs.join("gap");
+    let h = history(&run);
+    let best_val = h.epochs.iter().filter_map(|e| e.val_accuracy).fold(0.0, f64::max);
+    assert!(best_val >= 0.8, "validation accuracy only {best_val}: {:?}", h.epochs);
+    let (m, _, _) = Classifier::load(&run.join("best.safetensors"), &Device::Cpu).unwrap();
+    // GAP averages each channel: the head's first layer takes 16 inputs (block5's width), not 16·1·1 flattened
+    // positions of a larger map.
+    assert_eq!(m.meta.head.in_features(), 16);
+    assert_eq!(format!("{:?}", m.meta.head.kind), "Gap");
+}
+
+#[test]
+fn three_classes_train_with_a_softmax_and_predict_three_probabilities() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    course_layout(&data);
+    // A third class, green and unstriped, in both parts.
+    for (part, n) in [("train", 30), ("test", 10)] {
+        for i in 0..n {
+            let shade = (i * 5) as u8;
+            common::write_image(
+                &data.join(part).join("frogs").join(format!("f{i}.png")),
+                44,
+                40,
+                [30, 180 + shade / 2, 40],
+            );
+        }
+    }
+    let runs = tmp.path().join("runs");
+    let o = finetune(&data, &runs, "three", &["--epochs", "10", "--lr", "5e-3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = runs.join("three");
+    let h = history(&run);
+    let best_val = h.epochs.iter().filter_map(|e| e.val_accuracy).fold(0.0, f64::max);
+    assert!(
+        best_val > 0.75,
+        "validation accuracy only {best_val} (chance is 1/3): {:?}",
+        h.epochs
+    );
+    let (m, _, _) = Classifier::load(&run.join("best.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(m.meta.classes, ["cats", "dogs", "frogs"]);
+    assert_eq!(m.meta.head.n_out, 3);
+    let frog = data.join("test/frogs/f0.png");
+    let o = catdog(
+        &[
+            "predict",
+            "--checkpoint",
+            run.join("best.safetensors").to_str().unwrap(),
+            "--json",
+            frog.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let probs = j["probabilities"].as_object().unwrap();
+    assert_eq!(probs.len(), 3);
+    let sum: f64 = probs.values().map(|p| p.as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-5, "softmax probabilities sum to {sum}");
+}
+
+#[test]
+fn reduce_lr_on_plateau_lowers_the_image_trainers_learning_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    course_layout(&data);
+    let runs = tmp.path().join("runs");
+    // A learning rate so small that the validation loss cannot improve by reduce-LR's min_delta (1e-4): every
+    // epoch after the first is a plateau.
+    let flags = [
+        "--epochs",
+        "4",
+        "--lr",
+        "1e-9",
+        "--reduce-lr-patience",
+        "1",
+        "--reduce-lr-factor",
+        "0.5",
+    ];
+    let o = finetune(&data, &runs, "plateau", &flags);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lrs: Vec<f64> = history(&runs.join("plateau")).epochs.iter().map(|e| e.lr).collect();
+    assert_eq!(lrs.len(), 4);
+    assert!((lrs[0] - 1e-9).abs() < 1e-18, "{lrs:?}");
+    assert!(
+        lrs.windows(2).skip(1).all(|w| w[1] < w[0]),
+        "the rate should halve on each plateau: {lrs:?}"
+    );
+    assert!(stderr(&o).contains("reducing the learning rate"), "{}", stderr(&o));
+}
