@@ -8,7 +8,7 @@
 
 pub mod conv;
 pub mod pool;
-mod raw;
+pub mod raw;
 pub mod winograd;
 
 use candle_core::Device;

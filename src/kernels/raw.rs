@@ -53,3 +53,66 @@ pub(super) unsafe fn sgemm(
         );
     }
 }
+
+/// `c (m×n) = a (m×k) · b (k×n)`, all row-major and contiguous, on `threads` threads (for benchmarks and tests:
+/// the checked way into [`sgemm`]).
+///
+/// Panics when a buffer's length does not fit its shape.
+pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize), threads: usize) {
+    assert_eq!(a.len(), m * k, "matmul: a is not {m}×{k}");
+    assert_eq!(b.len(), k * n, "matmul: b is not {k}×{n}");
+    assert_eq!(c.len(), m * n, "matmul: c is not {m}×{n}");
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the lengths were checked above, so every element the row strides (k, n, n) and unit column strides
+    // address lies inside a, b and c; c is a distinct &mut, so it overlaps neither input.
+    unsafe {
+        sgemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            par,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_equals_the_schoolbook_product_and_refuses_wrong_lengths() {
+        let (m, k, n) = (3, 4, 5);
+        let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 2.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| 1.0 - i as f32 * 0.25).collect();
+        let mut c = vec![0f32; m * n];
+        matmul(&a, &b, &mut c, (m, k, n), 2);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|t| a[i * k + t] * b[t * n + j]).sum();
+                assert!(
+                    (c[i * n + j] - want).abs() < 1e-4,
+                    "({i}, {j}): {} vs {want}",
+                    c[i * n + j]
+                );
+            }
+        }
+        let short = std::panic::catch_unwind(|| {
+            let mut c = vec![0f32; m * n - 1];
+            matmul(&a, &b, &mut c, (m, k, n), 1);
+        });
+        assert!(short.is_err());
+    }
+}
