@@ -414,9 +414,10 @@ pub fn train_step(
 /// The labs' speed reference: an 11-64-32-1 MLP with dropout 0.2 and L2 1e-4, Adam, batch 32, 20 epochs on
 /// 10,000 × 11 rows (y = [x₀ + x₁·x₂ > 0]); returns the seconds of the whole fit.
 pub fn mlp(epochs: usize) -> Result<f64> {
+    use crate::nn::{Activation, Init, Norm, NormDefaults};
     use crate::tabular::dataset::{Table, Task};
     use crate::tabular::fit::{fit, FitConfig, Tensors};
-    use crate::tabular::mlp::{Activation, Init, Mlp, MlpConfig, Norm, NormDefaults};
+    use crate::tabular::mlp::{Mlp, MlpConfig};
     use crate::train::optim::{OptimConfig, OptimizerKind};
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};

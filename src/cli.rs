@@ -647,8 +647,8 @@ pub struct LabArgs {
     #[arg(long)]
     pub layernorm: bool,
     /// Normalization defaults: keras (momentum 0.99, ε 1e-3) or torch (momentum 0.1, ε 1e-5).
-    #[arg(long, value_enum, default_value_t = catdog::tabular::mlp::NormDefaults::Keras)]
-    pub norm_defaults: catdog::tabular::mlp::NormDefaults,
+    #[arg(long, value_enum, default_value_t = catdog::nn::NormDefaults::Keras)]
+    pub norm_defaults: catdog::nn::NormDefaults,
     /// Kernel initialisation: zeros, normal:σ, glorot, he, lecun.
     #[arg(long, default_value = "glorot", value_name = "INIT")]
     pub init: String,

@@ -6,6 +6,7 @@ pub mod device;
 pub mod error;
 pub mod kernels;
 pub mod model;
+pub mod nn;
 
 pub use error::{Error, Result};
 pub mod alloc;

@@ -1,9 +1,9 @@
 //! The effects the course claims, pinned on seeded runs of the labs (with generous margins).
 
+use catdog::nn::{Activation, Init, Norm, NormDefaults};
 use catdog::tabular::dataset::Scaling;
 use catdog::tabular::fit::{FitConfig, Regularize};
 use catdog::tabular::labs::{run_lab, LabConfig, LabName, LabResult};
-use catdog::tabular::mlp::{Activation, Init, Norm, NormDefaults};
 use catdog::train::optim::{OptimConfig, OptimizerKind};
 
 fn cfg(epochs: usize) -> LabConfig {

@@ -1,6 +1,6 @@
 use anyhow::Result;
+use catdog::nn::{Activation, Init, Norm};
 use catdog::tabular::labs::{self, DataSource, LabConfig, LabName};
-use catdog::tabular::mlp::{Activation, Init, Norm};
 use catdog::train::optim::OptimConfig;
 
 use crate::cli::LabArgs;

@@ -7,10 +7,11 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var, D};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::nn::{dropout_mask, Dense, Init};
 
 /// How the conv features become a vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -71,30 +72,6 @@ impl HeadConfig {
     }
 }
 
-/// Dense layer parameters `(weight [out, in], bias [out])`.
-#[derive(Debug, Clone)]
-pub struct Dense {
-    pub weight: Var,
-    pub bias: Var,
-}
-
-impl Dense {
-    /// Glorot-uniform kernel (Keras' Dense default), zero bias.
-    fn glorot(inp: usize, out: usize, rng: &mut rand::rngs::StdRng, device: &Device) -> Result<Self> {
-        let limit = (6.0 / (inp + out) as f64).sqrt();
-        let w: Vec<f32> = (0..inp * out).map(|_| rng.random_range(-limit..limit) as f32).collect();
-        Ok(Dense {
-            weight: Var::from_tensor(&Tensor::from_vec(w, (out, inp), device)?)?,
-            bias: Var::from_tensor(&Tensor::zeros(out, DType::F32, device)?)?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(&self.weight.as_tensor().t()?)?
-            .broadcast_add(self.bias.as_tensor())?)
-    }
-}
-
 /// The head.
 #[derive(Debug, Clone)]
 pub struct Head {
@@ -111,13 +88,13 @@ impl Head {
         let inp = config.in_features();
         let (fc1, last_in) = if config.hidden > 0 {
             (
-                Some(Dense::glorot(inp, config.hidden, &mut rng, device)?),
+                Some(Dense::new(Init::Glorot, inp, config.hidden, &mut rng, device)?),
                 config.hidden,
             )
         } else {
             (None, inp)
         };
-        let fc2 = Dense::glorot(last_in, config.n_out, &mut rng, device)?;
+        let fc2 = Dense::new(Init::Glorot, last_in, config.n_out, &mut rng, device)?;
         Ok(Head { config, fc1, fc2 })
     }
 
@@ -240,14 +217,4 @@ impl Head {
     pub fn param_count(&self) -> usize {
         self.vars().iter().map(|(_, v)| v.elem_count()).sum()
     }
-}
-
-/// Inverted dropout mask: kept units scaled by 1 / (1 − p).
-pub fn dropout_mask(rows: usize, cols: usize, p: f64, seed: u64, device: &Device) -> Result<Tensor> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let keep = (1.0 / (1.0 - p)) as f32;
-    let m: Vec<f32> = (0..rows * cols)
-        .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
-        .collect();
-    Ok(Tensor::from_vec(m, (rows, cols), device)?)
 }

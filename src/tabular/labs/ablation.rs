@@ -5,8 +5,9 @@ use super::plots::{loss_curves, save};
 use super::train::{early_stopping, summaries, train_all, Variant};
 use super::{Context, Table};
 use crate::error::Result;
+use crate::nn::Norm;
 use crate::tabular::fit::FitConfig;
-use crate::tabular::mlp::{MlpConfig, Norm};
+use crate::tabular::mlp::MlpConfig;
 
 pub(super) fn run(cx: &mut Context) -> Result<Table> {
     let plain = FitConfig {

@@ -7,9 +7,10 @@ use super::plots::{loss_curves, save};
 use super::train::{summaries, train_all, Variant};
 use super::{Context, Table};
 use crate::error::Result;
+use crate::nn::Activation;
 use crate::plot::{self, Series, Stroke};
 use crate::tabular::fit::{self, Tensors};
-use crate::tabular::mlp::{Activation, MlpConfig};
+use crate::tabular::mlp::MlpConfig;
 
 const ACTIVATIONS: [Activation; 7] = [
     Activation::Sigmoid,

@@ -8,9 +8,10 @@ use super::plots::{loss_curves, save};
 use super::train::{summaries, train_all, Variant};
 use super::{Context, Table, VariantResult};
 use crate::error::Result;
+use crate::nn::Init;
 use crate::plot::{self, Series, Stroke, YAxis};
 use crate::tabular::dataset::Task;
-use crate::tabular::mlp::{Init, MlpConfig};
+use crate::tabular::mlp::MlpConfig;
 
 /// Three hidden layers, one more than the default network, so that gradients shrinking or growing with depth show.
 const DEEP: [usize; 3] = [64, 64, 64];

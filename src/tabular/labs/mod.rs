@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use super::dataset::{Builtin, Scaling, Task};
 use super::fit::{EpochRow, FitConfig};
-use super::mlp::{Activation, Init, MlpConfig, Norm, NormDefaults};
+use super::mlp::MlpConfig;
 use crate::error::{Error, Result};
+use crate::nn::{Activation, Init, Norm, NormDefaults};
 use train::Prepared;
 
 /// The labs.

@@ -5,7 +5,8 @@ use super::plots::{loss_curves, save};
 use super::train::{summaries, train_all, Variant};
 use super::{Context, Table};
 use crate::error::Result;
-use crate::tabular::mlp::{MlpConfig, Norm};
+use crate::nn::Norm;
+use crate::tabular::mlp::MlpConfig;
 
 pub(super) fn run(cx: &mut Context) -> Result<Table> {
     let variants = [(Norm::None, "none"), (Norm::Batch, "batch"), (Norm::Layer, "layer")]
