@@ -593,11 +593,38 @@ pub enum BenchCache {
     Both,
 }
 
+/// `catdog lab NAME`: one lab, or `all` (the CLI's loop over them, with an index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabChoice {
+    One(catdog::tabular::labs::LabName),
+    All,
+}
+
+impl clap::ValueEnum for LabChoice {
+    fn value_variants<'a>() -> &'a [Self] {
+        static VARIANTS: std::sync::LazyLock<Vec<LabChoice>> = std::sync::LazyLock::new(|| {
+            let mut v: Vec<LabChoice> = catdog::tabular::labs::LabName::ALL.map(LabChoice::One).to_vec();
+            v.push(LabChoice::All);
+            v
+        });
+        &VARIANTS
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        match self {
+            LabChoice::One(lab) => lab.to_possible_value(),
+            LabChoice::All => {
+                Some(clap::builder::PossibleValue::new("all").help("Every lab, each in its folder, with an index"))
+            }
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct LabArgs {
-    /// Which lab.
+    /// Which lab, or all of them.
     #[arg(value_enum)]
-    pub lab: catdog::tabular::labs::LabName,
+    pub lab: LabChoice,
     /// A CSV file with a header row (instead of each lab's default data).
     #[arg(long, value_name = "FILE", requires = "target", conflicts_with = "dataset")]
     pub csv: Option<PathBuf>,

@@ -295,3 +295,22 @@ fn layer_norm_uses_the_epsilon_of_the_chosen_defaults() {
     assert!((keras - 1e-3).abs() < 1e-4, "Keras ε: {keras}");
     assert!((torch - 1e-5).abs() < 2e-6, "PyTorch ε: {torch}");
 }
+
+#[test]
+fn lab_all_runs_every_lab_into_its_folder_and_indexes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_catdog"))
+        .args(["lab", "all", "--epochs", "2", "--seeds", "1", "--quiet", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let index = std::fs::read_to_string(dir.path().join("index.md")).unwrap();
+    for lab in LabName::ALL {
+        assert!(dir.path().join(lab.slug()).join("table.md").is_file(), "{} missing", lab.slug());
+        assert!(index.contains(&format!("## [{}]({}/table.md)", lab.slug(), lab.slug())), "{index}");
+    }
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap()).unwrap();
+    assert_eq!(results.as_array().unwrap().len(), LabName::ALL.len());
+}

@@ -3,7 +3,7 @@ use catdog::nn::{Activation, Init, Norm};
 use catdog::tabular::labs::{self, DataSource, LabConfig, LabName};
 use catdog::train::optim::OptimConfig;
 
-use crate::cli::LabArgs;
+use crate::cli::{LabArgs, LabChoice};
 
 /// Largest `--seeds`: each seed trains every variant again.
 const MAX_SEEDS: usize = 100;
@@ -66,27 +66,11 @@ pub fn run(a: LabArgs, quiet: bool) -> Result<i32> {
         return Err(crate::UsageError(format!("--seeds {}: use 1..={MAX_SEEDS}", a.seeds)).into());
     }
     let out = a.out.clone();
-    if a.lab == LabName::All {
-        let bar = catdog::progress::bar(LabName::each().len() as u64, "labs", quiet);
-        let results = labs::run_all(&cfg, &out, |r| {
-            bar.inc(1);
-            if !a.json {
-                bar.suspend(|| println!("{}", r.markdown()));
-            }
-        })?;
-        bar.finish_and_clear();
-        if a.json {
-            println!("{}", serde_json::to_string(&results)?);
-        }
-        eprintln!(
-            "wrote {} (index.md, one folder per lab) in {:.1} s",
-            out.display(),
-            results.iter().map(|r| r.seconds).sum::<f64>()
-        );
-        return Ok(0);
-    }
-    let out = out.join(a.lab.slug());
-    let r = labs::run_lab(a.lab, &cfg, &out)?;
+    let LabChoice::One(lab) = a.lab else {
+        return run_every_lab(&a, &cfg, quiet);
+    };
+    let out = out.join(lab.slug());
+    let r = labs::run_lab(lab, &cfg, &out)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -97,6 +81,31 @@ pub fn run(a: LabArgs, quiet: bool) -> Result<i32> {
         out.display(),
         r.plots.join(", "),
         r.seconds
+    );
+    Ok(0)
+}
+
+/// `catdog lab all`: every lab into its own folder under --out, then an index of them.
+fn run_every_lab(a: &LabArgs, cfg: &LabConfig, quiet: bool) -> Result<i32> {
+    let bar = catdog::progress::bar(LabName::ALL.len() as u64, "labs", quiet);
+    let mut results = Vec::new();
+    for lab in LabName::ALL {
+        let r = labs::run_lab(lab, cfg, &a.out.join(lab.slug()))?;
+        bar.inc(1);
+        if !a.json {
+            bar.suspend(|| println!("{}", r.markdown()));
+        }
+        results.push(r);
+    }
+    bar.finish_and_clear();
+    labs::write_index(&a.out, &results)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&results)?);
+    }
+    eprintln!(
+        "wrote {} (index.md, one folder per lab) in {:.1} s",
+        a.out.display(),
+        results.iter().map(|r| r.seconds).sum::<f64>()
     );
     Ok(0)
 }

@@ -56,8 +56,6 @@ pub enum LabName {
     EarlyStopping,
     /// Baseline, each regularizer alone and all combined.
     Ablation,
-    /// Every lab, each in its folder, with an index.
-    All,
 }
 
 impl LabName {
@@ -74,26 +72,23 @@ impl LabName {
             LabName::Normalization => "normalization",
             LabName::EarlyStopping => "early-stopping",
             LabName::Ablation => "ablation",
-            LabName::All => "all",
         }
     }
 
-    /// Every lab but `all`.
-    pub fn each() -> [LabName; 11] {
-        [
-            LabName::Overfit,
-            LabName::L1,
-            LabName::L2,
-            LabName::Elastic,
-            LabName::Dropout,
-            LabName::Scaling,
-            LabName::Activations,
-            LabName::Init,
-            LabName::Normalization,
-            LabName::EarlyStopping,
-            LabName::Ablation,
-        ]
-    }
+    /// Every lab, in the order `catdog lab all` runs them.
+    pub const ALL: [LabName; 11] = [
+        LabName::Overfit,
+        LabName::L1,
+        LabName::L2,
+        LabName::Elastic,
+        LabName::Dropout,
+        LabName::Scaling,
+        LabName::Activations,
+        LabName::Init,
+        LabName::Normalization,
+        LabName::EarlyStopping,
+        LabName::Ablation,
+    ];
 
     /// Epochs when `--epochs` is not given: the overfitting labs train their too-large network long enough to
     /// overfit (at batch 32 on 80 rows, 100 epochs are only 300 steps, and its decision maps barely differ).
@@ -105,8 +100,8 @@ impl LabName {
     }
 
     /// The lab's own function.
-    fn body(self) -> Option<fn(&mut Context) -> Result<Table>> {
-        Some(match self {
+    fn body(self) -> fn(&mut Context) -> Result<Table> {
+        match self {
             LabName::Overfit => overfit::run,
             LabName::L1 | LabName::L2 | LabName::Elastic => penalties::run,
             LabName::Dropout => dropout::run,
@@ -116,8 +111,7 @@ impl LabName {
             LabName::Normalization => normalization::run,
             LabName::EarlyStopping => early_stopping::run,
             LabName::Ablation => ablation::run,
-            LabName::All => return None,
-        })
+        }
     }
 
     /// The data a lab uses when none is given: the overfitting labs need little, noisy data to overfit.
@@ -327,11 +321,9 @@ struct Table {
     notes: Vec<String>,
 }
 
-/// Runs one lab (not `all`) and writes its folder `out`.
+/// Runs one lab and writes its folder `out`.
 pub fn run_lab(lab: LabName, cfg: &LabConfig, out: &Path) -> Result<LabResult> {
-    let body = lab
-        .body()
-        .ok_or_else(|| Error::invalid("run_lab takes one lab; use run_all for `all`"))?;
+    let body = lab.body();
     if cfg.seeds == 0 {
         return Err(Error::invalid("--seeds must be at least 1"));
     }
@@ -378,16 +370,10 @@ pub fn run_lab(lab: LabName, cfg: &LabConfig, out: &Path) -> Result<LabResult> {
     Ok(result)
 }
 
-/// Every lab into `out/<lab>/`, plus `out/index.md` and `out/results.json`.
-pub fn run_all(cfg: &LabConfig, out: &Path, mut on_lab: impl FnMut(&LabResult)) -> Result<Vec<LabResult>> {
-    let mut results = Vec::new();
-    for lab in LabName::each() {
-        let r = run_lab(lab, cfg, &out.join(lab.slug()))?;
-        on_lab(&r);
-        results.push(r);
-    }
+/// `out/index.md` (every lab's table, linking its folder) and `out/results.json` for labs run into `out/<lab>/`.
+pub fn write_index(out: &Path, results: &[LabResult]) -> Result<()> {
     let mut md = String::from("# catdog regularization labs\n\n");
-    for r in &results {
+    for r in results {
         md.push_str(&format!(
             "## [{}]({}/table.md)\n\n{}\nPlots: {}\n\n",
             r.lab,
@@ -401,6 +387,5 @@ pub fn run_all(cfg: &LabConfig, out: &Path, mut on_lab: impl FnMut(&LabResult)) 
         ));
     }
     crate::io::atomic_write(&out.join("index.md"), md.as_bytes())?;
-    crate::io::write_json(&out.join("results.json"), &results)?;
-    Ok(results)
+    crate::io::write_json(&out.join("results.json"), &results)
 }
