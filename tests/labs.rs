@@ -307,8 +307,15 @@ fn lab_all_runs_every_lab_into_its_folder_and_indexes_them() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let index = std::fs::read_to_string(dir.path().join("index.md")).unwrap();
     for lab in LabName::ALL {
-        assert!(dir.path().join(lab.slug()).join("table.md").is_file(), "{} missing", lab.slug());
-        assert!(index.contains(&format!("## [{}]({}/table.md)", lab.slug(), lab.slug())), "{index}");
+        assert!(
+            dir.path().join(lab.slug()).join("table.md").is_file(),
+            "{} missing",
+            lab.slug()
+        );
+        assert!(
+            index.contains(&format!("## [{}]({}/table.md)", lab.slug(), lab.slug())),
+            "{index}"
+        );
     }
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap()).unwrap();

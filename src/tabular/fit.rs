@@ -10,8 +10,10 @@ use super::dataset::{Table, Task};
 use super::mlp::Mlp;
 use crate::data::loader::mix;
 use crate::error::{Error, Result};
-use crate::train::early_stop::{EarlyStopping, EarlyStoppingConfig};
+use crate::train::callbacks::{check_loss, Callbacks};
+use crate::train::early_stop::{EarlyStopping, EarlyStoppingConfig, Mode};
 use crate::train::loss;
+use crate::train::monitor::Monitor;
 use crate::train::optim::{OptimConfig, Optimizer};
 
 /// Which Dense kernels the L1/L2 penalty reaches.
@@ -62,6 +64,21 @@ pub struct EpochRow {
     pub val_data_loss: f64,
     pub metric: f64,
     pub val_metric: f64,
+}
+
+impl EpochRow {
+    /// A figure by its Keras name, as `--monitor` spells it (the metric is accuracy or, for regression, MSE).
+    pub fn get(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "loss" => self.loss,
+            "data_loss" => self.data_loss,
+            "val_loss" => self.val_loss,
+            "val_data_loss" => self.val_data_loss,
+            "accuracy" => self.metric,
+            "val_accuracy" => self.val_metric,
+            _ => return None,
+        })
+    }
 }
 
 /// The outcome of [`fit`].
@@ -152,7 +169,14 @@ pub fn fit(model: Mlp, train: &Tensors, val: &Tensors, cfg: &FitConfig) -> Resul
     }
     let device = train.x.device().clone();
     let mut opt = Optimizer::new(cfg.optimizer.clone(), model.vars())?;
-    let mut es = cfg.early_stopping.clone().map(EarlyStopping::new).transpose()?;
+    let monitor = match &cfg.early_stopping {
+        Some(es) => Monitor::parse(&es.monitor, es.mode)?,
+        None => Monitor::parse("val_loss", Mode::Auto)?,
+    };
+    let mut callbacks = Callbacks {
+        early_stopping: cfg.early_stopping.clone().map(EarlyStopping::new).transpose()?,
+        ..Callbacks::default()
+    };
     let mut best_snapshot: Option<Vec<Tensor>> = None;
     let mut history = Vec::new();
     let mut grad_norms = vec![0f64; model.kernels().len()];
@@ -175,14 +199,7 @@ pub fn fit(model: Mlp, train: &Tensors, val: &Tensors, cfg: &FitConfig) -> Resul
                 None => dl.clone(),
             };
             let (tv, dv) = (total.to_scalar::<f32>()? as f64, dl.to_scalar::<f32>()? as f64);
-            if !tv.is_finite() {
-                return Err(Error::Other(format!(
-                    "the loss became {tv} at epoch {}, batch {}: try a lower --lr (now {:e})",
-                    epoch + 1,
-                    b + 1,
-                    opt.lr()
-                )));
-            }
+            check_loss(tv, epoch, b, opt.lr(), None)?;
             let grads = total.backward()?;
             if epoch == 0 {
                 for (k, v) in model.kernels().iter().enumerate() {
@@ -214,31 +231,29 @@ pub fn fit(model: Mlp, train: &Tensors, val: &Tensors, cfg: &FitConfig) -> Resul
             metric: correct_or_se / n as f64,
             val_metric: vm,
         };
-        let value = es.as_ref().map(|e| match e.config.monitor.as_str() {
-            "val_loss" => row.val_loss,
-            "loss" => row.loss,
-            "val_accuracy" | "val_metric" => row.val_metric,
-            "accuracy" | "metric" => row.metric,
-            _ => row.val_loss,
-        });
+        let value = row.get(&monitor.name);
         history.push(row);
-        if let Some(e) = es.as_mut() {
-            let d = e.on_epoch_end(epoch, value);
-            if d.improved && e.config.restore_best_weights {
-                best_snapshot = Some(model.snapshot()?);
-            }
-            if d.stop {
-                stopped = Some(epoch + 1);
-                break;
-            }
+        let d = callbacks.on_epoch_end(&monitor, epoch, value, opt.lr());
+        if d.improved
+            && callbacks
+                .early_stopping
+                .as_ref()
+                .is_some_and(|e| e.config.restore_best_weights)
+        {
+            best_snapshot = Some(model.snapshot()?);
+        }
+        if let Some(lr) = d.new_lr {
+            opt.set_lr(lr);
+        }
+        if d.stop {
+            stopped = Some(epoch + 1);
+            break;
         }
     }
     let mut restored = None;
-    if let (Some(e), Some(snap)) = (&es, &best_snapshot) {
-        if let Some(ep) = e.restore_epoch() {
-            model.restore(snap)?;
-            restored = Some(ep + 1);
-        }
+    if let (Some(ep), Some(snap)) = (callbacks.restore_epoch(), &best_snapshot) {
+        model.restore(snap)?;
+        restored = Some(ep + 1);
     }
     let (tl, _, tm) = evaluate(&model, train, cfg)?;
     let (vl, _, vm) = evaluate(&model, val, cfg)?;

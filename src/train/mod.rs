@@ -1,6 +1,7 @@
 //! Training: the loop, optimizers, early stopping, checkpoints, history, and the frozen-prefix feature cache.
 
 pub mod cache;
+pub mod callbacks;
 pub mod early_stop;
 pub mod history;
 pub mod loss;

@@ -11,6 +11,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::cache::FeatureCache;
+use super::callbacks::{check_loss, Callbacks};
 use super::early_stop::{EarlyStopping, EarlyStoppingConfig, Mode};
 use super::history::{EpochRecord, History};
 use super::loss;
@@ -173,11 +174,32 @@ pub struct TrainState {
     pub seconds: f64,
     pub optimizer_steps: u64,
     pub lr: f64,
-    pub early_stopping: Option<EarlyStopping>,
-    pub reduce_lr: Option<ReduceLrOnPlateau>,
-    pub best_value: Option<f64>,
-    pub best_epoch: Option<usize>,
+    /// Early stopping, reduce-on-plateau and the best epoch (flattened: the saved JSON keeps its field names).
+    #[serde(flatten)]
+    pub callbacks: Callbacks,
     pub finished: bool,
+}
+
+impl TrainState {
+    /// `epoch` (0-based) is next: the running sums start again.
+    fn start_next_epoch(&mut self, epoch: usize, optimizer_steps: u64, lr: f64) {
+        self.epoch = epoch;
+        self.batches_done = 0;
+        self.sum_data_loss = 0.0;
+        self.sum_penalty = 0.0;
+        self.correct = 0;
+        self.seen = 0;
+        self.seconds = 0.0;
+        self.optimizer_steps = optimizer_steps;
+        self.lr = lr;
+    }
+}
+
+/// How an epoch's batches ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Batches {
+    Done,
+    Interrupted,
 }
 
 /// What `--resume` continues from: `last.safetensors` as loaded and checked.
@@ -325,10 +347,12 @@ impl Trainer {
             seconds: 0.0,
             optimizer_steps: 0,
             lr: cfg.optimizer.lr,
-            early_stopping: es,
-            reduce_lr: rl,
-            best_value: None,
-            best_epoch: None,
+            callbacks: Callbacks {
+                early_stopping: es,
+                reduce_lr: rl,
+                best_value: None,
+                best_epoch: None,
+            },
             finished: false,
         };
         let mut history = History::default();
@@ -348,18 +372,16 @@ impl Trainer {
             optimizer.set_lr(st.lr);
             state = st;
             // --patience may change on a resume: the saved callback keeps its counters, with the new patience.
-            match (&cfg.early_stopping, state.early_stopping.as_mut()) {
+            match (&cfg.early_stopping, state.callbacks.early_stopping.as_mut()) {
                 (Some(c), Some(es)) => es.config.patience = c.patience,
-                (Some(c), None) => state.early_stopping = Some(EarlyStopping::new(c.clone())?),
+                (Some(c), None) => state.callbacks.early_stopping = Some(EarlyStopping::new(c.clone())?),
                 _ => {}
             }
             // A finished run given more epochs is a new fit, as a second model.fit() in Keras: patience counts
             // again from here. The best value is kept, so best.safetensors is only replaced by a better epoch.
             if state.finished && cfg.epochs > state.epoch {
                 state.finished = false;
-                if let Some(es) = state.early_stopping.as_mut() {
-                    es.start_new_fit();
-                }
+                state.callbacks.start_new_fit();
             }
             history = hist;
             history.epochs.truncate(state.epoch);
@@ -447,16 +469,9 @@ impl Trainer {
         };
         let dlv = dl.to_scalar::<f32>()? as f64;
         let pv = pen.as_ref().map(|p| p.to_scalar::<f32>()).transpose()?.unwrap_or(0.0) as f64;
-        if !dlv.is_finite() || !pv.is_finite() {
-            let kept = self.kept_checkpoint();
-            return Err(Error::Other(format!(
-                "the loss became {} at epoch {}, batch {}: training stopped; {kept}. Try a lower --lr (now {:e}), \
-                 or --optimizer adam",
-                if dlv.is_finite() { pv } else { dlv },
-                epoch + 1,
-                batch + 1,
-                self.optimizer.lr()
-            )));
+        let worst = if dlv.is_finite() { pv } else { dlv };
+        if !worst.is_finite() {
+            check_loss(worst, epoch, batch, self.optimizer.lr(), Some(&self.kept_checkpoint()))?;
         }
         let grads = total.backward()?;
         self.optimizer.step(&grads)?;
@@ -528,11 +543,12 @@ impl Trainer {
         )
     }
 
-    /// Runs the remaining epochs.
+    /// Runs the remaining epochs: each trains its batches ([`Self::train_epoch`]), then ends
+    /// ([`Self::end_epoch`]: validation, history, the callbacks, checkpoints); at the end the best weights go back
+    /// in when early stopping restores them.
     pub fn run(&mut self, opts: &mut RunOptions) -> Result<Outcome> {
         std::fs::create_dir_all(&self.run_dir).map_err(|e| Error::io(&self.run_dir, e))?;
         self.build_caches(opts.quiet, opts.log)?;
-        let device = self.model.base.device().clone();
         let monitor = self.cfg.monitor()?;
         if monitor.needs_validation() && self.val_cache.is_none() {
             return Err(Error::invalid(format!(
@@ -540,141 +556,15 @@ impl Trainer {
                 monitor.name
             )));
         }
-        let epochs = self.cfg.epochs;
         let mut ending = Ending::Completed;
-        while self.state.epoch < epochs {
+        while self.state.epoch < self.cfg.epochs {
             let epoch = self.state.epoch;
-            let start = Instant::now();
-            let order = self.train.order(epoch);
-            let nb = order.len().div_ceil(self.cfg.batch_size);
-            let bar = crate::progress::bar(nb as u64, &format!("epoch {}/{epochs}", epoch + 1), opts.quiet);
-            bar.set_position(self.state.batches_done as u64);
-            let skip = self.state.batches_done;
-            let mut interrupted = false;
-            if let Some(cache) = &self.train_cache {
-                let batches: Vec<Vec<usize>> = order
-                    .chunks(self.cfg.batch_size)
-                    .map(|c| c.iter().copied().filter(|&i| cache.is_valid(i)).collect())
-                    .collect();
-                for (b, chunk) in batches.into_iter().enumerate().skip(skip) {
-                    if chunk.is_empty() {
-                        continue;
-                    }
-                    let h = self.train_cache.as_ref().expect("cache").batch(&chunk, &device)?;
-                    let labels: Vec<u32> = chunk.iter().map(|&i| self.train.samples()[i].label as u32).collect();
-                    self.account(&h, &labels, epoch, b, &bar)?;
-                    if opts.interrupt.load(Ordering::SeqCst) {
-                        interrupted = true;
-                        break;
-                    }
-                }
-            } else {
-                let loader = self.train.clone();
-                for (k, batch) in loader.epoch_from(epoch, skip).enumerate() {
-                    let batch = batch?;
-                    let b = skip + k;
-                    let x = batch.images.to_device(&device)?;
-                    let h = self.model.base.forward_frozen(&x)?;
-                    self.account(&h, &batch.labels, epoch, b, &bar)?;
-                    if opts.interrupt.load(Ordering::SeqCst) {
-                        interrupted = true;
-                        break;
-                    }
-                }
-            }
-            self.state.seconds += start.elapsed().as_secs_f64();
-            if interrupted {
-                bar.abandon();
-                self.state.optimizer_steps = self.optimizer.steps;
-                self.save_last()?;
+            if self.train_epoch(epoch, opts)? == Batches::Interrupted {
+                self.save_interrupted(epoch, opts.log)?;
                 ending = Ending::Interrupted;
-                (opts.log)(&format!(
-                    "interrupted in epoch {} after batch {}: saved {}; continue with --resume {}",
-                    epoch + 1,
-                    self.state.batches_done,
-                    self.run_dir.join("last.safetensors").display(),
-                    self.run_dir.display()
-                ));
                 break;
             }
-            bar.finish_and_clear();
-            if self.state.seen == 0 {
-                return Err(Error::Data("no training image could be read".into()));
-            }
-            let n = self.state.seen as f64;
-            let val = self.validate()?;
-            let rec = EpochRecord {
-                epoch: epoch + 1,
-                loss: (self.state.sum_data_loss + self.state.sum_penalty) / n,
-                data_loss: self.state.sum_data_loss / n,
-                penalty: self.state.sum_penalty / n,
-                accuracy: self.state.correct as f64 / n,
-                val_loss: val.map(|v| v.1),
-                val_data_loss: val.map(|v| v.0),
-                val_accuracy: val.map(|v| v.2),
-                lr: self.optimizer.lr(),
-                seconds: self.state.seconds,
-                images_per_s: n / self.state.seconds.max(1e-9),
-            };
-            (opts.log)(&epoch_line(&rec, epochs));
-            let value = monitor.value(&rec);
-            self.history.epochs.push(rec);
-            self.history.write(&self.run_dir)?;
-
-            // Best checkpoint (Keras' ModelCheckpoint with save_best_only on --monitor): early stopping's notion of
-            // improvement when it is on, so that restore_best_weights restores this file, else any better value.
-            let mut stop = false;
-            let improved = match self.state.early_stopping.as_mut() {
-                Some(es) => {
-                    let d = es.on_epoch_end(epoch, value);
-                    stop = d.stop;
-                    d.improved
-                }
-                None => value.is_some_and(|v| monitor.better(v, self.state.best_value)),
-            };
-            if improved {
-                self.state.best_value = value;
-                self.state.best_epoch = Some(epoch);
-                let mut meta = HashMap::new();
-                meta.insert("epoch".into(), (epoch + 1).to_string());
-                meta.insert("monitor".into(), monitor.name.clone());
-                if let Some(v) = value {
-                    meta.insert("monitor_value".into(), v.to_string());
-                }
-                self.model.save(&self.run_dir.join("best.safetensors"), vec![], meta)?;
-            }
-            self.write_curves(opts.log);
-            if let Some(rl) = self.state.reduce_lr.as_mut() {
-                if let Some(new_lr) = rl.on_epoch_end(value, self.optimizer.lr()) {
-                    (opts.log)(&format!(
-                        "reducing the learning rate to {new_lr:e} ({} has not improved)",
-                        monitor.name
-                    ));
-                    self.optimizer.set_lr(new_lr);
-                }
-            }
-            self.state.epoch = epoch + 1;
-            self.state.batches_done = 0;
-            self.state.sum_data_loss = 0.0;
-            self.state.sum_penalty = 0.0;
-            self.state.correct = 0;
-            self.state.seen = 0;
-            self.state.seconds = 0.0;
-            self.state.optimizer_steps = self.optimizer.steps;
-            self.state.lr = self.optimizer.lr();
-            self.state.finished = stop || self.state.epoch >= epochs;
-            self.save_last()?;
-            if stop {
-                (opts.log)(&format!(
-                    "early stopping after epoch {}: {} has not improved for {} (best: epoch {})",
-                    epoch + 1,
-                    monitor.name,
-                    crate::progress::count(
-                        self.state.early_stopping.as_ref().map_or(0, |e| e.config.patience),
-                        "epoch"
-                    ),
-                    self.state.best_epoch.map_or(0, |e| e + 1)
-                ));
+            if self.end_epoch(epoch, &monitor, opts.log)? {
                 ending = Ending::EarlyStopped(epoch + 1);
                 break;
             }
@@ -684,25 +574,168 @@ impl Trainer {
             }
         }
         if ending != Ending::Interrupted {
-            if let Some(e) = self.state.early_stopping.as_ref().and_then(|es| es.restore_epoch()) {
-                let (t, _) = crate::model::weights::read_safetensors(&self.run_dir.join("best.safetensors"))?;
-                self.model.base.load_values(&t)?;
-                self.model.head.load_values(&t)?;
-                (opts.log)(&format!("restored the weights of the best epoch ({})", e + 1));
-            }
+            self.restore_best(opts.log)?;
         }
         Ok(Outcome {
             ending,
             history: self.history.clone(),
-            best_epoch: self.state.best_epoch.map(|e| e + 1),
+            best_epoch: self.state.callbacks.best_epoch.map(|e| e + 1),
             run_dir: self.run_dir.clone(),
             bad_files: self.bad_files(),
         })
     }
 
+    /// The training batches of `epoch` from the one `state.batches_done` points at: from the feature cache when
+    /// it serves training, else through the frozen part. Stops after the batch in progress on Ctrl-C/SIGTERM.
+    fn train_epoch(&mut self, epoch: usize, opts: &mut RunOptions) -> Result<Batches> {
+        let start = Instant::now();
+        let device = self.model.base.device().clone();
+        let order = self.train.order(epoch);
+        let nb = order.len().div_ceil(self.cfg.batch_size);
+        let title = format!("epoch {}/{}", epoch + 1, self.cfg.epochs);
+        let bar = crate::progress::bar(nb as u64, &title, opts.quiet);
+        bar.set_position(self.state.batches_done as u64);
+        let skip = self.state.batches_done;
+        let mut outcome = Batches::Done;
+        if let Some(cache) = &self.train_cache {
+            let batches: Vec<Vec<usize>> = order
+                .chunks(self.cfg.batch_size)
+                .map(|c| c.iter().copied().filter(|&i| cache.is_valid(i)).collect())
+                .collect();
+            for (b, chunk) in batches.into_iter().enumerate().skip(skip) {
+                if chunk.is_empty() {
+                    continue;
+                }
+                let h = self.train_cache.as_ref().expect("cache").batch(&chunk, &device)?;
+                let labels: Vec<u32> = chunk.iter().map(|&i| self.train.samples()[i].label as u32).collect();
+                self.account(&h, &labels, epoch, b, &bar)?;
+                if opts.interrupt.load(Ordering::SeqCst) {
+                    outcome = Batches::Interrupted;
+                    break;
+                }
+            }
+        } else {
+            let loader = self.train.clone();
+            for (k, batch) in loader.epoch_from(epoch, skip).enumerate() {
+                let batch = batch?;
+                let x = batch.images.to_device(&device)?;
+                let h = self.model.base.forward_frozen(&x)?;
+                self.account(&h, &batch.labels, epoch, skip + k, &bar)?;
+                if opts.interrupt.load(Ordering::SeqCst) {
+                    outcome = Batches::Interrupted;
+                    break;
+                }
+            }
+        }
+        self.state.seconds += start.elapsed().as_secs_f64();
+        match outcome {
+            Batches::Interrupted => bar.abandon(),
+            Batches::Done => bar.finish_and_clear(),
+        }
+        Ok(outcome)
+    }
+
+    /// Ctrl-C or SIGTERM inside an epoch: `last.safetensors` keeps the batch reached, for `--resume`.
+    fn save_interrupted(&mut self, epoch: usize, log: &mut dyn FnMut(&str)) -> Result<()> {
+        self.state.optimizer_steps = self.optimizer.steps;
+        self.save_last()?;
+        log(&format!(
+            "interrupted in epoch {} after batch {}: saved {}; continue with --resume {}",
+            epoch + 1,
+            self.state.batches_done,
+            self.run_dir.join("last.safetensors").display(),
+            self.run_dir.display()
+        ));
+        Ok(())
+    }
+
+    /// After the batches of `epoch`: validation, the epoch's record in the history, the callbacks (best
+    /// checkpoint, early stopping, reduce-on-plateau), curves.png and `last.safetensors`. Returns whether early
+    /// stopping says stop.
+    fn end_epoch(&mut self, epoch: usize, monitor: &Monitor, log: &mut dyn FnMut(&str)) -> Result<bool> {
+        if self.state.seen == 0 {
+            return Err(Error::Data("no training image could be read".into()));
+        }
+        let rec = self.epoch_record(epoch)?;
+        log(&epoch_line(&rec, self.cfg.epochs));
+        let value = monitor.value(&rec);
+        self.history.epochs.push(rec);
+        self.history.write(&self.run_dir)?;
+        let d = self
+            .state
+            .callbacks
+            .on_epoch_end(monitor, epoch, value, self.optimizer.lr());
+        if d.improved {
+            self.save_best(epoch, monitor, value)?;
+        }
+        self.write_curves(log);
+        if let Some(lr) = d.new_lr {
+            log(&format!(
+                "reducing the learning rate to {lr:e} ({} has not improved)",
+                monitor.name
+            ));
+            self.optimizer.set_lr(lr);
+        }
+        self.state
+            .start_next_epoch(epoch + 1, self.optimizer.steps, self.optimizer.lr());
+        self.state.finished = d.stop || self.state.epoch >= self.cfg.epochs;
+        self.save_last()?;
+        if d.stop {
+            log(&format!(
+                "early stopping after epoch {}: {} has not improved for {} (best: epoch {})",
+                epoch + 1,
+                monitor.name,
+                crate::progress::count(self.state.callbacks.patience(), "epoch"),
+                self.state.callbacks.best_epoch.map_or(0, |e| e + 1)
+            ));
+        }
+        Ok(d.stop)
+    }
+
+    /// The finished epoch's figures: the training sums of the state and a validation pass.
+    fn epoch_record(&mut self, epoch: usize) -> Result<EpochRecord> {
+        let n = self.state.seen as f64;
+        let val = self.validate()?;
+        Ok(EpochRecord {
+            epoch: epoch + 1,
+            loss: (self.state.sum_data_loss + self.state.sum_penalty) / n,
+            data_loss: self.state.sum_data_loss / n,
+            penalty: self.state.sum_penalty / n,
+            accuracy: self.state.correct as f64 / n,
+            val_loss: val.map(|v| v.1),
+            val_data_loss: val.map(|v| v.0),
+            val_accuracy: val.map(|v| v.2),
+            lr: self.optimizer.lr(),
+            seconds: self.state.seconds,
+            images_per_s: n / self.state.seconds.max(1e-9),
+        })
+    }
+
+    /// `best.safetensors`: the model at `epoch`, with the monitor and its value in the metadata.
+    fn save_best(&self, epoch: usize, monitor: &Monitor, value: Option<f64>) -> Result<()> {
+        let mut meta = HashMap::new();
+        meta.insert("epoch".into(), (epoch + 1).to_string());
+        meta.insert("monitor".into(), monitor.name.clone());
+        if let Some(v) = value {
+            meta.insert("monitor_value".into(), v.to_string());
+        }
+        self.model.save(&self.run_dir.join("best.safetensors"), vec![], meta)
+    }
+
+    /// restore_best_weights: the best epoch's weights back into the model (Keras 3 does so even without a stop).
+    fn restore_best(&mut self, log: &mut dyn FnMut(&str)) -> Result<()> {
+        if let Some(e) = self.state.callbacks.restore_epoch() {
+            let (t, _) = crate::model::weights::read_safetensors(&self.run_dir.join("best.safetensors"))?;
+            self.model.base.load_values(&t)?;
+            self.model.head.load_values(&t)?;
+            log(&format!("restored the weights of the best epoch ({})", e + 1));
+        }
+        Ok(())
+    }
+
     /// Redraws curves.png with the best epoch marked; a failure is a warning (the run goes on).
     fn write_curves(&self, log: &mut dyn FnMut(&str)) {
-        let best = self.state.best_epoch.map(|e| e + 1);
+        let best = self.state.callbacks.best_epoch.map(|e| e + 1);
         let img = crate::plot::curves(&self.history, best);
         if let Err(e) = img.and_then(|img| crate::plot::save_png(&self.run_dir.join("curves.png"), &img)) {
             log(&format!("warning: curves.png not written: {e}"));
