@@ -43,7 +43,7 @@ pub fn extract(
     model: &Vgg16,
     inputs: &Inputs,
     opts: &ExtractOptions,
-    bar: &indicatif::ProgressBar,
+    bar: &crate::progress::Progress,
 ) -> Result<Extracted> {
     let device = model.device().clone();
     let mut feats: Vec<Tensor> = Vec::new();

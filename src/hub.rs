@@ -2,7 +2,6 @@
 //! `HF_HOME`, `HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` are honoured, and an unreachable hub
 //! is one clear error within a bounded time. Shared by the weights and `catdog data fetch`.
 
-use std::io::IsTerminal;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +13,7 @@ use crate::error::{Error, Result};
 /// Options of hub access.
 #[derive(Debug, Clone)]
 pub struct HubOptions {
-    /// Show a download progress bar.
+    /// Show download progress (a bar on a terminal, plain lines otherwise; see [`crate::progress`]).
     pub progress: bool,
     /// Time allowed to reach the hub (DNS + TCP connect) and the longest pause in a download.
     pub timeout: Duration,
@@ -27,7 +26,7 @@ impl Default for HubOptions {
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(15);
         HubOptions {
-            progress: std::io::stderr().is_terminal(),
+            progress: true,
             timeout: Duration::from_secs(secs.max(1)),
         }
     }
@@ -164,7 +163,7 @@ fn probe_endpoint(endpoint: &str, timeout: Duration) -> std::result::Result<(), 
 }
 
 struct WatchProgress {
-    bar: Option<indicatif::ProgressBar>,
+    bar: Option<crate::progress::Progress>,
     last: Arc<AtomicU64>,
     start: Instant,
 }
@@ -175,7 +174,7 @@ impl hf_hub::api::Progress for WatchProgress {
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
         if let Some(b) = &self.bar {
             b.set_length(size as u64);
-            b.set_message(filename.to_string());
+            b.set_message(filename);
         }
     }
     fn update(&mut self, size: usize) {
@@ -227,16 +226,7 @@ pub fn hub_file(
     let hf_repo = hf_hub::Repo::with_revision(repo.to_string(), kind.hf(), rev.to_string());
     let last = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let bar = opts.progress.then(|| {
-        let b = indicatif::ProgressBar::new(0);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
-            )
-            .expect("valid template"),
-        );
-        b
-    });
+    let bar = opts.progress.then(|| crate::progress::bytes(0, file, false));
     let progress = WatchProgress {
         bar: bar.clone(),
         last: last.clone(),

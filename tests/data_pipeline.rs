@@ -390,3 +390,43 @@ fn a_jpeg_cut_short_in_its_scan_data_is_a_bad_file_as_in_pil() {
     let o = catdog(&["data", "check", data.to_str().unwrap(), "--strict"], tmp.path());
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn without_a_terminal_progress_comes_as_plain_lines_and_quiet_silences_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data, 10, 8);
+    let out = tmp.path().join("f.safetensors");
+    let run = |quiet: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_catdog"));
+        c.args([
+            "extract",
+            "--weights",
+            "random:4,4,4,4,4",
+            "--size",
+            "32",
+            "--batch-size",
+            "2",
+        ])
+        .args(["--layer", "block5_pool", "--out"])
+        .arg(&out)
+        .arg(&data)
+        .env("HF_HOME", tmp.path())
+        // Every 10% without waiting, so that a test-sized job shows its lines.
+        .env("CATDOG_PROGRESS_SECS", "0");
+        if quiet {
+            c.arg("--quiet");
+        }
+        c.output().unwrap()
+    };
+    // The test's stderr is a pipe, as in a notebook: no bar can draw there.
+    let o = run(false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("extract: ")).collect();
+    assert!(lines.len() >= 5, "{e}");
+    assert!(lines.iter().any(|l| l.contains("/20 (50%)")), "{e}");
+    assert!(lines.last().unwrap().contains("done, 20 in"), "{e}");
+    let o = run(true);
+    assert!(!stderr(&o).contains("extract: "), "{}", stderr(&o));
+}

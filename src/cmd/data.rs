@@ -92,15 +92,11 @@ pub fn fetch(
         test_split,
         seed,
         hub: HubOptions {
-            progress: !quiet && HubOptions::default().progress,
+            progress: !quiet,
             ..HubOptions::default()
         },
     };
-    let bar = catdog::progress::bar(0, "rows", quiet);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>12} {spinner} {pos} rows {per_sec} {elapsed}")
-            .expect("valid template"),
-    );
+    let bar = catdog::progress::spinner("decoding", "rows", quiet);
     let report = fetch::fetch(&opts, &|n| bar.inc(n as u64), &mut |m| eprintln!("{m}"))?;
     bar.finish_and_clear();
     for (split, classes) in &report.counts {

@@ -748,7 +748,7 @@ impl Trainer {
         labels: &[u32],
         epoch: usize,
         b: usize,
-        bar: &indicatif::ProgressBar,
+        bar: &crate::progress::Progress,
     ) -> Result<()> {
         let (dl, pen, correct) = self.step(h, labels, epoch, b)?;
         let n = labels.len();
