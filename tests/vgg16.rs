@@ -34,6 +34,35 @@ fn extra_head_tensors_are_ignored() {
 }
 
 #[test]
+fn loading_a_conv_base_reads_only_its_tensors_and_names_the_rest() {
+    let file = fixtures().join("vgg_tiny/weights_with_head.safetensors");
+    let spec = WeightsSpec::parse(file.to_str().unwrap(), 0).unwrap();
+    let loaded = weights::load(&spec, &Device::Cpu, &HubOptions::default()).unwrap();
+    assert!(
+        loaded.tensors.keys().all(|k| k.starts_with("features.")),
+        "{:?}",
+        loaded.tensors.keys()
+    );
+    assert_eq!(loaded.tensors.len(), 26);
+    assert!(
+        loaded.ignored.iter().any(|n| n == "head.fc1.weight"),
+        "{:?}",
+        loaded.ignored
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let o = catdog(&["weights", "inspect", file.to_str().unwrap(), "--json"], tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let ignored: Vec<&str> = j["ignored_tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(ignored.contains(&"head.fc1.weight"), "{ignored:?}");
+}
+
+#[test]
 fn every_pool_output_matches_pytorch_through_catdog_extract_on_the_pngs() {
     let dir = fixtures().join("vgg_tiny");
     let tmp = tempfile::tempdir().unwrap();

@@ -31,8 +31,8 @@ fn fetch(id: &str, quiet: bool) -> Result<i32> {
     // The config (mean/std) is optional: not every repository has one.
     let config = weights::hub_file(RepoKind::Model, &repo, revision.as_deref(), CONFIG_FILE, &opts).ok();
     // Check that the file really is a VGG16 conv base before saying it is ready.
-    let (tensors, _) = weights::read_safetensors(&path)?;
-    catdog::model::vgg16::Vgg16::from_tensors(&tensors, &path.display().to_string(), &candle_core::Device::Cpu)
+    let conv = weights::read_safetensors_where(&path, |n| n.starts_with("features."))?;
+    catdog::model::vgg16::Vgg16::from_tensors(&conv.tensors, &path.display().to_string(), &candle_core::Device::Cpu)
         .context("the downloaded file is not a VGG16 conv base")?;
     println!("{}", path.display());
     if !quiet {
@@ -96,16 +96,7 @@ fn inspect(w: &str, unfreeze_from: Option<&str>, json: bool, quiet: bool) -> Res
     let blocks = loaded.model.param_counts();
     let total: usize = blocks.iter().map(|b| b.params).sum();
     let trainable: usize = blocks.iter().map(|b| b.trainable).sum();
-    let ignored: Vec<String> = {
-        let mut v: Vec<String> = loaded
-            .tensors
-            .keys()
-            .filter(|k| !k.starts_with("features."))
-            .cloned()
-            .collect();
-        v.sort();
-        v
-    };
+    let ignored = &loaded.ignored;
     if json {
         let out = serde_json::json!({
             "weights": spec.describe(),

@@ -114,8 +114,10 @@ pub struct LoadedWeights {
     pub spec: WeightsSpec,
     /// The conv base.
     pub model: Vgg16,
-    /// Every tensor of the file (for checkpoints that carry a head too). Empty for random weights.
+    /// The conv-base tensors of the file (`features.*`). Empty for random weights.
     pub tensors: HashMap<String, Tensor>,
+    /// The file's other tensors (a classifier, a head), named but never read.
+    pub ignored: Vec<String>,
     /// The preprocessing that goes with the weights.
     pub preprocess: Preprocess,
     /// The file the weights came from (none for random).
@@ -128,20 +130,56 @@ pub struct LoadedWeights {
 
 /// Reads every tensor of a safetensors file (CPU), with a clear error for a truncated or invalid file.
 pub fn read_safetensors(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let part = read_safetensors_where(path, |_| true)?;
+    Ok((part.tensors, part.metadata))
+}
+
+/// The tensors of a safetensors file that a filter kept, its metadata and the names it left out.
+pub struct SafetensorsPart {
+    pub tensors: HashMap<String, Tensor>,
+    pub metadata: HashMap<String, String>,
+    /// Names of the tensors the filter left out, sorted.
+    pub skipped: Vec<String>,
+}
+
+/// Reads the tensors whose names `wanted` accepts (CPU). The file is memory-mapped, so only those tensors' bytes
+/// are read: the timm VGG16 file is 553 MB, 470 MB of it the ImageNet classifier a conv base never uses. A
+/// truncated or invalid file is a clear error.
+pub fn read_safetensors_where(path: &Path, wanted: impl Fn(&str) -> bool) -> Result<SafetensorsPart> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the map is only read, and lives until this function returns, after every tensor was copied out of
+    // it. As with any memory-mapped loader (candle's, safetensors'), another process truncating the file while it
+    // is mapped would fault; weights files are not written while catdog reads them (checkpoints are written to a
+    // temporary file and renamed, which leaves a mapped file intact).
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
     let bad = |message: String| Error::BadSafetensors {
         path: path.to_path_buf(),
         message,
     };
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-    let mut out = HashMap::new();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| bad(e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| bad(e.to_string()))?;
+    let mut tensors = HashMap::new();
+    let mut skipped = Vec::new();
     for (name, view) in st.tensors() {
+        if !wanted(&name) {
+            skipped.push(name);
+            continue;
+        }
         let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)
             .map_err(|e| bad(format!("tensor '{name}': {e}")))?;
-        out.insert(name, t);
+        tensors.insert(name, t);
     }
-    Ok((out, meta.metadata().clone().unwrap_or_default()))
+    skipped.sort();
+    Ok(SafetensorsPart {
+        tensors,
+        metadata: meta.metadata().clone().unwrap_or_default(),
+        skipped,
+    })
+}
+
+/// Whether a tensor belongs to the conv base (torchvision/timm `features.N.*`).
+fn is_conv_base(name: &str) -> bool {
+    name.starts_with("features.")
 }
 
 /// Loads the conv base named by `spec` onto `device`.
@@ -151,13 +189,18 @@ pub fn load(spec: &WeightsSpec, device: &Device, opts: &HubOptions) -> Result<Lo
             spec: spec.clone(),
             model: Vgg16::random(*widths, *seed, device)?,
             tensors: HashMap::new(),
+            ignored: Vec::new(),
             preprocess: Preprocess::imagenet(),
             path: None,
             revision: None,
             metadata: HashMap::new(),
         }),
         WeightsSpec::File { path } => {
-            let (tensors, metadata) = read_safetensors(path)?;
+            let SafetensorsPart {
+                tensors,
+                metadata,
+                skipped: ignored,
+            } = read_safetensors_where(path, is_conv_base)?;
             let model = Vgg16::from_tensors(&tensors, &path.display().to_string(), device)?;
             // A catdog checkpoint records its preprocessing; a plain file gets the ImageNet default.
             let preprocess = metadata
@@ -168,6 +211,7 @@ pub fn load(spec: &WeightsSpec, device: &Device, opts: &HubOptions) -> Result<Lo
                 spec: spec.clone(),
                 model,
                 tensors,
+                ignored,
                 preprocess,
                 path: Some(path.clone()),
                 revision: None,
@@ -192,12 +236,17 @@ pub fn load(spec: &WeightsSpec, device: &Device, opts: &HubOptions) -> Result<Lo
             .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
             .and_then(|j| preprocess::from_timm_config(&j))
             .unwrap_or_default();
-            let (tensors, metadata) = read_safetensors(&path)?;
+            let SafetensorsPart {
+                tensors,
+                metadata,
+                skipped: ignored,
+            } = read_safetensors_where(&path, is_conv_base)?;
             let model = Vgg16::from_tensors(&tensors, &format!("{repo} ({})", path.display()), device)?;
             Ok(LoadedWeights {
                 spec: spec.clone(),
                 model,
                 tensors,
+                ignored,
                 preprocess,
                 path: Some(path),
                 revision: commit,
