@@ -147,10 +147,11 @@ pub struct SafetensorsPart {
 /// truncated or invalid file is a clear error.
 pub fn read_safetensors_where(path: &Path, wanted: impl Fn(&str) -> bool) -> Result<SafetensorsPart> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    // SAFETY: the map is only read, and lives until this function returns, after every tensor was copied out of
-    // it. As with any memory-mapped loader (candle's, safetensors'), another process truncating the file while it
-    // is mapped would fault; weights files are not written while catdog reads them (checkpoints are written to a
-    // temporary file and renamed, which leaves a mapped file intact).
+    // As with any memory-mapped loader (candle's, safetensors'), another process truncating the file while it is
+    // mapped would fault; catdog writes checkpoints to a temporary file and renames it, which leaves a mapped file
+    // intact.
+    // SAFETY: the map is only read, and every tensor is copied out of it before it is dropped at the end of this
+    // function; nothing in catdog writes a weights file in place while it is mapped.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
     let bad = |message: String| Error::BadSafetensors {
         path: path.to_path_buf(),
