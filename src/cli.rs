@@ -257,7 +257,8 @@ pub struct ImageFlags {
 #[derive(Debug, Subcommand)]
 pub enum DataCmd {
     /// Download an image-classification data set stored as parquet on the Hugging Face Hub (Dogs-vs-Cats by
-    /// default) and write it as OUT/train/<class>/… and OUT/test/<class>/…; re-running resumes.
+    /// default) and write it as OUT/train/<class>/… and OUT/test/<class>/…, with a manifest; re-running resumes an
+    /// interrupted fetch and leaves a complete one as it is.
     Fetch {
         /// Hub data set id, `org/name[@revision]`.
         #[arg(long, default_value = catdog::data::fetch::DEFAULT_REPO, value_name = "ID")]
@@ -268,9 +269,13 @@ pub enum DataCmd {
         /// Fraction of each class held out as the test split when the repository has none.
         #[arg(long, default_value_t = 0.2, value_name = "FRACTION")]
         test_split: f64,
-        /// Seed of the test split.
-        #[arg(long, default_value_t = 0)]
+        /// Seed of the --per-class subset and of the test split.
+        #[arg(long, default_value_t = 0, value_name = "N")]
         seed: u64,
+        /// Keep at most N images per class of the training rows (stratified, seeded), before the test split; the
+        /// course's classic is 1000 [default: all].
+        #[arg(long, value_name = "N")]
+        per_class: Option<usize>,
         /// Print the report as one JSON object.
         #[arg(long)]
         json: bool,

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use catdog::data::fetch::extract_parquet;
+use catdog::data::fetch::{extract_parquet, Selection};
 use catdog::data::folder::ImageFolder;
 use common::{catdog, stderr};
 use parquet::basic::Compression;
@@ -89,6 +89,14 @@ fn sample_rows() -> Vec<(Option<Vec<u8>>, i64)> {
     rows
 }
 
+fn sel(test_split: f64, seed: u64) -> Selection {
+    Selection {
+        test_split,
+        seed,
+        per_class: None,
+    }
+}
+
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     catdog::data::folder::walk_images(dir)
         .map(|(f, _)| f)
@@ -101,7 +109,7 @@ fn parquet_rows_become_the_course_layout_with_a_stratified_test_split() {
     let shard = tmp.path().join("train-00000-of-00001.parquet");
     write_parquet(&shard, &sample_rows());
     let out = tmp.path().join("dogs-vs-cats");
-    let r = extract_parquet(&[("train".into(), shard.clone())], &out, 0.2, 3, &|_| {}).unwrap();
+    let r = extract_parquet(&[("train".into(), shard.clone())], &out, &sel(0.2, 3), &|_| {}).unwrap();
     assert_eq!(r.classes, ["cats", "dogs"]);
     assert_eq!(r.written, 10);
     assert_eq!(r.bad.len(), 2, "{:?}", r.bad);
@@ -132,10 +140,10 @@ fn parquet_rows_become_the_course_layout_with_a_stratified_test_split() {
         assert!(name.starts_with("cat.") || name.starts_with("dog."), "{name}");
     }
     // Re-running keeps what is there; a missing file (an interrupted run) is written again.
-    let r2 = extract_parquet(&[("train".into(), shard.clone())], &out, 0.2, 3, &|_| {}).unwrap();
+    let r2 = extract_parquet(&[("train".into(), shard.clone())], &out, &sel(0.2, 3), &|_| {}).unwrap();
     assert_eq!((r2.written, r2.kept), (0, 10));
     std::fs::remove_file(&test.samples[0].path).unwrap();
-    let r3 = extract_parquet(&[("train".into(), shard)], &out, 0.2, 3, &|_| {}).unwrap();
+    let r3 = extract_parquet(&[("train".into(), shard)], &out, &sel(0.2, 3), &|_| {}).unwrap();
     assert_eq!((r3.written, r3.kept), (1, 9));
     assert!(test.samples[0].path.is_file());
 }
@@ -147,7 +155,7 @@ fn a_repository_test_split_is_used_as_it_is() {
     write_parquet(&a, &sample_rows()[..6]);
     write_parquet(&b, &sample_rows()[6..10]);
     let out = tmp.path().join("out");
-    let r = extract_parquet(&[("train".into(), a), ("test".into(), b)], &out, 0.2, 0, &|_| {}).unwrap();
+    let r = extract_parquet(&[("train".into(), a), ("test".into(), b)], &out, &sel(0.2, 0), &|_| {}).unwrap();
     assert!(r.test_source.contains("repository"));
     assert_eq!(files_under(&out.join("train")).len(), 6);
     assert_eq!(files_under(&out.join("test")).len(), 4);
@@ -218,4 +226,136 @@ fn finetune_without_data_says_how_to_get_it() {
         e.contains("catdog data fetch") && e.contains("data/dogs-vs-cats"),
         "{e}"
     );
+}
+
+/// A dataset repository in the Hugging Face cache under `hf_home`, laid out as huggingface_hub does.
+fn cached_dataset(hf_home: &Path, repo: &str, rows: &[(Option<Vec<u8>>, i64)]) -> PathBuf {
+    let dir = hf_home.join(format!("hub/datasets--{}", repo.replace('/', "--")));
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    std::fs::create_dir_all(dir.join("refs")).unwrap();
+    std::fs::write(dir.join("refs/main"), commit).unwrap();
+    let data = dir.join("snapshots").join(commit).join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let shard = data.join("train-00000-of-00001.parquet");
+    write_parquet(&shard, rows);
+    shard
+}
+
+#[test]
+fn per_class_takes_a_stratified_seeded_subset_before_the_test_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shard = tmp.path().join("train.parquet");
+    write_parquet(&shard, &sample_rows());
+    let subset = |seed: u64| {
+        let out = tmp.path().join(format!("out{seed}"));
+        let s = Selection {
+            test_split: 0.25,
+            seed,
+            per_class: Some(4),
+        };
+        let r = extract_parquet(&[("train".into(), shard.clone())], &out, &s, &|_| {}).unwrap();
+        (r, out)
+    };
+    let (r, out) = subset(1);
+    // 5 good images per class, 4 kept per class, then a quarter of them (1 per class) held out.
+    for class in ["cats", "dogs"] {
+        assert_eq!(r.counts["train"][class], 3, "{:?}", r.counts);
+        assert_eq!(r.counts["test"][class], 1, "{:?}", r.counts);
+    }
+    assert_eq!(files_under(&out).len(), 8);
+    // The subset follows the seed.
+    let names = |dir: &Path| {
+        let mut v: Vec<String> = files_under(dir)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let (_, same) = subset(1);
+    assert_eq!(names(&out), names(&same));
+}
+
+#[test]
+fn a_complete_fetch_leaves_a_manifest_that_a_rerun_trusts_without_reading_the_data_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shard = cached_dataset(tmp.path(), "someone/pets", &sample_rows());
+    let out = tmp.path().join("pets");
+    let fetch = || {
+        catdog(
+            &[
+                "data",
+                "fetch",
+                "--repo",
+                "someone/pets",
+                "--per-class",
+                "4",
+                "--out",
+                out.to_str().unwrap(),
+                "--json",
+            ],
+            tmp.path(),
+        )
+    };
+    let o = fetch();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("catdog-manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["repo"], "someone/pets");
+    assert_eq!(m["revision"], "89abcdef0123456789abcdef0123456789abcdef");
+    assert_eq!(m["selection"]["per_class"], 4);
+    assert_eq!(m["files"].as_array().unwrap().len(), 8);
+    assert!(!out.join("catdog-fetch.partial").exists());
+    // The shard is now unreadable: a re-run that trusts the manifest does not notice.
+    std::fs::write(&shard, b"not parquet").unwrap();
+    let o = fetch();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing to do"), "{}", stderr(&o));
+    // A listed file gone: the folder is not complete, so the fetch runs again (and here meets the broken shard).
+    let first = m["files"][0].as_str().unwrap();
+    std::fs::remove_file(out.join(first)).unwrap();
+    let o = fetch();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("parquet"), "{}", stderr(&o));
+}
+
+#[test]
+fn finetune_fetches_the_default_folder_however_it_is_spelled_and_resumes_a_half_written_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rows = sample_rows();
+    rows.extend(sample_rows());
+    cached_dataset(tmp.path(), "microsoft/cats_vs_dogs", &rows);
+    let run = |data: &str, name: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_catdog"))
+            .args([
+                "finetune",
+                "--data",
+                data,
+                "--weights",
+                "random:4,4,4,4,4",
+                "--size",
+                "32",
+            ])
+            .args(["--epochs", "1", "--quiet", "--name", name])
+            .current_dir(tmp.path())
+            .env("HF_HOME", tmp.path())
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .output()
+            .unwrap()
+    };
+    let o = run("./data/dogs-vs-cats/", "a");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let folder = tmp.path().join("data/dogs-vs-cats");
+    assert!(folder.join("catdog-manifest.json").is_file(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("getting Dogs-vs-Cats first"), "{}", stderr(&o));
+    // An interrupted fetch (its marker still there, a file missing) is completed before training.
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("catdog-manifest.json")).unwrap()).unwrap();
+    std::fs::remove_file(folder.join(m["files"][0].as_str().unwrap())).unwrap();
+    std::fs::write(folder.join("catdog-fetch.partial"), "microsoft/cats_vs_dogs").unwrap();
+    let o = run("data/dogs-vs-cats", "b");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("half-written"), "{}", stderr(&o));
+    assert!(folder.join(m["files"][0].as_str().unwrap()).is_file());
+    assert!(!folder.join("catdog-fetch.partial").exists());
 }

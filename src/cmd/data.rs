@@ -11,9 +11,15 @@ pub fn run(cmd: DataCmd, quiet: bool) -> Result<i32> {
             out,
             test_split,
             seed,
+            per_class,
             json,
         } => {
-            let report = fetch(&repo, &out, test_split, seed, quiet)?;
+            let selection = catdog::data::fetch::Selection {
+                test_split,
+                seed,
+                per_class,
+            };
+            let report = fetch(&repo, &out, selection, quiet)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             }
@@ -80,8 +86,7 @@ fn print_report(r: &check::CheckReport, show: usize) {
 pub fn fetch(
     repo: &str,
     out: &std::path::Path,
-    test_split: f64,
-    seed: u64,
+    selection: catdog::data::fetch::Selection,
     quiet: bool,
 ) -> Result<catdog::data::fetch::FetchReport> {
     use catdog::data::fetch::{self, FetchOptions};
@@ -89,8 +94,7 @@ pub fn fetch(
     let opts = FetchOptions {
         repo: repo.to_string(),
         out: out.to_path_buf(),
-        test_split,
-        seed,
+        selection,
         hub: HubOptions {
             progress: !quiet,
             ..HubOptions::default()
@@ -99,6 +103,9 @@ pub fn fetch(
     let bar = catdog::progress::spinner("decoding", "rows", quiet);
     let report = fetch::fetch(&opts, &|n| bar.inc(n as u64), &mut |m| eprintln!("{m}"))?;
     bar.finish_and_clear();
+    if report.already_complete {
+        return Ok(report);
+    }
     for (split, classes) in &report.counts {
         let c: Vec<String> = classes.iter().map(|(k, v)| format!("{v} {k}")).collect();
         eprintln!("{}/{split}: {}", out.display(), c.join(", "));

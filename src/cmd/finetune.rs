@@ -227,17 +227,35 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
         }
         let cfg0 = build_config(&a, Preprocess::imagenet(), None)?;
         cfg0.validate().map_err(usage)?;
-        if !a.data.exists() {
-            if a.data == Path::new(crate::cli::DEFAULT_DATA) {
+        let unfinished = catdog::data::fetch::unfinished(&a.data);
+        if !a.data.exists() || unfinished {
+            if is_default_data(&a.data) {
                 eprintln!(
-                    "{} is missing: getting Dogs-vs-Cats first (the same as `catdog data fetch --out {}`)",
+                    "{} is {}: getting Dogs-vs-Cats first (the same as `catdog data fetch --out {}`)",
+                    a.data.display(),
+                    if unfinished {
+                        "half-written (its fetch was interrupted)"
+                    } else {
+                        "missing"
+                    },
+                    a.data.display()
+                );
+                let selection = catdog::data::fetch::Selection {
+                    test_split: 0.2,
+                    seed: 0,
+                    per_class: None,
+                };
+                super::data::fetch(catdog::data::fetch::DEFAULT_REPO, &a.data, selection, quiet)
+                    .with_context(|| missing_data_hint(&a.data))?;
+            } else if !a.data.exists() {
+                bail!(missing_data_hint(&a.data));
+            } else {
+                eprintln!(
+                    "warning: {} holds a fetch that was interrupted; `catdog data fetch --out {}` with the same flags \
+                     completes it",
                     a.data.display(),
                     a.data.display()
                 );
-                super::data::fetch(catdog::data::fetch::DEFAULT_REPO, &a.data, 0.2, a.w.seed, quiet)
-                    .with_context(|| missing_data_hint(&a.data))?;
-            } else {
-                bail!(missing_data_hint(&a.data));
             }
         }
         let folder = run::RunFolder::create(&a.runs_dir, a.name.as_deref(), &mut log).map_err(usage)?;
@@ -303,6 +321,24 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
 }
 
 /// A library error that is about the user's flags becomes a usage error (exit code 2).
+/// Whether `--data` names the default folder, however it is spelled (`./data/dogs-vs-cats/`, an absolute path
+/// into the working directory): compared component by component, without touching the disk.
+fn is_default_data(data: &Path) -> bool {
+    use std::path::Component;
+    let parts = |p: &Path| -> Vec<std::ffi::OsString> {
+        p.components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .map(|c| c.as_os_str().to_os_string())
+            .collect()
+    };
+    let default = parts(Path::new(crate::cli::DEFAULT_DATA));
+    let relative = match std::env::current_dir() {
+        Ok(cwd) if data.is_absolute() => data.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or_default(),
+        _ => data.to_path_buf(),
+    };
+    parts(&relative) == default
+}
+
 /// Without validation data a `val_*` monitor has nothing to watch: the default one becomes `loss` (with a
 /// warning, and so recorded in config.json); one given with --monitor is a usage error.
 fn settle_monitor(cfg: &mut TrainConfig, splits: &Splits, explicit: &[String]) -> Result<()> {

@@ -17,7 +17,7 @@ use parquet::record::{Field, Row};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::decode::{decode_rgb_bytes, DecodeLimits};
 use crate::error::{Error, Result};
@@ -49,9 +49,12 @@ pub fn split_of(file: &str) -> Option<&'static str> {
     None
 }
 
-/// The parquet shards of a repository with their split, downloaded (or found in the cache).
-pub fn download_shards(repo: &str, revision: Option<&str>, opts: &HubOptions) -> Result<Vec<(String, PathBuf)>> {
-    let (files, _) = hub::list_files(RepoKind::Dataset, repo, revision, opts)?;
+/// Parquet shards as (split, local path), and the repository commit when the hub (or the cache) says which.
+pub type Shards = (Vec<(String, PathBuf)>, Option<String>);
+
+/// The parquet shards of a repository with their split, downloaded (or found in the cache), and its commit.
+pub fn download_shards(repo: &str, revision: Option<&str>, opts: &HubOptions) -> Result<Shards> {
+    let (files, commit) = hub::list_files(RepoKind::Dataset, repo, revision, opts)?;
     let mut shards: Vec<(String, String)> = files
         .iter()
         .filter(|f| f.ends_with(".parquet"))
@@ -68,10 +71,23 @@ pub fn download_shards(repo: &str, revision: Option<&str>, opts: &HubOptions) ->
             ),
         });
     }
-    shards
+    let paths = shards
         .into_iter()
         .map(|(split, f)| Ok((split, hub::hub_file(RepoKind::Dataset, repo, revision, &f, opts)?.0)))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((paths, commit))
+}
+
+/// Which rows become files, and how they split.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Selection {
+    /// Fraction of each class held out as the test split when the repository has none.
+    pub test_split: f64,
+    /// Seed of the subset and of the test split.
+    pub seed: u64,
+    /// At most this many images per class from the training rows (a stratified, seeded subset, drawn before the
+    /// test split; the course's classic is 1,000); `None` for all.
+    pub per_class: Option<usize>,
 }
 
 /// What the fetch did.
@@ -87,6 +103,11 @@ pub struct FetchReport {
     pub bad: Vec<(String, usize, String)>,
     /// How the test split was made.
     pub test_source: String,
+    /// The files in the output folder, relative to it (for the manifest).
+    #[serde(skip)]
+    pub files: Vec<String>,
+    /// The fetch was already complete (its manifest matched and every file was there): nothing was read.
+    pub already_complete: bool,
 }
 
 struct Layout {
@@ -246,20 +267,24 @@ fn for_blocks(path: &Path, mut f: impl FnMut(Vec<(usize, Row)>) -> Result<()>) -
 pub fn extract_parquet(
     shards: &[(String, PathBuf)],
     out: &Path,
-    test_split: f64,
-    seed: u64,
+    sel: &Selection,
     on_rows: &(dyn Fn(usize) + Sync),
 ) -> Result<FetchReport> {
+    let (test_split, seed) = (sel.test_split, sel.seed);
     if !(0.0..1.0).contains(&test_split) {
         return Err(Error::invalid(format!(
             "--test-split must be in [0, 1), got {test_split}"
         )));
+    }
+    if sel.per_class == Some(0) {
+        return Err(Error::invalid("--per-class must be at least 1"));
     }
     struct Entry {
         shard: usize,
         split: String,
         label: usize,
         ext: &'static str,
+        /// Decodes, and (with --per-class) is in the subset.
         good: bool,
     }
     let limits = DecodeLimits::default();
@@ -315,6 +340,19 @@ pub fn extract_parquet(
         names.push(format!("class{}", names.len()));
     }
     report.classes = names.iter().map(|n| folder_name(n)).collect();
+    // --per-class: a seeded, stratified subset of the training rows (the repository's test rows stay whole).
+    if let Some(n) = sel.per_class {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5EB5E7);
+        for c in 0..n_classes {
+            let mut idx: Vec<usize> = (0..entries.len())
+                .filter(|&i| entries[i].label == c && entries[i].good && entries[i].split == "train")
+                .collect();
+            idx.shuffle(&mut rng);
+            for &i in idx.iter().skip(n) {
+                entries[i].good = false;
+            }
+        }
+    }
     // Splits: the repository's test (or validation) split when there is one, else a stratified draw from train.
     if entries.iter().any(|e| e.split == "test") {
         report.test_source = "the repository's test split".into();
@@ -370,6 +408,10 @@ pub fn extract_parquet(
         })?;
         for (ri, kept) in done {
             let e = &mine[ri];
+            let name = format!("{}.{}.{}", singular[e.label], first + ri, e.ext);
+            report
+                .files
+                .push(format!("{}/{}/{name}", e.split, report.classes[e.label]));
             *report
                 .counts
                 .entry(e.split.clone())
@@ -393,13 +435,73 @@ pub struct FetchOptions {
     /// `org/name[@revision]`.
     pub repo: String,
     pub out: PathBuf,
-    pub test_split: f64,
-    pub seed: u64,
+    pub selection: Selection,
     pub hub: HubOptions,
 }
 
-/// Downloads (or finds in the cache) the parquet shards of `opts.repo` and writes the image folders.
+/// The file a complete fetch leaves in its output folder.
+pub const MANIFEST: &str = "catdog-manifest.json";
+/// The file a fetch in progress leaves in its output folder until its manifest is written.
+pub const IN_PROGRESS: &str = "catdog-fetch.partial";
+
+/// What a complete fetch wrote (`OUT/catdog-manifest.json`): a re-run with the same settings trusts it instead of
+/// downloading and decoding again, as long as every listed file is there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub repo: String,
+    /// The repository commit the shards came from, when the hub said.
+    pub revision: Option<String>,
+    pub selection: Selection,
+    pub test_source: String,
+    pub classes: Vec<String>,
+    pub counts: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Every image file, relative to the folder.
+    pub files: Vec<String>,
+}
+
+impl Manifest {
+    /// The manifest of `out` when it describes a complete fetch of `repo` with `selection`.
+    pub fn complete(out: &Path, repo: &str, selection: &Selection) -> Option<Manifest> {
+        let text = std::fs::read_to_string(out.join(MANIFEST)).ok()?;
+        let m: Manifest = serde_json::from_str(&text).ok()?;
+        let same = m.repo == repo && m.selection == *selection && !out.join(IN_PROGRESS).exists();
+        let whole = m.files.iter().all(|f| {
+            out.join(f)
+                .metadata()
+                .map(|md| md.is_file() && md.len() > 0)
+                .unwrap_or(false)
+        });
+        (same && whole).then_some(m)
+    }
+}
+
+/// Whether `out` holds a fetch that was started and not finished.
+pub fn unfinished(out: &Path) -> bool {
+    out.join(IN_PROGRESS).exists()
+}
+
+/// Downloads (or finds in the cache) the parquet shards of `opts.repo` and writes the image folders, then the
+/// manifest. A folder whose manifest matches the request and whose files are all there is left as it is, without
+/// touching the network or decoding an image.
 pub fn fetch(opts: &FetchOptions, on_rows: &(dyn Fn(usize) + Sync), log: &mut dyn FnMut(&str)) -> Result<FetchReport> {
+    if let Some(m) = Manifest::complete(&opts.out, &opts.repo, &opts.selection) {
+        log(&format!(
+            "{} already holds {} images of {} ({}): nothing to do",
+            opts.out.display(),
+            m.files.len(),
+            m.repo,
+            MANIFEST
+        ));
+        return Ok(FetchReport {
+            classes: m.classes,
+            counts: m.counts,
+            kept: m.files.len(),
+            test_source: m.test_source,
+            files: m.files,
+            already_complete: true,
+            ..FetchReport::default()
+        });
+    }
     let (repo, revision) = match opts.repo.split_once('@') {
         Some((r, v)) => (r, Some(v)),
         None => (opts.repo.as_str(), None),
@@ -409,7 +511,7 @@ pub fn fetch(opts: &FetchOptions, on_rows: &(dyn Fn(usize) + Sync), log: &mut dy
         opts.repo,
         hub::hf_cache_dir().display()
     ));
-    let shards = download_shards(repo, revision, &opts.hub)?;
+    let (shards, commit) = download_shards(repo, revision, &opts.hub)?;
     log(&format!(
         "writing images to {} from {} parquet files ({})",
         opts.out.display(),
@@ -422,7 +524,21 @@ pub fn fetch(opts: &FetchOptions, on_rows: &(dyn Fn(usize) + Sync), log: &mut dy
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    extract_parquet(&shards, &opts.out, opts.test_split, opts.seed, on_rows)
+    let marker = opts.out.join(IN_PROGRESS);
+    crate::io::atomic_write(&marker, opts.repo.as_bytes())?;
+    let report = extract_parquet(&shards, &opts.out, &opts.selection, on_rows)?;
+    let manifest = Manifest {
+        repo: opts.repo.clone(),
+        revision: commit,
+        selection: opts.selection,
+        test_source: report.test_source.clone(),
+        classes: report.classes.clone(),
+        counts: report.counts.clone(),
+        files: report.files.clone(),
+    };
+    crate::io::write_json(&opts.out.join(MANIFEST), &manifest)?;
+    std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
+    Ok(report)
 }
 
 #[cfg(test)]
