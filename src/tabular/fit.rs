@@ -12,6 +12,7 @@ use crate::data::loader::mix;
 use crate::error::{Error, Result};
 use crate::train::callbacks::{check_loss, Callbacks};
 use crate::train::early_stop::{EarlyStopping, EarlyStoppingConfig, Mode};
+use crate::train::fit_loop::{self, Batches, Ending, Learner, Monitored};
 use crate::train::loss;
 use crate::train::monitor::Monitor;
 use crate::train::optim::{OptimConfig, Optimizer};
@@ -162,58 +163,119 @@ pub fn evaluate(model: &Mlp, t: &Tensors, cfg: &FitConfig) -> Result<(f64, f64, 
     Ok((dl + penalty_value(model, cfg)?, dl, metric(&f.out, t)?))
 }
 
-/// Trains `model` on `train`, watching `val`.
+/// Trains `model` on `train`, watching `val`, in the shared loop ([`crate::train::fit_loop`]).
 pub fn fit(model: Mlp, train: &Tensors, val: &Tensors, cfg: &FitConfig) -> Result<Fit> {
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         return Err(Error::invalid("--epochs and --batch-size must be at least 1"));
     }
-    let device = train.x.device().clone();
-    let mut opt = Optimizer::new(cfg.optimizer.clone(), model.vars())?;
     let monitor = match &cfg.early_stopping {
         Some(es) => Monitor::parse(&es.monitor, es.mode)?,
         None => Monitor::parse("val_loss", Mode::Auto)?,
     };
-    let mut callbacks = Callbacks {
-        early_stopping: cfg.early_stopping.clone().map(EarlyStopping::new).transpose()?,
-        ..Callbacks::default()
+    let mut run = TabularRun {
+        opt: Optimizer::new(cfg.optimizer.clone(), model.vars())?,
+        callbacks: Callbacks {
+            early_stopping: cfg.early_stopping.clone().map(EarlyStopping::new).transpose()?,
+            ..Callbacks::default()
+        },
+        grad_norms: vec![0f64; model.kernels().len()],
+        model,
+        train,
+        val,
+        cfg,
+        best_snapshot: None,
+        history: Vec::new(),
+        first_steps: 0,
+        sums: (0.0, 0.0, 0.0),
+        restored: None,
     };
-    let mut best_snapshot: Option<Vec<Tensor>> = None;
-    let mut history = Vec::new();
-    let mut grad_norms = vec![0f64; model.kernels().len()];
-    let mut first_steps = 0usize;
-    let n = train.rows();
-    let mut stopped = None;
-    for epoch in 0..cfg.epochs {
-        let mut order: Vec<usize> = (0..n).collect();
+    let ending = fit_loop::fit(&mut run, &monitor, cfg.epochs)?;
+    let (tl, _, tm) = evaluate(&run.model, train, cfg)?;
+    let (vl, _, vm) = evaluate(&run.model, val, cfg)?;
+    Ok(Fit {
+        history: run.history,
+        stopped_epoch: match ending {
+            Ending::EarlyStopped(e) => Some(e),
+            _ => None,
+        },
+        restored_epoch: run.restored,
+        first_epoch_grad_norms: run
+            .grad_norms
+            .iter()
+            .map(|g| g / run.first_steps.max(1) as f64)
+            .collect(),
+        final_train: (tl, tm),
+        final_val: (vl, vm),
+        model: run.model,
+    })
+}
+
+/// The MLP on a table as a [`Learner`] of the shared loop.
+struct TabularRun<'a> {
+    model: Mlp,
+    train: &'a Tensors,
+    val: &'a Tensors,
+    cfg: &'a FitConfig,
+    opt: Optimizer,
+    callbacks: Callbacks,
+    /// The weights of the best epoch, for restore_best_weights.
+    best_snapshot: Option<Vec<Tensor>>,
+    history: Vec<EpochRow>,
+    /// Summed L2 norms of each kernel's gradient over the first epoch's steps.
+    grad_norms: Vec<f64>,
+    first_steps: usize,
+    /// The epoch in progress: Σ loss, Σ data loss, Σ correct (classification) or squared error (regression).
+    sums: (f64, f64, f64),
+    restored: Option<usize>,
+}
+
+impl Learner for TabularRun<'_> {
+    type Record = EpochRow;
+
+    fn next_epoch(&self) -> usize {
+        0
+    }
+
+    fn callbacks(&mut self) -> &mut Callbacks {
+        &mut self.callbacks
+    }
+
+    /// Mini-batches in an order shuffled per epoch with the seed.
+    fn train_epoch(&mut self, epoch: usize) -> Result<Batches> {
+        let (cfg, train) = (self.cfg, self.train);
+        let device = train.x.device().clone();
+        let mut order: Vec<usize> = (0..train.rows()).collect();
         order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
             mix(cfg.seed) ^ mix(epoch as u64 + 7),
         ));
-        let (mut sum_loss, mut sum_data, mut correct_or_se) = (0.0, 0.0, 0.0);
+        self.sums = (0.0, 0.0, 0.0);
         for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
             let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), &device)?;
             let x = train.x.index_select(&ids, 0)?;
-            let f = model.forward(&x, Some(mix(mix(cfg.seed ^ 0xF17) ^ mix(epoch as u64)) ^ b as u64))?;
+            let f = self
+                .model
+                .forward(&x, Some(mix(mix(cfg.seed ^ 0xF17) ^ mix(epoch as u64)) ^ b as u64))?;
             let dl = data_loss(&f.out, train, Some(idx))?;
-            let total = match loss::penalty(&cfg.regularized(&model), cfg.l1, cfg.l2)? {
+            let total = match loss::penalty(&cfg.regularized(&self.model), cfg.l1, cfg.l2)? {
                 Some(p) => (&dl + p)?,
                 None => dl.clone(),
             };
             let (tv, dv) = (total.to_scalar::<f32>()? as f64, dl.to_scalar::<f32>()? as f64);
-            check_loss(tv, epoch, b, opt.lr(), None)?;
+            check_loss(tv, epoch, b, self.opt.lr(), None)?;
             let grads = total.backward()?;
             if epoch == 0 {
-                for (k, v) in model.kernels().iter().enumerate() {
+                for (k, v) in self.model.kernels().iter().enumerate() {
                     if let Some(g) = grads.get(v.as_tensor()) {
-                        grad_norms[k] += g.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64;
+                        self.grad_norms[k] += g.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64;
                     }
                 }
-                first_steps += 1;
+                self.first_steps += 1;
             }
-            opt.step(&grads)?;
+            self.opt.step(&grads)?;
             let m = idx.len() as f64;
-            sum_loss += tv * m;
-            sum_data += dv * m;
-            correct_or_se += match train.task {
+            self.sums.0 += tv * m;
+            self.sums.1 += dv * m;
+            self.sums.2 += match train.task {
                 Task::Classification => {
                     let labels: Vec<u32> = idx.iter().map(|&i| train.y_class[i]).collect();
                     loss::correct(&f.out, &labels)? as f64
@@ -221,51 +283,71 @@ pub fn fit(model: Mlp, train: &Tensors, val: &Tensors, cfg: &FitConfig) -> Resul
                 Task::Regression => dv * m,
             };
         }
-        let (vl, vdl, vm) = evaluate(&model, val, cfg)?;
-        let row = EpochRow {
+        Ok(Batches::Done)
+    }
+
+    fn record(&mut self, epoch: usize) -> Result<EpochRow> {
+        let n = self.train.rows() as f64;
+        let (vl, vdl, vm) = evaluate(&self.model, self.val, self.cfg)?;
+        Ok(EpochRow {
             epoch: epoch + 1,
-            loss: sum_loss / n as f64,
-            data_loss: sum_data / n as f64,
+            loss: self.sums.0 / n,
+            data_loss: self.sums.1 / n,
             val_loss: vl,
             val_data_loss: vdl,
-            metric: correct_or_se / n as f64,
+            metric: self.sums.2 / n,
             val_metric: vm,
-        };
-        let value = row.get(&monitor.name);
-        history.push(row);
-        let d = callbacks.on_epoch_end(&monitor, epoch, value, opt.lr());
-        if d.improved
-            && callbacks
-                .early_stopping
-                .as_ref()
-                .is_some_and(|e| e.config.restore_best_weights)
+        })
+    }
+
+    fn lr(&self) -> f64 {
+        self.opt.lr()
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.opt.set_lr(lr);
+    }
+
+    fn keep_best(&mut self, _epoch: usize, _monitor: &Monitor, _value: Option<f64>) -> Result<()> {
+        if self
+            .callbacks
+            .early_stopping
+            .as_ref()
+            .is_some_and(|e| e.config.restore_best_weights)
         {
-            best_snapshot = Some(model.snapshot()?);
+            self.best_snapshot = Some(self.model.snapshot()?);
         }
-        if let Some(lr) = d.new_lr {
-            opt.set_lr(lr);
-        }
-        if d.stop {
-            stopped = Some(epoch + 1);
-            break;
-        }
+        Ok(())
     }
-    let mut restored = None;
-    if let (Some(ep), Some(snap)) = (callbacks.restore_epoch(), &best_snapshot) {
-        model.restore(snap)?;
-        restored = Some(ep + 1);
+
+    fn epoch_done(&mut self, _epoch: usize, record: EpochRow, _last: bool) -> Result<()> {
+        self.history.push(record);
+        Ok(())
     }
-    let (tl, _, tm) = evaluate(&model, train, cfg)?;
-    let (vl, _, vm) = evaluate(&model, val, cfg)?;
-    Ok(Fit {
-        model,
-        history,
-        stopped_epoch: stopped,
-        restored_epoch: restored,
-        first_epoch_grad_norms: grad_norms.iter().map(|g| g / first_steps.max(1) as f64).collect(),
-        final_train: (tl, tm),
-        final_val: (vl, vm),
-    })
+
+    fn interrupted(&mut self, _epoch: usize) -> Result<()> {
+        Ok(())
+    }
+
+    fn stop_requested(&self) -> bool {
+        false
+    }
+
+    fn restore_best(&mut self, epoch: usize) -> Result<()> {
+        if let Some(snap) = &self.best_snapshot {
+            self.model.restore(snap)?;
+            self.restored = Some(epoch + 1);
+        }
+        Ok(())
+    }
+
+    fn log(&mut self, _line: &str) {}
+}
+
+impl Monitored for EpochRow {
+    fn metric(&self, name: &str) -> Option<f64> {
+        self.get(name)
+    }
 }
 
 /// Fraction of each hidden layer's units that are never active on `t` (pre-activation ≤ 0 for every row).

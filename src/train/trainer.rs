@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::cache::FeatureCache;
 use super::callbacks::{check_loss, Callbacks};
 use super::early_stop::{EarlyStopping, EarlyStoppingConfig, Mode};
+use super::fit_loop::{self, Batches, Learner, Monitored};
 use super::history::{EpochRecord, History};
 use super::loss;
 use super::monitor::Monitor;
@@ -195,13 +196,6 @@ impl TrainState {
     }
 }
 
-/// How an epoch's batches ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Batches {
-    Done,
-    Interrupted,
-}
-
 /// What `--resume` continues from: `last.safetensors` as loaded and checked.
 pub struct Resume {
     pub checkpoint: PathBuf,
@@ -212,16 +206,7 @@ pub struct Resume {
     pub history: History,
 }
 
-/// How a run ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Ending {
-    /// All epochs ran.
-    Completed,
-    /// Early stopping stopped after this epoch (1-based).
-    EarlyStopped(usize),
-    /// Ctrl-C: `last.safetensors` holds the state to resume from.
-    Interrupted,
-}
+pub use super::fit_loop::Ending;
 
 /// Knobs of a run that are not part of its configuration.
 pub struct RunOptions<'a> {
@@ -556,26 +541,8 @@ impl Trainer {
                 monitor.name
             )));
         }
-        let mut ending = Ending::Completed;
-        while self.state.epoch < self.cfg.epochs {
-            let epoch = self.state.epoch;
-            if self.train_epoch(epoch, opts)? == Batches::Interrupted {
-                self.save_interrupted(epoch, opts.log)?;
-                ending = Ending::Interrupted;
-                break;
-            }
-            if self.end_epoch(epoch, &monitor, opts.log)? {
-                ending = Ending::EarlyStopped(epoch + 1);
-                break;
-            }
-            if opts.interrupt.load(Ordering::SeqCst) {
-                ending = Ending::Interrupted;
-                break;
-            }
-        }
-        if ending != Ending::Interrupted {
-            self.restore_best(opts.log)?;
-        }
+        let epochs = self.cfg.epochs;
+        let ending = fit_loop::fit(&mut ImageRun { t: self, opts }, &monitor, epochs)?;
         Ok(Outcome {
             ending,
             history: self.history.clone(),
@@ -649,49 +616,6 @@ impl Trainer {
         Ok(())
     }
 
-    /// After the batches of `epoch`: validation, the epoch's record in the history, the callbacks (best
-    /// checkpoint, early stopping, reduce-on-plateau), curves.png and `last.safetensors`. Returns whether early
-    /// stopping says stop.
-    fn end_epoch(&mut self, epoch: usize, monitor: &Monitor, log: &mut dyn FnMut(&str)) -> Result<bool> {
-        if self.state.seen == 0 {
-            return Err(Error::Data("no training image could be read".into()));
-        }
-        let rec = self.epoch_record(epoch)?;
-        log(&epoch_line(&rec, self.cfg.epochs));
-        let value = monitor.value(&rec);
-        self.history.epochs.push(rec);
-        self.history.write(&self.run_dir)?;
-        let d = self
-            .state
-            .callbacks
-            .on_epoch_end(monitor, epoch, value, self.optimizer.lr());
-        if d.improved {
-            self.save_best(epoch, monitor, value)?;
-        }
-        self.write_curves(log);
-        if let Some(lr) = d.new_lr {
-            log(&format!(
-                "reducing the learning rate to {lr:e} ({} has not improved)",
-                monitor.name
-            ));
-            self.optimizer.set_lr(lr);
-        }
-        self.state
-            .start_next_epoch(epoch + 1, self.optimizer.steps, self.optimizer.lr());
-        self.state.finished = d.stop || self.state.epoch >= self.cfg.epochs;
-        self.save_last()?;
-        if d.stop {
-            log(&format!(
-                "early stopping after epoch {}: {} has not improved for {} (best: epoch {})",
-                epoch + 1,
-                monitor.name,
-                crate::progress::count(self.state.callbacks.patience(), "epoch"),
-                self.state.callbacks.best_epoch.map_or(0, |e| e + 1)
-            ));
-        }
-        Ok(d.stop)
-    }
-
     /// The finished epoch's figures: the training sums of the state and a validation pass.
     fn epoch_record(&mut self, epoch: usize) -> Result<EpochRecord> {
         let n = self.state.seen as f64;
@@ -723,14 +647,24 @@ impl Trainer {
     }
 
     /// restore_best_weights: the best epoch's weights back into the model (Keras 3 does so even without a stop).
-    fn restore_best(&mut self, log: &mut dyn FnMut(&str)) -> Result<()> {
-        if let Some(e) = self.state.callbacks.restore_epoch() {
-            let (t, _) = crate::model::weights::read_safetensors(&self.run_dir.join("best.safetensors"))?;
-            self.model.base.load_values(&t)?;
-            self.model.head.load_values(&t)?;
-            log(&format!("restored the weights of the best epoch ({})", e + 1));
-        }
+    fn restore_best(&mut self, epoch: usize, log: &mut dyn FnMut(&str)) -> Result<()> {
+        let (t, _) = crate::model::weights::read_safetensors(&self.run_dir.join("best.safetensors"))?;
+        self.model.base.load_values(&t)?;
+        self.model.head.load_values(&t)?;
+        log(&format!("restored the weights of the best epoch ({})", epoch + 1));
         Ok(())
+    }
+
+    /// The epoch is over: its record in the history, curves.png, the next epoch's fresh sums and
+    /// `last.safetensors`.
+    fn epoch_done(&mut self, epoch: usize, record: EpochRecord, last: bool, log: &mut dyn FnMut(&str)) -> Result<()> {
+        self.history.epochs.push(record);
+        self.history.write(&self.run_dir)?;
+        self.write_curves(log);
+        self.state
+            .start_next_epoch(epoch + 1, self.optimizer.steps, self.optimizer.lr());
+        self.state.finished = last;
+        self.save_last()
     }
 
     /// Redraws curves.png with the best epoch marked; a failure is a warning (the run goes on).
@@ -799,6 +733,75 @@ impl Trainer {
 
     pub fn val_loader(&self) -> Option<&Loader> {
         self.val.as_ref()
+    }
+}
+
+/// The image trainer as a [`Learner`] of the shared loop, with the run's options (Ctrl-C flag, log, quiet).
+struct ImageRun<'t, 'o, 'a> {
+    t: &'t mut Trainer,
+    opts: &'o mut RunOptions<'a>,
+}
+
+impl Learner for ImageRun<'_, '_, '_> {
+    type Record = EpochRecord;
+
+    fn next_epoch(&self) -> usize {
+        self.t.state.epoch
+    }
+
+    fn callbacks(&mut self) -> &mut Callbacks {
+        &mut self.t.state.callbacks
+    }
+
+    fn train_epoch(&mut self, epoch: usize) -> Result<Batches> {
+        self.t.train_epoch(epoch, self.opts)
+    }
+
+    fn record(&mut self, epoch: usize) -> Result<EpochRecord> {
+        if self.t.state.seen == 0 {
+            return Err(Error::Data("no training image could be read".into()));
+        }
+        let rec = self.t.epoch_record(epoch)?;
+        (self.opts.log)(&epoch_line(&rec, self.t.cfg.epochs));
+        Ok(rec)
+    }
+
+    fn lr(&self) -> f64 {
+        self.t.optimizer.lr()
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.t.optimizer.set_lr(lr);
+    }
+
+    fn keep_best(&mut self, epoch: usize, monitor: &Monitor, value: Option<f64>) -> Result<()> {
+        self.t.save_best(epoch, monitor, value)
+    }
+
+    fn epoch_done(&mut self, epoch: usize, record: EpochRecord, last: bool) -> Result<()> {
+        self.t.epoch_done(epoch, record, last, self.opts.log)
+    }
+
+    fn interrupted(&mut self, epoch: usize) -> Result<()> {
+        self.t.save_interrupted(epoch, self.opts.log)
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.opts.interrupt.load(Ordering::SeqCst)
+    }
+
+    fn restore_best(&mut self, epoch: usize) -> Result<()> {
+        self.t.restore_best(epoch, self.opts.log)
+    }
+
+    fn log(&mut self, line: &str) {
+        (self.opts.log)(line)
+    }
+}
+
+impl Monitored for EpochRecord {
+    fn metric(&self, name: &str) -> Option<f64> {
+        EpochRecord::metric(self, name)
     }
 }
 
