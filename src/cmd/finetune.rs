@@ -4,13 +4,12 @@ use anyhow::{bail, Context, Result};
 use catdog::data::folder::{resolve_splits, Splits};
 use catdog::data::preprocess::Preprocess;
 use catdog::kernels::Kernels;
-use catdog::model::classifier::{Classifier, TrainMode};
+use catdog::model::classifier::TrainMode;
 use catdog::model::vgg16::{layer_index, Vgg16};
 use catdog::run;
 use catdog::train::early_stop::EarlyStoppingConfig;
-use catdog::train::history::History;
 use catdog::train::optim::OptimConfig;
-use catdog::train::trainer::{Ending, ReduceLrSettings, Resume, RunOptions, TrainConfig, TrainState, Trainer};
+use catdog::train::trainer::{Ending, ReduceLrSettings, Resume, RunOptions, TrainConfig, Trainer};
 
 use crate::cli::FinetuneArgs;
 
@@ -90,45 +89,18 @@ fn splits_for(cfg: &TrainConfig) -> Result<Splits> {
     Ok(resolve_splits(&cfg.data, cfg.val_split, cfg.seed)?)
 }
 
-/// Flags that may be given with `--resume` (the rest are fixed by the run's config.json).
-const RESUME_MAY_CHANGE: &[&str] = &["resume", "epochs", "patience", "quiet", "threads", "device", "kernels"];
-
-/// The `config.json` field each flag sets, where its name differs from the flag's.
-fn config_field(flag: &str) -> Option<&'static str> {
-    Some(match flag {
-        "lr" | "momentum" | "nesterov" | "optimizer" => "optimizer",
-        "min_delta" | "baseline" | "start_from_epoch" | "restore_best_weights" | "es_mode" => "early_stopping",
-        "reduce_lr_patience" | "reduce_lr_factor" | "min_lr" => "reduce_lr",
-        "augment" | "rotation" | "width_shift" | "height_shift" | "shear" | "zoom" | "horizontal_flip"
-        | "vertical_flip" | "brightness" | "channel_shift" | "fill_mode" | "cval" => "augment",
-        "name" | "runs_dir" => return None,
-        _ => return Some(""),
-    })
-}
-
-/// Flags given with `--resume` that would change the saved configuration: an error listing them.
-fn check_resume_flags(a: &FinetuneArgs, explicit: &[String], saved: &TrainConfig) -> Result<()> {
-    let preprocess = a.w.preprocess.map_or(saved.preprocess, Preprocess::from_mode);
-    let now = serde_json::to_value(build_config(a, preprocess, saved.weights_revision.clone())?)?;
-    let before = serde_json::to_value(saved)?;
-    let differs = |field: &str| match field {
-        "weights" => {
-            let (w, s) = (a.w.weights.as_str(), saved.weights.as_str());
-            !(w == s || s.starts_with(&format!("{w} (")))
-        }
-        f => now.get(f) != before.get(f),
-    };
-    let mut conflicts = Vec::new();
-    for flag in explicit.iter().filter(|f| !RESUME_MAY_CHANGE.contains(&f.as_str())) {
-        let conflict = match config_field(flag) {
-            None => true,
-            Some("") => differs(flag),
-            Some(field) => differs(field),
-        };
-        if conflict {
-            conflicts.push(format!("--{}", flag.replace('_', "-")));
-        }
-    }
+/// Loads the run in `dir` for `--resume`: refuses flags that would change its config.json (exit 2, listing them),
+/// then applies the ones that may change (`--epochs`, `--patience`).
+fn load_resume(
+    a: &FinetuneArgs,
+    explicit: &[String],
+    dir: &Path,
+    device: &candle_core::Device,
+) -> Result<(TrainConfig, Vgg16, Option<Resume>)> {
+    let (mut cfg, base, resume) = run::resume::load(dir, device).map_err(usage)?;
+    let preprocess = a.w.preprocess.map_or(cfg.preprocess, Preprocess::from_mode);
+    let now = build_config(a, preprocess, cfg.weights_revision.clone())?;
+    let conflicts = run::resume::conflicting_flags(explicit, &cfg, &now, &a.w.weights)?;
     if !conflicts.is_empty() {
         bail!(crate::UsageError(format!(
             "--resume continues the run as its config.json describes it, but {} would change it; drop them (only \
@@ -137,22 +109,6 @@ fn check_resume_flags(a: &FinetuneArgs, explicit: &[String], saved: &TrainConfig
             conflicts.join(", ")
         )));
     }
-    Ok(())
-}
-
-/// Loads `RUN_DIR/config.json` and `last.safetensors` for `--resume`, with the flags that may change applied.
-fn load_resume(
-    a: &FinetuneArgs,
-    explicit: &[String],
-    dir: &Path,
-    device: &candle_core::Device,
-) -> Result<(TrainConfig, Vgg16, Option<Resume>)> {
-    let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path)
-        .with_context(|| format!("{}: cannot resume: no config.json (is it a run folder?)", dir.display()))?;
-    let mut cfg: TrainConfig =
-        serde_json::from_str(&text).with_context(|| format!("reading {}", cfg_path.display()))?;
-    check_resume_flags(a, explicit, &cfg)?;
     if let Some(e) = a.epochs {
         cfg.epochs = e;
     }
@@ -161,31 +117,7 @@ fn load_resume(
             .get_or_insert_with(EarlyStoppingConfig::default)
             .patience = p;
     }
-    let last = dir.join("last.safetensors");
-    if !run::has_checkpoint(dir) {
-        bail!(crate::UsageError(format!(
-            "{}: nothing to resume: the run stopped before its first epoch ended (no last.safetensors); start it \
-             again with the same flags and --name {} (the folder is reused)",
-            dir.display(),
-            dir.file_name()
-                .map_or(String::new(), |n| n.to_string_lossy().into_owned())
-        )));
-    }
-    let (model, tensors, meta) =
-        Classifier::load(&last, device).with_context(|| format!("{}: cannot resume", dir.display()))?;
-    let state: TrainState = serde_json::from_str(
-        meta.get("train_state")
-            .with_context(|| format!("{}: no train_state metadata", last.display()))?,
-    )?;
-    let history = History::read(dir).unwrap_or_default();
-    let resume = Resume {
-        checkpoint: last,
-        meta: model.meta,
-        tensors,
-        state,
-        history,
-    };
-    Ok((cfg, model.base, Some(resume)))
+    Ok((cfg, base, Some(resume)))
 }
 
 pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {

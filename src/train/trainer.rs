@@ -196,15 +196,7 @@ impl TrainState {
     }
 }
 
-/// What `--resume` continues from: `last.safetensors` as loaded and checked.
-pub struct Resume {
-    pub checkpoint: PathBuf,
-    /// The model the checkpoint says it holds (compared with the configuration and data before continuing).
-    pub meta: ModelMeta,
-    pub tensors: HashMap<String, Tensor>,
-    pub state: TrainState,
-    pub history: History,
-}
+pub use crate::run::resume::Resume;
 
 pub use super::fit_loop::Ending;
 
