@@ -320,3 +320,41 @@ fn winograd_refuses_buffers_that_do_not_fit_the_geometry_instead_of_writing_past
     winograd::forward(&x, &g, &w, None, true, true, &mut out);
     assert!(out.iter().all(|v| *v > 0.0));
 }
+
+#[test]
+fn winograd_transforms_agree_with_candles_conv_at_every_simd_level_the_cpu_has() {
+    use catdog::kernels::simd::{detected, Level};
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, level) in [
+        ("generic", Level::Generic),
+        ("avx2", Level::Avx2),
+        ("avx512", Level::Avx512),
+    ] {
+        if level > detected() {
+            eprintln!("skipped CATDOG_SIMD={name}: this CPU lacks it");
+            continue;
+        }
+        // Widths of 8+ channels take the Winograd path; the benchmark compares it with candle's conv2d.
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_catdog"))
+            .args([
+                "bench",
+                "forward",
+                "--weights",
+                "random:8,16,16,16,16",
+                "--size",
+                "37",
+                "--batch",
+                "2",
+            ])
+            .args(["--iters", "1", "--json"])
+            .env("CATDOG_SIMD", name)
+            .env("HF_HOME", tmp.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let d = j["max_relative_difference"].as_f64().unwrap();
+        eprintln!("CATDOG_SIMD={name}: largest relative difference from candle's conv2d {d:.1e}");
+        assert!(d < 1e-4, "{name}: {d}");
+    }
+}

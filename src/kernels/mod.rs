@@ -9,6 +9,7 @@
 pub mod conv;
 pub mod pool;
 pub mod raw;
+pub mod simd;
 pub mod winograd;
 
 use candle_core::Device;

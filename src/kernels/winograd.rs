@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use super::conv::ConvGeom;
 use super::raw::{sgemm, SendPtr};
+use super::simd::dispatch;
 
 /// True when this path can compute the geometry.
 pub fn applicable(g: &ConvGeom) -> bool {
@@ -208,8 +209,14 @@ fn runs(t0: usize, nt: usize, th: usize, tw: usize) -> Vec<Run> {
     out
 }
 
-/// `v[k][ci][t]` = (Bᵀ d B)[k] for the 4×4 input patch d of tile `t0 + t`, channel `ci`.
-fn input_transform(x: &[f32], g: &ConvGeom, t0: usize, nt: usize, th: usize, tw: usize, v: &mut [f32]) {
+dispatch! {
+    /// `v[k][ci][t]` = (Bᵀ d B)[k] for the 4×4 input patch d of tile `t0 + t`, channel `ci`.
+    fn input_transform(x: &[f32], g: &ConvGeom, t0: usize, nt: usize, th: usize, tw: usize, v: &mut [f32])
+        => input_transform_body
+}
+
+#[inline(always)]
+fn input_transform_body(x: &[f32], g: &ConvGeom, t0: usize, nt: usize, th: usize, tw: usize, v: &mut [f32]) {
     let (c, h, w, pad) = (g.c, g.h, g.w, g.pad as isize);
     let stride_k = c * nt;
     let runs = runs(t0, nt, th, tw);
@@ -270,9 +277,26 @@ fn input_transform(x: &[f32], g: &ConvGeom, t0: usize, nt: usize, th: usize, tw:
     }
 }
 
-/// `out[img][oc][2ty + r][2tx + s]` = act(b[oc] + (Aᵀ M A)[r][s]), skipping positions past the output's edge.
+dispatch! {
+    /// `out[img][oc][2ty + r][2tx + s]` = act(b[oc] + (Aᵀ M A)[r][s]), skipping positions past the output's edge.
+    #[allow(clippy::too_many_arguments)]
+    fn output_transform(
+        m: &[f32],
+        g: &ConvGeom,
+        t0: usize,
+        nt: usize,
+        th: usize,
+        tw: usize,
+        bias: Option<&[f32]>,
+        relu: bool,
+        pool: bool,
+        outp: SendPtr,
+    ) => output_transform_body
+}
+
 #[allow(clippy::too_many_arguments)]
-fn output_transform(
+#[inline(always)]
+fn output_transform_body(
     m: &[f32],
     g: &ConvGeom,
     t0: usize,
@@ -379,9 +403,15 @@ fn output_transform(
     }
 }
 
-/// `ŷ[k][oc][t]` = (A y Aᵀ)[k] for the 2×2 output-gradient tile y of tile `t0 + t` (positions past the output's
-/// edge are zero). A = [[1, 0], [1, 1], [1, −1], [0, −1]].
-fn grad_transform(dy: &[f32], g: &ConvGeom, t0: usize, nt: usize, th: usize, tw: usize, out: &mut [f32]) {
+dispatch! {
+    /// `ŷ[k][oc][t]` = (A y Aᵀ)[k] for the 2×2 output-gradient tile y of tile `t0 + t` (positions past the
+    /// output's edge are zero). A = [[1, 0], [1, 1], [1, −1], [0, −1]].
+    fn grad_transform(dy: &[f32], g: &ConvGeom, t0: usize, nt: usize, th: usize, tw: usize, out: &mut [f32])
+        => grad_transform_body
+}
+
+#[inline(always)]
+fn grad_transform_body(dy: &[f32], g: &ConvGeom, t0: usize, nt: usize, th: usize, tw: usize, out: &mut [f32]) {
     let (o, ho, wo) = (g.o, g.ho, g.wo);
     let stride_k = o * nt;
     // De-interleaved output-gradient rows of a run: a = even columns, b = odd columns, of rows 2ty and 2ty + 1.
