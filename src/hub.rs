@@ -3,7 +3,7 @@
 //! is one clear error within a bounded time. Shared by the weights and `catdog data fetch`.
 
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +50,38 @@ pub fn hf_cache_dir() -> PathBuf {
         .join(".cache")
         .join("huggingface")
         .join("hub")
+}
+
+/// The access token, found where Python's `huggingface_hub` looks: `HF_TOKEN`, else the file `HF_TOKEN_PATH`
+/// names, else `$HF_HOME/token` (what `hf auth login` writes; `~/.cache/huggingface/token` without `HF_HOME`).
+pub fn hf_token() -> Option<String> {
+    token_from(&|k| std::env::var(k).ok(), &|p| std::fs::read_to_string(p).ok())
+}
+
+/// [`hf_token`] with the environment and the file system given (for tests).
+pub fn token_from(env: &dyn Fn(&str) -> Option<String>, read: &dyn Fn(&Path) -> Option<String>) -> Option<String> {
+    let nonempty = |s: String| {
+        let t = s.trim().to_string();
+        (!t.is_empty()).then_some(t)
+    };
+    if let Some(t) = env("HF_TOKEN").and_then(nonempty) {
+        return Some(t);
+    }
+    let path = match env("HF_TOKEN_PATH").filter(|p| !p.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let home = env("HF_HOME")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(env("HOME").unwrap_or_else(|| ".".into()))
+                        .join(".cache")
+                        .join("huggingface")
+                });
+            home.join("token")
+        }
+    };
+    read(&path).and_then(nonempty)
 }
 
 /// `HF_HUB_OFFLINE` is set to a true value.
@@ -220,7 +252,7 @@ pub fn hub_file(
     let api = hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(hf_cache_dir()))
         .with_endpoint(endpoint.clone())
         .with_progress(false)
-        .with_token(std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()))
+        .with_token(hf_token())
         .build()
         .map_err(|e| unavailable(format!("cannot set up the hub client: {e}")))?;
     let hf_repo = hf_hub::Repo::with_revision(repo.to_string(), kind.hf(), rev.to_string());
@@ -341,7 +373,7 @@ pub fn list_files(
     let api = hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(hf_cache_dir()))
         .with_endpoint(endpoint)
         .with_progress(false)
-        .with_token(std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()))
+        .with_token(hf_token())
         .build()
         .map_err(|e| unavailable_error(kind, &id, "the file list", format!("cannot set up the hub client: {e}")))?;
     let info = api
@@ -356,4 +388,37 @@ pub fn list_files(
             message: format!("cannot list the repository's files ({e}); check the id (datasets are org/name)"),
         })?;
     Ok((info.siblings.into_iter().map(|s| s.rfilename).collect(), Some(info.sha)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_found_where_huggingface_hub_looks() {
+        let files = |p: &Path| match p.to_str()? {
+            "/hf/token" => Some("from-hf-home\n".to_string()),
+            "/elsewhere/tok" => Some("from-token-path".to_string()),
+            "/home/u/.cache/huggingface/token" => Some("from-default-home".to_string()),
+            _ => None,
+        };
+        let with = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            token_from(
+                &move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()),
+                &files,
+            )
+        };
+        assert_eq!(with(&[("HF_TOKEN", "env"), ("HF_HOME", "/hf")]).as_deref(), Some("env"));
+        assert_eq!(
+            with(&[("HF_TOKEN", ""), ("HF_HOME", "/hf")]).as_deref(),
+            Some("from-hf-home")
+        );
+        assert_eq!(
+            with(&[("HF_TOKEN_PATH", "/elsewhere/tok"), ("HF_HOME", "/hf")]).as_deref(),
+            Some("from-token-path")
+        );
+        assert_eq!(with(&[("HOME", "/home/u")]).as_deref(), Some("from-default-home"));
+        assert_eq!(with(&[("HF_HOME", "/nothing")]), None);
+    }
 }
