@@ -9,14 +9,45 @@ use super::monitor::Monitor;
 use super::optim::ReduceLrOnPlateau;
 use crate::error::Error;
 
+/// Keras' `ModelCheckpoint(save_best_only=True)` on the monitor: which epoch's weights are the best so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BestCheckpoint {
+    /// The best monitored value so far.
+    #[serde(rename = "best_value")]
+    pub value: Option<f64>,
+    /// Its 0-based epoch: the epoch of the best checkpoint.
+    #[serde(rename = "best_epoch")]
+    pub epoch: Option<usize>,
+}
+
+impl BestCheckpoint {
+    /// Whether epoch `epoch`, with monitored `value`, is the new best. `early_stopping` is early stopping's verdict
+    /// when it is on: it decides (min_delta, baseline, start_from_epoch), so that restore_best_weights restores the
+    /// epoch this checkpoint holds. Without it, any better value is.
+    pub fn observe(
+        &mut self,
+        monitor: &Monitor,
+        epoch: usize,
+        value: Option<f64>,
+        early_stopping: Option<bool>,
+    ) -> bool {
+        let improved = early_stopping.unwrap_or_else(|| value.is_some_and(|v| monitor.better(v, self.value)));
+        if improved {
+            self.value = value;
+            self.epoch = Some(epoch);
+        }
+        improved
+    }
+}
+
 /// The end-of-epoch callbacks and their state (saved with a run, so that a resumed run continues them).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Callbacks {
     pub early_stopping: Option<EarlyStopping>,
     pub reduce_lr: Option<ReduceLrOnPlateau>,
-    /// The best monitored value so far, and its 0-based epoch (the epoch of the best checkpoint).
-    pub best_value: Option<f64>,
-    pub best_epoch: Option<usize>,
+    /// Flattened: a saved run's JSON keeps `best_value` and `best_epoch` at the top.
+    #[serde(flatten)]
+    pub best: BestCheckpoint,
 }
 
 /// What the callbacks decided after an epoch.
@@ -35,17 +66,9 @@ impl Callbacks {
     /// baseline, start_from_epoch) decides the best epoch, so that restore_best_weights restores that epoch's
     /// weights; without, any better value does.
     pub fn on_epoch_end(&mut self, monitor: &Monitor, epoch: usize, value: Option<f64>, lr: f64) -> EpochDecision {
-        let (improved, stop) = match self.early_stopping.as_mut() {
-            Some(es) => {
-                let d = es.on_epoch_end(epoch, value);
-                (d.improved, d.stop)
-            }
-            None => (value.is_some_and(|v| monitor.better(v, self.best_value)), false),
-        };
-        if improved {
-            self.best_value = value;
-            self.best_epoch = Some(epoch);
-        }
+        let es = self.early_stopping.as_mut().map(|es| es.on_epoch_end(epoch, value));
+        let improved = self.best.observe(monitor, epoch, value, es.map(|d| d.improved));
+        let stop = es.is_some_and(|d| d.stop);
         let new_lr = self.reduce_lr.as_mut().and_then(|rl| rl.on_epoch_end(value, lr));
         EpochDecision { improved, stop, new_lr }
     }
@@ -97,7 +120,7 @@ mod tests {
             .map(|(e, v)| plain.on_epoch_end(&loss, e, Some(*v), 1e-3).improved)
             .collect();
         assert_eq!(improved, [true, true, false, true]);
-        assert_eq!(plain.best_epoch, Some(3));
+        assert_eq!(plain.best.epoch, Some(3));
 
         let es = EarlyStoppingConfig {
             monitor: "loss".into(),
@@ -112,7 +135,26 @@ mod tests {
         let a = with.on_epoch_end(&loss, 0, Some(1.0), 1e-3);
         let b = with.on_epoch_end(&loss, 1, Some(0.97), 1e-3);
         assert!(a.improved && !b.improved && b.stop, "{a:?} {b:?}");
-        assert_eq!(with.best_epoch, Some(0));
+        assert_eq!(with.best.epoch, Some(0));
+    }
+
+    #[test]
+    fn the_best_checkpoint_follows_the_monitors_direction_or_early_stoppings_verdict() {
+        let acc = Monitor::parse("val_accuracy", Mode::Auto).unwrap();
+        let mut best = BestCheckpoint::default();
+        assert!(best.observe(&acc, 0, Some(0.6), None));
+        assert!(!best.observe(&acc, 1, Some(0.5), None));
+        assert!(best.observe(&acc, 2, Some(0.7), None));
+        assert!(!best.observe(&acc, 3, None, None), "a missing value is never the best");
+        // Early stopping's verdict wins, even over a better value.
+        assert!(!best.observe(&acc, 4, Some(0.9), Some(false)));
+        assert_eq!((best.epoch, best.value), (Some(2), Some(0.7)));
+        let json = serde_json::to_value(Callbacks {
+            best,
+            ..Callbacks::default()
+        })
+        .unwrap();
+        assert_eq!(json["best_epoch"], 2, "saved runs keep the flat field names: {json}");
     }
 
     #[test]

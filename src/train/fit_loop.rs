@@ -91,7 +91,7 @@ pub fn fit<L: Learner>(learner: &mut L, monitor: &Monitor, epochs: usize) -> Res
                 epoch + 1,
                 monitor.name,
                 crate::progress::count(cb.patience(), "epoch"),
-                cb.best_epoch.map_or(0, |e| e + 1)
+                cb.best.epoch.map_or(0, |e| e + 1)
             );
             learner.log(&line);
             ending = Ending::EarlyStopped(epoch + 1);

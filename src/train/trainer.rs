@@ -327,8 +327,7 @@ impl Trainer {
             callbacks: Callbacks {
                 early_stopping: es,
                 reduce_lr: rl,
-                best_value: None,
-                best_epoch: None,
+                best: Default::default(),
             },
             finished: false,
         };
@@ -538,7 +537,7 @@ impl Trainer {
         Ok(Outcome {
             ending,
             history: self.history.clone(),
-            best_epoch: self.state.callbacks.best_epoch.map(|e| e + 1),
+            best_epoch: self.state.callbacks.best.epoch.map(|e| e + 1),
             run_dir: self.run_dir.clone(),
             bad_files: self.bad_files(),
         })
@@ -661,7 +660,7 @@ impl Trainer {
 
     /// Redraws curves.png with the best epoch marked; a failure is a warning (the run goes on).
     fn write_curves(&self, log: &mut dyn FnMut(&str)) {
-        let best = self.state.callbacks.best_epoch.map(|e| e + 1);
+        let best = self.state.callbacks.best.epoch.map(|e| e + 1);
         let img = crate::plot::curves(&self.history, best);
         if let Err(e) = img.and_then(|img| crate::plot::save_png(&self.run_dir.join("curves.png"), &img)) {
             log(&format!("warning: curves.png not written: {e}"));
