@@ -5,7 +5,7 @@ use candle_core::Device;
 use super::format::{best_by_val_metric, metric_name, num, percent, pm, seeds_phrase};
 use super::plots::{loss_curves, save};
 use super::train::{summaries, train_all, Variant};
-use super::{Context, Table};
+use super::{headers, Context, Lab, VariantResult};
 use crate::error::Result;
 use crate::nn::Activation;
 use crate::plot::{self, Series, Stroke};
@@ -22,82 +22,91 @@ const ACTIVATIONS: [Activation; 7] = [
     Activation::Prelu,
 ];
 
-pub(super) fn run(cx: &mut Context) -> Result<Table> {
-    let variants = ACTIVATIONS
-        .iter()
-        .map(|a| {
-            let mlp = MlpConfig {
-                activation: *a,
-                ..cx.base.clone()
-            };
-            Variant::new(a.name(), mlp, cx.cfg.fit.clone())
-        })
-        .collect();
-    let mut trained = train_all(&cx.data, variants)?;
-    for (seed, run) in trained.iter_mut().flat_map(|t| t.runs.iter_mut().enumerate()) {
-        let val = Tensors::new(&cx.data[seed].val, &Device::Cpu)?;
-        let dead = fit::dead_fractions(&run.model, &val)?;
-        for (l, d) in dead.iter().enumerate() {
-            run.v.extra.insert(format!("dead_layer{}", l + 1), *d);
+pub(super) struct Activations;
+
+impl Lab for Activations {
+    fn measure(&self, cx: &mut Context) -> Result<Vec<VariantResult>> {
+        let variants = ACTIVATIONS
+            .iter()
+            .map(|a| {
+                Variant::new(
+                    a.name(),
+                    MlpConfig {
+                        activation: *a,
+                        ..cx.base.clone()
+                    },
+                    cx.cfg.fit.clone(),
+                )
+            })
+            .collect();
+        let mut trained = train_all(&cx.data, variants)?;
+        for (seed, run) in trained.iter_mut().flat_map(|t| t.runs.iter_mut().enumerate()) {
+            let val = Tensors::new(&cx.data[seed].val, &Device::Cpu)?;
+            let dead = fit::dead_fractions(&run.model, &val)?;
+            for (l, d) in dead.iter().enumerate() {
+                run.v.extra.insert(format!("dead_layer{}", l + 1), *d);
+            }
+            let mean = dead.iter().sum::<f64>() / dead.len().max(1) as f64;
+            run.v.extra.insert("dead_fraction".into(), mean);
         }
-        let mean = dead.iter().sum::<f64>() / dead.len().max(1) as f64;
-        run.v.extra.insert("dead_fraction".into(), mean);
+        save(cx.out, "activations.png", &functions_figure()?, &mut cx.plots)?;
+        let vs = summaries(&trained);
+        let curves = loss_curves("train vs validation loss by activation", &vs)?;
+        save(cx.out, "curves.png", &curves, &mut cx.plots)?;
+        Ok(vs)
     }
-    save(cx.out, "activations.png", &functions_figure()?, &mut cx.plots)?;
-    let vs = summaries(&trained);
-    save(
-        cx.out,
-        "curves.png",
-        &loss_curves("train vs validation loss by activation", &vs)?,
-        &mut cx.plots,
-    )?;
-    let task = cx.data[0].train.task;
-    let mname = metric_name(task);
-    let columns = [
-        "activation",
-        &format!("train {mname}"),
-        &format!("val {mname}"),
-        "val loss",
-        "dead units (never active on validation)",
-    ];
-    let rows = vs
-        .iter()
-        .map(|v| {
-            vec![
-                v.variant.clone(),
-                pm(v, "train_metric", 4),
-                pm(v, "val_metric", 4),
-                pm(v, "val_loss", 4),
-                percent(v, "dead_fraction"),
-            ]
-        })
-        .collect();
-    let best = best_by_val_metric(&vs, task);
-    let relu = vs
-        .iter()
-        .find(|v| v.variant == "relu")
-        .expect("relu is one of the variants");
-    let notes = vec![
-        format!(
-            "Best validation {mname}: {} ({}, {}). ReLU leaves {}% of its units dead on the validation rows.",
-            best.variant,
-            num(best.val_metric, 4),
-            seeds_phrase(&best.seeds),
-            num(100.0 * relu.extra["dead_fraction"], 1)
-        ),
-        "A unit is dead when its pre-activation is ≤ 0 for every validation row (for ReLU it then outputs 0 and gets \
-         no gradient). leaky_relu uses 0.3, the default of Keras' LeakyReLU layer (Keras' activation=\"leaky_relu\" \
-         uses 0.2, PyTorch 0.01); PReLU learns its slope per unit, starting at 0 as in Keras."
-            .into(),
-    ];
-    Ok(Table {
-        caption: "Each hidden activation on the default network (the same network as every other lab's baseline)."
-            .into(),
-        columns: columns.iter().map(|s| s.to_string()).collect(),
-        rows,
-        variants: vs,
-        notes,
-    })
+
+    fn caption(&self, _cx: &Context) -> String {
+        "Each hidden activation on the default network (the same network as every other lab's baseline).".into()
+    }
+
+    fn table(&self, cx: &Context, vs: &[VariantResult]) -> (Vec<String>, Vec<Vec<String>>) {
+        let mname = metric_name(cx.data[0].train.task);
+        let columns = headers(&[
+            "activation",
+            &format!("train {mname}"),
+            &format!("val {mname}"),
+            "val loss",
+            "dead units (never active on validation)",
+        ]);
+        let rows = vs
+            .iter()
+            .map(|v| {
+                vec![
+                    v.variant.clone(),
+                    pm(v, "train_metric", 4),
+                    pm(v, "val_metric", 4),
+                    pm(v, "val_loss", 4),
+                    percent(v, "dead_fraction"),
+                ]
+            })
+            .collect();
+        (columns, rows)
+    }
+
+    fn notes(&self, cx: &Context, vs: &[VariantResult]) -> Vec<String> {
+        let task = cx.data[0].train.task;
+        let best = best_by_val_metric(vs, task);
+        let relu = vs
+            .iter()
+            .find(|v| v.variant == "relu")
+            .expect("relu is one of the variants");
+        vec![
+            format!(
+                "Best validation {}: {} ({}, {}). ReLU leaves {}% of its units dead on the validation rows.",
+                metric_name(task),
+                best.variant,
+                num(best.val_metric, 4),
+                seeds_phrase(&best.seeds),
+                num(100.0 * relu.extra["dead_fraction"], 1)
+            ),
+            "A unit is dead when its pre-activation is ≤ 0 for every validation row (for ReLU it then outputs 0 and \
+             gets no gradient). leaky_relu uses 0.3, the default of Keras' LeakyReLU layer (Keras' \
+             activation=\"leaky_relu\" uses 0.2, PyTorch 0.01); PReLU learns its slope per unit, starting at 0 as in \
+             Keras."
+                .into(),
+        ]
+    }
 }
 
 /// Each function (solid) and its derivative (dashed) over [−4, 4].

@@ -5,7 +5,7 @@ use super::format::{metric_name, num, pm, seeds_phrase};
 use super::overfit::LARGE;
 use super::plots::{decision_maps, loss_curves, regression_lines, save};
 use super::train::{load_seeds, summaries, train_all, Variant};
-use super::{Context, DataSource, Table, VariantResult};
+use super::{headers, Context, DataSource, Lab, VariantResult};
 use crate::error::Result;
 use crate::tabular::dataset::{Builtin, Scaling, Task};
 use crate::tabular::fit::FitConfig;
@@ -22,103 +22,120 @@ pub(super) const MOONS_NOISE: f64 = 0.3;
 const SINE_N: usize = 30;
 const SINE_NOISE: f64 = 0.3;
 
-pub(super) fn run(cx: &mut Context) -> Result<Table> {
-    let big = MlpConfig {
-        layers: LARGE.to_vec(),
-        ..cx.base.clone()
-    };
-    let fit = FitConfig {
-        early_stopping: None,
-        ..cx.cfg.fit.clone()
-    };
-    let variants = |m: &MlpConfig| -> Vec<Variant> {
-        RATES
-            .iter()
-            .map(|&r| {
-                Variant::new(
-                    format!("dropout {r}"),
-                    MlpConfig {
-                        dropout: r,
-                        ..m.clone()
-                    },
-                    fit.clone(),
-                )
-            })
-            .collect()
-    };
-    let trained = train_all(&cx.data, variants(&big))?;
-    let mut vs = summaries(&trained);
-    save(
-        cx.out,
-        "curves.png",
-        &loss_curves("train vs validation loss", &vs)?,
-        &mut cx.plots,
-    )?;
-    let task = cx.data[0].train.task;
-    if cx.data[0].train.dims() == 2 && task == Task::Classification {
-        let img = decision_maps("decision maps by dropout rate", &cx.data[0], &trained, &vs)?;
-        save(cx.out, "boundaries.png", &img, &mut cx.plots)?;
-    }
-    let mut notes = vec![trend_note(&vs, metric_name(task), "")];
-    if cx.cfg.data.is_none() {
-        let sine = DataSource::Builtin {
-            kind: Builtin::Sine,
-            n: SINE_N,
-            noise: SINE_NOISE,
+pub(super) struct Dropout;
+
+/// The suffix of the regression's variants.
+const REGRESSION: &str = " (regression)";
+
+impl Lab for Dropout {
+    fn measure(&self, cx: &mut Context) -> Result<Vec<VariantResult>> {
+        let big = MlpConfig {
+            layers: LARGE.to_vec(),
+            ..cx.base.clone()
         };
-        let data = load_seeds(&sine, cx.cfg, Scaling::Standard)?;
-        let net = MlpConfig {
-            inputs: 1,
-            outputs: 1,
-            ..big.clone()
+        let fit = FitConfig {
+            early_stopping: None,
+            ..cx.cfg.fit.clone()
         };
-        let tq = train_all(&data, variants(&net))?;
-        let mut qs = summaries(&tq);
-        let img = regression_lines("fitted lines by dropout rate (1-D regression)", &data[0], &tq, &qs)?;
-        save(cx.out, "regression.png", &img, &mut cx.plots)?;
-        notes.push(trend_note(&qs, "mse", " on the regression"));
-        for q in qs.iter_mut() {
-            q.variant = format!("{} (regression)", q.variant);
+        let variants = |m: &MlpConfig| -> Vec<Variant> {
+            RATES
+                .iter()
+                .map(|&r| {
+                    Variant::new(
+                        format!("dropout {r}"),
+                        MlpConfig {
+                            dropout: r,
+                            ..m.clone()
+                        },
+                        fit.clone(),
+                    )
+                })
+                .collect()
+        };
+        let trained = train_all(&cx.data, variants(&big))?;
+        let mut vs = summaries(&trained);
+        save(
+            cx.out,
+            "curves.png",
+            &loss_curves("train vs validation loss", &vs)?,
+            &mut cx.plots,
+        )?;
+        if cx.data[0].train.dims() == 2 && cx.data[0].train.task == Task::Classification {
+            let img = decision_maps("decision maps by dropout rate", &cx.data[0], &trained, &vs)?;
+            save(cx.out, "boundaries.png", &img, &mut cx.plots)?;
         }
-        vs.extend(qs);
+        if cx.cfg.data.is_none() {
+            let sine = DataSource::Builtin {
+                kind: Builtin::Sine,
+                n: SINE_N,
+                noise: SINE_NOISE,
+            };
+            let data = load_seeds(&sine, cx.cfg, Scaling::Standard)?;
+            let net = MlpConfig {
+                inputs: 1,
+                outputs: 1,
+                ..big.clone()
+            };
+            let tq = train_all(&data, variants(&net))?;
+            let mut qs = summaries(&tq);
+            let img = regression_lines("fitted lines by dropout rate (1-D regression)", &data[0], &tq, &qs)?;
+            save(cx.out, "regression.png", &img, &mut cx.plots)?;
+            for q in qs.iter_mut() {
+                q.variant.push_str(REGRESSION);
+            }
+            vs.extend(qs);
+        }
+        Ok(vs)
     }
-    notes.push(
-        "Dropout is inverted: kept units are scaled by 1/(1−p) in training and nothing is dropped at inference.".into(),
-    );
-    let columns = [
-        "variant",
-        "data",
-        "train loss",
-        "val loss",
-        "gap (val − train loss)",
-        "val metric",
-    ];
-    let rows = vs
-        .iter()
-        .map(|v| {
-            vec![
-                v.variant.clone(),
-                v.data.split(" (").next().unwrap_or("").to_string(),
-                pm(v, "train_loss", 4),
-                pm(v, "val_loss", 4),
-                pm(v, "gap_loss", 4),
-                pm(v, "val_metric", 4),
-            ]
-        })
-        .collect();
-    Ok(Table {
-        caption: format!(
+
+    fn caption(&self, cx: &Context) -> String {
+        format!(
             "Dropout after each hidden layer of the overfit lab's too-large network ({}), trained {} epochs, where \
              there is overfitting to fix; default data: {MOONS_N} two-moons points with noise {MOONS_NOISE}, and a \
              {SINE_N}-point noisy sine.",
             LARGE.map(|u| u.to_string()).join("-"),
             cx.cfg.fit.epochs
-        ),
-        columns: columns.iter().map(|s| s.to_string()).collect(),
-        rows,
-        variants: vs,
-        notes,
-    })
+        )
+    }
+
+    fn table(&self, _cx: &Context, vs: &[VariantResult]) -> (Vec<String>, Vec<Vec<String>>) {
+        let columns = headers(&[
+            "variant",
+            "data",
+            "train loss",
+            "val loss",
+            "gap (val − train loss)",
+            "val metric",
+        ]);
+        let rows = vs
+            .iter()
+            .map(|v| {
+                vec![
+                    v.variant.clone(),
+                    v.data.split(" (").next().unwrap_or("").to_string(),
+                    pm(v, "train_loss", 4),
+                    pm(v, "val_loss", 4),
+                    pm(v, "gap_loss", 4),
+                    pm(v, "val_metric", 4),
+                ]
+            })
+            .collect();
+        (columns, rows)
+    }
+
+    fn notes(&self, cx: &Context, vs: &[VariantResult]) -> Vec<String> {
+        let (regression, classification): (Vec<VariantResult>, Vec<VariantResult>) =
+            vs.iter().cloned().partition(|v| v.variant.ends_with(REGRESSION));
+        let mut notes = vec![trend_note(&classification, metric_name(cx.data[0].train.task), "")];
+        if !regression.is_empty() {
+            notes.push(trend_note(&regression, "mse", " on the regression"));
+        }
+        notes.push(
+            "Dropout is inverted: kept units are scaled by 1/(1−p) in training and nothing is dropped at inference."
+                .into(),
+        );
+        notes
+    }
 }
 
 /// How the gap and the validation metric move from no dropout to the highest rate, as measured.
@@ -128,7 +145,7 @@ fn trend_note(vs: &[VariantResult], metric: &str, on: &str) -> String {
     format!(
         "From dropout 0 to {}{on}: the gap (validation − training loss) {} from {} to {}, and the validation {metric} \
          {} from {} to {} ({}).",
-        most.variant.trim_start_matches("dropout "),
+        most.variant.trim_start_matches("dropout ").trim_end_matches(REGRESSION),
         direction(none.extra["gap_loss"], most.extra["gap_loss"]),
         num(none.extra["gap_loss"], 4),
         num(most.extra["gap_loss"], 4),

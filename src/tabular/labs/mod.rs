@@ -99,18 +99,18 @@ impl LabName {
         }
     }
 
-    /// The lab's own function.
-    fn body(self) -> fn(&mut Context) -> Result<Table> {
+    /// The lab itself.
+    fn lab(self) -> &'static dyn Lab {
         match self {
-            LabName::Overfit => overfit::run,
-            LabName::L1 | LabName::L2 | LabName::Elastic => penalties::run,
-            LabName::Dropout => dropout::run,
-            LabName::Scaling => scaling::run,
-            LabName::Activations => activations::run,
-            LabName::Init => init::run,
-            LabName::Normalization => normalization::run,
-            LabName::EarlyStopping => early_stopping::run,
-            LabName::Ablation => ablation::run,
+            LabName::Overfit => &overfit::Overfit,
+            LabName::L1 | LabName::L2 | LabName::Elastic => &penalties::Penalties,
+            LabName::Dropout => &dropout::Dropout,
+            LabName::Scaling => &scaling::Scaling,
+            LabName::Activations => &activations::Activations,
+            LabName::Init => &init::Init,
+            LabName::Normalization => &normalization::Normalization,
+            LabName::EarlyStopping => &early_stopping::EarlyStopping,
+            LabName::Ablation => &ablation::Ablation,
         }
     }
 
@@ -310,20 +310,28 @@ struct Context<'a> {
     plots: Vec<String>,
 }
 
-/// What a lab returns.
-struct Table {
-    /// What differs from the default network or data, and why.
-    caption: String,
-    columns: Vec<String>,
-    rows: Vec<Vec<String>>,
-    variants: Vec<VariantResult>,
-    /// Conclusions derived from the numbers in the table.
-    notes: Vec<String>,
+/// One lab: the variants it trains and what it measures of them, then how it shows them. Each lab file holds one
+/// implementation; [`run_lab`] calls the methods in order.
+trait Lab: Sync {
+    /// Trains the lab's variants on every seed's data, measures them (extra figures in `extra`) and draws its
+    /// plots into the context's folder.
+    fn measure(&self, cx: &mut Context) -> Result<Vec<VariantResult>>;
+    /// What the table compares and on what, and why it differs from the default network or data.
+    fn caption(&self, cx: &Context) -> String;
+    /// The table's column headers and one row per variant.
+    fn table(&self, cx: &Context, vs: &[VariantResult]) -> (Vec<String>, Vec<Vec<String>>);
+    /// Conclusions computed from the measured variants.
+    fn notes(&self, cx: &Context, vs: &[VariantResult]) -> Vec<String>;
+}
+
+/// Column headers from string slices.
+fn headers(h: &[&str]) -> Vec<String> {
+    h.iter().map(|s| s.to_string()).collect()
 }
 
 /// Runs one lab and writes its folder `out`.
 pub fn run_lab(lab: LabName, cfg: &LabConfig, out: &Path) -> Result<LabResult> {
-    let body = lab.body();
+    let lab_impl = lab.lab();
     if cfg.seeds == 0 {
         return Err(Error::invalid("--seeds must be at least 1"));
     }
@@ -348,7 +356,10 @@ pub fn run_lab(lab: LabName, cfg: &LabConfig, out: &Path) -> Result<LabResult> {
         out,
         plots: Vec::new(),
     };
-    let table = body(&mut cx)?;
+    let variants = lab_impl.measure(&mut cx)?;
+    let (columns, rows) = lab_impl.table(&cx, &variants);
+    let notes = lab_impl.notes(&cx, &variants);
+    let caption = lab_impl.caption(&cx);
     let first = &cx.data[0];
     let result = LabResult {
         lab: lab.slug().to_string(),
@@ -356,11 +367,11 @@ pub fn run_lab(lab: LabName, cfg: &LabConfig, out: &Path) -> Result<LabResult> {
         task: first.train.task,
         metric: format::metric_name(first.train.task).to_string(),
         seeds: train::seeds(cfg),
-        caption: format!("{} {}", table.caption, train::regularized_layers(cfg)),
-        columns: table.columns,
-        rows: table.rows,
-        variants: table.variants,
-        notes: table.notes,
+        caption: format!("{caption} {}", train::regularized_layers(cfg)),
+        columns,
+        rows,
+        variants,
+        notes,
         plots: cx.plots,
         seconds: start.elapsed().as_secs_f64(),
     };

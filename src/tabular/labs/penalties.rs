@@ -3,7 +3,7 @@
 use super::format::{best_by_val_metric, metric_name, num, percent, pm, seeds_phrase};
 use super::plots::{loss_curves, save};
 use super::train::{regularized_weights, summaries, train_all, Variant};
-use super::{Context, LabName, Table, VariantResult};
+use super::{headers, Context, Lab, LabName, VariantResult};
 use crate::error::Result;
 use crate::plot;
 use crate::tabular::dataset::Task;
@@ -14,90 +14,100 @@ const STRENGTHS: [f64; 5] = [0.0, 1e-4, 1e-3, 1e-2, 1e-1];
 /// |w| below this counts as zero.
 const NEAR_ZERO: f32 = 1e-3;
 
-pub(super) fn run(cx: &mut Context) -> Result<Table> {
-    let lab = cx.lab;
-    let variants: Vec<Variant> = STRENGTHS
-        .iter()
-        .map(|&s| {
-            let (l1, l2) = match lab {
-                LabName::L1 => (s, 0.0),
-                LabName::L2 => (0.0, s),
-                _ => (s, s),
-            };
-            let fit = FitConfig {
-                l1,
-                l2,
-                ..cx.cfg.fit.clone()
-            };
-            Variant::new(format!("λ = {s}"), cx.base.clone(), fit)
-        })
-        .collect();
-    let mut trained = train_all(&cx.data, variants)?;
-    let regularize = cx.cfg.fit.regularize;
-    for run in trained.iter_mut().flat_map(|t| t.runs.iter_mut()) {
-        let w = regularized_weights(&run.model, regularize)?;
-        let small = w.iter().filter(|v| v.abs() < NEAR_ZERO).count() as f64 / w.len().max(1) as f64;
-        let mean = w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len().max(1) as f64;
-        run.v.extra.insert("near_zero_fraction".into(), small);
-        run.v.extra.insert("mean_abs_weight".into(), mean);
+pub(super) struct Penalties;
+
+impl Lab for Penalties {
+    fn measure(&self, cx: &mut Context) -> Result<Vec<VariantResult>> {
+        let lab = cx.lab;
+        let variants: Vec<Variant> = STRENGTHS
+            .iter()
+            .map(|&s| {
+                let (l1, l2) = match lab {
+                    LabName::L1 => (s, 0.0),
+                    LabName::L2 => (0.0, s),
+                    _ => (s, s),
+                };
+                let fit = FitConfig {
+                    l1,
+                    l2,
+                    ..cx.cfg.fit.clone()
+                };
+                Variant::new(format!("λ = {s}"), cx.base.clone(), fit)
+            })
+            .collect();
+        let mut trained = train_all(&cx.data, variants)?;
+        let regularize = cx.cfg.fit.regularize;
+        for run in trained.iter_mut().flat_map(|t| t.runs.iter_mut()) {
+            let w = regularized_weights(&run.model, regularize)?;
+            let small = w.iter().filter(|v| v.abs() < NEAR_ZERO).count() as f64 / w.len().max(1) as f64;
+            let mean = w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len().max(1) as f64;
+            run.v.extra.insert("near_zero_fraction".into(), small);
+            run.v.extra.insert("mean_abs_weight".into(), mean);
+        }
+        let ws: Vec<Vec<f32>> = trained
+            .iter()
+            .map(|t| regularized_weights(t.model(), regularize))
+            .collect::<Result<_>>()?;
+        let lim = ws.iter().flatten().fold(0f32, |m, v| m.max(v.abs())).max(1e-3) as f64;
+        let vs = summaries(&trained);
+        let hist = plot::panels(
+            trained.len(),
+            5,
+            260,
+            220,
+            Some("regularized kernel weights (first seed)"),
+            |a, i| plot::histogram(a, &vs[i].variant, &ws[i], -lim, lim, 41),
+        )?;
+        save(cx.out, "histograms.png", &hist, &mut cx.plots)?;
+        save(
+            cx.out,
+            "curves.png",
+            &loss_curves("train vs validation loss", &vs)?,
+            &mut cx.plots,
+        )?;
+        Ok(vs)
     }
-    let ws: Vec<Vec<f32>> = trained
-        .iter()
-        .map(|t| regularized_weights(t.model(), regularize))
-        .collect::<Result<_>>()?;
-    let lim = ws.iter().flatten().fold(0f32, |m, v| m.max(v.abs())).max(1e-3) as f64;
-    let vs = summaries(&trained);
-    let hist = plot::panels(
-        trained.len(),
-        5,
-        260,
-        220,
-        Some("regularized kernel weights (first seed)"),
-        |a, i| plot::histogram(a, &vs[i].variant, &ws[i], -lim, lim, 41),
-    )?;
-    save(cx.out, "histograms.png", &hist, &mut cx.plots)?;
-    save(
-        cx.out,
-        "curves.png",
-        &loss_curves("train vs validation loss", &vs)?,
-        &mut cx.plots,
-    )?;
-    let mname = metric_name(cx.data[0].train.task);
-    let columns = [
-        "λ",
-        &format!("train {mname}"),
-        &format!("val {mname}"),
-        "gap (train − val)",
-        "val loss",
-        "|w| < 1e-3",
-        "mean |w|",
-    ];
-    let rows = vs
-        .iter()
-        .map(|v| {
-            vec![
-                v.variant.trim_start_matches("λ = ").to_string(),
-                pm(v, "train_metric", 4),
-                pm(v, "val_metric", 4),
-                pm(v, "gap_metric", 4),
-                pm(v, "val_loss", 4),
-                percent(v, "near_zero_fraction"),
-                pm(v, "mean_abs_weight", 5),
-            ]
-        })
-        .collect();
-    let what = match lab {
-        LabName::L1 => "L1 (λ·Σ|w|)",
-        LabName::L2 => "L2 (λ·Σw²)",
-        _ => "L1 + L2 (elastic net, the same λ for both)",
-    };
-    Ok(Table {
-        caption: format!("{what} at increasing λ on the default network."),
-        columns: columns.iter().map(|s| s.to_string()).collect(),
-        rows,
-        notes: notes(&vs, cx.data[0].train.task),
-        variants: vs,
-    })
+
+    fn caption(&self, cx: &Context) -> String {
+        let what = match cx.lab {
+            LabName::L1 => "L1 (λ·Σ|w|)",
+            LabName::L2 => "L2 (λ·Σw²)",
+            _ => "L1 + L2 (elastic net, the same λ for both)",
+        };
+        format!("{what} at increasing λ on the default network.")
+    }
+
+    fn table(&self, cx: &Context, vs: &[VariantResult]) -> (Vec<String>, Vec<Vec<String>>) {
+        let mname = metric_name(cx.data[0].train.task);
+        let columns = headers(&[
+            "λ",
+            &format!("train {mname}"),
+            &format!("val {mname}"),
+            "gap (train − val)",
+            "val loss",
+            "|w| < 1e-3",
+            "mean |w|",
+        ]);
+        let rows = vs
+            .iter()
+            .map(|v| {
+                vec![
+                    v.variant.trim_start_matches("λ = ").to_string(),
+                    pm(v, "train_metric", 4),
+                    pm(v, "val_metric", 4),
+                    pm(v, "gap_metric", 4),
+                    pm(v, "val_loss", 4),
+                    percent(v, "near_zero_fraction"),
+                    pm(v, "mean_abs_weight", 5),
+                ]
+            })
+            .collect();
+        (columns, rows)
+    }
+
+    fn notes(&self, cx: &Context, vs: &[VariantResult]) -> Vec<String> {
+        notes(vs, cx.data[0].train.task)
+    }
 }
 
 /// What the table shows, read from it: how the weights and the validation metric move from λ = 0 to the largest λ.
