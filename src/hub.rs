@@ -270,7 +270,8 @@ pub fn hub_file(
         let r = api.repo(hf_repo).download_with_progress(&file_owned, progress);
         let _ = tx.send(r);
     });
-    let stall = opts.timeout.max(Duration::from_secs(30));
+    // No data for the timeout (first byte included) is a stall: CATDOG_HUB_TIMEOUT as given, without a floor.
+    let stall = opts.timeout;
     let result = loop {
         match rx.recv_timeout(Duration::from_millis(250)) {
             Ok(r) => break r.map_err(|e| e.to_string()),
@@ -376,18 +377,37 @@ pub fn list_files(
         .with_token(hf_token())
         .build()
         .map_err(|e| unavailable_error(kind, &id, "the file list", format!("cannot set up the hub client: {e}")))?;
-    let info = api
-        .repo(hf_hub::Repo::with_revision(
-            repo.to_string(),
-            kind.hf(),
-            rev.to_string(),
-        ))
-        .info()
-        .map_err(|e| Error::Hub {
+    let hf_repo = hf_hub::Repo::with_revision(repo.to_string(), kind.hf(), rev.to_string());
+    let listed = with_deadline(opts.timeout, move || {
+        api.repo(hf_repo).info().map_err(|e| e.to_string())
+    });
+    match (listed, cached_commit) {
+        (Ok(Ok(info)), _) => Ok((info.siblings.into_iter().map(|s| s.rfilename).collect(), Some(info.sha))),
+        // The cache wins over a broken hub: the same revision, as cached, with a warning.
+        (Ok(Err(reason)) | Err(reason), Some(c)) if !reason.contains("404") => {
+            eprintln!("warning: cannot list {id} on the hub ({reason}); using the cached copy of commit {c}");
+            Ok((from_cache(&c), Some(c)))
+        }
+        (Ok(Err(e)), _) => Err(Error::Hub {
             model_id: id.clone(),
             message: format!("cannot list the repository's files ({e}); check the id (datasets are org/name)"),
-        })?;
-    Ok((info.siblings.into_iter().map(|s| s.rfilename).collect(), Some(info.sha)))
+        }),
+        (Err(reason), _) => Err(unavailable_error(kind, &id, "the file list", reason)),
+    }
+}
+
+/// Runs `f` on its own thread and waits at most `timeout` for it: a server that accepts and never answers makes
+/// an error naming the time, not a hang. (The thread is left to finish or fail on its own.)
+fn with_deadline<T: Send + 'static>(
+    timeout: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::result::Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(timeout)
+        .map_err(|_| format!("no answer within {} s (CATDOG_HUB_TIMEOUT)", timeout.as_secs_f64()))
 }
 
 #[cfg(test)]

@@ -1,0 +1,135 @@
+//! The hub when the network misbehaves, against a server the test starts itself (never the real hub).
+//!
+//! Scenarios: a server that accepts connections and never answers (listing and download must fail within
+//! `CATDOG_HUB_TIMEOUT`, not hang); the same server with the data set already in the cache (the cache wins, with a
+//! warning).
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::stderr;
+
+/// A server on 127.0.0.1 that accepts every connection, reads what comes and never answers.
+fn silent_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Runs catdog against `endpoint` with a 2-second hub timeout; kills it after 60 s so that a hang fails the test
+/// instead of the CI job. Returns the output and how long it took.
+fn catdog_against(endpoint: &str, hf_home: &Path, args: &[&str]) -> (Output, Duration) {
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_catdog"))
+        .args(args)
+        .env("HF_HOME", hf_home)
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_TOKEN")
+        .env("HF_ENDPOINT", endpoint)
+        .env("CATDOG_HUB_TIMEOUT", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("catdog {args:?} hung for 60 s against a silent hub");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child.wait_with_output().unwrap(), start.elapsed())
+}
+
+#[test]
+fn a_hub_that_accepts_and_never_answers_is_an_error_within_the_timeout() {
+    let endpoint = silent_server();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("pets");
+    let (o, took) = catdog_against(
+        &endpoint,
+        tmp.path(),
+        &[
+            "data",
+            "fetch",
+            "--repo",
+            "someone/pets",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    eprintln!(
+        "data fetch against a silent hub: error after {:.1} s",
+        took.as_secs_f64()
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("someone/pets") && e.contains("no answer within 2"), "{e}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+
+    let (o, took) = catdog_against(
+        &endpoint,
+        tmp.path(),
+        &["weights", "fetch", "someone/tiny-vgg", "--quiet"],
+    );
+    eprintln!(
+        "weights fetch against a silent hub: error after {:.1} s",
+        took.as_secs_f64()
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("someone/tiny-vgg") && e.contains("no data for 2 s"), "{e}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}
+
+#[test]
+fn a_cached_data_set_is_used_when_the_hub_does_not_answer() {
+    let endpoint = silent_server();
+    let tmp = tempfile::tempdir().unwrap();
+    // The listing of refs/main is cached, and so is its snapshot (as huggingface_hub lays it out).
+    let repo = tmp.path().join("hub/datasets--someone--pets");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let data = repo.join("snapshots").join(commit).join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("train-00000-of-00001.parquet"), b"not read in this test").unwrap();
+    let out = tmp.path().join("pets");
+    let (o, took) = catdog_against(
+        &endpoint,
+        tmp.path(),
+        &[
+            "data",
+            "fetch",
+            "--repo",
+            "someone/pets",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    let e = stderr(&o);
+    // The listing falls back to the cache with a warning; the (deliberately broken) cached shard is then read.
+    assert!(e.contains("using the cached copy of commit 0123456789"), "{e}");
+    assert!(e.contains("parquet"), "{e}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}
