@@ -268,15 +268,17 @@ pub fn hub_file(
     let file_owned = file.to_string();
     std::thread::spawn(move || {
         let r = api.repo(hf_repo).download_with_progress(&file_owned, progress);
-        let _ = tx.send(r);
+        let _ = tx.send(r.map_err(|e| describe_api_error(&e)));
     });
     // No data for the timeout (first byte included) is a stall: CATDOG_HUB_TIMEOUT as given, without a floor.
     let stall = opts.timeout;
     let result = loop {
         match rx.recv_timeout(Duration::from_millis(250)) {
-            Ok(r) => break r.map_err(|e| e.to_string()),
+            Ok(r) => break r,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                break Err("the download thread ended unexpectedly".to_string())
+                break Err(HubFailure::Network(
+                    "the download thread ended unexpectedly".to_string(),
+                ))
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 let idle = start.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
@@ -297,19 +299,53 @@ pub fn hub_file(
             let commit = cache_lookup(kind, repo, rev, file).map(|(_, c)| c);
             Ok((p, commit))
         }
-        Err(msg) => {
-            if msg.contains("404") || msg.contains("401") || msg.contains("403") {
-                Err(Error::Hub {
-                    model_id: id,
-                    message: format!(
-                        "{file} not found or not accessible ({msg}); check the repository id and revision (gated repositories need HF_TOKEN)"
-                    ),
-                })
-            } else {
-                Err(unavailable(msg))
-            }
-        }
+        Err(HubFailure::Refused(advice)) => Err(Error::Hub {
+            model_id: id,
+            message: format!("{file}: {advice}"),
+        }),
+        Err(HubFailure::Network(msg)) => Err(unavailable(msg)),
     }
+}
+
+/// Why a hub request failed: the hub refused it (it said why; advice for the user), or the network failed.
+enum HubFailure {
+    Refused(String),
+    Network(String),
+}
+
+/// The hub's own words, when it answered with an error status: its `X-Error-Code` (RepoNotFound, GatedRepo,
+/// EntryNotFound, RevisionNotFound) gets advice of its own; other statuses say what they are.
+fn describe_api_error(e: &hf_hub::api::sync::ApiError) -> HubFailure {
+    let hf_hub::api::sync::ApiError::RequestError(inner) = e else {
+        return HubFailure::Network(e.to_string());
+    };
+    let ureq::Error::Status(status, response) = inner.as_ref() else {
+        return HubFailure::Network(e.to_string());
+    };
+    let code = response.header("x-error-code").unwrap_or("").to_string();
+    let message = response.header("x-error-message").unwrap_or("").to_string();
+    let said = if message.is_empty() {
+        String::new()
+    } else {
+        format!(" (the hub says: {message})")
+    };
+    HubFailure::Refused(match code.as_str() {
+        "GatedRepo" => format!(
+            "the repository is gated{said}: accept its conditions on its page on the hub, then log in with \
+             `hf auth login` or set HF_TOKEN"
+        ),
+        "RepoNotFound" => format!(
+            "no such repository{said}: check the id (org/name; data sets and models are separate), or log in if \
+             it is private"
+        ),
+        "EntryNotFound" => format!("the repository has no such file{said}"),
+        "RevisionNotFound" => format!("no such revision{said}: check the branch, tag or commit after @"),
+        _ if *status == 401 || *status == 403 => {
+            format!("the hub refused access (HTTP {status}){said}: log in with `hf auth login` or set HF_TOKEN")
+        }
+        _ if *status == 404 => format!("not found (HTTP 404){said}: check the repository id and revision"),
+        _ => return HubFailure::Network(format!("the hub answered HTTP {status}{said}")),
+    })
 }
 
 /// The files of a hub repository: from the cached snapshot when it exists (no network), else from the hub's
@@ -379,20 +415,22 @@ pub fn list_files(
         .map_err(|e| unavailable_error(kind, &id, "the file list", format!("cannot set up the hub client: {e}")))?;
     let hf_repo = hf_hub::Repo::with_revision(repo.to_string(), kind.hf(), rev.to_string());
     let listed = with_deadline(opts.timeout, move || {
-        api.repo(hf_repo).info().map_err(|e| e.to_string())
-    });
+        api.repo(hf_repo).info().map_err(|e| describe_api_error(&e))
+    })
+    .unwrap_or_else(|timeout| Err(HubFailure::Network(timeout)));
     match (listed, cached_commit) {
-        (Ok(Ok(info)), _) => Ok((info.siblings.into_iter().map(|s| s.rfilename).collect(), Some(info.sha))),
+        (Ok(info), _) => Ok((info.siblings.into_iter().map(|s| s.rfilename).collect(), Some(info.sha))),
+        // The hub answered that the repository or revision is not there for us: its advice, not the cache.
+        (Err(HubFailure::Refused(advice)), _) => Err(Error::Hub {
+            model_id: id.clone(),
+            message: format!("cannot list the repository's files: {advice}"),
+        }),
         // The cache wins over a broken hub: the same revision, as cached, with a warning.
-        (Ok(Err(reason)) | Err(reason), Some(c)) if !reason.contains("404") => {
+        (Err(HubFailure::Network(reason)), Some(c)) => {
             eprintln!("warning: cannot list {id} on the hub ({reason}); using the cached copy of commit {c}");
             Ok((from_cache(&c), Some(c)))
         }
-        (Ok(Err(e)), _) => Err(Error::Hub {
-            model_id: id.clone(),
-            message: format!("cannot list the repository's files ({e}); check the id (datasets are org/name)"),
-        }),
-        (Err(reason), _) => Err(unavailable_error(kind, &id, "the file list", reason)),
+        (Err(HubFailure::Network(reason)), None) => Err(unavailable_error(kind, &id, "the file list", reason)),
     }
 }
 

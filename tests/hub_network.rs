@@ -2,11 +2,11 @@
 //!
 //! Scenarios: a server that accepts connections and never answers (listing and download must fail within
 //! `CATDOG_HUB_TIMEOUT`, not hang); the same server with the data set already in the cache (the cache wins, with a
-//! warning).
+//! warning); a server that refuses with the hub's `X-Error-Code` (GatedRepo, RepoNotFound: each its own advice).
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -28,6 +28,30 @@ fn silent_server() -> String {
                         break;
                     }
                 }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A server that answers every request with `status` (e.g. "401 Unauthorized") and the hub's error headers.
+fn refusing_server(status: &'static str, code: &'static str, message: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
+                    head.push(byte[0]);
+                }
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nX-Error-Code: {code}\r\nX-Error-Message: {message}\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = s.write_all(response.as_bytes());
             });
         }
     });
@@ -132,4 +156,48 @@ fn a_cached_data_set_is_used_when_the_hub_does_not_answer() {
     assert!(e.contains("using the cached copy of commit 0123456789"), "{e}");
     assert!(e.contains("parquet"), "{e}");
     assert!(took < Duration::from_secs(15), "{took:?}");
+}
+
+#[test]
+fn the_hubs_error_codes_each_get_their_own_advice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gated = refusing_server(
+        "401 Unauthorized",
+        "GatedRepo",
+        "Access to dataset someone/gated is restricted.",
+    );
+    let out = tmp.path().join("gated");
+    let (o, _) = catdog_against(
+        &gated,
+        tmp.path(),
+        &[
+            "data",
+            "fetch",
+            "--repo",
+            "someone/gated",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("gated") && e.contains("hf auth login") && e.contains("is restricted"),
+        "{e}"
+    );
+
+    let missing = refusing_server("404 Not Found", "RepoNotFound", "Repository not found");
+    let (o, _) = catdog_against(
+        &missing,
+        tmp.path(),
+        &["weights", "fetch", "someone/nothing", "--quiet"],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("no such repository") && e.contains("check the id"), "{e}");
+    assert!(
+        !e.contains("--weights random"),
+        "a refusal is not a network problem: {e}"
+    );
 }
