@@ -163,16 +163,43 @@ pub fn cache_lookup(kind: RepoKind, repo: &str, revision: &str, file: &str) -> O
     p.exists().then_some((p, commit))
 }
 
+/// `host:port` of a URL (or of a bare `host[:port]`), with `default_port` when it has none; credentials dropped.
+fn host_port(url: &str, default_port: u16) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:{default_port}")
+    }
+}
+
+/// The proxy the hub client uses, from the environment `env` gives: the first non-empty of `ALL_PROXY`,
+/// `HTTPS_PROXY`, `HTTP_PROXY` (upper case first), as ureq reads them.
+fn proxy_from_env(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    [
+        "ALL_PROXY",
+        "all_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+    ]
+    .iter()
+    .find_map(|k| env(k).filter(|v| !v.trim().is_empty()))
+}
+
 /// Checks within `timeout` that the hub's host accepts a TCP connection (DNS included), so that an offline machine
 /// fails at once instead of hanging in a library's retries.
+///
+/// Behind a proxy the proxy is what must answer (it may be the only one that can resolve the hub's name): the
+/// probe goes to the proxy that the hub client (hf-hub on ureq) will use, chosen from the same variables in the
+/// same order: `ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY`, each in upper and lower case.
 fn probe_endpoint(endpoint: &str, timeout: Duration) -> std::result::Result<(), String> {
-    let rest = endpoint.split("://").nth(1).unwrap_or(endpoint);
-    let host_port = rest.split('/').next().unwrap_or(rest).to_string();
-    let default_port = if endpoint.starts_with("http://") { 80 } else { 443 };
-    let target = if host_port.contains(':') {
-        host_port.clone()
-    } else {
-        format!("{host_port}:{default_port}")
+    let target = match proxy_from_env(&|k| std::env::var(k).ok()) {
+        Some(proxy) => host_port(&proxy, 8080),
+        None => host_port(endpoint, if endpoint.starts_with("http://") { 80 } else { 443 }),
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let t2 = target.clone();
@@ -451,6 +478,22 @@ fn with_deadline<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn behind_a_proxy_the_probe_goes_to_the_proxy() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(proxy_from_env(&env(&[])), None);
+        let p = proxy_from_env(&env(&[
+            ("http_proxy", "http://p2:3128"),
+            ("HTTPS_PROXY", "http://u:pw@p1:8080"),
+        ]));
+        assert_eq!(p.as_deref(), Some("http://u:pw@p1:8080"));
+        assert_eq!(host_port("http://u:pw@p1:8080", 8080), "p1:8080");
+        assert_eq!(host_port("proxy.campus", 8080), "proxy.campus:8080");
+        assert_eq!(host_port("https://huggingface.co", 443), "huggingface.co:443");
+    }
 
     #[test]
     fn the_token_is_found_where_huggingface_hub_looks() {

@@ -2,7 +2,8 @@
 //!
 //! Scenarios: a server that accepts connections and never answers (listing and download must fail within
 //! `CATDOG_HUB_TIMEOUT`, not hang); the same server with the data set already in the cache (the cache wins, with a
-//! warning); a server that refuses with the hub's `X-Error-Code` (GatedRepo, RepoNotFound: each its own advice).
+//! warning); a server that refuses with the hub's `X-Error-Code` (GatedRepo, RepoNotFound: each its own advice);
+//! that server as an HTTP proxy in front of a hub whose name does not resolve (only the proxy can reach it).
 
 mod common;
 
@@ -61,8 +62,28 @@ fn refusing_server(status: &'static str, code: &'static str, message: &'static s
 /// Runs catdog against `endpoint` with a 2-second hub timeout; kills it after 60 s so that a hang fails the test
 /// instead of the CI job. Returns the output and how long it took.
 fn catdog_against(endpoint: &str, hf_home: &Path, args: &[&str]) -> (Output, Duration) {
+    catdog_with(endpoint, hf_home, args, &[])
+}
+
+/// [`catdog_against`] with more environment variables.
+fn catdog_with(endpoint: &str, hf_home: &Path, args: &[&str], vars: &[(&str, &str)]) -> (Output, Duration) {
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_catdog"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_catdog"));
+    for k in [
+        "ALL_PROXY",
+        "all_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "NO_PROXY",
+    ] {
+        command.env_remove(k);
+    }
+    for (k, v) in vars {
+        command.env(k, v);
+    }
+    let mut child = command
         .args(args)
         .env("HF_HOME", hf_home)
         .env_remove("HF_HUB_CACHE")
@@ -200,4 +221,26 @@ fn the_hubs_error_codes_each_get_their_own_advice() {
         !e.contains("--weights random"),
         "a refusal is not a network problem: {e}"
     );
+}
+
+#[test]
+fn behind_a_proxy_the_hub_is_reached_through_it_even_when_only_the_proxy_resolves_its_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The "proxy" answers every request itself, with the hub's RepoNotFound: seeing that advice proves the
+    // request went through it. The hub's own name (.invalid) resolves nowhere.
+    let proxy = refusing_server("404 Not Found", "RepoNotFound", "Repository not found");
+    let (o, took) = catdog_with(
+        "http://hub.invalid",
+        tmp.path(),
+        &["weights", "fetch", "someone/model", "--quiet"],
+        &[("HTTP_PROXY", proxy.as_str())],
+    );
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        e.contains("no such repository"),
+        "the request should reach the hub through the proxy: {e}"
+    );
+    assert!(!e.contains("cannot resolve"), "{e}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
 }
