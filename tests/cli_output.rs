@@ -103,12 +103,8 @@ fn the_start_line_writes_modes_optimizers_and_counts_as_people_do() {
 fn predict_json_keys_come_in_the_readme_order_and_config_json_keeps_the_weights_id_apart_from_its_path() {
     // A hub model already in the Hugging Face cache, laid out as huggingface_hub does.
     let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("hub/models--someone--tiny-vgg");
     let commit = "0123456789abcdef0123456789abcdef01234567";
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), commit).unwrap();
-    let snap = repo.join("snapshots").join(commit);
-    std::fs::create_dir_all(&snap).unwrap();
+    let snap = common::cached_repo(tmp.path(), "model", "someone/tiny-vgg", commit);
     std::fs::copy(
         fixtures().join("vgg_tiny/weights.safetensors"),
         snap.join("model.safetensors"),

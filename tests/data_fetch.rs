@@ -184,13 +184,7 @@ fn data_fetch_offline_names_the_repository_the_cache_and_the_ways_out_and_uses_t
         assert!(e.contains(needle), "missing '{needle}' in: {e}");
     }
     // A cached snapshot is used without network, as the Python library lays it out.
-    let repo = tmp.path().join("hub/datasets--someone--pets");
-    let commit = "89abcdef0123456789abcdef0123456789abcdef";
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), commit).unwrap();
-    let data = repo.join("snapshots").join(commit).join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_parquet(&data.join("train-00000-of-00001.parquet"), &sample_rows());
+    cached_dataset(tmp.path(), "someone/pets", &sample_rows());
     let o = catdog(
         &[
             "data",
@@ -230,11 +224,8 @@ fn finetune_without_data_says_how_to_get_it() {
 
 /// A dataset repository in the Hugging Face cache under `hf_home`, laid out as huggingface_hub does.
 fn cached_dataset(hf_home: &Path, repo: &str, rows: &[(Option<Vec<u8>>, i64)]) -> PathBuf {
-    let dir = hf_home.join(format!("hub/datasets--{}", repo.replace('/', "--")));
     let commit = "89abcdef0123456789abcdef0123456789abcdef";
-    std::fs::create_dir_all(dir.join("refs")).unwrap();
-    std::fs::write(dir.join("refs/main"), commit).unwrap();
-    let data = dir.join("snapshots").join(commit).join("data");
+    let data = common::cached_repo(hf_home, "dataset", repo, commit).join("data");
     std::fs::create_dir_all(&data).unwrap();
     let shard = data.join("train-00000-of-00001.parquet");
     write_parquet(&shard, rows);

@@ -8,55 +8,55 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::stderr;
 
-/// A server on 127.0.0.1 that accepts every connection, reads what comes and never answers.
-fn silent_server() -> String {
+/// A server on 127.0.0.1 that handles every connection on its own thread with `handle`; returns its URL.
+fn serve(handle: impl Fn(TcpStream) + Send + Sync + Copy + 'static) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = stream;
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            });
+            std::thread::spawn(move || handle(stream));
         }
     });
     format!("http://{addr}")
 }
 
+/// A server that accepts every connection, reads what comes and never answers.
+fn silent_server() -> String {
+    serve(|mut s| {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+}
+
 /// A server that answers every request with `status` (e.g. "401 Unauthorized") and the hub's error headers.
 fn refusing_server(status: &'static str, code: &'static str, message: &'static str) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = stream;
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
-                    head.push(byte[0]);
-                }
-                let response = format!(
-                    "HTTP/1.1 {status}\r\nX-Error-Code: {code}\r\nX-Error-Message: {message}\r\n\
-                     Content-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-                let _ = s.write_all(response.as_bytes());
-            });
+    let response: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 {status}\r\nX-Error-Code: {code}\r\nX-Error-Message: {message}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .into_boxed_str(),
+    );
+    serve(move |mut s| {
+        // Read the request head, then answer.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
+            head.push(byte[0]);
         }
-    });
-    format!("http://{addr}")
+        let _ = s.write_all(response.as_bytes());
+    })
 }
 
 /// Runs catdog against `endpoint` with a 2-second hub timeout; kills it after 60 s so that a hang fails the test
@@ -151,11 +151,8 @@ fn a_cached_data_set_is_used_when_the_hub_does_not_answer() {
     let endpoint = silent_server();
     let tmp = tempfile::tempdir().unwrap();
     // The listing of refs/main is cached, and so is its snapshot (as huggingface_hub lays it out).
-    let repo = tmp.path().join("hub/datasets--someone--pets");
     let commit = "0123456789abcdef0123456789abcdef01234567";
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), commit).unwrap();
-    let data = repo.join("snapshots").join(commit).join("data");
+    let data = common::cached_repo(tmp.path(), "dataset", "someone/pets", commit).join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("train-00000-of-00001.parquet"), b"not read in this test").unwrap();
     let out = tmp.path().join("pets");

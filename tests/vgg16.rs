@@ -251,12 +251,8 @@ fn offline_hub_error_names_the_model_the_cache_and_the_ways_out() {
 fn a_file_already_in_the_hf_cache_is_used_without_network() {
     // Lay out the cache as huggingface_hub does: refs/main → commit, snapshots/<commit>/model.safetensors.
     let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("hub/models--someone--tiny-vgg");
     let commit = "0123456789abcdef0123456789abcdef01234567";
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), commit).unwrap();
-    let snap = repo.join("snapshots").join(commit);
-    std::fs::create_dir_all(&snap).unwrap();
+    let snap = common::cached_repo(tmp.path(), "model", "someone/tiny-vgg", commit);
     std::fs::copy(
         fixtures().join("vgg_tiny/weights.safetensors"),
         snap.join("model.safetensors"),

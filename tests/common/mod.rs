@@ -20,6 +20,18 @@ pub const POOLS: [&str; 5] = [
     "block5_pool",
 ];
 
+/// A hub repository in the Hugging Face cache under `hf_home`, laid out as huggingface_hub does it:
+/// `hub/<kind>s--org--name/refs/main` holding `commit`, and the returned snapshot folder
+/// `snapshots/<commit>/` for the files. `kind` is "model" or "dataset".
+pub fn cached_repo(hf_home: &Path, kind: &str, repo: &str, commit: &str) -> PathBuf {
+    let dir = hf_home.join(format!("hub/{kind}s--{}", repo.replace('/', "--")));
+    std::fs::create_dir_all(dir.join("refs")).unwrap();
+    std::fs::write(dir.join("refs/main"), commit).unwrap();
+    let snapshot = dir.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    snapshot
+}
+
 /// Runs the catdog binary with an isolated Hugging Face cache and no network access to the hub.
 pub fn catdog(args: &[&str], hf_home: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_catdog"))
