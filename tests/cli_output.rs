@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{catdog, fixtures, make_dataset, stderr, stdout};
+use common::{catdog, make_dataset, stderr, stdout};
 
 const SUBCOMMANDS: [&[&str]; 13] = [
     &["finetune"],
@@ -104,12 +104,7 @@ fn predict_json_keys_come_in_the_readme_order_and_config_json_keeps_the_weights_
     // A hub model already in the Hugging Face cache, laid out as huggingface_hub does.
     let tmp = tempfile::tempdir().unwrap();
     let commit = "0123456789abcdef0123456789abcdef01234567";
-    let snap = common::cached_repo(tmp.path(), "model", "someone/tiny-vgg", commit);
-    std::fs::copy(
-        fixtures().join("vgg_tiny/weights.safetensors"),
-        snap.join("model.safetensors"),
-    )
-    .unwrap();
+    common::cached_tiny_vgg(tmp.path());
     let data = tmp.path().join("data");
     make_dataset(&data, 4, 5);
     let runs = tmp.path().join("runs");

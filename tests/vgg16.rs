@@ -252,12 +252,7 @@ fn a_file_already_in_the_hf_cache_is_used_without_network() {
     // Lay out the cache as huggingface_hub does: refs/main → commit, snapshots/<commit>/model.safetensors.
     let tmp = tempfile::tempdir().unwrap();
     let commit = "0123456789abcdef0123456789abcdef01234567";
-    let snap = common::cached_repo(tmp.path(), "model", "someone/tiny-vgg", commit);
-    std::fs::copy(
-        fixtures().join("vgg_tiny/weights.safetensors"),
-        snap.join("model.safetensors"),
-    )
-    .unwrap();
+    let snap = common::cached_tiny_vgg(tmp.path());
     std::fs::write(
         snap.join("config.json"),
         r#"{"pretrained_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}"#,

@@ -446,6 +446,7 @@ impl Trainer {
         let dlv = dl.to_scalar::<f32>()? as f64;
         let pv = pen.as_ref().map(|p| p.to_scalar::<f32>()).transpose()?.unwrap_or(0.0) as f64;
         let worst = if dlv.is_finite() { pv } else { dlv };
+        // Checked here first so that the message (and where the last checkpoint is) is only built on failure.
         if !worst.is_finite() {
             check_loss(worst, epoch, batch, self.optimizer.lr(), Some(&self.kept_checkpoint()))?;
         }

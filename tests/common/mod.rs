@@ -32,6 +32,23 @@ pub fn cached_repo(hf_home: &Path, kind: &str, repo: &str, commit: &str) -> Path
     snapshot
 }
 
+/// The vgg_tiny fixture as the hub model `someone/tiny-vgg` (commit `0123…4567`) in the cache under `hf_home`;
+/// returns its snapshot folder.
+pub fn cached_tiny_vgg(hf_home: &Path) -> PathBuf {
+    let snap = cached_repo(
+        hf_home,
+        "model",
+        "someone/tiny-vgg",
+        "0123456789abcdef0123456789abcdef01234567",
+    );
+    std::fs::copy(
+        fixtures().join("vgg_tiny/weights.safetensors"),
+        snap.join("model.safetensors"),
+    )
+    .unwrap();
+    snap
+}
+
 /// Runs the catdog binary with an isolated Hugging Face cache and no network access to the hub.
 pub fn catdog(args: &[&str], hf_home: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_catdog"))
