@@ -350,3 +350,72 @@ fn finetune_fetches_the_default_folder_however_it_is_spelled_and_resumes_a_half_
     assert!(folder.join(m["files"][0].as_str().unwrap()).is_file());
     assert!(!folder.join("catdog-fetch.partial").exists());
 }
+
+#[test]
+fn data_fetch_lists_and_downloads_from_the_hub_and_then_a_failing_hub_falls_back_to_the_cache() {
+    use common::mock_hub::{run_catdog, serve, Behaviour, MockHub, RepoFile};
+    let tmp = tempfile::tempdir().unwrap();
+    let shard = tmp.path().join("shard.parquet");
+    write_parquet(&shard, &sample_rows());
+    let hub = MockHub::start(
+        vec![RepoFile {
+            kind: "dataset",
+            repo: "someone/pets".into(),
+            path: "data/train-00000-of-00001.parquet".into(),
+            bytes: std::fs::read(&shard).unwrap(),
+            lfs: true,
+        }],
+        Behaviour::default(),
+    );
+    let home = tmp.path().join("hf");
+    let out = tmp.path().join("pets");
+    let args = |out: &Path| {
+        [
+            "data",
+            "fetch",
+            "--repo",
+            "someone/pets",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]
+        .map(str::to_string)
+        .to_vec()
+    };
+    let run = |endpoint: &str, out: &Path| {
+        let a = args(out);
+        run_catdog(
+            endpoint,
+            &home,
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+            &[("CATDOG_HUB_RETRIES", "1")],
+        )
+        .0
+    };
+    let o = run(&hub.url, &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written = files_under(&out.join("train")).len() + files_under(&out.join("test")).len();
+    assert_eq!(written, 10, "the ten decodable rows");
+    assert!(hub
+        .seen()
+        .iter()
+        .any(|r| r.path.starts_with("/api/datasets/someone/pets/revision/main")));
+
+    // A hub that answers 500 to everything: after the retry, the cached copy of the same revision is used.
+    let broken = serve(|mut s| {
+        use std::io::{Read, Write};
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    });
+    let again = tmp.path().join("pets-again");
+    let o = run(&broken, &again);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("HTTP 500") && e.contains("using the cached copy of commit"),
+        "{e}"
+    );
+    let again_written = files_under(&again.join("train")).len() + files_under(&again.join("test")).len();
+    assert_eq!(again_written, 10);
+}

@@ -1,7 +1,7 @@
 //! `catdog data fetch`: Dogs-vs-Cats (or any image-classification data set stored as parquet on the Hugging Face
 //! Hub) written out as the folder layout `catdog finetune` reads: `OUT/train/<class>/…`, `OUT/test/<class>/…`.
 //!
-//! The parquet shards come through hf-hub and the standard cache. Each row's image is a struct of
+//! The parquet shards come through `crate::hub` and the standard cache. Each row's image is a struct of
 //! `bytes`/`path` (the `datasets` Image feature) and its label an integer column; class names come from the
 //! `huggingface` metadata that `datasets` stores in every parquet file (a ClassLabel feature). Without a test
 //! split in the repository a stratified one is drawn with the seed. Images are checked by decoding them; ones

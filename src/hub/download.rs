@@ -1,0 +1,282 @@
+//! One file from the hub into the cache: its metadata (commit, ETag, size) from a HEAD request, then the bytes
+//! into `blobs/<etag>.incomplete` — resumed with `Range` when the connection is cut (restarted from the start
+//! when the server ignores `Range`) — and moved to `blobs/<etag>` only once its size and, for LFS files, its
+//! sha256 check out. A stall or a cut that repeats leaves the partial file for the next run to resume.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::cache::{is_sha256, RepoCache};
+use super::client::{absolute, is_stall, Client, Failure, Follow};
+use crate::progress::Progress;
+
+/// Immediate resumptions of one download after a cut connection, as long as each attempt brings data.
+const RESUMPTIONS: usize = 5;
+
+/// Why a file did not reach the cache.
+#[derive(Debug)]
+pub enum Problem {
+    /// The request failed (see [`Failure`]).
+    Request(Failure),
+    /// The download stopped part-way; the bytes so far are kept and the next run resumes from them.
+    Interrupted(String),
+    /// What arrived is not the file the hub described (size or sha256); nothing was kept.
+    Corrupt(String),
+    /// The cache could not be written.
+    Local(crate::error::Error),
+}
+
+impl From<Failure> for Problem {
+    fn from(f: Failure) -> Self {
+        Problem::Request(f)
+    }
+}
+
+impl From<crate::error::Error> for Problem {
+    fn from(e: crate::error::Error) -> Self {
+        Problem::Local(e)
+    }
+}
+
+/// What the hub says of a file before sending it.
+#[derive(Debug)]
+pub struct Remote {
+    /// The commit the revision resolves to (`X-Repo-Commit`).
+    pub commit: String,
+    /// The blob's name: the sha256 of an LFS file (`X-Linked-Etag`), else the git hash (`ETag`).
+    pub etag: String,
+    /// Size in bytes (`X-Linked-Size`, else `Content-Length`), when given.
+    pub size: Option<u64>,
+    /// Where the bytes come from (the CDN a large file redirects to, or the resolve URL itself).
+    pub url: String,
+}
+
+/// Asks the hub about the file at `resolve_url` (a HEAD request; redirects on the same host are followed, the
+/// one to the CDN is not, as huggingface_hub does).
+pub fn metadata(client: &Client, resolve_url: &str) -> Result<Remote, Failure> {
+    let (response, url) = client.send("HEAD", resolve_url, None, Follow::SameHost)?;
+    let header = |name: &str| response.header(name).map(str::to_string);
+    let commit = header("x-repo-commit").ok_or_else(|| {
+        Failure::Network(format!(
+            "{url} answered HTTP {} without the X-Repo-Commit header: HF_ENDPOINT does not point at a Hugging \
+             Face hub (or a proxy changed the answer)",
+            response.status()
+        ))
+    })?;
+    let etag = header("x-linked-etag")
+        .or_else(|| header("etag"))
+        .map(|e| e.trim().trim_start_matches("W/").trim_matches('"').to_string())
+        .filter(|e| !e.is_empty() && !e.contains(['/', '\\', '.']))
+        .ok_or_else(|| Failure::Network(format!("{url} gave no usable ETag for the file")))?;
+    let size = header("x-linked-size")
+        .or_else(|| header("content-length"))
+        .and_then(|s| s.trim().parse().ok());
+    let url = match response.status() {
+        300..=399 => header("location").map(|l| absolute(&url, &l)).unwrap_or(url),
+        _ => url,
+    };
+    Ok(Remote {
+        commit,
+        etag,
+        size,
+        url,
+    })
+}
+
+/// Downloads `remote` into `cache`'s blob for it (unless it is there) under the blob's lock; returns the blob.
+pub fn fetch_blob(
+    client: &Client,
+    cache: &RepoCache,
+    remote: &Remote,
+    file: &str,
+    quiet: bool,
+) -> Result<PathBuf, Problem> {
+    let blob = cache.blob(&remote.etag);
+    if blob.exists() {
+        return Ok(blob);
+    }
+    let _lock = cache.lock(&remote.etag, quiet)?;
+    // Another process may have finished it while this one waited for the lock.
+    if blob.exists() {
+        return Ok(blob);
+    }
+    let partial = cache.incomplete(&remote.etag);
+    let parent = partial.parent().expect("a blob has a folder");
+    std::fs::create_dir_all(parent).map_err(|e| crate::error::Error::io(parent, e))?;
+    let bar = crate::progress::bytes(remote.size.unwrap_or(0), file, quiet);
+    let result = download(client, remote, &partial, &bar, quiet).and_then(|()| verify(remote, &partial));
+    match &result {
+        Ok(()) => bar.finish(),
+        Err(_) => bar.abandon(),
+    }
+    result?;
+    std::fs::rename(&partial, &blob).map_err(|e| crate::error::Error::io(&blob, e))?;
+    Ok(blob)
+}
+
+/// Length of a file, 0 when it does not exist.
+fn len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Fills `partial` with the file's bytes, resuming from what it holds.
+fn download(client: &Client, remote: &Remote, partial: &Path, bar: &Progress, quiet: bool) -> Result<(), Problem> {
+    let io = |e| Problem::Local(crate::error::Error::io(partial, e));
+    let mut resumptions = 0;
+    loop {
+        let mut have = len(partial);
+        if remote.size.is_some_and(|n| have > n) {
+            std::fs::remove_file(partial).map_err(io)?;
+            have = 0;
+        }
+        if remote.size == Some(have) && have > 0 {
+            return Ok(());
+        }
+        let (response, _) = match client.send("GET", &remote.url, (have > 0).then_some(have), Follow::Any) {
+            Ok(r) => r,
+            Err(Failure::Network(why)) if have > 0 => {
+                return Err(Problem::Interrupted(interrupted(have, remote, &why)))
+            }
+            Err(f) => return Err(f.into()),
+        };
+        let append = match response.status() {
+            206 if content_range_start(&response) == Some(have) => true,
+            206 | 416 => {
+                // A range other than the one asked for, or none possible: start again from nothing.
+                std::fs::remove_file(partial).map_err(io)?;
+                resumptions += 1;
+                if resumptions > RESUMPTIONS {
+                    return Err(Problem::Corrupt(
+                        "the server keeps answering with the wrong byte range".into(),
+                    ));
+                }
+                continue;
+            }
+            200 => {
+                if have > 0 && !quiet {
+                    eprintln!("the server does not resume downloads (it ignored Range): starting again from the start");
+                }
+                false
+            }
+            status => return Err(Failure::Network(format!("unexpected HTTP {status} for {}", remote.url)).into()),
+        };
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(partial)
+            .map_err(io)?;
+        let start = if append { have } else { 0 };
+        bar.set_position(start);
+        let copied = copy_body(response.into_reader(), &mut out, bar);
+        out.sync_all().map_err(io)?;
+        let now = len(partial);
+        match copied {
+            Ok(()) if remote.size.is_none_or(|n| now >= n) => return Ok(()),
+            Err(e) if is_stall(&e) => {
+                let why = format!("no data for {} s (CATDOG_HUB_TIMEOUT)", client.timeout().as_secs_f64());
+                return Err(Problem::Interrupted(interrupted(now, remote, &why)));
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::UnexpectedEof && !is_network(&e) => return Err(io(e)),
+            // The body ended short (a cut connection, or a close-delimited body cut early): resume at once.
+            _ => {}
+        }
+        resumptions += 1;
+        if now <= start || resumptions > RESUMPTIONS {
+            return Err(Problem::Interrupted(interrupted(now, remote, "the connection was cut")));
+        }
+    }
+}
+
+/// True for a read error that is the connection's, not the disk's.
+fn is_network(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | Other | InvalidData | InvalidInput
+    )
+}
+
+/// "the download stopped after 12.0 of 40.0 MiB (why); the next run resumes it".
+fn interrupted(have: u64, remote: &Remote, why: &str) -> String {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let of = remote.size.map(|n| format!(" of {:.1}", mib(n))).unwrap_or_default();
+    format!(
+        "the download stopped after {:.1}{of} MiB ({why}); run the same command again to resume it (the bytes so \
+         far are kept)",
+        mib(have)
+    )
+}
+
+/// The first byte of a `Content-Range: bytes a-b/n` answer.
+fn content_range_start(response: &ureq::Response) -> Option<u64> {
+    let value = response.header("content-range")?;
+    value
+        .trim()
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Copies a response body to `out`, counting progress; a read error is returned as it is (the caller tells a
+/// stall from a cut).
+fn copy_body(mut body: impl Read, out: &mut std::fs::File, bar: &Progress) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.write_all(&buf[..n])
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::StorageFull, e))?;
+        bar.inc(n as u64);
+    }
+}
+
+/// Checks the finished file against what the hub said (size; sha256 for LFS files). A mismatch deletes it.
+fn verify(remote: &Remote, partial: &Path) -> Result<(), Problem> {
+    let got = len(partial);
+    let mismatch = |what: String| {
+        let _ = std::fs::remove_file(partial);
+        Problem::Corrupt(format!(
+            "{what}: the file was damaged on the way and was not kept; run the same command again to download it \
+             afresh"
+        ))
+    };
+    if let Some(n) = remote.size.filter(|n| *n != got) {
+        return Err(mismatch(format!("{got} bytes arrived where the hub announced {n}")));
+    }
+    if is_sha256(&remote.etag) {
+        let digest = sha256_of(partial).map_err(|e| Problem::Local(crate::error::Error::io(partial, e)))?;
+        if !digest.eq_ignore_ascii_case(&remote.etag) {
+            return Err(mismatch(format!(
+                "its sha256 is {digest} where the hub announced {}",
+                remote.etag
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The sha256 of a file, in lower-case hex.
+pub fn sha256_of(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,322 @@
+//! The Hugging Face Hub and its standard cache, shared by the weights and `catdog data fetch`: cached files are
+//! used without network; `HF_HOME`, `HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_TOKEN` (and the token file) and
+//! `HF_HUB_OFFLINE` are honoured as huggingface_hub honours them; proxies (`HTTPS_PROXY`, `NO_PROXY`, …),
+//! timeouts, retries, resumed downloads and sha256 checks are [`client`]'s and [`download`]'s; an unreachable hub
+//! is one clear error within a bounded time, and a cached copy wins over a broken hub.
+
+mod cache;
+mod client;
+mod download;
+mod proxy;
+mod token;
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use self::cache::RepoCache;
+use self::client::{quote, Client, Failure, Follow};
+pub use self::download::sha256_of;
+use self::download::Problem;
+pub use self::proxy::proxy_for;
+use self::proxy::Target;
+pub use self::token::{hf_token, token_from};
+use crate::error::{Error, Result};
+
+/// Options of hub access.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// Show download progress (a bar on a terminal, plain lines otherwise; see [`crate::progress`]).
+    pub progress: bool,
+    /// Time allowed to reach the hub (DNS + TCP connect) and the longest pause in a download
+    /// (`CATDOG_HUB_TIMEOUT` seconds, default 15).
+    pub timeout: Duration,
+    /// Retries of a request the hub answers with 5xx or 429 (`CATDOG_HUB_RETRIES`, default 4), with backoff
+    /// 1, 2, 4, 8 s or the hub's `Retry-After`.
+    pub retries: u32,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        let secs = std::env::var("CATDOG_HUB_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(15);
+        let retries = std::env::var("CATDOG_HUB_RETRIES")
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(4);
+        HubOptions {
+            progress: true,
+            timeout: Duration::from_secs(secs.max(1)),
+            retries,
+        }
+    }
+}
+
+/// The Hugging Face cache folder, as Python's huggingface_hub finds it: `HF_HUB_CACHE`, else `HF_HOME/hub`, else
+/// `XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`.
+pub fn hf_cache_dir() -> PathBuf {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(p) = env("HF_HUB_CACHE").or_else(|| env("HUGGINGFACE_HUB_CACHE")) {
+        return p;
+    }
+    if let Some(p) = env("HF_HOME") {
+        return p.join("hub");
+    }
+    if let Some(p) = env("XDG_CACHE_HOME") {
+        return p.join("huggingface").join("hub");
+    }
+    env("HOME")
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".cache")
+        .join("huggingface")
+        .join("hub")
+}
+
+/// `HF_HUB_OFFLINE` is set to a true value.
+pub fn hub_offline() -> bool {
+    matches!(
+        std::env::var("HF_HUB_OFFLINE").map(|v| v.to_ascii_lowercase()),
+        Ok(v) if v == "1" || v == "true" || v == "yes" || v == "on"
+    )
+}
+
+fn hub_endpoint() -> String {
+    std::env::var("HF_ENDPOINT")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "https://huggingface.co".to_string())
+}
+
+/// The error for a hub file that can be neither found in the cache nor downloaded, with the ways out.
+pub fn unavailable_error(kind: RepoKind, id: &str, file: &str, reason: String) -> Error {
+    let (what, ways_out) = match kind {
+        RepoKind::Model => (
+            "weights",
+            format!(
+                "Ways out: pass a local file with `--weights path/to/model.safetensors`, or train from scratch with \
+                 `--weights random`. (On a machine with network, `catdog weights fetch {id}` fills the cache.)"
+            ),
+        ),
+        RepoKind::Dataset => (
+            "data set",
+            format!(
+                "Ways out: point `--data` at a folder of images laid out as DIR/train/<class>/… and DIR/test/<class>/…, \
+                 or run `catdog data fetch --repo {id}` on a machine with network and copy the folder it writes."
+            ),
+        ),
+    };
+    Error::HubUnavailable(Box::new(crate::error::HubUnavailable {
+        what: what.into(),
+        id: id.to_string(),
+        file: file.to_string(),
+        cache_dir: hf_cache_dir(),
+        reason,
+        ways_out,
+    }))
+}
+
+/// Which kind of hub repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoKind {
+    Model,
+    Dataset,
+}
+
+impl RepoKind {
+    fn folder_prefix(self) -> &'static str {
+        match self {
+            RepoKind::Model => "models",
+            RepoKind::Dataset => "datasets",
+        }
+    }
+}
+
+/// A file found in the cache, without network: `snapshots/<commit>/<file>` where `<commit>` is `refs/<revision>`
+/// or the revision itself when it is a commit hash.
+pub fn cache_lookup(kind: RepoKind, repo: &str, revision: &str, file: &str) -> Option<(PathBuf, String)> {
+    RepoCache::new(&hf_cache_dir(), kind, repo).lookup(revision, file)
+}
+
+/// `org/name` or `org/name@revision`, as the user wrote it.
+fn display_id(repo: &str, revision: Option<&str>) -> String {
+    match revision {
+        Some(r) => format!("{repo}@{r}"),
+        None => repo.to_string(),
+    }
+}
+
+/// The hub client for this process's endpoint, once the endpoint (or the proxy in front of it) answers within the
+/// timeout.
+fn connect(opts: &HubOptions) -> std::result::Result<(Client, String), String> {
+    let endpoint = hub_endpoint();
+    let client = Client::new(&endpoint, hf_token(), opts.timeout, opts.retries).map_err(|f| match f {
+        Failure::Refused(s) | Failure::Network(s) => s,
+    })?;
+    probe(&client, &endpoint, opts.timeout).map_err(|e| format!("the hub at {endpoint} cannot be reached: {e}"))?;
+    Ok((client, endpoint))
+}
+
+/// Checks within `timeout` that the host the first request goes to accepts a TCP connection (DNS included), so
+/// that an offline machine fails at once. Behind a proxy that host is the proxy (it may be the only one that can
+/// resolve the hub's name); with the endpoint in `NO_PROXY` it is the hub itself.
+fn probe(client: &Client, endpoint: &str, timeout: Duration) -> std::result::Result<(), String> {
+    let via = client.proxy(endpoint);
+    let target = match &via {
+        Some(proxy) if proxy.contains("://") => Target::parse(proxy).map(|t| t.address()),
+        Some(proxy) => Target::parse(&format!("http://{proxy}")).map(|t| t.address()),
+        None => Target::parse(endpoint).map(|t| t.address()),
+    }
+    .ok_or_else(|| format!("cannot tell the host of '{}'", via.as_deref().unwrap_or(endpoint)))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t2 = target.clone();
+    std::thread::spawn(move || {
+        let r = t2
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {t2}: {e}"))
+            .and_then(|mut addrs| {
+                let addr = addrs.next().ok_or_else(|| format!("no address for {t2}"))?;
+                TcpStream::connect_timeout(&addr, timeout)
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot connect to {t2}: {e}"))
+            });
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer from {target} within {} s", timeout.as_secs_f64())),
+    }
+}
+
+/// `{endpoint}/[datasets/]{repo}/resolve/{revision}/{file}`.
+fn resolve_url(endpoint: &str, kind: RepoKind, repo: &str, revision: &str, file: &str) -> String {
+    let prefix = match kind {
+        RepoKind::Model => "",
+        RepoKind::Dataset => "datasets/",
+    };
+    format!(
+        "{}/{prefix}{repo}/resolve/{}/{}",
+        endpoint.trim_end_matches('/'),
+        quote(revision, false),
+        quote(file, true)
+    )
+}
+
+/// Path of `file` of a hub repository: from the cache when it is there (no network), else downloaded into the
+/// cache (see [`download`]). Returns the path and the commit. Offline, or when the hub cannot be reached within
+/// the timeout, the error names the repository, the cache folder and the ways out; a refusal gives the hub's
+/// reason; an interrupted download says how to resume it.
+pub fn hub_file(
+    kind: RepoKind,
+    repo: &str,
+    revision: Option<&str>,
+    file: &str,
+    opts: &HubOptions,
+) -> Result<(PathBuf, Option<String>)> {
+    let rev = revision.unwrap_or("main");
+    let cache = RepoCache::new(&hf_cache_dir(), kind, repo);
+    if let Some((p, commit)) = cache.lookup(rev, file) {
+        return Ok((p, Some(commit)));
+    }
+    let id = display_id(repo, revision);
+    let unavailable = |reason: String| unavailable_error(kind, &id, file, reason);
+    if hub_offline() {
+        return Err(unavailable("HF_HUB_OFFLINE is set, so the hub is not contacted".into()));
+    }
+    let (client, endpoint) = connect(opts).map_err(unavailable)?;
+    let fetched = download::metadata(&client, &resolve_url(&endpoint, kind, repo, rev, file))
+        .map_err(Problem::from)
+        .and_then(|remote| {
+            download::fetch_blob(&client, &cache, &remote, file, !opts.progress)?;
+            cache.write_ref(rev, &remote.commit)?;
+            Ok((cache.link(&remote.commit, file, &remote.etag)?, remote.commit))
+        });
+    match fetched {
+        Ok((path, commit)) => Ok((path, Some(commit))),
+        Err(Problem::Request(Failure::Network(reason))) => Err(unavailable(reason)),
+        Err(Problem::Request(Failure::Refused(why)) | Problem::Interrupted(why) | Problem::Corrupt(why)) => {
+            Err(Error::Hub {
+                model_id: id,
+                message: format!("{file}: {why}"),
+            })
+        }
+        Err(Problem::Local(e)) => Err(e),
+    }
+}
+
+/// The files of a hub repository: from the hub's listing of the revision, or — offline, or when the hub fails
+/// (no answer, 5xx) — from the cached snapshot of the same revision, with a warning. Returns the commit.
+pub fn list_files(
+    kind: RepoKind,
+    repo: &str,
+    revision: Option<&str>,
+    opts: &HubOptions,
+) -> Result<(Vec<String>, Option<String>)> {
+    let rev = revision.unwrap_or("main");
+    let id = display_id(repo, revision);
+    let cache = RepoCache::new(&hf_cache_dir(), kind, repo);
+    let cached = cache.commit_of(rev);
+    let listed = if hub_offline() {
+        Err(Failure::Network(
+            "HF_HUB_OFFLINE is set, so the hub is not contacted".into(),
+        ))
+    } else {
+        connect(opts)
+            .map_err(Failure::Network)
+            .and_then(|(client, endpoint)| listing(&client, &endpoint, kind, repo, rev))
+    };
+    match (listed, cached) {
+        (Ok(found), _) => Ok(found),
+        // The hub answered that the repository or revision is not there for us: its advice, not the cache.
+        (Err(Failure::Refused(advice)), _) => Err(Error::Hub {
+            model_id: id,
+            message: format!("cannot list the repository's files: {advice}"),
+        }),
+        // The cache wins over a broken hub: the same revision, as cached, with a warning.
+        (Err(Failure::Network(reason)), Some(c)) => {
+            if !hub_offline() {
+                eprintln!("warning: cannot list {id} on the hub ({reason}); using the cached copy of commit {c}");
+            }
+            Ok((cache.files(&c), Some(c)))
+        }
+        (Err(Failure::Network(reason)), None) => Err(unavailable_error(kind, &id, "the file list", reason)),
+    }
+}
+
+/// The hub's listing of a revision: `GET {endpoint}/api/{models|datasets}/{repo}/revision/{revision}`.
+fn listing(
+    client: &Client,
+    endpoint: &str,
+    kind: RepoKind,
+    repo: &str,
+    rev: &str,
+) -> std::result::Result<(Vec<String>, Option<String>), Failure> {
+    let url = format!(
+        "{}/api/{}/{repo}/revision/{}",
+        endpoint.trim_end_matches('/'),
+        kind.folder_prefix(),
+        quote(rev, false)
+    );
+    let (response, _) = client.send("GET", &url, None, Follow::Any)?;
+    let body = response.into_string().map_err(|e| {
+        let why = if client::is_stall(&e) {
+            format!(
+                "no answer within {} s (CATDOG_HUB_TIMEOUT)",
+                client.timeout().as_secs_f64()
+            )
+        } else {
+            e.to_string()
+        };
+        Failure::Network(format!("the listing of {repo} broke off: {why}"))
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| Failure::Network(format!("the hub's listing of {repo} is not JSON ({e})")))?;
+    let files = json["siblings"]
+        .as_array()
+        .ok_or_else(|| Failure::Network(format!("the hub's listing of {repo} has no \"siblings\"")))?
+        .iter()
+        .filter_map(|s| s["rfilename"].as_str().map(str::to_string))
+        .collect();
+    Ok((files, json["sha"].as_str().map(str::to_string)))
+}
