@@ -57,6 +57,10 @@ pub enum Error {
         found: String,
     },
 
+    /// An ONNX file that is not a readable VGG16 (truncated, not ONNX, not 13 convolutions, unsupported storage).
+    #[error("{path}: cannot read a VGG16 conv base from this ONNX file: {message}")]
+    BadOnnx { path: PathBuf, message: String },
+
     #[error("unknown layer '{name}'; known layers: {known}")]
     UnknownLayer { name: String, known: String },
 

@@ -3,5 +3,6 @@
 
 pub mod classifier;
 pub mod head;
+pub mod onnx;
 pub mod vgg16;
 pub mod weights;

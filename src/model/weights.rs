@@ -1,5 +1,5 @@
-//! Where the conv-base weights come from: the Hugging Face Hub (through hf-hub and the standard cache), a local
-//! safetensors file, or random He initialisation.
+//! Where the conv-base weights come from: the Hugging Face Hub (the standard cache, see `crate::hub`), a local
+//! safetensors or ONNX file (see [`super::onnx`]), or random He initialisation.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ pub const CONFIG_FILE: &str = "config.json";
 pub enum WeightsSpec {
     /// A hub model id, optionally at a revision (`org/name@rev`).
     Hub { repo: String, revision: Option<String> },
-    /// A local `.safetensors` file.
+    /// A local `.safetensors` or `.onnx` file.
     File { path: PathBuf },
     /// He initialisation with these block widths.
     Random { widths: [usize; 5], seed: u64 },
@@ -64,12 +64,15 @@ impl WeightsSpec {
             });
         }
         let path = Path::new(s);
-        let looks_like_file =
-            s.ends_with(".safetensors") || s.starts_with('.') || s.starts_with('/') || s.contains('\\');
+        let looks_like_file = s.ends_with(".safetensors")
+            || is_onnx(path)
+            || s.starts_with('.')
+            || s.starts_with('/')
+            || s.contains('\\');
         if path.is_file() || looks_like_file {
             if !path.is_file() {
                 return Err(Error::invalid(format!(
-                    "--weights {s}: no such file. Give an existing .safetensors file, a hub id such as {DEFAULT_MODEL}, or `random`"
+                    "--weights {s}: no such file. Give an existing .safetensors or .onnx file, a hub id such as {DEFAULT_MODEL}, or `random`"
                 )));
             }
             return Ok(WeightsSpec::File {
@@ -178,6 +181,34 @@ pub fn read_safetensors_where(path: &Path, wanted: impl Fn(&str) -> bool) -> Res
     })
 }
 
+/// Whether `path` names an ONNX model (by its extension, in any case).
+fn is_onnx(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+/// The conv base of an ONNX model. Its preprocessing is the exporting framework's VGG16 convention: Keras'
+/// `preprocess_input` ("caffe": BGR, mean subtracted) for tf2onnx/keras2onnx models, ImageNet mean/std for the
+/// rest (torch.onnx); `--preprocess` overrides it when the model was trained otherwise.
+fn load_onnx(spec: &WeightsSpec, path: &Path, device: &Device) -> Result<LoadedWeights> {
+    let base = super::onnx::read_onnx_conv_base(path)?;
+    let model = Vgg16::from_tensors(&base.tensors, &path.display().to_string(), device)?;
+    let from_keras = base.producer.contains("tf2onnx") || base.producer.contains("keras");
+    Ok(LoadedWeights {
+        spec: spec.clone(),
+        model,
+        tensors: base.tensors,
+        ignored: base.ignored,
+        preprocess: if from_keras {
+            Preprocess::caffe()
+        } else {
+            Preprocess::imagenet()
+        },
+        path: Some(path.to_path_buf()),
+        revision: None,
+        metadata: HashMap::from([("onnx_producer".to_string(), base.producer)]),
+    })
+}
+
 /// Whether a tensor belongs to the conv base (torchvision/timm `features.N.*`).
 fn is_conv_base(name: &str) -> bool {
     name.starts_with("features.")
@@ -196,6 +227,7 @@ pub fn load(spec: &WeightsSpec, device: &Device, opts: &HubOptions) -> Result<Lo
             revision: None,
             metadata: HashMap::new(),
         }),
+        WeightsSpec::File { path } if is_onnx(path) => load_onnx(spec, path, device),
         WeightsSpec::File { path } => {
             let SafetensorsPart {
                 tensors,
