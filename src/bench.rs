@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::kernels::conv::{self, ConvGeom};
-use crate::kernels::Kernels;
+use crate::kernels::{Compute, Kernels, Precision};
 use crate::model::vgg16::{Vgg16, LAYERS};
 
 /// Best (minimum) wall time of `iters` runs after one warm-up run, in seconds.
@@ -92,6 +92,14 @@ pub struct ForwardReport {
     pub layers: Vec<LayerFigures>,
     /// Largest relative difference between the two implementations' block5_pool outputs.
     pub max_relative_difference: Option<f32>,
+    /// The precision of catdog's timed run (`fp32`, or `bf16` where a kernel for it ran).
+    pub precision: String,
+    /// The kernel of its products: `fp32`, `avx512-bf16`, `candle bf16`.
+    pub precision_kernel: String,
+    /// With bf16: catdog's fp32 forward in the same run, images/s.
+    pub fp32_images_per_s: Option<f64>,
+    /// With bf16: its block5_pool output against fp32's, max |a − b| / max |b|.
+    pub bf16_vs_fp32_difference: Option<f32>,
 }
 
 /// Options of the forward benchmark.
@@ -103,6 +111,8 @@ pub struct ForwardOptions {
     pub compare: bool,
     pub layers: bool,
     pub backward: bool,
+    /// The precision asked for (`--precision`).
+    pub precision: Precision,
 }
 
 /// Times the whole base forward with the fast convolution and with candle's, then (optionally) each conv layer.
@@ -114,13 +124,38 @@ pub fn forward(model: &Vgg16, opts: &ForwardOptions, mut log: impl FnMut(&str)) 
     let peak = gemm_peak(2048, 5)?;
     let mut fast_model = model.clone();
     fast_model.set_kernels(Kernels::Fast);
-    log("timing the whole base with the fast convolution…");
+    let resolved = opts.precision.resolve(&device, Kernels::Fast);
+    fast_model.set_precision(resolved.precision);
+    let compute = Compute {
+        kernels: Kernels::Fast,
+        precision: resolved.precision,
+    };
+    log(&format!(
+        "timing the whole base with the fast convolution ({}, {})…",
+        resolved.precision.name(),
+        resolved.kernel
+    ));
     let mut out_fast = None;
     let fast_s = best_of(opts.iters, || {
         out_fast = Some(fast_model.forward(&x)?);
         device.synchronize()?;
         Ok(())
     })?;
+    let (mut fp32_s, mut bf16_diff) = (None, None);
+    if resolved.precision == Precision::Bf16 {
+        let mut fp32_model = fast_model.clone();
+        fp32_model.set_precision(Precision::Fp32);
+        log("timing the whole base with the fast convolution in fp32, for comparison…");
+        let mut out_fp32 = None;
+        fp32_s = Some(best_of(opts.iters, || {
+            out_fp32 = Some(fp32_model.forward(&x)?);
+            device.synchronize()?;
+            Ok(())
+        })?);
+        if let (Some(a), Some(b)) = (&out_fast, &out_fp32) {
+            bf16_diff = Some(max_rel_diff(a, b)?);
+        }
+    }
     let (mut candle_s, mut diff) = (None, None);
     if opts.compare {
         let mut stock = model.clone();
@@ -162,7 +197,7 @@ pub fn forward(model: &Vgg16, opts: &ForwardOptions, mut log: impl FnMut(&str)) 
             let g = ConvGeom::new(opts.batch, c, s, s, o, 3, 1);
             let gflop = g.flops() / 1e9;
             let tf = best_of(opts.iters, || {
-                conv::conv2d(&xin, &w, &b, 1, true, Kernels::Fast)?;
+                conv::conv2d(&xin, &w, &b, 1, true, compute)?;
                 Ok(())
             })?;
             let tc = if opts.compare {
@@ -237,6 +272,10 @@ pub fn forward(model: &Vgg16, opts: &ForwardOptions, mut log: impl FnMut(&str)) 
         gemm_peak_gflops: peak,
         layers,
         max_relative_difference: diff,
+        precision: resolved.precision.name().to_string(),
+        precision_kernel: resolved.kernel.to_string(),
+        fp32_images_per_s: fp32_s.map(|t| opts.batch as f64 / t),
+        bf16_vs_fp32_difference: bf16_diff,
     })
 }
 
@@ -356,9 +395,10 @@ pub fn train_step(
     let x = pseudo_random(&[batch, 3, size, size], 5, &device)?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| i % 2).collect();
     let mut passes = Vec::new();
-    let mut run = |name: &str, imp: Kernels, cached: bool, steps: usize| -> Result<()> {
+    let mut run = |name: &str, imp: Kernels, precision: Precision, cached: bool, steps: usize| -> Result<()> {
         let mut m = base.clone();
         m.set_kernels(imp);
+        m.set_precision(precision);
         m.set_trainable_from(split)?;
         let (c, h, w) = m.output_shape(LAYERS.len() - 1, size);
         let head = Head::new(
@@ -399,14 +439,47 @@ pub fn train_step(
         });
         Ok(())
     };
+    // The base's precision (bf16 where a kernel for it runs), and fp32 beside it for comparison.
+    let precision = base.precision();
+    let bf16 = precision == Precision::Bf16;
     if from_images {
-        run("step from images (catdog conv)", Kernels::Fast, false, steps)?;
+        run("step from images (catdog conv)", Kernels::Fast, precision, false, steps)?;
+        if bf16 {
+            run(
+                "step from images (catdog conv, fp32)",
+                Kernels::Fast,
+                Precision::Fp32,
+                false,
+                steps,
+            )?;
+        }
     }
     if from_cache {
-        run("step from the cached frozen output", Kernels::Fast, true, steps)?;
+        run(
+            "step from the cached frozen output",
+            Kernels::Fast,
+            precision,
+            true,
+            steps,
+        )?;
+        if bf16 {
+            run(
+                "step from the cached frozen output (fp32)",
+                Kernels::Fast,
+                Precision::Fp32,
+                true,
+                steps,
+            )?;
+        }
     }
     if baseline && from_images {
-        run("step from images (candle's stock conv2d)", Kernels::Portable, false, 1)?;
+        run(
+            "step from images (candle's stock conv2d)",
+            Kernels::Portable,
+            Precision::Fp32,
+            false,
+            1,
+        )?;
     }
     Ok(passes)
 }

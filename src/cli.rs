@@ -72,7 +72,7 @@ pub enum Command {
 /// Where the weights come from.
 #[derive(Debug, Clone, Args)]
 pub struct WeightsFlag {
-    /// Hub model id (`org/name[@revision]`), a `.safetensors` file, `random` (He init, full VGG16 widths) or
+    /// Hub model id (`org/name[@revision]`), a `.safetensors` or `.onnx` file, `random` (He init, full VGG16 widths) or
     /// `random:W1,W2,W3,W4,W5` (narrow widths).
     #[arg(long, default_value = DEFAULT_MODEL, value_name = "ID|FILE|random")]
     pub weights: String,
@@ -95,6 +95,12 @@ pub struct WeightsFlag {
     /// [default: $CATDOG_KERNELS, else fast; always portable on a GPU].
     #[arg(long, value_enum, value_name = "KERNELS")]
     pub kernels: Option<catdog::kernels::Kernels>,
+
+    /// Precision of the convolutions' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
+    /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
+    /// bf16 on a GPU).
+    #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
+    pub precision: catdog::kernels::Precision,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,7 +113,7 @@ pub enum WeightsCmd {
     },
     /// List the conv layers found, their shapes, parameters per block, and how many train.
     Inspect {
-        /// Hub model id, `.safetensors` file, `random` or `random:W1,…,W5`.
+        /// Hub model id, `.safetensors` or `.onnx` file, `random` or `random:W1,…,W5`.
         #[arg(default_value = DEFAULT_MODEL, value_name = "ID|FILE")]
         weights: String,
         /// Count as trainable every layer from this one on (Keras name, e.g. block5_conv1) [default: none].
@@ -183,6 +189,12 @@ pub struct BenchForwardArgs {
     /// Device: cpu, cuda, cuda:N or auto (on a GPU both timed paths are candle's ops).
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: String,
+
+    /// Precision of the convolutions' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
+    /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
+    /// bf16 on a GPU).
+    #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
+    pub precision: catdog::kernels::Precision,
     /// Weights (random full-width VGG16 by default; the speed does not depend on the values).
     #[arg(long, default_value = "random", value_name = "ID|FILE|random")]
     pub weights: String,
@@ -527,6 +539,12 @@ pub struct EvaluateArgs {
     /// [default: $CATDOG_KERNELS, else fast; always portable on a GPU].
     #[arg(long, value_enum, value_name = "KERNELS")]
     pub kernels: Option<catdog::kernels::Kernels>,
+
+    /// Precision of the convolutions' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
+    /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
+    /// bf16 on a GPU).
+    #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
+    pub precision: catdog::kernels::Precision,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -552,6 +570,12 @@ pub struct PredictArgs {
     /// [default: $CATDOG_KERNELS, else fast; always portable on a GPU].
     #[arg(long, value_enum, value_name = "KERNELS")]
     pub kernels: Option<catdog::kernels::Kernels>,
+
+    /// Precision of the convolutions' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
+    /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
+    /// bf16 on a GPU).
+    #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
+    pub precision: catdog::kernels::Precision,
     /// Print one JSON object per image (path, label, probabilities) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -583,6 +607,12 @@ pub struct BenchTrainArgs {
     /// Device: cpu, cuda, cuda:N or auto (on a GPU both timed paths are candle's ops).
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: String,
+
+    /// Precision of the convolutions' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
+    /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
+    /// bf16 on a GPU).
+    #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
+    pub precision: catdog::kernels::Precision,
     /// Weights (random full-width VGG16 by default).
     #[arg(long, default_value = "random", value_name = "ID|FILE|random")]
     pub weights: String,

@@ -17,6 +17,7 @@ pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
         compare: !a.no_compare,
         layers: a.layers,
         backward: a.backward,
+        precision: a.precision,
     };
     let r = bench::forward(&loaded.model, &opts, |m| {
         if !quiet {
@@ -33,9 +34,15 @@ pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
     );
     println!("gemm peak (2048² f32): {:.0} GFLOP/s", r.gemm_peak_gflops);
     println!(
-        "catdog conv:   {:>7.2} images/s  {:>6.0} GFLOP/s  ({:.3} s/batch)",
-        r.fast_images_per_s, r.fast_gflops, r.fast_seconds
+        "catdog conv:   {:>7.2} images/s  {:>6.0} GFLOP/s  ({:.3} s/batch; {}, {})",
+        r.fast_images_per_s, r.fast_gflops, r.fast_seconds, r.precision, r.precision_kernel
     );
+    if let (Some(fp32), Some(d)) = (r.fp32_images_per_s, r.bf16_vs_fp32_difference) {
+        println!(
+            "catdog fp32:   {fp32:>7.2} images/s  (bf16 is {:.2}× fp32; outputs differ by {d:.2e} relative)",
+            r.fast_images_per_s / fp32
+        );
+    }
     if let (Some(ips), Some(gf), Some(s), Some(x)) =
         (r.candle_images_per_s, r.candle_gflops, r.candle_seconds, r.speedup)
     {
@@ -136,7 +143,8 @@ pub fn train(a: crate::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
     use catdog::model::vgg16::{layer_index, LAYERS};
     let spec = WeightsSpec::parse(&a.weights, 0)?;
     let device = catdog::device::parse_device(&a.device)?;
-    let loaded = weights::load(&spec, &device, &HubOptions::default())?;
+    let mut loaded = weights::load(&spec, &device, &HubOptions::default())?;
+    let precision = super::set_precision(&mut loaded.model, a.precision, &device, quiet);
     let split = match a.mode {
         TrainMode::Extract => LAYERS.len(),
         TrainMode::Finetune => layer_index(&a.unfreeze_from)?,
@@ -167,18 +175,21 @@ pub fn train(a: crate::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
                 "mode": what, "device": catdog::device::device_name(&device), "batch": a.batch, "size": a.size,
                 "threads": rayon::current_num_threads(),
                 "widths": loaded.model.widths(), "passes": passes,
+                "precision": precision.precision.name(), "precision_kernel": precision.kernel,
             }))?
         );
         return Ok(0);
     }
     println!(
-        "training step on {}, {what}, batch {}, {}×{}, {} threads, widths {:?}, RMSprop",
+        "training step on {}, {what}, batch {}, {}×{}, {} threads, widths {:?}, RMSprop, {} ({})",
         catdog::device::device_name(&device),
         a.batch,
         a.size,
         a.size,
         rayon::current_num_threads(),
-        loaded.model.widths()
+        loaded.model.widths(),
+        precision.precision.name(),
+        precision.kernel
     );
     for p in &passes {
         println!(

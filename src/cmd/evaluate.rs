@@ -3,7 +3,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use catdog::data::folder::{collect_inputs, split_dirs, ImageFolder};
 use catdog::eval::report;
-use catdog::kernels::Kernels;
+use catdog::kernels::{Kernels, Precision};
 use catdog::model::classifier::Classifier;
 
 use crate::cli::{EvaluateArgs, PredictArgs};
@@ -23,16 +23,23 @@ struct FailedLine<'a> {
     error: &'a str,
 }
 
-/// Loads a checkpoint onto `--device`, set to run with `--kernels`.
-fn open_checkpoint(path: &Path, device: &str, kernels: Option<Kernels>) -> Result<Classifier> {
+/// Loads a checkpoint onto `--device`, set to run with `--kernels` and `--precision`.
+fn open_checkpoint(
+    path: &Path,
+    device: &str,
+    kernels: Option<Kernels>,
+    precision: Precision,
+    quiet: bool,
+) -> Result<Classifier> {
     let device = catdog::device::parse_device(device)?;
     let (mut model, _, _) = Classifier::load(path, &device).with_context(|| format!("loading {}", path.display()))?;
     model.base.set_kernels(Kernels::resolve(kernels, &device)?);
+    super::set_precision(&mut model.base, precision, &device, quiet);
     Ok(model)
 }
 
 pub fn evaluate(a: EvaluateArgs, quiet: bool) -> Result<i32> {
-    let model = open_checkpoint(&a.checkpoint, &a.device, a.kernels)?;
+    let model = open_checkpoint(&a.checkpoint, &a.device, a.kernels, a.precision, quiet)?;
     let parts = split_dirs(&a.data);
     let root = ["test", "validation", "val"]
         .iter()
@@ -98,7 +105,7 @@ pub fn evaluate(a: EvaluateArgs, quiet: bool) -> Result<i32> {
 }
 
 pub fn predict(a: PredictArgs, quiet: bool) -> Result<i32> {
-    let model = open_checkpoint(&a.checkpoint, &a.device, a.kernels)?;
+    let model = open_checkpoint(&a.checkpoint, &a.device, a.kernels, a.precision, quiet)?;
     let mut files = Vec::new();
     for p in &a.paths {
         files.extend(collect_inputs(std::slice::from_ref(p))?.files);

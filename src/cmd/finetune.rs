@@ -77,6 +77,7 @@ fn build_config(a: &FinetuneArgs, preprocess: Preprocess, weights_revision: Opti
         image_cache_mb: a.image_cache_mb,
         device: a.w.device.clone(),
         kernels: Kernels::default(),
+        precision: Default::default(),
         strict: a.strict,
         catdog_version: env!("CARGO_PKG_VERSION").to_string(),
     })
@@ -104,7 +105,7 @@ fn load_resume(
     if !conflicts.is_empty() {
         bail!(crate::UsageError(format!(
             "--resume continues the run as its config.json describes it, but {} would change it; drop them (only \
-             --epochs, --patience, --device, --kernels, --threads and --quiet may change on a resume), or start a new \
+             --epochs, --patience, --device, --kernels, --precision, --threads and --quiet may change on a resume), or start a new \
              run with another --name",
             conflicts.join(", ")
         )));
@@ -203,6 +204,17 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
     // Like the device, the kernels say how a run computes, not what: a resume may change them.
     cfg.device = catdog::device::resolved_name(&a.w.device, &device);
     cfg.kernels = kernels;
+    // The precision too; a resume keeps the run's unless --precision is given again.
+    let asked = if a.resume.is_some() && !explicit.iter().any(|f| f == "precision") {
+        cfg.precision
+    } else {
+        a.w.precision
+    };
+    let precision = asked.resolve(&device, kernels);
+    if let (Some(notice), false) = (&precision.notice, quiet) {
+        eprintln!("{notice}");
+    }
+    cfg.precision = precision.precision;
     let run_dir = folder.dir.clone();
     let splits = splits_for(&cfg)?;
     settle_monitor(&mut cfg, &splits, explicit)?;
@@ -217,7 +229,7 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
     }
     check_run_memory(&cfg, &base, &splits)?;
     catdog::io::write_json(&run_dir.join("config.json"), &cfg)?;
-    describe_start(&cfg, &splits, &run_dir);
+    describe_start(&cfg, &splits, &run_dir, precision.kernel);
     let mut trainer = Trainer::new(cfg.clone(), base, &splits, &run_dir, resume, &device)?;
     let mut opts = RunOptions {
         quiet,
@@ -361,7 +373,7 @@ fn check_run_memory(cfg: &TrainConfig, base: &Vgg16, splits: &Splits) -> Result<
     .map_err(usage)
 }
 
-fn describe_start(cfg: &TrainConfig, s: &Splits, run_dir: &Path) {
+fn describe_start(cfg: &TrainConfig, s: &Splits, run_dir: &Path, precision_kernel: &str) {
     let counts = |f: &catdog::data::folder::ImageFolder| {
         f.classes
             .iter()
@@ -377,9 +389,11 @@ fn describe_start(cfg: &TrainConfig, s: &Splits, run_dir: &Path) {
         None => eprintln!("validation: none (add DIR/test, DIR/validation or --val-split 0.2)"),
     }
     eprintln!(
-        "device {}, {} kernels, {} CPU threads",
+        "device {}, {} kernels, {} ({}), {} CPU threads",
         cfg.device,
         cfg.kernels.name(),
+        cfg.precision.name(),
+        precision_kernel,
         rayon::current_num_threads()
     );
     eprintln!(

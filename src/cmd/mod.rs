@@ -58,10 +58,26 @@ pub fn load_weights(w: &crate::cli::WeightsFlag, quiet: bool) -> Result<catdog::
     if let Some(mode) = w.preprocess {
         loaded.preprocess = Preprocess::from_mode(mode);
     }
-    loaded
-        .model
-        .set_kernels(catdog::kernels::Kernels::resolve(w.kernels, &device)?);
+    let kernels = catdog::kernels::Kernels::resolve(w.kernels, &device)?;
+    loaded.model.set_kernels(kernels);
+    set_precision(&mut loaded.model, w.precision, &device, quiet);
     Ok(loaded)
+}
+
+/// Applies `--precision` to a conv base: what runs is bf16 where a kernel for it exists (else fp32, with the
+/// notice printed unless `quiet`). Returns what runs.
+pub fn set_precision(
+    base: &mut catdog::model::vgg16::Vgg16,
+    asked: catdog::kernels::Precision,
+    device: &candle_core::Device,
+    quiet: bool,
+) -> catdog::kernels::precision::Resolved {
+    let resolved = asked.resolve(device, base.kernels());
+    if let (Some(notice), false) = (&resolved.notice, quiet) {
+        eprintln!("{notice}");
+    }
+    base.set_precision(resolved.precision);
+    resolved
 }
 
 /// Parses `A,B` (or a single `A`, returned as `(A, A)`) for `flag`.

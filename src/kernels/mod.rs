@@ -6,8 +6,10 @@
 //! `CATDOG_KERNELS=portable`) runs them on the CPU too, so that the GPU's graph is tested where there is no GPU:
 //! `tests/portable_parity.rs` holds the two paths to each other on forward values, gradients and whole runs.
 
+pub mod bf16;
 pub mod conv;
 pub mod pool;
+pub mod precision;
 pub mod raw;
 pub mod simd;
 pub mod winograd;
@@ -15,6 +17,7 @@ pub mod winograd;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
+pub use self::precision::{Compute, Precision};
 use crate::error::{Error, Result};
 
 /// Which kernels run the network.

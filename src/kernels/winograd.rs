@@ -12,6 +12,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::bf16::{self, Bf16Kernel, PackedA};
 use super::conv::ConvGeom;
 use super::raw::{sgemm, SendPtr};
 use super::simd::dispatch;
@@ -26,9 +27,12 @@ pub fn transform_weights(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
     assert_eq!(weight.len(), o * c * 9, "Winograd: weight is not O × C × 3 × 3");
     let mut u = vec![0f32; 16 * o * c];
     let oc = o * c;
-    // Parallel over output channels; each writes 16 strided rows of its own.
+    // Parallel over output channels. Each task transforms its channel's C kernels into 16 rows of C values held
+    // locally, then writes each row contiguously (writing value by value at stride O·C touched a new cache line
+    // per value and made this 4× slower).
     let up = SendPtr::new(&mut u);
     (0..o).into_par_iter().for_each(|oi| {
+        let mut rows = vec![0f32; 16 * c];
         for ci in 0..c {
             let g = &weight[(oi * c + ci) * 9..(oi * c + ci) * 9 + 9];
             // t = G g  (4×3)
@@ -49,11 +53,14 @@ pub fn transform_weights(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
                     row[2],
                 ];
                 for (j, v) in vals.iter().enumerate() {
-                    // SAFETY: i, j < 4, oi < o, ci < c, so the index is below 16·o·c = u.len(); the element
-                    // (i·4 + j, oi, ci) belongs to this task's oi alone, and `u` lives until the loop ends.
-                    unsafe { *up.get().add((i * 4 + j) * oc + oi * c + ci) = *v };
+                    rows[(i * 4 + j) * c + ci] = *v;
                 }
             }
+        }
+        for (k, row) in rows.chunks_exact(c).enumerate() {
+            // SAFETY: k < 16 and oi < o, so the c values from (k, oi, 0) end at most at 16·o·c = u.len(); row
+            // (k, oi) belongs to this task's oi alone, and `u` lives until the loop ends.
+            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), up.get().add(k * oc + oi * c), c) };
         }
     });
     u
@@ -109,15 +116,72 @@ fn weight_grad_chunk_tiles(g: &ConvGeom, total: usize, threads: usize) -> usize 
 pub fn forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, pool: bool, out: &mut [f32]) {
     assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
     let u = transform_weights(weight, g.o, g.c);
-    forward_pretransformed(x, g, &u, bias, relu, pool, out);
+    forward_with(x, g, Products::F32(&u), bias, relu, pool, out);
 }
 
-/// Forward with weights already transformed by [`transform_weights`]. Panics when `g` is not a Winograd geometry
-/// or a buffer's length does not fit `g`: the unsafe writes below rely on these checks.
-pub fn forward_pretransformed(
+/// [`forward`] with the 16 products of the Winograd domain in bf16 on `kernel`: the transformed weights and
+/// input tiles are rounded to bf16, their products accumulated in f32; the transforms, bias, ReLU and pooling
+/// stay f32.
+///
+/// Panics as [`forward`].
+#[allow(clippy::too_many_arguments)]
+pub fn forward_bf16(
+    kernel: Bf16Kernel,
     x: &[f32],
     g: &ConvGeom,
-    u: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    pool: bool,
+    out: &mut [f32],
+) {
+    assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
+    let packed = pack_weights_bf16(weight, g.o, g.c);
+    forward_with(x, g, Products::Bf16(kernel, &packed), bias, relu, pool, out);
+}
+
+/// The weights of [`forward_bf16`], transformed and packed: 16 blocks of O × C (for reuse across calls).
+pub fn pack_weights_bf16(weight: &[f32], o: usize, c: usize) -> Vec<PackedA> {
+    let u = transform_weights(weight, o, c);
+    u.chunks(o * c).map(|uk| PackedA::pack(uk, o, c)).collect()
+}
+
+/// [`forward_bf16`] with weights packed by [`pack_weights_bf16`].
+///
+/// Panics as [`forward`], and when `packed` does not fit `g`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_bf16_packed(
+    kernel: Bf16Kernel,
+    x: &[f32],
+    g: &ConvGeom,
+    packed: &[PackedA],
+    bias: Option<&[f32]>,
+    relu: bool,
+    pool: bool,
+    out: &mut [f32],
+) {
+    forward_with(x, g, Products::Bf16(kernel, packed), bias, relu, pool, out);
+}
+
+/// The transformed weights of the 16 products, in the precision the products run in.
+#[derive(Clone, Copy)]
+enum Products<'a> {
+    /// 16 blocks of O × C, f32.
+    F32(&'a [f32]),
+    /// 16 packed bf16 blocks of O × C.
+    Bf16(Bf16Kernel, &'a [PackedA]),
+}
+
+thread_local! {
+    static B_PACK: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Forward with weights already transformed. Panics when `g` is not a Winograd geometry or a buffer's length does
+/// not fit `g`: the unsafe writes below rely on these checks.
+fn forward_with(
+    x: &[f32],
+    g: &ConvGeom,
+    products: Products,
     bias: Option<&[f32]>,
     relu: bool,
     pool: bool,
@@ -126,7 +190,13 @@ pub fn forward_pretransformed(
     let (c, o) = (g.c, g.o);
     assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
     assert_eq!(x.len(), g.n * c * g.h * g.w, "Winograd: input does not fit {g:?}");
-    assert_eq!(u.len(), 16 * o * c, "Winograd: transformed weights do not fit {g:?}");
+    match products {
+        Products::F32(u) => assert_eq!(u.len(), 16 * o * c, "Winograd: transformed weights do not fit {g:?}"),
+        Products::Bf16(_, packed) => assert!(
+            packed.len() == 16 && packed.iter().all(|a| a.m == o && a.k == c),
+            "Winograd: packed weights do not fit {g:?}"
+        ),
+    }
     assert!(bias.is_none_or(|b| b.len() == o), "Winograd: bias does not fit {g:?}");
     let out_len = if pool {
         g.n * o * (g.ho / 2) * (g.wo / 2)
@@ -140,7 +210,8 @@ pub fn forward_pretransformed(
     let threads = rayon::current_num_threads();
     let tc = chunk_tiles(g, total, threads);
     let nchunks = total.div_ceil(tc);
-    let par_chunks = nchunks >= 2 * threads || threads == 1;
+    // The bf16 products have no inner parallelism: always split by chunks.
+    let par_chunks = nchunks >= 2 * threads || threads == 1 || matches!(products, Products::Bf16(..));
     let par = if par_chunks {
         gemm::Parallelism::None
     } else {
@@ -150,28 +221,56 @@ pub fn forward_pretransformed(
     let run = |chunk: usize| {
         let t0 = chunk * tc;
         let nt = tc.min(total - t0);
-        with_buffers(16 * c * nt, 16 * o * nt, |v, m| {
-            input_transform(x, g, t0, nt, th, tw, v);
-            for k in 0..16 {
-                // SAFETY: m holds 16 blocks of o × nt, u 16 of o × c (checked above), v 16 of c × nt
-                // (with_buffers' sizes); block k of each is inside its buffer, and m is this task's own.
-                unsafe {
-                    sgemm(
-                        o,
-                        nt,
-                        c,
-                        m.as_mut_ptr().add(k * o * nt),
-                        nt as isize,
-                        false,
-                        u.as_ptr().add(k * o * c),
-                        1,
-                        c as isize,
-                        v.as_ptr().add(k * c * nt),
-                        1,
-                        nt as isize,
-                        par,
-                    );
+        let v_len = match products {
+            Products::F32(_) => 16 * c * nt,
+            Products::Bf16(..) => 32 * nt,
+        };
+        with_buffers(v_len, 16 * o * nt, |v, m| {
+            if let Products::F32(_) = products {
+                input_transform(x, g, t0, nt, th, tw, v);
+            }
+            match products {
+                Products::F32(u) => {
+                    for k in 0..16 {
+                        // SAFETY: m holds 16 blocks of o × nt, u 16 of o × c (checked above), v 16 of c × nt
+                        // (with_buffers' sizes); block k of each is inside its buffer, and m is this task's own.
+                        unsafe {
+                            sgemm(
+                                o,
+                                nt,
+                                c,
+                                m.as_mut_ptr().add(k * o * nt),
+                                nt as isize,
+                                false,
+                                u.as_ptr().add(k * o * c),
+                                1,
+                                c as isize,
+                                v.as_ptr().add(k * c * nt),
+                                1,
+                                nt as isize,
+                                par,
+                            );
+                        }
+                    }
                 }
+                Products::Bf16(kernel, packed) => B_PACK.with(|buf| {
+                    let mut buf = buf.borrow_mut();
+                    let block = packed_block_len(c, nt);
+                    if buf.len() < 16 * block {
+                        buf.resize(16 * block, 0);
+                    }
+                    input_transform_packed(x, g, t0, nt, th, tw, v, &mut buf);
+                    for (k, uk) in packed.iter().enumerate() {
+                        bf16::gemm(
+                            kernel,
+                            uk,
+                            &buf[k * block..][..block],
+                            nt,
+                            &mut m[k * o * nt..][..o * nt],
+                            nt,
+                        );
+                    }
+                }),
             }
             output_transform(m, g, t0, nt, th, tw, bias, relu, pool, outp);
         });
@@ -212,19 +311,104 @@ fn runs(t0: usize, nt: usize, th: usize, tw: usize) -> Vec<Run> {
 dispatch! {
     /// `v[k][ci][t]` = (Bᵀ d B)[k] for the 4×4 input patch d of tile `t0 + t`, channel `ci`.
     fn input_transform(x: &[f32], g: &ConvGeom, t0: usize, nt: usize, th: usize, tw: usize, v: &mut [f32])
-        => input_transform_body
+        => input_transform_all
 }
 
 #[inline(always)]
-fn input_transform_body(x: &[f32], g: &ConvGeom, t0: usize, nt: usize, th: usize, tw: usize, v: &mut [f32]) {
-    let (c, h, w, pad) = (g.c, g.h, g.w, g.pad as isize);
-    let stride_k = c * nt;
+fn input_transform_all(x: &[f32], g: &ConvGeom, t0: usize, nt: usize, th: usize, tw: usize, v: &mut [f32]) {
+    input_transform_body(x, g, &runs(t0, nt, th, tw), nt, 0, g.c, v)
+}
+
+dispatch! {
+    /// The input transform straight into the packed bf16 operand of the 16 products: block k holds
+    /// `(Bᵀ d B)[k]` as [`pack_b`] lays out a C × nt matrix (channel pairs, panels of tiles). `scratch` holds
+    /// 16 × 2 × nt values (two channels at a time, in L1), `packed` 16 blocks of `packed_block_len(c, nt)`.
+    #[allow(clippy::too_many_arguments)]
+    fn input_transform_packed(
+        x: &[f32],
+        g: &ConvGeom,
+        t0: usize,
+        nt: usize,
+        th: usize,
+        tw: usize,
+        scratch: &mut [f32],
+        packed: &mut [u32],
+    ) => input_transform_packed_body
+}
+
+/// Length of one packed block of the bf16 input transform: C × nt in channel pairs and panels of [`bf16::NR`].
+fn packed_block_len(c: usize, nt: usize) -> usize {
+    nt.div_ceil(bf16::NR) * c.div_ceil(2) * bf16::NR
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn input_transform_packed_body(
+    x: &[f32],
+    g: &ConvGeom,
+    t0: usize,
+    nt: usize,
+    th: usize,
+    tw: usize,
+    scratch: &mut [f32],
+    packed: &mut [u32],
+) {
     let runs = runs(t0, nt, th, tw);
+    let (kp, nr) = (g.c.div_ceil(2), bf16::NR);
+    let block = packed_block_len(g.c, nt);
+    assert!(
+        scratch.len() >= 32 * nt && packed.len() >= 16 * block,
+        "Winograd bf16: buffers too short"
+    );
+    for p in 0..kp {
+        let channels = 2.min(g.c - 2 * p);
+        input_transform_body(x, g, &runs, nt, 2 * p, channels, scratch);
+        for k in 0..16 {
+            let lo = &scratch[(k * channels) * nt..][..nt];
+            let hi = (channels == 2).then(|| &scratch[(k * channels + 1) * nt..][..nt]);
+            let dst = &mut packed[k * block..][..block];
+            for (panel, t0) in (0..nt).step_by(nr).enumerate() {
+                let cols = nr.min(nt - t0);
+                let out = &mut dst[(panel * kp + p) * nr..][..nr];
+                match hi {
+                    Some(hi) => {
+                        for j in 0..cols {
+                            out[j] =
+                                u32::from(bf16::to_bf16(lo[t0 + j])) | (u32::from(bf16::to_bf16(hi[t0 + j])) << 16);
+                        }
+                    }
+                    None => {
+                        for j in 0..cols {
+                            out[j] = u32::from(bf16::to_bf16(lo[t0 + j]));
+                        }
+                    }
+                }
+                out[cols..].fill(0);
+            }
+        }
+    }
+}
+
+/// The input transform of channels `first .. first + channels` into `v[k][ci − first][t]`.
+#[inline(always)]
+fn input_transform_body(
+    x: &[f32],
+    g: &ConvGeom,
+    runs: &[Run],
+    nt: usize,
+    first: usize,
+    channels: usize,
+    v: &mut [f32],
+) {
+    let (c, h, w, pad) = (g.c, g.h, g.w, g.pad as isize);
+    let stride_k = channels * nt;
+    let tw = runs.iter().map(|r| r.tx0 + r.len).max().unwrap_or(0);
     // Four input rows of a run, zero-padded: columns 2·tx0 − pad … 2·(tx0 + len) − pad + 2.
     let mut rows = vec![0f32; 4 * (2 * tw + 2)];
     let mut b = vec![0f32; 4 * (2 * tw + 2)];
-    for ci in 0..c {
-        for run in &runs {
+    for cl in 0..channels {
+        let ci = first + cl;
+        for run in runs {
             let plane = &x[(run.img * c + ci) * h * w..(run.img * c + ci + 1) * h * w];
             let width = 2 * run.len + 2;
             let xs = 2 * run.tx0 as isize - pad;
@@ -261,7 +445,7 @@ fn input_transform_body(x: &[f32], g: &ConvGeom, t0: usize, nt: usize, th: usize
             // (Bᵀ d) B per tile: columns 2q … 2q + 3 of each combined row.
             for i in 0..4 {
                 let bi = &b[i * width..(i + 1) * width];
-                let base = ci * nt + run.t;
+                let base = cl * nt + run.t;
                 let (o0, rest) = v[(i * 4) * stride_k + base..].split_at_mut(stride_k);
                 let (o1, rest) = rest.split_at_mut(stride_k);
                 let (o2, o3) = rest.split_at_mut(stride_k);
@@ -375,7 +559,7 @@ fn output_transform_body(
                 if run.ty < ph && run.tx0 < pw {
                     let n = run.len.min(pw - run.tx0);
                     // SAFETY: img < n, oc < o, ty < ph and tx0 + n ≤ pw, so the n values lie in row ty of plane
-                    // (img, oc) of the N × O × ph × pw output (its length checked by forward_pretransformed); tile
+                    // (img, oc) of the N × O × ph × pw output (its length checked by forward_with); tile
                     // rows belong to one chunk each, so no other task writes them; `pooled` is a local buffer.
                     unsafe {
                         let dst = outp.get().add(((run.img * o + oc) * ph + run.ty) * pw + run.tx0);
@@ -392,7 +576,7 @@ fn output_transform_body(
                     break;
                 }
                 // SAFETY: yy < ho and x0 + ncols ≤ wo, so the values lie in row yy of plane (img, oc) of the
-                // N × O × ho × wo output (length checked by forward_pretransformed); output rows 2·ty and 2·ty + 1
+                // N × O × ho × wo output (length checked by forward_with); output rows 2·ty and 2·ty + 1
                 // belong to this tile row's chunk alone; y is a local buffer of 2·tw ≥ ncols values.
                 unsafe {
                     let plane = outp.get().add((run.img * o + oc) * ho * wo);

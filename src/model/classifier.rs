@@ -185,6 +185,8 @@ impl Classifier {
         metadata.insert("model".into(), serde_json::to_string(&self.meta)?);
         metadata.insert("classes".into(), serde_json::to_string(&self.meta.classes)?);
         metadata.insert("preprocess".into(), serde_json::to_string(&self.meta.preprocess)?);
+        // How the weights were trained (informative: a checkpoint runs in either precision).
+        metadata.insert("precision".into(), self.base.precision().name().into());
         crate::io::write_safetensors(path, &tensors, metadata)
     }
 

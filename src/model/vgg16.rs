@@ -6,13 +6,14 @@
 //! output detached) and a trainable suffix (candle `Var`s).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
 use crate::error::{Error, Result};
-use crate::kernels::{conv, pool, Kernels};
+use crate::kernels::{conv, pool, Compute, Kernels, Precision};
 
 /// One layer of the base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +127,8 @@ impl Param {
 struct ConvParams {
     weight: Param,
     bias: Param,
+    /// The layer's packed bf16 weights while frozen (keyed by the weight tensor's id; clones share it).
+    cache: Arc<conv::WeightCache>,
 }
 
 /// The VGG16 conv base.
@@ -136,6 +139,7 @@ pub struct Vgg16 {
     /// First layer (index into [`LAYERS`]) whose parameters train; `LAYERS.len()` when all are frozen.
     split: usize,
     kernels: Kernels,
+    precision: Precision,
     device: Device,
 }
 
@@ -200,6 +204,7 @@ impl Vgg16 {
             convs.push(ConvParams {
                 weight: Param::Frozen(w.to_dtype(DType::F32)?.to_device(device)?),
                 bias: Param::Frozen(b.to_dtype(DType::F32)?.to_device(device)?),
+                cache: Arc::default(),
             });
             in_ch = out_ch;
         }
@@ -207,6 +212,7 @@ impl Vgg16 {
             convs,
             split: LAYERS.len(),
             kernels: Kernels::Fast,
+            precision: Precision::Fp32,
             device: device.clone(),
         })
     }
@@ -242,6 +248,22 @@ impl Vgg16 {
 
     pub fn kernels(&self) -> Kernels {
         self.kernels
+    }
+
+    /// Selects the precision of the convolutions' products (see [`crate::kernels::precision`]).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    fn compute(&self) -> Compute {
+        Compute {
+            kernels: self.kernels,
+            precision: self.precision,
+        }
     }
 
     /// Output channels per block (read from the weights).
@@ -322,7 +344,14 @@ impl Vgg16 {
                 && !h.track_op();
             if fusable {
                 let p = &self.convs[conv_slot(i)];
-                h = conv::conv2d_relu_pool(&h, p.weight.tensor(), p.bias.tensor(), 1, self.kernels)?;
+                h = conv::conv2d_relu_pool_cached(
+                    &h,
+                    p.weight.tensor(),
+                    p.bias.tensor(),
+                    1,
+                    self.compute(),
+                    Some(&p.cache),
+                )?;
                 i += 1;
             } else {
                 h = self.apply(i, spec, &h)?;
@@ -342,7 +371,7 @@ impl Vgg16 {
     fn apply(&self, i: usize, spec: &LayerSpec, h: &Tensor) -> Result<Tensor> {
         Ok(if spec.is_conv {
             let p = &self.convs[conv_slot(i)];
-            conv::conv2d(h, p.weight.tensor(), p.bias.tensor(), 1, true, self.kernels)?
+            conv::conv2d(h, p.weight.tensor(), p.bias.tensor(), 1, true, self.compute())?
         } else {
             pool::max_pool2d(h, 2, 2, self.kernels)?
         })

@@ -69,7 +69,16 @@ pub fn load(dir: &Path, device: &Device) -> Result<(TrainConfig, Vgg16, Resume)>
 
 /// Flags that may be given with `--resume` (the rest are fixed by the run's config.json): they say how long and
 /// where to compute, not what.
-pub const MAY_CHANGE: &[&str] = &["resume", "epochs", "patience", "quiet", "threads", "device", "kernels"];
+pub const MAY_CHANGE: &[&str] = &[
+    "resume",
+    "epochs",
+    "patience",
+    "quiet",
+    "threads",
+    "device",
+    "kernels",
+    "precision",
+];
 
 /// The `config.json` field each flag sets, where its name differs from the flag's; `None` for flags that name the
 /// run folder (never allowed with `--resume`).

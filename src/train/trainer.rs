@@ -24,7 +24,7 @@ use crate::data::folder::{ImageFolder, Splits};
 use crate::data::loader::{mix, Loader, LoaderConfig};
 use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
-use crate::kernels::Kernels;
+use crate::kernels::{Kernels, Precision};
 use crate::model::classifier::{Classifier, ModelMeta, TrainMode};
 use crate::model::head::{Head, HeadConfig, HeadKind};
 use crate::model::vgg16::{layer_index, Vgg16, LAYERS};
@@ -90,6 +90,9 @@ pub struct TrainConfig {
     /// The kernels the run uses (`fast` or `portable`; portable whenever the device is not the CPU).
     #[serde(default)]
     pub kernels: Kernels,
+    /// The precision of the convolutions' products that runs (`fp32`, or `bf16` where a kernel for it exists).
+    #[serde(default)]
+    pub precision: Precision,
     pub strict: bool,
     pub catdog_version: String,
 }
@@ -260,6 +263,7 @@ impl Trainer {
         base.set_trainable_from(split)?;
         let kernels = cfg.kernels.for_device(device);
         base.set_kernels(kernels);
+        base.set_precision(cfg.precision);
         let classes = splits.train.classes.clone();
         let n_out = HeadConfig::outputs_for(classes.len());
         let in_shape = {

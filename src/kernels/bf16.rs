@@ -1,0 +1,274 @@
+//! bf16 matrix products for `--precision bf16`, as PyTorch's CPU autocast means it: inputs rounded to bf16
+//! (round to nearest even), products accumulated in f32, results in f32.
+//!
+//! The kernel is AVX512-BF16's `vdpbf16ps` (stable Rust: `_mm512_dpbf16_ps`), which multiplies pairs of bf16
+//! values and adds both products to an f32 lane, so operands are packed as pairs along the inner dimension: A
+//! (m × k) into panels of [`MR`] rows, each k-pair of a row one u32; B (k × n) into panels of [`NR`] columns, each
+//! k-pair of a column one u32. It runs only where CPUID reports AVX512-BF16 (AMD Zen 4/5, Intel Cooper Lake,
+//! Sapphire Rapids and later); elsewhere [`kernel`] is `None` and the caller keeps f32.
+
+use rayon::prelude::*;
+
+/// Rows of A per panel, and of C per micro-tile.
+pub const MR: usize = 8;
+/// Columns of B per panel, and of C per micro-tile (two 16-lane registers).
+pub const NR: usize = 32;
+
+/// The bf16 kernel this CPU can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    /// AVX512-BF16 `vdpbf16ps`.
+    Avx512Bf16,
+}
+
+impl Bf16Kernel {
+    /// Its name, for logs, benchmarks and config.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Kernel::Avx512Bf16 => "avx512-bf16",
+        }
+    }
+}
+
+/// The bf16 kernel CPUID allows, if any. `CATDOG_BF16=off` hides it (to see the fp32 fallback and its notice
+/// on a CPU that has one).
+pub fn kernel() -> Option<Bf16Kernel> {
+    if std::env::var("CATDOG_BF16").is_ok_and(|v| v.trim().eq_ignore_ascii_case("off")) {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+        {
+            return Some(Bf16Kernel::Avx512Bf16);
+        }
+    }
+    None
+}
+
+/// `x` rounded to bf16 (nearest, ties to even), as its 16 bits. NaN stays NaN.
+#[inline(always)]
+pub fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    let rounding = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(rounding) >> 16) as u16
+}
+
+/// The f32 value of bf16 bits.
+#[inline(always)]
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
+}
+
+/// `x` rounded to the nearest bf16, as f32.
+pub fn round(x: f32) -> f32 {
+    from_bf16(to_bf16(x))
+}
+
+/// Two values as one k-pair: the first in the low half (the lane order `vdpbf16ps` multiplies).
+#[inline(always)]
+fn pair(lo: f32, hi: f32) -> u32 {
+    u32::from(to_bf16(lo)) | (u32::from(to_bf16(hi)) << 16)
+}
+
+/// A (m × k) in bf16 k-pairs, panels of [`MR`] rows (zero-padded rows and a zero k when k is odd).
+#[derive(Debug, Clone)]
+pub struct PackedA {
+    pub m: usize,
+    pub k: usize,
+    data: Vec<u32>,
+}
+
+impl PackedA {
+    /// Packs the row-major `a` (m × k, row stride k).
+    ///
+    /// Panics when `a` is not m × k.
+    pub fn pack(a: &[f32], m: usize, k: usize) -> PackedA {
+        assert_eq!(a.len(), m * k, "bf16 pack: A is not {m}×{k}");
+        let kp = k.div_ceil(2);
+        let panels = m.div_ceil(MR);
+        let mut data = vec![0u32; panels * kp * MR];
+        data.par_chunks_mut(kp * MR).enumerate().for_each(|(panel, chunk)| {
+            for r in 0..MR.min(m - panel * MR) {
+                let row = &a[(panel * MR + r) * k..][..k];
+                for p in 0..kp {
+                    let hi = if 2 * p + 1 < k { row[2 * p + 1] } else { 0.0 };
+                    chunk[p * MR + r] = pair(row[2 * p], hi);
+                }
+            }
+        });
+        PackedA { m, k, data }
+    }
+}
+
+/// Packs B (k × n, row stride `ld`) into `out`: panels of [`NR`] columns, each k-pair of a column one u32
+/// (zero-padded columns and a zero k when k is odd). Returns the number of u32 written.
+///
+/// Panics when `b` is shorter than k rows of stride `ld` or `ld < n`.
+pub fn pack_b(b: &[f32], k: usize, n: usize, ld: usize, out: &mut Vec<u32>) -> usize {
+    assert!(
+        ld >= n && (k == 0 || b.len() >= (k - 1) * ld + n),
+        "bf16 pack: B is not {k}×{n} with stride {ld}"
+    );
+    let kp = k.div_ceil(2);
+    let len = n.div_ceil(NR) * kp * NR;
+    if out.len() < len {
+        out.resize(len, 0);
+    }
+    for (panel, chunk) in out[..len].chunks_mut(kp * NR).enumerate() {
+        let j0 = panel * NR;
+        let cols = NR.min(n - j0);
+        for p in 0..kp {
+            let lo = &b[2 * p * ld + j0..][..cols];
+            let dst = &mut chunk[p * NR..][..NR];
+            if 2 * p + 1 < k {
+                let hi = &b[(2 * p + 1) * ld + j0..][..cols];
+                for j in 0..cols {
+                    dst[j] = pair(lo[j], hi[j]);
+                }
+            } else {
+                for j in 0..cols {
+                    dst[j] = pair(lo[j], 0.0);
+                }
+            }
+            dst[cols..].fill(0);
+        }
+    }
+    len
+}
+
+/// `c (m × n, row stride ldc) = a · b` with `b` packed by [`pack_b`] for the same k and n, on `kernel`.
+///
+/// Panics when a buffer does not fit the shapes.
+pub fn gemm(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &mut [f32], ldc: usize) {
+    let (m, kp) = (a.m, a.k.div_ceil(2));
+    assert!(
+        b.len() >= n.div_ceil(NR) * kp * NR,
+        "bf16 gemm: packed B is short for {}×{n}",
+        a.k
+    );
+    assert!(
+        ldc >= n && (m == 0 || c.len() >= (m - 1) * ldc + n),
+        "bf16 gemm: C is not {m}×{n} with stride {ldc}"
+    );
+    match kernel {
+        Bf16Kernel::Avx512Bf16 => {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a Bf16Kernel::Avx512Bf16 only comes from `kernel()`, which checked the CPU's features; the
+            // lengths of a (by construction), b and c were checked above for these m, n, k and ldc.
+            unsafe {
+                avx512::gemm(a, b, n, c, ldc)
+            }
+        }
+    }
+}
+
+/// The scalar reference: `c = bf16(a) · bf16(b)` accumulated in f32, one product at a time (a, b, c row-major).
+pub fn reference_gemm(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize)) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0f32;
+            for t in 0..k {
+                s += round(a[i * k + t]) * round(b[t * n + j]);
+            }
+            c[i * n + j] = s;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{PackedA, MR, NR};
+
+    /// # Safety
+    /// The CPU must have AVX-512 F/BW and AVX512-BF16; `b` must hold the packed panels for `a.k` × `n`, and `c`
+    /// must hold `a.m` rows of stride `ldc ≥ n` (the safe [`super::gemm`] checks both).
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn gemm(a: &PackedA, b: &[u32], n: usize, c: &mut [f32], ldc: usize) {
+        let kp = a.k.div_ceil(2);
+        for (pi, a_panel) in a.data.chunks(kp * MR).enumerate() {
+            let i0 = pi * MR;
+            let rows = MR.min(a.m - i0);
+            for (pj, b_panel) in b.chunks(kp * NR).take(n.div_ceil(NR)).enumerate() {
+                let j0 = pj * NR;
+                let cols = NR.min(n - j0);
+                // SAFETY: the panels hold kp k-pairs of MR rows and NR columns; the tile written is rows × cols
+                // from (i0, j0), inside c by the caller's contract.
+                unsafe {
+                    tile(
+                        kp,
+                        a_panel.as_ptr(),
+                        b_panel.as_ptr(),
+                        c.as_mut_ptr().add(i0 * ldc + j0),
+                        ldc,
+                        rows,
+                        cols,
+                    )
+                }
+            }
+        }
+    }
+
+    /// One MR × NR tile of C from an A panel and a B panel.
+    ///
+    /// # Safety
+    /// As [`gemm`]; `a` points at kp × MR u32, `b` at kp × NR u32, and `c` at a tile of `rows` × `cols` with row
+    /// stride `ldc`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn tile(kp: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, rows: usize, cols: usize) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        for p in 0..kp {
+            // SAFETY: p < kp, so both 16-lane loads and the MR broadcasts stay inside the panels.
+            unsafe {
+                let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR) as *const _));
+                let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR + 16) as *const _));
+                let ap = a.add(p * MR);
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*ap.add(r) as i32));
+                    acc_r[0] = _mm512_dpbf16_ps(acc_r[0], av, b0);
+                    acc_r[1] = _mm512_dpbf16_ps(acc_r[1], av, b1);
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            for (h, v) in acc_r.iter().enumerate() {
+                let first = h * 16;
+                if first >= cols {
+                    break;
+                }
+                let mask: __mmask16 = if cols - first >= 16 {
+                    0xffff
+                } else {
+                    (1u16 << (cols - first)) - 1
+                };
+                // SAFETY: the masked store writes only columns first..cols of row r, inside the tile.
+                unsafe { _mm512_mask_storeu_ps(c.add(r * ldc + first), mask, *v) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_is_to_nearest_even_and_keeps_nan() {
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1.0).
+        assert_eq!(from_bf16(to_bf16(1.0 + 1.0 / 256.0)), 1.0);
+        // 1 + 3·2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: ties to even (1 + 2^-6).
+        assert_eq!(from_bf16(to_bf16(1.0 + 3.0 / 256.0)), 1.0 + 1.0 / 64.0);
+        assert_eq!(from_bf16(to_bf16(1.0 + 1.5 / 256.0)), 1.0 + 1.0 / 128.0);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+        assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
+    }
+}

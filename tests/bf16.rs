@@ -1,0 +1,270 @@
+//! `--precision bf16`: the kernels against scalar references, the network against fp32, and what the commands
+//! record. Every kernel this CPU has is run; the ones it lacks are named as skipped (development machines differ:
+//! AMD Zen 4 has AVX512-BF16 and no AMX; older CPUs have neither, and bf16 runs as fp32 there).
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use catdog::kernels::bf16::{self, pack_b, reference_gemm, PackedA};
+use catdog::kernels::conv::{self, ConvGeom, WeightCache};
+use catdog::kernels::{winograd, Compute, Kernels, Precision};
+use catdog::model::vgg16::layer_index;
+use catdog::model::weights::{self, read_safetensors, HubOptions, WeightsSpec};
+use common::{fixtures, rel_diff, POOLS};
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn every_available_bf16_gemm_equals_the_scalar_reference_at_odd_sizes() {
+    let Some(kernel) = bf16::kernel() else {
+        eprintln!("skipped: this CPU has no AVX512-BF16 (bf16 gemm not run)");
+        return;
+    };
+    eprintln!("running the {} kernel", kernel.name());
+    for (m, k, n) in [(1, 1, 1), (8, 2, 32), (13, 37, 45), (64, 128, 96), (9, 576, 33)] {
+        let a = values(m * k, 1 + m as u64);
+        let b = values(k * n, 2 + n as u64);
+        let mut want = vec![0f32; m * n];
+        reference_gemm(&a, &b, &mut want, (m, k, n));
+        // Where rounding of the sum can land: Σ|a||b| of the bf16 inputs, times a few f32 ulps.
+        let scale: Vec<f32> = (0..m * n)
+            .map(|ij| {
+                let (i, j) = (ij / n, ij % n);
+                (0..k)
+                    .map(|t| (bf16::round(a[i * k + t]) * bf16::round(b[t * n + j])).abs())
+                    .sum()
+            })
+            .collect();
+        let packed = PackedA::pack(&a, m, k);
+        let mut buf = Vec::new();
+        let len = pack_b(&b, k, n, n, &mut buf);
+        // A C with a wider row stride: the columns beyond n must stay untouched.
+        let ldc = n + 3;
+        let mut c = vec![f32::NAN; m * ldc];
+        bf16::gemm(kernel, &packed, &buf[..len], n, &mut c, ldc);
+        for i in 0..m {
+            for j in 0..n {
+                let (got, w) = (c[i * ldc + j], want[i * n + j]);
+                let tol = 4.0 * f32::EPSILON * scale[i * n + j].max(f32::MIN_POSITIVE);
+                assert!(
+                    (got - w).abs() <= tol,
+                    "{m}×{k}×{n} at ({i}, {j}): {got} vs {w} (tol {tol:e})"
+                );
+            }
+            assert!(
+                c[i * ldc + n..(i + 1) * ldc].iter().all(|v| v.is_nan()),
+                "wrote past column {n}"
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "a timing, not a test: cargo test --release --test bf16 -- --ignored --nocapture"]
+fn bf16_gemm_speed() {
+    let Some(kernel) = bf16::kernel() else { return };
+    let (m, k, n) = (512, 512, 128);
+    let a = PackedA::pack(&values(m * k, 1), m, k);
+    let b = values(k * n, 2);
+    let mut buf = Vec::new();
+    let mut c = vec![0f32; m * n];
+    let reps = 200;
+    let t = std::time::Instant::now();
+    for _ in 0..reps {
+        pack_b(&b, k, n, n, &mut buf);
+    }
+    let pack_s = t.elapsed().as_secs_f64() / reps as f64;
+    let t = std::time::Instant::now();
+    for _ in 0..reps {
+        bf16::gemm(kernel, &a, &buf, n, &mut c, n);
+    }
+    let gemm_s = t.elapsed().as_secs_f64() / reps as f64;
+    let flops = 2.0 * (m * k * n) as f64;
+    eprintln!(
+        "{m}×{k}×{n}: gemm {:.0} GFLOP/s (one thread), pack B {:.1} µs = {:.0}% of the gemm",
+        flops / gemm_s / 1e9,
+        pack_s * 1e6,
+        100.0 * pack_s / gemm_s
+    );
+}
+
+#[test]
+#[ignore = "a timing, not a test"]
+fn weight_transform_and_pack_speed() {
+    use catdog::kernels::winograd::transform_weights;
+    let (o, c) = (512, 512);
+    let w = values(o * c * 9, 3);
+    let t = std::time::Instant::now();
+    let u = transform_weights(&w, o, c);
+    let tr = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let packed: Vec<PackedA> = u.chunks(o * c).map(|uk| PackedA::pack(uk, o, c)).collect();
+    let pk = t.elapsed().as_secs_f64();
+    eprintln!(
+        "512×512: transform {:.1} ms, pack {:.1} ms ({} blocks)",
+        tr * 1e3,
+        pk * 1e3,
+        packed.len()
+    );
+}
+
+/// ‖a − b‖₂ / ‖b‖₂.
+fn l2_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let diff: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+    let norm: f32 = b.iter().map(|y| y * y).sum();
+    (diff / norm.max(f32::MIN_POSITIVE)).sqrt()
+}
+
+/// The kernel, or a line saying what is skipped.
+fn kernel_or_skip(what: &str) -> Option<bf16::Bf16Kernel> {
+    let k = bf16::kernel();
+    match k {
+        Some(k) => eprintln!(
+            "{what}: running the {} kernel; skipped: AMX (not written yet)",
+            k.name()
+        ),
+        None => eprintln!("{what}: skipped: this CPU has no AVX512-BF16 (and no AMX kernel is written yet)"),
+    }
+    k
+}
+
+#[test]
+fn the_bf16_winograd_convolution_is_within_bf16_rounding_of_fp32_and_its_cache_follows_the_weights() {
+    let Some(kernel) = kernel_or_skip("winograd bf16") else {
+        return;
+    };
+    let g = ConvGeom::new(2, 24, 13, 11, 40, 3, 1);
+    let x: Vec<f32> = values(2 * 24 * 13 * 11, 5).iter().map(|v| v.max(0.0)).collect();
+    let w = values(40 * 24 * 9, 6);
+    let b = values(40, 7);
+    let mut want = vec![0f32; 2 * 40 * 13 * 11];
+    winograd::forward(&x, &g, &w, Some(&b), false, false, &mut want);
+    let mut got = vec![0f32; want.len()];
+    winograd::forward_bf16(kernel, &x, &g, &w, Some(&b), false, false, &mut got);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    eprintln!("bf16 vs fp32 Winograd: {err:.2e} relative");
+    assert!(err > 0.0 && err < 1e-2, "{err}");
+
+    // Through the op with the weight cache: equal to the uncached bf16 op, and new weights are used at once.
+    let dev = Device::Cpu;
+    let xt = Tensor::from_vec(x.clone(), (2, 24, 13, 11), &dev).unwrap();
+    let bt = Tensor::from_vec(b.clone(), 40, &dev).unwrap();
+    let bf16 = Compute {
+        kernels: Kernels::Fast,
+        precision: Precision::Bf16,
+    };
+    let cache = std::sync::Arc::new(WeightCache::default());
+    for seed in [6, 8] {
+        let wt = Tensor::from_vec(values(40 * 24 * 9, seed), (40, 24, 3, 3), &dev).unwrap();
+        let plain = conv::conv2d_relu_pool(&xt, &wt, &bt, 1, bf16).unwrap();
+        for _ in 0..2 {
+            let cached = conv::conv2d_relu_pool_cached(&xt, &wt, &bt, 1, bf16, Some(&cache)).unwrap();
+            assert_eq!(rel_diff(&cached, &plain), 0.0, "weights of seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn bf16_vgg_features_are_within_1e_2_of_fp32_on_the_vgg_tiny_fixture_on_every_path() {
+    let kernel = kernel_or_skip("vgg bf16");
+    let dir = fixtures().join("vgg_tiny");
+    let spec = WeightsSpec::parse(dir.join("weights.safetensors").to_str().unwrap(), 0).unwrap();
+    let loaded = weights::load(&spec, &Device::Cpu, &HubOptions::default()).unwrap();
+    let (golden, _) = read_safetensors(&dir.join("outputs.safetensors")).unwrap();
+    let wanted: Vec<usize> = POOLS.iter().map(|p| layer_index(p).unwrap()).collect();
+    // The fast path (AVX512-BF16 where the CPU has it) and the portable twin (candle's bf16: what CUDA runs).
+    let mut paths = vec![(Kernels::Portable, "portable (candle bf16)")];
+    if kernel.is_some() {
+        paths.push((Kernels::Fast, "fast (avx512-bf16)"));
+    }
+    for (kernels, name) in paths {
+        let mut model = loaded.model.clone();
+        model.set_kernels(kernels);
+        model.set_precision(Precision::Bf16);
+        let outs = model.forward_collect(&golden["input"], &wanted).unwrap();
+        model.set_precision(Precision::Fp32);
+        let fp32 = model.forward_collect(&golden["input"], &wanted).unwrap();
+        // bf16 really ran: its output is not catdog's fp32 one.
+        assert!(
+            l2_rel_diff(&outs[4], &fp32[4]) > 1e-4,
+            "{name}: the bf16 output equals the fp32 one"
+        );
+        for (pool, out) in POOLS.iter().zip(&outs) {
+            let (l2, max) = (l2_rel_diff(out, &golden[*pool]), rel_diff(out, &golden[*pool]));
+            eprintln!("{name} {pool}: {l2:.2e} (L2), {max:.2e} (largest) relative to PyTorch fp32");
+            // bf16 keeps 8 bits of mantissa: 13 layers of it stay within 1e-2 in norm. The largest single
+            // difference at block5_pool reaches 1.0e-2 even with autocast's exact arithmetic (the portable path).
+            assert!(l2 > 0.0 && l2 < 1e-2, "{name} {pool}: {l2} (L2)");
+            assert!(max < 2e-2, "{name} {pool}: {max} (largest)");
+        }
+    }
+}
+
+#[test]
+fn precision_is_recorded_and_a_cpu_without_bf16_kernels_says_it_runs_fp32() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    common::make_dataset(&data.join("train"), 6, 1);
+    common::make_dataset(&data.join("test"), 2, 2);
+    let run = |name: &str, vars: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_catdog"));
+        c.args([
+            "finetune",
+            "--data",
+            data.to_str().unwrap(),
+            "--weights",
+            "random:4,4,8,8,8",
+            "--size",
+            "32",
+            "--epochs",
+            "1",
+            "--precision",
+            "bf16",
+            "--runs-dir",
+            tmp.path().join("runs").to_str().unwrap(),
+            "--name",
+            name,
+        ])
+        .env("HF_HOME", tmp.path())
+        .env_remove("CATDOG_KERNELS");
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(tmp.path().join("runs").join(name).join("config.json")).unwrap(),
+        )
+        .unwrap();
+        let (_, meta) = read_safetensors(&tmp.path().join("runs").join(name).join("last.safetensors")).unwrap();
+        (
+            common::stderr(&o),
+            config["precision"].as_str().unwrap().to_string(),
+            meta["precision"].clone(),
+        )
+    };
+    let (err, config, meta) = run("off", &[("CATDOG_BF16", "off")]);
+    assert!(err.contains("no AVX512-BF16") && err.contains("fp32"), "{err}");
+    assert_eq!((config.as_str(), meta.as_str()), ("fp32", "fp32"));
+    if kernel_or_skip("finetune bf16").is_some() {
+        let (err, config, meta) = run("on", &[]);
+        assert!(
+            err.contains("bf16 (avx512-bf16)") && !err.contains("no AVX512-BF16"),
+            "{err}"
+        );
+        assert_eq!((config.as_str(), meta.as_str()), ("bf16", "bf16"));
+    }
+}
