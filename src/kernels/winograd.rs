@@ -141,6 +141,9 @@ pub fn forward_bf16(
 }
 
 /// The weights of [`forward_bf16`], transformed and packed: 16 blocks of O × C (for reuse across calls).
+///
+/// (Transforming each kernel straight into the packed pairs measured slower, 8.2–10.7 against 7.8 ms for
+/// 512 × 512 on 2 cores: the f32 transform writes whole rows, and the packing then runs in parallel.)
 pub fn pack_weights_bf16(weight: &[f32], o: usize, c: usize) -> Vec<PackedA> {
     let u = transform_weights(weight, o, c);
     u.chunks(o * c).map(|uk| PackedA::pack(uk, o, c)).collect()

@@ -152,7 +152,9 @@ impl Optimizer {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
             // Gradients are built from ops on the step's activations; detached, the optimizer state does not keep
             // every step's graph alive (a leak of the whole forward pass per step otherwise).
-            let g = &g.detach();
+            // A gradient that arrives as a strided view (a weight used through its transpose) is copied once so
+            // that the fused kernels apply instead of ten candle ops; a contiguous one is not copied.
+            let g = &g.detach().contiguous()?;
             let w = &var.as_detached_tensor();
             let slots = self.state.get_mut(name).expect("state for every parameter");
             if allow_fused && fused::applies(w, g, slots) {
