@@ -109,7 +109,11 @@ fn weight_transform_and_pack_speed() {
     let t = std::time::Instant::now();
     let packed = winograd::pack_weights_bf16(&w, o, c);
     let pk = t.elapsed().as_secs_f64();
-    eprintln!("512×512: f32 transform {:.1} ms; bf16 transform + pack {:.1} ms", tr * 1e3, pk * 1e3);
+    eprintln!(
+        "512×512: f32 transform {:.1} ms; bf16 transform + pack {:.1} ms",
+        tr * 1e3,
+        pk * 1e3
+    );
     let _ = (u, packed);
 }
 
@@ -261,5 +265,51 @@ fn precision_is_recorded_and_a_cpu_without_bf16_kernels_says_it_runs_fp32() {
             "{err}"
         );
         assert_eq!((config.as_str(), meta.as_str()), ("bf16", "bf16"));
+    }
+}
+
+#[test]
+fn the_bf16_weight_gradient_is_within_bf16_rounding_of_fp32() {
+    let Some(kernel) = kernel_or_skip("weight gradient bf16") else {
+        return;
+    };
+    let g = ConvGeom::new(2, 37, 9, 7, 45, 3, 1);
+    let x = values(2 * 37 * 9 * 7, 11);
+    let dy = values(2 * 45 * 9 * 7, 12);
+    let (mut want, mut want_b) = (vec![0f32; 45 * 37 * 9], vec![0f32; 45]);
+    winograd::weight_grad(&x, &g, &dy, &mut want, &mut want_b);
+    let (mut got, mut got_b) = (vec![0f32; want.len()], vec![0f32; 45]);
+    winograd::weight_grad_bf16(kernel, &x, &g, &dy, &mut got, &mut got_b);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    eprintln!("bf16 vs fp32 weight gradient: {err:.2e} relative");
+    assert!(err > 0.0 && err < 1e-2, "{err}");
+    assert_eq!(got_b, want_b, "the bias gradient is a plain f32 sum either way");
+}
+
+#[test]
+#[ignore = "a timing, not a test"]
+fn weight_gradient_speed() {
+    let Some(kernel) = bf16::kernel() else { return };
+    let g = ConvGeom::new(32, 512, 9, 9, 512, 3, 1);
+    let x = values(32 * 512 * 81, 1);
+    let dy = values(32 * 512 * 81, 2);
+    let (mut dw, mut db) = (vec![0f32; 512 * 512 * 9], vec![0f32; 512]);
+    for bf in [false, true] {
+        let t = std::time::Instant::now();
+        for _ in 0..3 {
+            if bf {
+                winograd::weight_grad_bf16(kernel, &x, &g, &dy, &mut dw, &mut db);
+            } else {
+                winograd::weight_grad(&x, &g, &dy, &mut dw, &mut db);
+            }
+        }
+        let s = t.elapsed().as_secs_f64() / 3.0;
+        eprintln!(
+            "block5 weight gradient, batch 32, {}: {:.1} ms ({:.0} GFLOP/s)",
+            if bf { "bf16" } else { "fp32" },
+            s * 1e3,
+            g.flops() / s / 1e9
+        );
     }
 }

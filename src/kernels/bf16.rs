@@ -142,10 +142,41 @@ pub fn pack_b(b: &[f32], k: usize, n: usize, ld: usize, out: &mut Vec<u32>) -> u
     len
 }
 
+/// Packs the transpose of `bt` (n × k, row-major) as B (k × n) into `out`, laid out as [`pack_b`] does: each
+/// k-pair of a column is two neighbours of a row of `bt`. Returns the number of u32 written.
+///
+/// Panics when `bt` is not n × k.
+pub fn pack_b_transposed(bt: &[f32], k: usize, n: usize, out: &mut Vec<u32>) -> usize {
+    assert_eq!(bt.len(), n * k, "bf16 pack: Bᵀ is not {n}×{k}");
+    let kp = k.div_ceil(2);
+    let len = n.div_ceil(NR) * kp * NR;
+    if out.len() < len {
+        out.resize(len, 0);
+    }
+    for (panel, chunk) in out[..len].chunks_mut(kp * NR).enumerate() {
+        let j0 = panel * NR;
+        let cols = NR.min(n - j0);
+        chunk.fill(0);
+        for j in 0..cols {
+            let row = &bt[(j0 + j) * k..][..k];
+            for p in 0..kp {
+                let hi = if 2 * p + 1 < k { row[2 * p + 1] } else { 0.0 };
+                chunk[p * NR + j] = pair(row[2 * p], hi);
+            }
+        }
+    }
+    len
+}
+
 /// `c (m × n, row stride ldc) = a · b` with `b` packed by [`pack_b`] for the same k and n, on `kernel`.
 ///
 /// Panics when a buffer does not fit the shapes.
 pub fn gemm(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &mut [f32], ldc: usize) {
+    gemm_into(kernel, a, b, n, c, ldc, false)
+}
+
+/// [`gemm`] that adds to `c` when `accumulate`.
+pub fn gemm_into(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
     let (m, kp) = (a.m, a.k.div_ceil(2));
     assert!(
         b.len() >= n.div_ceil(NR) * kp * NR,
@@ -162,7 +193,7 @@ pub fn gemm(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &mut [f32],
             // SAFETY: a Bf16Kernel::Avx512Bf16 only comes from `kernel()`, which checked the CPU's features; the
             // lengths of a (by construction), b and c were checked above for these m, n, k and ldc.
             unsafe {
-                avx512::gemm(a, b, n, c, ldc)
+                avx512::gemm(a, b, n, c, ldc, accumulate)
             }
         }
     }
@@ -191,7 +222,7 @@ mod avx512 {
     /// The CPU must have AVX-512 F/BW and AVX512-BF16; `b` must hold the packed panels for `a.k` × `n`, and `c`
     /// must hold `a.m` rows of stride `ldc ≥ n` (the safe [`super::gemm`] checks both).
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub unsafe fn gemm(a: &PackedA, b: &[u32], n: usize, c: &mut [f32], ldc: usize) {
+    pub unsafe fn gemm(a: &PackedA, b: &[u32], n: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
         let kp = a.k.div_ceil(2);
         for (pi, a_panel) in a.data.chunks(kp * MR).enumerate() {
             let i0 = pi * MR;
@@ -210,6 +241,7 @@ mod avx512 {
                         ldc,
                         rows,
                         cols,
+                        accumulate,
                     )
                 }
             }
@@ -221,8 +253,18 @@ mod avx512 {
     /// # Safety
     /// As [`gemm`]; `a` points at kp × MR u32, `b` at kp × NR u32, and `c` at a tile of `rows` × `cols` with row
     /// stride `ldc`.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    unsafe fn tile(kp: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, rows: usize, cols: usize) {
+    unsafe fn tile(
+        kp: usize,
+        a: *const u32,
+        b: *const u32,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
         for p in 0..kp {
             // SAFETY: p < kp, so both 16-lane loads and the MR broadcasts stay inside the panels.
@@ -248,8 +290,16 @@ mod avx512 {
                 } else {
                     (1u16 << (cols - first)) - 1
                 };
-                // SAFETY: the masked store writes only columns first..cols of row r, inside the tile.
-                unsafe { _mm512_mask_storeu_ps(c.add(r * ldc + first), mask, *v) };
+                // SAFETY: the masked load and store touch only columns first..cols of row r, inside the tile.
+                unsafe {
+                    let dst = c.add(r * ldc + first);
+                    let v = if accumulate {
+                        _mm512_add_ps(*v, _mm512_maskz_loadu_ps(mask, dst))
+                    } else {
+                        *v
+                    };
+                    _mm512_mask_storeu_ps(dst, mask, v)
+                };
             }
         }
     }

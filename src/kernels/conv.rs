@@ -266,7 +266,8 @@ pub enum Algo {
     Auto,
     /// Always im2col + gemm.
     Im2col,
-    /// As `Auto`, with the Winograd products in bf16 on this kernel (`--precision bf16`); gradients stay f32.
+    /// As `Auto`, with the Winograd products in bf16 on this kernel (`--precision bf16`): forward, input gradient
+    /// and (256+ channels) weight gradient; the im2col paths stay f32.
     Bf16(Bf16Kernel),
 }
 
@@ -420,7 +421,9 @@ pub fn conv_weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db:
 pub fn conv_weight_grad_with(algo: Algo, x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
     // Measured on VGG16 layers: the Winograd weight gradient wins from 256 channels on both sides; below, its
     // transforms cost more than the flops it saves.
-    if algo.use_winograd(g) && g.c >= 256 && g.o >= 256 {
+    if let (true, Algo::Bf16(kernel)) = (algo.use_winograd(g) && g.c >= 256 && g.o >= 256, algo) {
+        super::winograd::weight_grad_bf16(kernel, x, g, dy, dw, db)
+    } else if algo.use_winograd(g) && g.c >= 256 && g.o >= 256 {
         super::winograd::weight_grad(x, g, dy, dw, db)
     } else {
         im2col_weight_grad(x, g, dy, dw, db)

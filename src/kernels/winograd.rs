@@ -655,6 +655,16 @@ fn grad_transform_body(dy: &[f32], g: &ConvGeom, t0: usize, nt: usize, th: usize
 /// over tiles being 16 gemms `[O, tiles] × [tiles, C]` (2.25× fewer flops than im2col). Same contract as
 /// [`super::conv::conv_weight_grad`].
 pub fn weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
+    weight_grad_with(None, x, g, dy, dw, db)
+}
+
+/// [`weight_grad`] with the 16 products in bf16 on `kernel` (the transformed output gradients and inputs rounded,
+/// their products summed in f32), as autocast runs a weight gradient.
+pub fn weight_grad_bf16(kernel: Bf16Kernel, x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
+    weight_grad_with(Some(kernel), x, g, dy, dw, db)
+}
+
+fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
     assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
     let (c, o) = (g.c, g.o);
     assert_eq!(x.len(), g.n * c * g.h * g.w, "Winograd: input does not fit {g:?}");
@@ -691,6 +701,19 @@ pub fn weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut
             with_buffers(16 * c * nt, 16 * o * nt, |v, yh| {
                 input_transform(x, g, t0, nt, th, tw, v);
                 grad_transform(dy, g, t0, nt, th, tw, yh);
+                if let Some(kernel) = kernel {
+                    B_PACK.with(|buf| {
+                        let mut buf = buf.borrow_mut();
+                        for k in 0..16 {
+                            // M_k (o × c) += Ŷ_k (o × nt) · V_kᵀ (nt × c): the tiles are the inner dimension.
+                            let a = PackedA::pack(&yh[k * o * nt..][..o * nt], o, nt);
+                            let len = bf16::pack_b_transposed(&v[k * c * nt..][..c * nt], nt, c, &mut buf);
+                            let m = &mut acc[k * oc_len..][..oc_len];
+                            bf16::gemm_into(kernel, &a, &buf[..len], c, m, c, n > 0);
+                        }
+                    });
+                    return;
+                }
                 for k in 0..16 {
                     // SAFETY: acc holds 16 blocks of o × c (allocated above), yh 16 of o × nt and v 16 of c × nt
                     // (with_buffers' sizes); block k of each is inside its buffer, and acc is this task's own.
