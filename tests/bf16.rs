@@ -99,6 +99,19 @@ fn bf16_gemm_speed() {
 }
 
 #[test]
+fn the_one_pass_bf16_weight_packing_equals_transforming_then_packing() {
+    for (o, c) in [(8, 3), (13, 7), (40, 24), (9, 33)] {
+        let w = values(o * c * 9, 4);
+        let u = winograd::transform_weights(&w, o, c);
+        let packed = winograd::pack_weights_bf16(&w, o, c);
+        assert_eq!(packed.len(), 16);
+        for (k, uk) in u.chunks(o * c).enumerate() {
+            assert!(PackedA::pack(uk, o, c) == packed[k], "{o}×{c}, block {k}");
+        }
+    }
+}
+
+#[test]
 #[ignore = "a timing, not a test"]
 fn weight_transform_and_pack_speed() {
     let (o, c) = (512, 512);

@@ -77,7 +77,7 @@ fn pair(lo: f32, hi: f32) -> u32 {
 }
 
 /// A (m × k) in bf16 k-pairs, panels of [`MR`] rows (zero-padded rows and a zero k when k is odd).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PackedA {
     pub m: usize,
     pub k: usize,
@@ -102,6 +102,21 @@ impl PackedA {
                 }
             }
         });
+        PackedA { m, k, data }
+    }
+}
+
+impl PackedA {
+    /// A from data already in the packed layout: panels of [`MR`] rows, each k-pair of a row one u32 (the first
+    /// value in the low half), zero-padded.
+    ///
+    /// Panics when `data` does not have the packed length for m × k.
+    pub fn from_packed(m: usize, k: usize, data: Vec<u32>) -> PackedA {
+        assert_eq!(
+            data.len(),
+            m.div_ceil(MR) * k.div_ceil(2) * MR,
+            "bf16: packed A is not {m}×{k}"
+        );
         PackedA { m, k, data }
     }
 }
