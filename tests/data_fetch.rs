@@ -353,7 +353,7 @@ fn finetune_fetches_the_default_folder_however_it_is_spelled_and_resumes_a_half_
 
 #[test]
 fn data_fetch_lists_and_downloads_from_the_hub_and_then_a_failing_hub_falls_back_to_the_cache() {
-    use common::mock_hub::{run_catdog, serve, Behaviour, MockHub, RepoFile};
+    use common::mock_hub::{refusing_server, run_catdog, Behaviour, MockHub, RepoFile};
     let tmp = tempfile::tempdir().unwrap();
     let shard = tmp.path().join("shard.parquet");
     write_parquet(&shard, &sample_rows());
@@ -402,12 +402,7 @@ fn data_fetch_lists_and_downloads_from_the_hub_and_then_a_failing_hub_falls_back
         .any(|r| r.path.starts_with("/api/datasets/someone/pets/revision/main")));
 
     // A hub that answers 500 to everything: after the retry, the cached copy of the same revision is used.
-    let broken = serve(|mut s| {
-        use std::io::{Read, Write};
-        let mut buf = [0u8; 4096];
-        let _ = s.read(&mut buf);
-        let _ = s.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    });
+    let broken = refusing_server("500 Internal Server Error", "", "");
     let again = tmp.path().join("pets-again");
     let o = run(&broken, &again);
     let e = stderr(&o);

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::mock_hub::{run_catdog, sha256_hex, Behaviour, MockHub, RepoFile, COMMIT};
+use common::mock_hub::{refusing_server, run_catdog, sha256_hex, Behaviour, MockHub, RepoFile, COMMIT};
 use common::{stderr, stdout};
 
 const REPO: &str = "someone/tiny-vgg";
@@ -231,14 +231,7 @@ fn a_stalled_download_keeps_its_bytes_and_the_next_run_resumes_from_them() {
 fn no_proxy_lets_the_hub_be_reached_directly_while_the_proxy_stays_set() {
     let hub = tiny_vgg_hub(Behaviour::default());
     // A "proxy" that answers everything with RepoNotFound: going through it fails the fetch.
-    let proxy = common::mock_hub::serve(|mut s| {
-        use std::io::{Read, Write};
-        let mut buf = [0u8; 4096];
-        let _ = s.read(&mut buf);
-        let _ = s.write_all(
-            b"HTTP/1.1 404 Not Found\r\nX-Error-Code: RepoNotFound\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        );
-    });
+    let proxy = refusing_server("404 Not Found", "RepoNotFound", "Repository not found");
     let tmp = tempfile::tempdir().unwrap();
     let (o, _) = fetch(&hub, tmp.path(), &[("HTTP_PROXY", &proxy)]);
     assert!(

@@ -7,12 +7,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use common::mock_hub::{run_catdog, serve};
+use common::mock_hub::{refusing_server, run_catdog, serve};
 use common::stderr;
 
 /// A server that accepts every connection, reads what comes and never answers.
@@ -24,26 +24,6 @@ fn silent_server() -> String {
                 break;
             }
         }
-    })
-}
-
-/// A server that answers every request with `status` (e.g. "401 Unauthorized") and the hub's error headers.
-fn refusing_server(status: &'static str, code: &'static str, message: &'static str) -> String {
-    let response: &'static str = Box::leak(
-        format!(
-            "HTTP/1.1 {status}\r\nX-Error-Code: {code}\r\nX-Error-Message: {message}\r\nContent-Length: 0\r\n\
-             Connection: close\r\n\r\n"
-        )
-        .into_boxed_str(),
-    );
-    serve(move |mut s| {
-        // Read the request head, then answer.
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
-            head.push(byte[0]);
-        }
-        let _ = s.write_all(response.as_bytes());
     })
 }
 

@@ -236,6 +236,7 @@ mod avx512 {
     /// # Safety
     /// The CPU must have AVX-512 F/BW and AVX512-BF16; `b` must hold the packed panels for `a.k` × `n`, and `c`
     /// must hold `a.m` rows of stride `ldc ≥ n` (the safe [`super::gemm`] checks both).
+    // SAFETY (callers): see "# Safety"; the only caller is the safe `super::gemm_into`, which checks both.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     pub unsafe fn gemm(a: &PackedA, b: &[u32], n: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
         let kp = a.k.div_ceil(2);
@@ -269,6 +270,7 @@ mod avx512 {
     /// As [`gemm`]; `a` points at kp × MR u32, `b` at kp × NR u32, and `c` at a tile of `rows` × `cols` with row
     /// stride `ldc`.
     #[allow(clippy::too_many_arguments)]
+    // SAFETY (callers): see "# Safety"; `gemm` passes panels and tile origins inside its checked buffers.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     unsafe fn tile(
         kp: usize,

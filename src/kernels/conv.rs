@@ -293,13 +293,37 @@ pub fn conv_forward_with(
     relu: bool,
     out: &mut [f32],
 ) {
-    if let (true, Algo::Bf16(kernel)) = (algo.use_winograd(g), algo) {
-        super::winograd::forward_bf16(kernel, x, g, weight, bias, relu, false, out)
-    } else if algo.use_winograd(g) {
-        super::winograd::forward(x, g, weight, bias, relu, false, out)
-    } else {
+    if !winograd_forward(algo, None, x, g, weight, bias, relu, false, out) {
         im2col_forward(x, g, weight, bias, relu, out)
     }
+}
+
+/// The Winograd forward `algo` asks for — f32, or bf16 with the packed weights kept in `cache` when one is
+/// given — or false when the geometry is not Winograd's (the caller then runs im2col).
+#[allow(clippy::too_many_arguments)]
+fn winograd_forward(
+    algo: Algo,
+    cache: Option<&(TensorId, Arc<WeightCache>)>,
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    pool: bool,
+    out: &mut [f32],
+) -> bool {
+    if !algo.use_winograd(g) {
+        return false;
+    }
+    match (algo, cache) {
+        (Algo::Bf16(kernel), Some((id, cache))) => {
+            let packed = cache.packed(*id, || super::winograd::pack_weights_bf16(weight, g.o, g.c));
+            super::winograd::forward_bf16_packed(kernel, x, g, &packed, bias, relu, pool, out)
+        }
+        (Algo::Bf16(kernel), None) => super::winograd::forward_bf16(kernel, x, g, weight, bias, relu, pool, out),
+        _ => super::winograd::forward(x, g, weight, bias, relu, pool, out),
+    }
+    true
 }
 
 fn im2col_forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
@@ -421,12 +445,10 @@ pub fn conv_weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db:
 pub fn conv_weight_grad_with(algo: Algo, x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
     // Measured on VGG16 layers: the Winograd weight gradient wins from 256 channels on both sides; below, its
     // transforms cost more than the flops it saves.
-    if let (true, Algo::Bf16(kernel)) = (algo.use_winograd(g) && g.c >= 256 && g.o >= 256, algo) {
-        super::winograd::weight_grad_bf16(kernel, x, g, dy, dw, db)
-    } else if algo.use_winograd(g) && g.c >= 256 && g.o >= 256 {
-        super::winograd::weight_grad(x, g, dy, dw, db)
-    } else {
-        im2col_weight_grad(x, g, dy, dw, db)
+    match algo {
+        _ if !(algo.use_winograd(g) && g.c >= 256 && g.o >= 256) => im2col_weight_grad(x, g, dy, dw, db),
+        Algo::Bf16(kernel) => super::winograd::weight_grad_bf16(kernel, x, g, dy, dw, db),
+        _ => super::winograd::weight_grad(x, g, dy, dw, db),
     }
 }
 
@@ -835,14 +857,7 @@ impl CustomOp3 for ConvPoolOp {
         }
         let (ph, pw) = (g.ho / 2, g.wo / 2);
         let mut out = vec![0f32; g.n * g.o * ph * pw];
-        if let (true, Algo::Bf16(kernel), Some((id, cache))) = (self.algo.use_winograd(&g), self.algo, &self.cache) {
-            let packed = cache.packed(*id, || super::winograd::pack_weights_bf16(w, g.o, g.c));
-            super::winograd::forward_bf16_packed(kernel, x, &g, &packed, Some(b), true, true, &mut out);
-        } else if let (true, Algo::Bf16(kernel)) = (self.algo.use_winograd(&g), self.algo) {
-            super::winograd::forward_bf16(kernel, x, &g, w, Some(b), true, true, &mut out);
-        } else if self.algo.use_winograd(&g) {
-            super::winograd::forward(x, &g, w, Some(b), true, true, &mut out);
-        } else {
+        if !winograd_forward(self.algo, self.cache.as_ref(), x, &g, w, Some(b), true, true, &mut out) {
             let mut full = vec![0f32; g.n * g.o * g.p()];
             im2col_forward(x, &g, w, Some(b), true, &mut full);
             max_pool_planes(&full, g.ho, g.wo, 2, 2, &mut out);

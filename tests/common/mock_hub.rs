@@ -43,6 +43,22 @@ pub fn serve(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> String {
     format!("http://{addr}")
 }
 
+/// A server that answers every request with `status` (e.g. "401 Unauthorized") and the hub's error headers.
+pub fn refusing_server(status: &'static str, code: &'static str, message: &'static str) -> String {
+    let response: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 {status}\r\nX-Error-Code: {code}\r\nX-Error-Message: {message}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .into_boxed_str(),
+    );
+    serve(move |mut s| {
+        // Read the request head, then answer.
+        let _ = Head::read(&mut s);
+        let _ = s.write_all(response.as_bytes());
+    })
+}
+
 /// A file of a repository on the mock hub.
 #[derive(Clone)]
 pub struct RepoFile {
