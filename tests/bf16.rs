@@ -326,3 +326,29 @@ fn weight_gradient_speed() {
         );
     }
 }
+
+#[test]
+#[ignore = "a timing, not a test"]
+fn block1_conv2_speed() {
+    let Some(kernel) = bf16::kernel() else { return };
+    let g = ConvGeom::new(32, 64, 150, 150, 64, 3, 1);
+    let x = values(32 * 64 * 150 * 150, 1);
+    let w = values(64 * 64 * 9, 2);
+    let mut out = vec![0f32; 32 * 64 * 75 * 75];
+    for bf in [false, true] {
+        let t = std::time::Instant::now();
+        for _ in 0..3 {
+            if bf {
+                winograd::forward_bf16(kernel, &x, &g, &w, None, true, true, &mut out);
+            } else {
+                winograd::forward(&x, &g, &w, None, true, true, &mut out);
+            }
+        }
+        let s = t.elapsed().as_secs_f64() / 3.0;
+        eprintln!(
+            "block1_conv2 + pool, batch 32, {}: {:.1} ms",
+            if bf { "bf16" } else { "fp32" },
+            s * 1e3
+        );
+    }
+}

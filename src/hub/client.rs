@@ -68,6 +68,7 @@ impl Client {
 
     fn agent(&self, url: &str) -> Result<ureq::Agent, Failure> {
         let mut builder = ureq::AgentBuilder::new()
+            .resolver(DeadlineResolver { timeout: self.timeout })
             .timeout_connect(self.timeout)
             .timeout_read(self.timeout)
             .timeout_write(self.timeout)
@@ -164,6 +165,40 @@ impl Client {
             t.to_string()
         }
     }
+}
+
+/// Resolves host names within the timeout. The system resolver waits for its own retries (tens of seconds where
+/// DNS does not answer), and a redirect to a CDN names a host the reachability probe never saw.
+struct DeadlineResolver {
+    timeout: Duration,
+}
+
+impl ureq::Resolver for DeadlineResolver {
+    fn resolve(&self, netloc: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
+        resolve_within(netloc, self.timeout, |n| {
+            std::net::ToSocketAddrs::to_socket_addrs(n).map(|addrs| addrs.collect())
+        })
+    }
+}
+
+/// `lookup(netloc)` on its own thread, waited for at most `timeout` (a TimedOut error after that; the thread is
+/// left to finish on its own).
+fn resolve_within(
+    netloc: &str,
+    timeout: Duration,
+    lookup: impl FnOnce(&str) -> std::io::Result<Vec<std::net::SocketAddr>> + Send + 'static,
+) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = netloc.to_string();
+    std::thread::spawn(move || {
+        let _ = tx.send(lookup(&name));
+    });
+    rx.recv_timeout(timeout).unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("cannot resolve {netloc} within {} s", timeout.as_secs_f64()),
+        ))
+    })
 }
 
 /// True when a transport error is a connect or read timeout.
@@ -267,6 +302,21 @@ mod tests {
         assert_eq!(absolute("https://hf.co/a/b/c", "d"), "https://hf.co/a/b/d");
         assert_eq!(quote("refs/pr/1", false), "refs%2Fpr%2F1");
         assert_eq!(quote("data/train 1.parquet", true), "data/train%201.parquet");
+    }
+
+    #[test]
+    fn a_name_that_does_not_resolve_in_time_is_a_timeout_not_a_hang() {
+        let start = std::time::Instant::now();
+        let slow = |_: &str| {
+            std::thread::sleep(Duration::from_secs(5));
+            Ok(vec![])
+        };
+        let e = resolve_within("cdn.example:443", Duration::from_millis(200), slow).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("cdn.example"), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+        let quick = |_: &str| Ok(vec!["127.0.0.1:1".parse().unwrap()]);
+        assert_eq!(resolve_within("x:1", Duration::from_secs(1), quick).unwrap().len(), 1);
     }
 
     #[test]
