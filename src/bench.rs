@@ -130,6 +130,8 @@ pub fn forward(model: &Vgg16, opts: &ForwardOptions, mut log: impl FnMut(&str)) 
         kernels: Kernels::Fast,
         precision: resolved.precision,
     };
+    // The backward timings follow the precision too (bf16 products where a kernel for them runs).
+    let algo = compute.bf16_kernel().map_or(conv::Algo::Auto, conv::Algo::Bf16);
     log(&format!(
         "timing the whole base with the fast convolution ({}, {})…",
         resolved.precision.name(),
@@ -219,11 +221,11 @@ pub fn forward(model: &Vgg16, opts: &ForwardOptions, mut log: impl FnMut(&str)) 
                 let mut dw = vec![0f32; ws.len()];
                 let mut db = vec![0f32; o];
                 let t_dx = best_of(opts.iters, || {
-                    conv::conv_input_grad(&dy, &g, &ws, &mut dx);
+                    conv::conv_input_grad_with(algo, &dy, &g, &ws, &mut dx);
                     Ok(())
                 })?;
                 let t_dw = best_of(opts.iters, || {
-                    conv::conv_weight_grad(&xs, &g, &dy, &mut dw, &mut db);
+                    conv::conv_weight_grad_with(algo, &xs, &g, &dy, &mut dw, &mut db);
                     Ok(())
                 })?;
                 dxg = Some(gflop / t_dx);

@@ -304,26 +304,28 @@ fn the_bf16_weight_gradient_is_within_bf16_rounding_of_fp32() {
 #[ignore = "a timing, not a test"]
 fn weight_gradient_speed() {
     let Some(kernel) = bf16::kernel() else { return };
-    let g = ConvGeom::new(32, 512, 9, 9, 512, 3, 1);
-    let x = values(32 * 512 * 81, 1);
-    let dy = values(32 * 512 * 81, 2);
-    let (mut dw, mut db) = (vec![0f32; 512 * 512 * 9], vec![0f32; 512]);
-    for bf in [false, true] {
-        let t = std::time::Instant::now();
-        for _ in 0..3 {
-            if bf {
-                winograd::weight_grad_bf16(kernel, &x, &g, &dy, &mut dw, &mut db);
-            } else {
-                winograd::weight_grad(&x, &g, &dy, &mut dw, &mut db);
+    for (c, size) in [(512, 9), (512, 18), (256, 37)] {
+        let g = ConvGeom::new(32, c, size, size, c, 3, 1);
+        let x = values(32 * c * size * size, 1);
+        let dy = values(32 * c * size * size, 2);
+        let (mut dw, mut db) = (vec![0f32; c * c * 9], vec![0f32; c]);
+        for bf in [false, true] {
+            let t = std::time::Instant::now();
+            for _ in 0..3 {
+                if bf {
+                    winograd::weight_grad_bf16(kernel, &x, &g, &dy, &mut dw, &mut db);
+                } else {
+                    winograd::weight_grad(&x, &g, &dy, &mut dw, &mut db);
+                }
             }
+            let s = t.elapsed().as_secs_f64() / 3.0;
+            let what = if bf { "bf16" } else { "fp32" };
+            let gflops = g.flops() / s / 1e9;
+            eprintln!(
+                "{c}→{c} at {size}×{size}, batch 32, weight gradient {what}: {:.1} ms ({gflops:.0} GFLOP/s)",
+                s * 1e3
+            );
         }
-        let s = t.elapsed().as_secs_f64() / 3.0;
-        eprintln!(
-            "block5 weight gradient, batch 32, {}: {:.1} ms ({:.0} GFLOP/s)",
-            if bf { "bf16" } else { "fp32" },
-            s * 1e3,
-            g.flops() / s / 1e9
-        );
     }
 }
 
