@@ -194,21 +194,27 @@ fn bf16_vgg_features_are_within_1e_2_of_fp32_on_the_vgg_tiny_fixture_on_every_pa
     let kernel = kernel_or_skip("vgg bf16");
     let dir = fixtures().join("vgg_tiny");
     let spec = WeightsSpec::parse(dir.join("weights.safetensors").to_str().unwrap(), 0).unwrap();
-    let loaded = weights::load(&spec, &Device::Cpu, &HubOptions::default()).unwrap();
     let (golden, _) = read_safetensors(&dir.join("outputs.safetensors")).unwrap();
     let wanted: Vec<usize> = POOLS.iter().map(|p| layer_index(p).unwrap()).collect();
-    // The fast path (AVX512-BF16 where the CPU has it) and the portable twin (candle's bf16: what CUDA runs).
-    let mut paths = vec![(Kernels::Portable, "portable (candle bf16)")];
+    // The fast path (AVX512-BF16 where the CPU has it) and the portable twin on CATDOG_TEST_DEVICE (cpu by
+    // default: bf16 rounding with f32 sums; cuda in scripts/gpu_check.sh: candle's bf16 convolution).
+    let test_device = std::env::var("CATDOG_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let portable_device = catdog::device::parse_device(&test_device).expect("CATDOG_TEST_DEVICE opens");
+    let mut paths = vec![(Kernels::Portable, "portable", portable_device)];
     if kernel.is_some() {
-        paths.push((Kernels::Fast, "fast (avx512-bf16)"));
+        paths.push((Kernels::Fast, "fast (avx512-bf16)", Device::Cpu));
     }
-    for (kernels, name) in paths {
+    for (kernels, name, device) in paths {
+        let loaded = weights::load(&spec, &device, &HubOptions::default()).unwrap();
+        let input = golden["input"].to_device(&device).unwrap();
         let mut model = loaded.model.clone();
         model.set_kernels(kernels);
         model.set_precision(Precision::Bf16);
-        let outs = model.forward_collect(&golden["input"], &wanted).unwrap();
+        let to_cpu =
+            |ts: Vec<Tensor>| -> Vec<Tensor> { ts.into_iter().map(|t| t.to_device(&Device::Cpu).unwrap()).collect() };
+        let outs = to_cpu(model.forward_collect(&input, &wanted).unwrap());
         model.set_precision(Precision::Fp32);
-        let fp32 = model.forward_collect(&golden["input"], &wanted).unwrap();
+        let fp32 = to_cpu(model.forward_collect(&input, &wanted).unwrap());
         // bf16 really ran: its output is not catdog's fp32 one.
         assert!(
             l2_rel_diff(&outs[4], &fp32[4]) > 1e-4,
