@@ -25,6 +25,8 @@ pub struct ExtractOptions {
     pub limits: DecodeLimits,
     /// Fail on the first bad image instead of skipping it.
     pub strict: bool,
+    /// The precision the base ran in (recorded in the metadata; the model carries it).
+    pub precision: crate::kernels::Precision,
 }
 
 /// Features of the images that decoded, in input order.
@@ -133,6 +135,7 @@ pub fn save(
     meta.insert("size".into(), opts.size.to_string());
     meta.insert("interpolation".into(), serde_json::to_string(&opts.interpolation)?);
     meta.insert("preprocess".into(), serde_json::to_string(&opts.preprocess)?);
+    meta.insert("precision".into(), opts.precision.name().into());
     meta.insert("weights".into(), weights.to_string());
     let bad: Vec<(String, String)> = ex
         .bad

@@ -284,6 +284,27 @@ fn precision_is_recorded_and_a_cpu_without_bf16_kernels_says_it_runs_fp32() {
             "{err}"
         );
         assert_eq!((config.as_str(), meta.as_str()), ("bf16", "bf16"));
+        // extract records it in the features file.
+        let out = tmp.path().join("features.safetensors");
+        let weights = fixtures().join("vgg_tiny/weights.safetensors");
+        let image = fixtures().join("vgg_tiny/image0.png");
+        let o = common::catdog(
+            &[
+                "extract",
+                "--weights",
+                weights.to_str().unwrap(),
+                "--precision",
+                "bf16",
+                "--size",
+                "64",
+                "--out",
+                out.to_str().unwrap(),
+                image.to_str().unwrap(),
+            ],
+            tmp.path(),
+        );
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        assert_eq!(read_safetensors(&out).unwrap().1["precision"], "bf16");
     }
 }
 

@@ -90,6 +90,7 @@ fn every_pool_output_matches_pytorch_through_catdog_extract_on_the_pngs() {
         let d = rel_diff(&t["features"], &golden[name]);
         assert!(d < 1e-4, "{name}: relative difference {d}");
         assert_eq!(meta["layer"], name);
+        assert_eq!(meta["precision"], "fp32");
         let files: Vec<String> = serde_json::from_str(&meta["files"]).unwrap();
         assert!(files[0].ends_with("image0.png") && files[1].ends_with("image1.png"));
     }

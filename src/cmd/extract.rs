@@ -20,6 +20,7 @@ pub fn run(a: ExtractArgs, quiet: bool) -> Result<i32> {
         batch_size: a.batch_size.max(1),
         limits: DecodeLimits::default(),
         strict: a.strict,
+        precision: loaded.model.precision(),
     };
     let bar = catdog::progress::bar(inputs.files.len() as u64, "extract", quiet);
     let ex = extract::extract(&loaded.model, &inputs, &opts, &bar)?;
