@@ -213,6 +213,30 @@ pub fn gemm_into(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &mut [
     }
 }
 
+/// One [`MR`] × [`NR`] tile of `a · b`: rows from panel `i` of `a`, columns from panel `j` of `b` (packed by
+/// [`pack_b`] for n columns), into `out` (row stride NR; rows and columns past the edge are left as they were).
+///
+/// Panics when the panels are out of range.
+pub fn gemm_tile(kernel: Bf16Kernel, a: &PackedA, i: usize, b: &[u32], j: usize, n: usize, out: &mut [f32; MR * NR]) {
+    let kp = a.k.div_ceil(2);
+    assert!(
+        i < a.m.div_ceil(MR) && j < n.div_ceil(NR),
+        "bf16 tile: panel ({i}, {j}) out of range"
+    );
+    assert!(b.len() >= n.div_ceil(NR) * kp * NR, "bf16 tile: packed B is short");
+    let (rows, cols) = (MR.min(a.m - i * MR), NR.min(n - j * NR));
+    match kernel {
+        Bf16Kernel::Avx512Bf16 => {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the kernel came from `kernel()` (CPU checked); panel i of a and panel j of b hold kp × MR and
+            // kp × NR values (checked above), and the rows × cols tile fits `out` (MR × NR, stride NR).
+            unsafe {
+                avx512::panel_tile(kp, &a.data[i * kp * MR..], &b[j * kp * NR..], out, rows, cols)
+            }
+        }
+    }
+}
+
 /// The scalar reference: `c = bf16(a) · bf16(b)` accumulated in f32, one product at a time (a, b, c row-major).
 pub fn reference_gemm(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize)) {
     for i in 0..m {
@@ -261,6 +285,17 @@ mod avx512 {
                 }
             }
         }
+    }
+
+    /// [`tile`] for the safe [`super::gemm_tile`].
+    ///
+    /// # Safety
+    /// As [`tile`]: `a` and `b` start panels of kp pairs, and rows ≤ MR, cols ≤ NR.
+    // SAFETY (callers): see "# Safety"; `super::gemm_tile` checks the panels and the tile's size.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn panel_tile(kp: usize, a: &[u32], b: &[u32], out: &mut [f32], rows: usize, cols: usize) {
+        // SAFETY: the caller's contract; `out` holds MR rows of stride NR.
+        unsafe { tile(kp, a.as_ptr(), b.as_ptr(), out.as_mut_ptr(), NR, rows, cols, false) }
     }
 
     /// One MR × NR tile of C from an A panel and a B panel.

@@ -299,11 +299,13 @@ fn forward_with(
     let run = |chunk: usize| {
         let t0 = chunk * tc;
         let nt = tc.min(total - t0);
-        let v_len = match products {
-            Products::F32(_) => 16 * c * nt,
-            Products::Bf16(..) => 32 * nt,
+        // bf16 needs neither the f32 transformed input (it is packed straight away) nor the products' buffer
+        // (each panel's products go through the output transform at once): scratch for two channels only.
+        let (v_len, m_len) = match products {
+            Products::F32(_) => (16 * c * nt, 16 * o * nt),
+            Products::Bf16(..) => (32 * nt, 0),
         };
-        with_buffers(v_len, 16 * o * nt, |v, m| {
+        with_buffers(v_len, m_len, |v, m| {
             if let Products::F32(_) = products {
                 input_transform(x, g, t0, nt, th, tw, v);
             }
@@ -338,25 +340,153 @@ fn forward_with(
                         buf.resize(16 * block, 0);
                     }
                     input_transform_packed(x, g, t0, nt, th, tw, v, &mut buf);
-                    for (k, uk) in packed.iter().enumerate() {
-                        bf16::gemm(
-                            kernel,
-                            uk,
-                            &buf[k * block..][..block],
-                            nt,
-                            &mut m[k * o * nt..][..o * nt],
-                            nt,
-                        );
-                    }
+                    let panels = Panels {
+                        kernel,
+                        u: packed,
+                        v: &buf,
+                        block,
+                    };
+                    products_and_output(&panels, g, t0, nt, th, tw, bias, relu, pool, outp);
                 }),
             }
-            output_transform(m, g, t0, nt, th, tw, bias, relu, pool, outp);
+            if let Products::F32(_) = products {
+                output_transform(m, g, t0, nt, th, tw, bias, relu, pool, outp);
+            }
         });
     };
     if par_chunks {
         (0..nchunks).into_par_iter().for_each(run);
     } else {
         (0..nchunks).for_each(run);
+    }
+}
+
+/// The packed operands of the 16 bf16 products of one chunk.
+struct Panels<'a> {
+    kernel: Bf16Kernel,
+    u: &'a [PackedA],
+    v: &'a [u32],
+    block: usize,
+}
+
+/// The 16 products of a chunk, panel by panel, each followed at once by the output transform of its 8 channels ×
+/// 32 tiles (bias, ReLU, pool as [`output_transform`]): the 16 product tiles stay in L1 instead of going through
+/// a 16·O·nt buffer and back. Measured on the whole VGG16 forward in bf16 (batch 32, AMD EPYC Zen 4): 62.7 →
+/// 66–67.6 images/s; fusing only the layers of up to 128 × 128 channels gained less.
+#[allow(clippy::too_many_arguments)]
+fn products_and_output(
+    p: &Panels,
+    g: &ConvGeom,
+    t0: usize,
+    nt: usize,
+    th: usize,
+    tw: usize,
+    bias: Option<&[f32]>,
+    relu: bool,
+    pool: bool,
+    outp: SendPtr,
+) {
+    let (mr, nr) = (bf16::MR, bf16::NR);
+    let mut tiles = [[0f32; bf16::MR * bf16::NR]; 16];
+    for j in 0..nt.div_ceil(nr) {
+        let cols = nr.min(nt - j * nr);
+        // Where each tile of the panel sits: (image, tile row, tile column).
+        let at: Vec<(usize, usize, usize)> = (0..cols)
+            .map(|q| {
+                let tile = t0 + j * nr + q;
+                let r = tile % (th * tw);
+                (tile / (th * tw), r / tw, r % tw)
+            })
+            .collect();
+        for i in 0..g.o.div_ceil(mr) {
+            for (k, tile) in tiles.iter_mut().enumerate() {
+                bf16::gemm_tile(p.kernel, &p.u[k], i, &p.v[k * p.block..][..p.block], j, nt, tile);
+            }
+            let rows = mr.min(g.o - i * mr);
+            epilogue(&tiles, g, i * mr, rows, &at, bias, relu, pool, outp);
+        }
+    }
+}
+
+dispatch! {
+    /// The output transform of one panel: `tiles[k][r·NR + q]` is product k of channel `oc0 + r`, tile `at[q]`.
+    #[allow(clippy::too_many_arguments)]
+    fn epilogue(
+        tiles: &[[f32; bf16::MR * bf16::NR]; 16],
+        g: &ConvGeom,
+        oc0: usize,
+        rows: usize,
+        at: &[(usize, usize, usize)],
+        bias: Option<&[f32]>,
+        relu: bool,
+        pool: bool,
+        outp: SendPtr,
+    ) => epilogue_body
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn epilogue_body(
+    tiles: &[[f32; bf16::MR * bf16::NR]; 16],
+    g: &ConvGeom,
+    oc0: usize,
+    rows: usize,
+    at: &[(usize, usize, usize)],
+    bias: Option<&[f32]>,
+    relu: bool,
+    pool: bool,
+    outp: SendPtr,
+) {
+    const N: usize = bf16::NR;
+    let (o, ho, wo) = (g.o, g.ho, g.wo);
+    let (ph, pw) = (ho / 2, wo / 2);
+    for r in 0..rows {
+        let oc = oc0 + r;
+        let b = bias.map_or(0.0, |b| b[oc]);
+        let mv: [&[f32]; 16] = std::array::from_fn(|k| &tiles[k][r * N..(r + 1) * N]);
+        // Aᵀ M A for all NR tiles at once (as output_transform_body), then ReLU.
+        let mut e = [[0f32; N]; 4];
+        for q in 0..N {
+            let s00 = mv[0][q] + mv[4][q] + mv[8][q];
+            let s01 = mv[1][q] + mv[5][q] + mv[9][q];
+            let s02 = mv[2][q] + mv[6][q] + mv[10][q];
+            let s03 = mv[3][q] + mv[7][q] + mv[11][q];
+            let s10 = mv[4][q] - mv[8][q] - mv[12][q];
+            let s11 = mv[5][q] - mv[9][q] - mv[13][q];
+            let s12 = mv[6][q] - mv[10][q] - mv[14][q];
+            let s13 = mv[7][q] - mv[11][q] - mv[15][q];
+            e[0][q] = s00 + s01 + s02 + b;
+            e[1][q] = s01 - s02 - s03 + b;
+            e[2][q] = s10 + s11 + s12 + b;
+            e[3][q] = s11 - s12 - s13 + b;
+        }
+        if relu {
+            for row in e.iter_mut() {
+                for v in row.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
+        }
+        for (q, &(img, ty, tx)) in at.iter().enumerate() {
+            if pool {
+                if ty < ph && tx < pw {
+                    let v = e[0][q].max(e[1][q]).max(e[2][q]).max(e[3][q]);
+                    // SAFETY: img < n, oc < o, ty < ph, tx < pw: inside the N × O × ph × pw output (length
+                    // checked by forward_with); tile (img, ty, tx) belongs to this chunk alone and channel oc to
+                    // this panel, so nothing else writes the value.
+                    unsafe { *outp.get().add(((img * o + oc) * ph + ty) * pw + tx) = v };
+                }
+                continue;
+            }
+            for (dy, dx, v) in [(0, 0, e[0][q]), (0, 1, e[1][q]), (1, 0, e[2][q]), (1, 1, e[3][q])] {
+                let (y, x) = (2 * ty + dy, 2 * tx + dx);
+                if y < ho && x < wo {
+                    // SAFETY: y < ho, x < wo, oc < o, img < n: inside the N × O × ho × wo output (length checked
+                    // by forward_with); output pixel (y, x) of channel oc belongs to this tile and panel alone.
+                    unsafe { *outp.get().add(((img * o + oc) * ho + y) * wo + x) = v };
+                }
+            }
+        }
     }
 }
 
