@@ -92,16 +92,32 @@ impl PackedA {
         let kp = k.div_ceil(2);
         let panels = m.div_ceil(MR);
         let mut data = vec![0u32; panels * kp * MR];
-        data.par_chunks_mut(kp * MR).enumerate().for_each(|(panel, chunk)| {
-            for r in 0..MR.min(m - panel * MR) {
-                let row = &a[(panel * MR + r) * k..][..k];
-                for p in 0..kp {
-                    let hi = if 2 * p + 1 < k { row[2 * p + 1] } else { 0.0 };
-                    chunk[p * MR + r] = pair(row[2 * p], hi);
-                }
-            }
-        });
+        data.par_chunks_mut(kp * MR)
+            .enumerate()
+            .for_each(|(panel, chunk)| pack_rows(a, k, panel * MR, MR.min(m - panel * MR), MR, chunk));
         PackedA { m, k, data }
+    }
+}
+
+crate::kernels::simd::dispatch! {
+    /// Rows `first .. first + count` of the row-major `src` (rows of k values) as k-pairs into `out`: the pair p
+    /// of row `first + r` at `p · stride + r` (stride MR for A panels, NR for transposed B panels).
+    fn pack_rows(src: &[f32], k: usize, first: usize, count: usize, stride: usize, out: &mut [u32]) => pack_rows_body
+}
+
+#[inline(always)]
+fn pack_rows_body(src: &[f32], k: usize, first: usize, count: usize, stride: usize, out: &mut [u32]) {
+    // Each row is rounded as a whole (a contiguous loop the compiler vectorises); its bf16 values, read two at a
+    // time, are the pairs, since the first of a pair is the low half.
+    let mut halves = vec![0u16; 2 * k.div_ceil(2)];
+    for r in 0..count {
+        let row = &src[(first + r) * k..][..k];
+        for (h, x) in halves.iter_mut().zip(row) {
+            *h = to_bf16(*x);
+        }
+        for (p, two) in halves.chunks_exact(2).enumerate() {
+            out[p * stride + r] = u32::from(two[0]) | (u32::from(two[1]) << 16);
+        }
     }
 }
 
@@ -169,15 +185,8 @@ pub fn pack_b_transposed(bt: &[f32], k: usize, n: usize, out: &mut Vec<u32>) -> 
     }
     for (panel, chunk) in out[..len].chunks_mut(kp * NR).enumerate() {
         let j0 = panel * NR;
-        let cols = NR.min(n - j0);
         chunk.fill(0);
-        for j in 0..cols {
-            let row = &bt[(j0 + j) * k..][..k];
-            for p in 0..kp {
-                let hi = if 2 * p + 1 < k { row[2 * p + 1] } else { 0.0 };
-                chunk[p * NR + j] = pair(row[2 * p], hi);
-            }
-        }
+        pack_rows(bt, k, j0, NR.min(n - j0), NR, chunk);
     }
     len
 }
