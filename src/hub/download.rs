@@ -141,10 +141,10 @@ fn download(client: &Client, remote: &Remote, partial: &Path, bar: &Progress, qu
             }
             Err(f) => return Err(f.into()),
         };
-        let append = match response.status() {
-            206 if content_range_start(&response) == Some(have) => true,
-            206 | 416 => {
-                // A range other than the one asked for, or none possible: start again from nothing.
+        let append = match answer(&response, have, remote, quiet)? {
+            Answer::Append => true,
+            Answer::Restart => false,
+            Answer::WrongRange => {
                 std::fs::remove_file(partial).map_err(io)?;
                 resumptions += 1;
                 if resumptions > RESUMPTIONS {
@@ -154,13 +154,6 @@ fn download(client: &Client, remote: &Remote, partial: &Path, bar: &Progress, qu
                 }
                 continue;
             }
-            200 => {
-                if have > 0 && !quiet {
-                    eprintln!("the server does not resume downloads (it ignored Range): starting again from the start");
-                }
-                false
-            }
-            status => return Err(Failure::Network(format!("unexpected HTTP {status} for {}", remote.url)).into()),
         };
         let mut out = std::fs::OpenOptions::new()
             .create(true)
@@ -189,6 +182,30 @@ fn download(client: &Client, remote: &Remote, partial: &Path, bar: &Progress, qu
             return Err(Problem::Interrupted(interrupted(now, remote, "the connection was cut")));
         }
     }
+}
+
+/// What the answer to a request from byte `have` means for the partial file.
+enum Answer {
+    /// The bytes from `have` on: append them.
+    Append,
+    /// The whole file (the server ignored Range, or none was asked): write it from the start.
+    Restart,
+    /// Another range than the one asked for, or none possible: drop the partial file and ask again.
+    WrongRange,
+}
+
+fn answer(response: &ureq::Response, have: u64, remote: &Remote, quiet: bool) -> Result<Answer, Problem> {
+    Ok(match response.status() {
+        206 if content_range_start(response) == Some(have) => Answer::Append,
+        206 | 416 => Answer::WrongRange,
+        200 => {
+            if have > 0 && !quiet {
+                eprintln!("the server does not resume downloads (it ignored Range): starting again from the start");
+            }
+            Answer::Restart
+        }
+        status => return Err(Failure::Network(format!("unexpected HTTP {status} for {}", remote.url)).into()),
+    })
 }
 
 /// True for a read error that is the connection's, not the disk's.
