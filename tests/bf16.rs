@@ -381,3 +381,16 @@ fn block1_conv2_speed() {
         );
     }
 }
+
+#[test]
+#[ignore = "a timing, not a test"]
+fn block5_weight_gradient_profile_target() {
+    let Some(kernel) = bf16::kernel() else { return };
+    let g = ConvGeom::new(32, 512, 9, 9, 512, 3, 1);
+    let x = values(32 * 512 * 81, 1);
+    let dy = values(32 * 512 * 81, 2);
+    let (mut dw, mut db) = (vec![0f32; 512 * 512 * 9], vec![0f32; 512]);
+    for _ in 0..20 {
+        winograd::weight_grad_bf16(kernel, &x, &g, &dy, &mut dw, &mut db);
+    }
+}

@@ -830,28 +830,31 @@ fn grad_transform_body(dy: &[f32], g: &ConvGeom, t0: usize, nt: usize, th: usize
             // A y Aᵀ: rows [a0, b0], [a0 + a1, b0 + b1], [a0 − a1, b0 − b1], [−a1, −b1]; each row [a, b] becomes
             // [a, a + b, a − b, −b].
             let base = oc * nt + run.t;
-            let mut put = |k: usize, f: &dyn Fn(usize) -> f32| {
-                let dst = &mut out[k * stride_k + base..k * stride_k + base + len];
-                for (q, d) in dst.iter_mut().enumerate() {
-                    *d = f(q);
-                }
-            };
-            put(0, &|q| a0[q]);
-            put(1, &|q| a0[q] + b0[q]);
-            put(2, &|q| a0[q] - b0[q]);
-            put(3, &|q| -b0[q]);
-            put(4, &|q| a0[q] + a1[q]);
-            put(5, &|q| a0[q] + a1[q] + b0[q] + b1[q]);
-            put(6, &|q| a0[q] + a1[q] - b0[q] - b1[q]);
-            put(7, &|q| -b0[q] - b1[q]);
-            put(8, &|q| a0[q] - a1[q]);
-            put(9, &|q| a0[q] - a1[q] + b0[q] - b1[q]);
-            put(10, &|q| a0[q] - a1[q] - b0[q] + b1[q]);
-            put(11, &|q| b1[q] - b0[q]);
-            put(12, &|q| -a1[q]);
-            put(13, &|q| -a1[q] - b1[q]);
-            put(14, &|q| b1[q] - a1[q]);
-            put(15, &|q| b1[q]);
+            // One loop per product, written out (a closure taking `&dyn Fn` per value cost an indirect call per
+            // element: a fifth of the weight gradient's time).
+            macro_rules! put {
+                ($k:expr, |$q:ident| $value:expr) => {
+                    for ($q, d) in out[$k * stride_k + base..][..len].iter_mut().enumerate() {
+                        *d = $value;
+                    }
+                };
+            }
+            put!(0, |q| a0[q]);
+            put!(1, |q| a0[q] + b0[q]);
+            put!(2, |q| a0[q] - b0[q]);
+            put!(3, |q| -b0[q]);
+            put!(4, |q| a0[q] + a1[q]);
+            put!(5, |q| a0[q] + a1[q] + b0[q] + b1[q]);
+            put!(6, |q| a0[q] + a1[q] - b0[q] - b1[q]);
+            put!(7, |q| -b0[q] - b1[q]);
+            put!(8, |q| a0[q] - a1[q]);
+            put!(9, |q| a0[q] - a1[q] + b0[q] - b1[q]);
+            put!(10, |q| a0[q] - a1[q] - b0[q] + b1[q]);
+            put!(11, |q| b1[q] - b0[q]);
+            put!(12, |q| -a1[q]);
+            put!(13, |q| -a1[q] - b1[q]);
+            put!(14, |q| b1[q] - a1[q]);
+            put!(15, |q| b1[q]);
         }
     }
 }
@@ -951,24 +954,33 @@ fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f
     });
     let parts: Vec<&Vec<f32>> = partials.iter().filter(|p| !p.is_empty()).collect();
     // dW = Gᵀ M G per (o, c), with M summed over the groups. G = [[1,0,0],[½,½,½],[½,−½,½],[0,0,1]].
-    dw.par_chunks_mut(9).enumerate().for_each(|(idx, out)| {
-        let mut m = [[0f32; 4]; 4];
-        for (i, row) in m.iter_mut().enumerate() {
-            for (j, val) in row.iter_mut().enumerate() {
-                *val = parts.iter().map(|p| p[(i * 4 + j) * oc_len + idx]).sum();
+    // Blocks of kernels, so that the 16 sums are read as contiguous runs (one kernel at a time read 16 values
+    // 16·O·C apart per group: a seventh of the weight gradient's time). The groups are added in the same order.
+    const BLOCK: usize = 64;
+    dw.par_chunks_mut(9 * BLOCK).enumerate().for_each(|(blk, out)| {
+        let (idx0, count) = (blk * BLOCK, out.len() / 9);
+        let mut sums = [[0f32; BLOCK]; 16];
+        for (k, row) in sums.iter_mut().enumerate() {
+            for part in &parts {
+                for (s, v) in row.iter_mut().zip(&part[k * oc_len + idx0..][..count]) {
+                    *s += v;
+                }
             }
         }
-        // t = Gᵀ M (3×4): rows m0 + ½(m1 + m2), ½(m1 − m2), ½(m1 + m2) + m3.
-        let mut t = [[0f32; 4]; 3];
-        for j in 0..4 {
-            t[0][j] = m[0][j] + 0.5 * (m[1][j] + m[2][j]);
-            t[1][j] = 0.5 * (m[1][j] - m[2][j]);
-            t[2][j] = 0.5 * (m[1][j] + m[2][j]) + m[3][j];
-        }
-        for (i, r) in t.iter().enumerate() {
-            out[i * 3] = r[0] + 0.5 * (r[1] + r[2]);
-            out[i * 3 + 1] = 0.5 * (r[1] - r[2]);
-            out[i * 3 + 2] = 0.5 * (r[1] + r[2]) + r[3];
+        for (j, kernel) in out.chunks_exact_mut(9).enumerate() {
+            let m: [[f32; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|c| sums[i * 4 + c][j]));
+            // t = Gᵀ M (3×4): rows m0 + ½(m1 + m2), ½(m1 − m2), ½(m1 + m2) + m3.
+            let mut t = [[0f32; 4]; 3];
+            for c in 0..4 {
+                t[0][c] = m[0][c] + 0.5 * (m[1][c] + m[2][c]);
+                t[1][c] = 0.5 * (m[1][c] - m[2][c]);
+                t[2][c] = 0.5 * (m[1][c] + m[2][c]) + m[3][c];
+            }
+            for (i, r) in t.iter().enumerate() {
+                kernel[i * 3] = r[0] + 0.5 * (r[1] + r[2]);
+                kernel[i * 3 + 1] = 0.5 * (r[1] - r[2]);
+                kernel[i * 3 + 2] = 0.5 * (r[1] + r[2]) + r[3];
+            }
         }
     });
     let p = g.p();
