@@ -70,11 +70,28 @@ pub struct LayerFigures {
     pub candle_backward_gflops: Option<f64>,
 }
 
+/// The CPU's model name (Linux `/proc/cpuinfo`), else the architecture: benchmark figures name the machine they
+/// were measured on.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
 /// The report of `catdog bench forward`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ForwardReport {
     /// `cpu` or `cuda`.
     pub device: String,
+    /// The CPU's model name ([`cpu_model`]).
+    pub cpu: String,
     pub batch: usize,
     pub size: usize,
     pub threads: usize,
@@ -274,6 +291,7 @@ pub fn forward(model: &Vgg16, opts: &ForwardOptions, mut log: impl FnMut(&str)) 
         gemm_peak_gflops: peak,
         layers,
         max_relative_difference: diff,
+        cpu: cpu_model(),
         precision: resolved.precision.name().to_string(),
         precision_kernel: resolved.kernel.to_string(),
         fp32_images_per_s: fp32_s.map(|t| opts.batch as f64 / t),

@@ -353,6 +353,11 @@ fn winograd_transforms_agree_with_candles_conv_at_every_simd_level_the_cpu_has()
             .unwrap();
         assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
         let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(
+            j["cpu"].as_str().is_some_and(|c| !c.is_empty()),
+            "the report names the CPU: {j}"
+        );
+        assert_eq!(j["precision"], "fp32");
         let d = j["max_relative_difference"].as_f64().unwrap();
         eprintln!("CATDOG_SIMD={name}: largest relative difference from candle's conv2d {d:.1e}");
         assert!(d < 1e-4, "{name}: {d}");

@@ -29,8 +29,8 @@ pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "VGG16 conv base forward on {}, batch {}, {}×{}, {} threads, widths {:?} ({:.2} GFLOP/image)",
-        r.device, r.batch, r.size, r.size, r.threads, r.widths, r.gflop_per_image
+        "VGG16 conv base forward on {} ({}), batch {}, {}×{}, {} threads, widths {:?} ({:.2} GFLOP/image)",
+        r.device, r.cpu, r.batch, r.size, r.size, r.threads, r.widths, r.gflop_per_image
     );
     println!("gemm peak (2048² f32): {:.0} GFLOP/s", r.gemm_peak_gflops);
     println!(
@@ -172,7 +172,8 @@ pub fn train(a: crate::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "mode": what, "device": catdog::device::device_name(&device), "batch": a.batch, "size": a.size,
+                "mode": what, "device": catdog::device::device_name(&device), "cpu": catdog::bench::cpu_model(),
+                "batch": a.batch, "size": a.size,
                 "threads": rayon::current_num_threads(),
                 "widths": loaded.model.widths(), "passes": passes,
                 "precision": precision.precision.name(), "precision_kernel": precision.kernel,
@@ -181,8 +182,9 @@ pub fn train(a: crate::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "training step on {}, {what}, batch {}, {}×{}, {} threads, widths {:?}, RMSprop, {} ({})",
+        "training step on {} ({}), {what}, batch {}, {}×{}, {} threads, widths {:?}, RMSprop, {} ({})",
         catdog::device::device_name(&device),
+        catdog::bench::cpu_model(),
         a.batch,
         a.size,
         a.size,
