@@ -443,30 +443,9 @@ fn epilogue_body(
     for r in 0..rows {
         let oc = oc0 + r;
         let b = bias.map_or(0.0, |b| b[oc]);
-        let mv: [&[f32]; 16] = std::array::from_fn(|k| &tiles[k][r * N..(r + 1) * N]);
-        // Aᵀ M A for all NR tiles at once (as output_transform_body), then ReLU.
-        let mut e = [[0f32; N]; 4];
-        for q in 0..N {
-            let s00 = mv[0][q] + mv[4][q] + mv[8][q];
-            let s01 = mv[1][q] + mv[5][q] + mv[9][q];
-            let s02 = mv[2][q] + mv[6][q] + mv[10][q];
-            let s03 = mv[3][q] + mv[7][q] + mv[11][q];
-            let s10 = mv[4][q] - mv[8][q] - mv[12][q];
-            let s11 = mv[5][q] - mv[9][q] - mv[13][q];
-            let s12 = mv[6][q] - mv[10][q] - mv[14][q];
-            let s13 = mv[7][q] - mv[11][q] - mv[15][q];
-            e[0][q] = s00 + s01 + s02 + b;
-            e[1][q] = s01 - s02 - s03 + b;
-            e[2][q] = s10 + s11 + s12 + b;
-            e[3][q] = s11 - s12 - s13 + b;
-        }
-        if relu {
-            for row in e.iter_mut() {
-                for v in row.iter_mut() {
-                    *v = v.max(0.0);
-                }
-            }
-        }
+        let m: [&[f32; N]; 16] =
+            std::array::from_fn(|k| (&tiles[k][r * N..(r + 1) * N]).try_into().expect("NR values"));
+        let e = tile_outputs(m, b, relu);
         for (q, &(img, ty, tx)) in at.iter().enumerate() {
             if pool {
                 if ty < ph && tx < pw {
@@ -669,6 +648,36 @@ fn input_transform_body(
     }
 }
 
+/// The 2×2 outputs of N tiles at once: `m[k][q]` is product k of tile q; returns act(b + (Aᵀ M A)[r][s]) as
+/// `e[2r + s][q]` (s0 = m0 + m1 + m2 and s1 = m1 − m2 − m3, over rows, then over columns). Shared by the f32
+/// output transform and the bf16 epilogue; fixed-size arrays so that the adds vectorise.
+#[inline(always)]
+fn tile_outputs<const N: usize>(m: [&[f32; N]; 16], b: f32, relu: bool) -> [[f32; N]; 4] {
+    let mut e = [[0f32; N]; 4];
+    for q in 0..N {
+        let s00 = m[0][q] + m[4][q] + m[8][q];
+        let s01 = m[1][q] + m[5][q] + m[9][q];
+        let s02 = m[2][q] + m[6][q] + m[10][q];
+        let s03 = m[3][q] + m[7][q] + m[11][q];
+        let s10 = m[4][q] - m[8][q] - m[12][q];
+        let s11 = m[5][q] - m[9][q] - m[13][q];
+        let s12 = m[6][q] - m[10][q] - m[14][q];
+        let s13 = m[7][q] - m[11][q] - m[15][q];
+        e[0][q] = s00 + s01 + s02 + b;
+        e[1][q] = s01 - s02 - s03 + b;
+        e[2][q] = s10 + s11 + s12 + b;
+        e[3][q] = s11 - s12 - s13 + b;
+    }
+    if relu {
+        for row in e.iter_mut() {
+            for v in row.iter_mut() {
+                *v = v.max(0.0);
+            }
+        }
+    }
+    e
+}
+
 dispatch! {
     /// `out[img][oc][2ty + r][2tx + s]` = act(b[oc] + (Aᵀ M A)[r][s]), skipping positions past the output's edge.
     #[allow(clippy::too_many_arguments)]
@@ -727,28 +736,7 @@ fn output_transform_body(
                         row[..l].copy_from_slice(&ms[k][q0..q0 + l]);
                     }
                 }
-                let mut e = [[0f32; L]; 4];
-                for i in 0..L {
-                    let s00 = mv[0][i] + mv[4][i] + mv[8][i];
-                    let s01 = mv[1][i] + mv[5][i] + mv[9][i];
-                    let s02 = mv[2][i] + mv[6][i] + mv[10][i];
-                    let s03 = mv[3][i] + mv[7][i] + mv[11][i];
-                    let s10 = mv[4][i] - mv[8][i] - mv[12][i];
-                    let s11 = mv[5][i] - mv[9][i] - mv[13][i];
-                    let s12 = mv[6][i] - mv[10][i] - mv[14][i];
-                    let s13 = mv[7][i] - mv[11][i] - mv[15][i];
-                    e[0][i] = s00 + s01 + s02 + b;
-                    e[1][i] = s01 - s02 - s03 + b;
-                    e[2][i] = s10 + s11 + s12 + b;
-                    e[3][i] = s11 - s12 - s13 + b;
-                }
-                if relu {
-                    for row in e.iter_mut() {
-                        for v in row.iter_mut() {
-                            *v = v.max(0.0);
-                        }
-                    }
-                }
+                let e = tile_outputs(std::array::from_fn(|k| &mv[k]), b, relu);
                 if pool {
                     for i in 0..l {
                         pooled[q0 + i] = e[0][i].max(e[1][i]).max(e[2][i]).max(e[3][i]);
