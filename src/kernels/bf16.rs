@@ -145,11 +145,7 @@ pub fn pack_b(b: &[f32], k: usize, n: usize, ld: usize, out: &mut Vec<u32>) -> u
         ld >= n && (k == 0 || b.len() >= (k - 1) * ld + n),
         "bf16 pack: B is not {k}×{n} with stride {ld}"
     );
-    let kp = k.div_ceil(2);
-    let len = n.div_ceil(NR) * kp * NR;
-    if out.len() < len {
-        out.resize(len, 0);
-    }
+    let (kp, len) = grow_for_b(out, k, n);
     for (panel, chunk) in out[..len].chunks_mut(kp * NR).enumerate() {
         let j0 = panel * NR;
         let cols = NR.min(n - j0);
@@ -172,17 +168,23 @@ pub fn pack_b(b: &[f32], k: usize, n: usize, ld: usize, out: &mut Vec<u32>) -> u
     len
 }
 
+/// Grows `out` to the packed length of a k × n B and returns (k-pairs, that length).
+fn grow_for_b(out: &mut Vec<u32>, k: usize, n: usize) -> (usize, usize) {
+    let kp = k.div_ceil(2);
+    let len = n.div_ceil(NR) * kp * NR;
+    if out.len() < len {
+        out.resize(len, 0);
+    }
+    (kp, len)
+}
+
 /// Packs the transpose of `bt` (n × k, row-major) as B (k × n) into `out`, laid out as [`pack_b`] does: each
 /// k-pair of a column is two neighbours of a row of `bt`. Returns the number of u32 written.
 ///
 /// Panics when `bt` is not n × k.
 pub fn pack_b_transposed(bt: &[f32], k: usize, n: usize, out: &mut Vec<u32>) -> usize {
     assert_eq!(bt.len(), n * k, "bf16 pack: Bᵀ is not {n}×{k}");
-    let kp = k.div_ceil(2);
-    let len = n.div_ceil(NR) * kp * NR;
-    if out.len() < len {
-        out.resize(len, 0);
-    }
+    let (kp, len) = grow_for_b(out, k, n);
     for (panel, chunk) in out[..len].chunks_mut(kp * NR).enumerate() {
         let j0 = panel * NR;
         chunk.fill(0);
