@@ -394,3 +394,99 @@ fn block5_weight_gradient_profile_target() {
         winograd::weight_grad_bf16(kernel, &x, &g, &dy, &mut dw, &mut db);
     }
 }
+
+/// Direct convolution (stride 1, zero padding) with every input and weight rounded to bf16 and the products summed
+/// in f64: what autocast computes, up to the order of the f32 sums.
+fn reference_bf16_conv(x: &[f32], g: &ConvGeom, w: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; g.n * g.o * g.p()];
+    for (n, oc, oy, ox) in output_positions(g) {
+        let mut s = 0f64;
+        for c in 0..g.c {
+            for ky in 0..g.k {
+                for kx in 0..g.k {
+                    let (iy, ix) = ((oy + ky) as isize - g.pad as isize, (ox + kx) as isize - g.pad as isize);
+                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                        continue;
+                    }
+                    let xv = x[((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize];
+                    let wv = w[((oc * g.c + c) * g.k + ky) * g.k + kx];
+                    s += f64::from(bf16::round(xv)) * f64::from(bf16::round(wv));
+                }
+            }
+        }
+        out[((n * g.o + oc) * g.ho + oy) * g.wo + ox] = s as f32;
+    }
+    out
+}
+
+fn output_positions(g: &ConvGeom) -> impl Iterator<Item = (usize, usize, usize, usize)> + '_ {
+    (0..g.n).flat_map(move |n| {
+        (0..g.o).flat_map(move |oc| (0..g.ho).flat_map(move |oy| (0..g.wo).map(move |ox| (n, oc, oy, ox))))
+    })
+}
+
+#[test]
+fn the_first_convolution_runs_in_bf16_too_as_autocast_does() {
+    let Some(kernel) = kernel_or_skip("im2col bf16") else {
+        return;
+    };
+    // block1_conv1's shape (3 input channels, too few for Winograd), at 17×13: the im2col path.
+    let g = ConvGeom::new(2, 3, 17, 13, 20, 3, 1);
+    let x = values(2 * 3 * 17 * 13, 11);
+    let w = values(20 * 3 * 9, 12);
+    let want = reference_bf16_conv(&x, &g, &w);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let max_diff = |got: &[f32]| got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    let mut got = vec![0f32; want.len()];
+    conv::conv_forward_with(conv::Algo::Bf16(kernel), &x, &g, &w, None, false, &mut got);
+    let mut fp32 = vec![0f32; want.len()];
+    conv::conv_forward_with(conv::Algo::Auto, &x, &g, &w, None, false, &mut fp32);
+    eprintln!(
+        "im2col bf16 vs the bf16 reference: {:.1e}; fp32 vs it: {:.1e}",
+        max_diff(&got),
+        max_diff(&fp32)
+    );
+    assert!(max_diff(&got) < 1e-6, "bf16 im2col is not the bf16 arithmetic");
+    assert!(max_diff(&fp32) > 1e-4, "the test cannot tell bf16 from fp32");
+}
+
+#[test]
+fn the_narrow_weight_gradient_rounds_its_factors_to_bf16() {
+    let Some(kernel) = kernel_or_skip("im2col bf16 weight gradient") else {
+        return;
+    };
+    // block1_conv1's shape: 3 input channels, the im2col weight gradient (Winograd's starts at 256 channels).
+    let g = ConvGeom::new(2, 3, 9, 7, 6, 3, 1);
+    let x = values(2 * 3 * 9 * 7, 13);
+    let dy = values(2 * 6 * 9 * 7, 14);
+    // dw[o, c, ky, kx] = Σ dy[n, o, y, x] · x[n, c, y + ky − 1, x + kx − 1], from the bf16-rounded factors.
+    let mut want = vec![0f32; 6 * 3 * 9];
+    for (n, oc, oy, ox) in output_positions(&g) {
+        let d = f64::from(bf16::round(dy[((n * 6 + oc) * 9 + oy) * 7 + ox]));
+        for c in 0..3 {
+            for (ky, kx) in (0..3).flat_map(|ky| (0..3).map(move |kx| (ky, kx))) {
+                let (iy, ix) = ((oy + ky) as isize - 1, (ox + kx) as isize - 1);
+                if (0..9).contains(&iy) && (0..7).contains(&ix) {
+                    let xv = f64::from(bf16::round(x[((n * 3 + c) * 9 + iy as usize) * 7 + ix as usize]));
+                    want[((oc * 3 + c) * 3 + ky) * 3 + kx] += (d * xv) as f32;
+                }
+            }
+        }
+    }
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let max_diff = |got: &[f32]| got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    let (mut got, mut db) = (vec![0f32; want.len()], vec![0f32; 6]);
+    conv::conv_weight_grad_with(conv::Algo::Bf16(kernel), &x, &g, &dy, &mut got, &mut db);
+    let mut fp32 = vec![0f32; want.len()];
+    conv::conv_weight_grad_with(conv::Algo::Auto, &x, &g, &dy, &mut fp32, &mut db);
+    eprintln!(
+        "bf16 weight gradient vs the bf16 reference: {:.1e}; fp32 vs it: {:.1e}",
+        max_diff(&got),
+        max_diff(&fp32)
+    );
+    assert!(
+        max_diff(&got) < 1e-5,
+        "the narrow weight gradient is not the bf16 arithmetic"
+    );
+    assert!(max_diff(&fp32) > 1e-4, "the test cannot tell bf16 from fp32");
+}

@@ -65,6 +65,7 @@ pub fn from_bf16(h: u16) -> f32 {
 }
 
 /// `x` rounded to the nearest bf16, as f32.
+#[inline(always)]
 pub fn round(x: f32) -> f32 {
     from_bf16(to_bf16(x))
 }

@@ -3,7 +3,8 @@
 //! Stride 1, square kernel `k`, zero padding `pad <= k - 1`, NCHW, f32. The forward pass is im2col over chunks
 //! of output positions followed by one gemm per chunk (the `gemm` crate, whose AVX-512 kernels the `x86-v4`
 //! feature turns on), with the bias and the ReLU fused into the pass that stores the chunk. Chunks run in
-//! parallel on rayon's pool, each with its own column buffer (kept per thread between calls).
+//! parallel on rayon's pool, each with its own column buffer (kept per thread between calls). With
+//! `--precision bf16` ([`Algo::Bf16`]) the columns are packed into bf16 pairs and multiplied on the bf16 kernel.
 //!
 //! Backward:
 //! - the ReLU mask is one pass (`dy * (y > 0)`);
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, TensorId};
 use rayon::prelude::*;
 
-use super::bf16::{Bf16Kernel, PackedA};
+use super::bf16::{self, Bf16Kernel, PackedA};
 use super::pool::{max_pool2d, max_pool_planes};
 use super::raw::{sgemm, SendPtr};
 use super::{Compute, Kernels, Precision};
@@ -266,8 +267,9 @@ pub enum Algo {
     Auto,
     /// Always im2col + gemm.
     Im2col,
-    /// As `Auto`, with the Winograd products in bf16 on this kernel (`--precision bf16`): forward, input gradient
-    /// and (256+ channels) weight gradient; the im2col paths stay f32.
+    /// As `Auto`, in bf16 on this kernel (`--precision bf16`): the Winograd products (forward, input gradient,
+    /// and the weight gradient from 256 channels) and the im2col forward run on it; the narrower im2col weight
+    /// gradients round their factors to bf16 and sum in f32, the same arithmetic.
     Bf16(Bf16Kernel),
 }
 
@@ -294,7 +296,26 @@ pub fn conv_forward_with(
     out: &mut [f32],
 ) {
     if !winograd_forward(algo, None, x, g, weight, bias, relu, false, out) {
-        im2col_forward(x, g, weight, bias, relu, out)
+        im2col_forward_as(algo, x, g, weight, bias, relu, out)
+    }
+}
+
+/// The im2col forward in the precision `algo` asks for: bf16 products on its kernel, f32 otherwise.
+fn im2col_forward_as(
+    algo: Algo,
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+) {
+    match algo {
+        Algo::Bf16(kernel) => {
+            let packed = PackedA::pack(weight, g.o, g.kk());
+            im2col_forward(x, g, weight, bias, relu, Some((kernel, &packed)), out)
+        }
+        Algo::Auto | Algo::Im2col => im2col_forward(x, g, weight, bias, relu, None, out),
     }
 }
 
@@ -326,26 +347,53 @@ fn winograd_forward(
     true
 }
 
-fn im2col_forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
+/// The weights of an im2col forward in bf16: the kernel, and the weights (O × C·k²) packed as its A.
+type Bf16Weights<'a> = (Bf16Kernel, &'a PackedA);
+
+/// The im2col forward: per chunk of output columns, the patches as columns and one gemm — in f32, or with `bf16`
+/// the columns packed into bf16 pairs and multiplied on the bf16 kernel (products accumulated in f32).
+fn im2col_forward(
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    bf16: Option<Bf16Weights>,
+    out: &mut [f32],
+) {
     let (p, kk, o) = (g.p(), g.kk(), g.o);
     assert_eq!(x.len(), g.n * g.c * g.h * g.w);
     assert_eq!(weight.len(), o * kk);
     assert_eq!(out.len(), g.n * o * p);
+    if let Some((_, packed)) = bf16 {
+        assert!(
+            packed.m == o && packed.k == kk,
+            "im2col bf16: packed weights are not {o}×{kk}"
+        );
+    }
     let threads = rayon::current_num_threads();
     let chunks = plan_chunks(g, threads);
     let (par_chunks, par) = parallelism(chunks.len(), threads);
     let outp = SendPtr::new(out);
     let run = |ch: &Chunk| {
         let t = ch.cols(p);
-        let tmp_len = if matches!(ch, Chunk::Images { .. }) { o * t } else { 0 };
-        with_buffers(kk * t, tmp_len, |cols, tmp, segs| {
+        let via_tmp = bf16.is_some() || matches!(ch, Chunk::Images { .. });
+        with_buffers(kk * t, if via_tmp { o * t } else { 0 }, |cols, tmp, segs| {
             segments(g, ch.start_col(p), t, segs);
             im2col(x, g, segs, t, cols);
-            match *ch {
+            match (bf16, *ch) {
+                (Some((kernel, packed)), _) => {
+                    B_COLS.with(|b| {
+                        let mut b = b.borrow_mut();
+                        bf16::pack_b(cols, kk, t, t, &mut b);
+                        bf16::gemm(kernel, packed, &b, t, tmp, t);
+                    });
+                    store_chunk(outp, g, ch, tmp, bias, relu);
+                }
                 // SAFETY: out.len() = n·o·p is asserted above and p0 + len ≤ p, so the o rows of `len` values at
                 // img·o·p + oc·p + p0 lie inside `out`; chunks cover disjoint (image, position) ranges, so no other
                 // task writes them; weight (o × kk, asserted) and cols (kk × t, with_buffers) are read only.
-                Chunk::Within { img, p0, len } => unsafe {
+                (None, Chunk::Within { img, p0, len }) => unsafe {
                     let dst = outp.get().add(img * o * p + p0);
                     sgemm(
                         o,
@@ -375,32 +423,28 @@ fn im2col_forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>,
                         }
                     }
                 },
-                // SAFETY: tmp (o × t, t = count·p) is this task's own buffer; the rows written to `out` are whole
-                // planes of images img0 .. img0 + count < n, which belong to this chunk alone (length asserted).
-                Chunk::Images { img0, count } => unsafe {
-                    sgemm(
-                        o,
-                        t,
-                        kk,
-                        tmp.as_mut_ptr(),
-                        t as isize,
-                        false,
-                        weight.as_ptr(),
-                        1,
-                        kk as isize,
-                        cols.as_ptr(),
-                        1,
-                        t as isize,
-                        par,
-                    );
-                    for i in 0..count {
-                        for oc in 0..o {
-                            let dst = std::slice::from_raw_parts_mut(outp.get().add(((img0 + i) * o + oc) * p), p);
-                            let b = bias.map_or(0.0, |b| b[oc]);
-                            store_act(dst, &tmp[oc * t + i * p..oc * t + (i + 1) * p], b, relu);
-                        }
-                    }
-                },
+                (None, Chunk::Images { .. }) => {
+                    // SAFETY: tmp is o × t (with_buffers), weight o × kk (asserted), cols kk × t; tmp is this
+                    // task's own buffer.
+                    unsafe {
+                        sgemm(
+                            o,
+                            t,
+                            kk,
+                            tmp.as_mut_ptr(),
+                            t as isize,
+                            false,
+                            weight.as_ptr(),
+                            1,
+                            kk as isize,
+                            cols.as_ptr(),
+                            1,
+                            t as isize,
+                            par,
+                        )
+                    };
+                    store_chunk(outp, g, ch, tmp, bias, relu);
+                }
             }
         })
     };
@@ -408,6 +452,60 @@ fn im2col_forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>,
         chunks.par_iter().for_each(run);
     } else {
         chunks.iter().for_each(run);
+    }
+}
+
+thread_local! {
+    /// The bf16-packed columns of an im2col chunk.
+    static B_COLS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A chunk's columns of `dy` (N × O × P) as o rows of t values in `tmp`: the transpose of [`store_chunk`].
+fn gather_chunk(dy: &[f32], g: &ConvGeom, ch: &Chunk, tmp: &mut [f32]) {
+    let (o, p, t) = (g.o, g.p(), ch.cols(g.p()));
+    let (img0, p0, len, count) = match *ch {
+        Chunk::Within { img, p0, len } => (img, p0, len, 1),
+        Chunk::Images { img0, count } => (img0, 0, p, count),
+    };
+    for oc in 0..o {
+        for i in 0..count {
+            let s = ((img0 + i) * o + oc) * p + p0;
+            tmp[oc * t + i * len..][..len].copy_from_slice(&dy[s..s + len]);
+        }
+    }
+}
+
+crate::kernels::simd::dispatch! {
+    /// Every value rounded to the nearest bf16 (kept as f32).
+    fn round_all(values: &mut [f32]) => round_all_body
+}
+
+#[inline(always)]
+fn round_all_body(values: &mut [f32]) {
+    for v in values {
+        *v = bf16::round(*v);
+    }
+}
+
+/// Writes a chunk's o × t products (`tmp`, row stride t) to its place in `out` (N × O × P, behind `outp`), with
+/// the bias and the ReLU.
+fn store_chunk(outp: SendPtr, g: &ConvGeom, ch: &Chunk, tmp: &[f32], bias: Option<&[f32]>, relu: bool) {
+    let (o, p, t) = (g.o, g.p(), ch.cols(g.p()));
+    assert!(tmp.len() >= o * t, "im2col: chunk products are short");
+    // The chunk's columns are positions p0 .. p0 + len of one image, or whole images img0 .. img0 + count.
+    let (img0, p0, len, count) = match *ch {
+        Chunk::Within { img, p0, len } => (img, p0, len, 1),
+        Chunk::Images { img0, count } => (img0, 0, p, count),
+    };
+    for i in 0..count {
+        for oc in 0..o {
+            // SAFETY: `outp` is the N × O × P output the caller asserted; img0 + i < n and p0 + len ≤ p by the
+            // chunk plan, so the row lies inside it; chunks cover disjoint (image, position) ranges, so no other
+            // task writes it.
+            let dst = unsafe { std::slice::from_raw_parts_mut(outp.get().add(((img0 + i) * o + oc) * p + p0), len) };
+            let b = bias.map_or(0.0, |b| b[oc]);
+            store_act(dst, &tmp[oc * t + i * len..][..len], b, relu);
+        }
     }
 }
 
@@ -448,13 +546,18 @@ pub fn conv_weight_grad_with(algo: Algo, x: &[f32], g: &ConvGeom, dy: &[f32], dw
     // Measured on VGG16 layers: the Winograd weight gradient wins from 256 channels on both sides; below, its
     // transforms cost more than the flops it saves.
     match algo {
-        _ if !(algo.use_winograd(g) && g.c >= 256 && g.o >= 256) => im2col_weight_grad(x, g, dy, dw, db),
+        _ if !(algo.use_winograd(g) && g.c >= 256 && g.o >= 256) => {
+            im2col_weight_grad(x, g, dy, matches!(algo, Algo::Bf16(_)), dw, db)
+        }
         Algo::Bf16(kernel) => super::winograd::weight_grad_bf16(kernel, x, g, dy, dw, db),
         _ => super::winograd::weight_grad(x, g, dy, dw, db),
     }
 }
 
-fn im2col_weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
+/// The im2col weight gradient; with `bf16_inputs` the input patches and the output gradient are rounded to bf16
+/// first (the gemm's f32 sums of their products are then autocast's arithmetic: these layers are too narrow for
+/// the bf16 Winograd kernel to pay).
+fn im2col_weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], bf16_inputs: bool, dw: &mut [f32], db: &mut [f32]) {
     let (p, kk, o) = (g.p(), g.kk(), g.o);
     assert_eq!(x.len(), g.n * g.c * g.h * g.w);
     assert_eq!(dy.len(), g.n * o * p);
@@ -479,22 +582,23 @@ fn im2col_weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &
         let mut first = true;
         for ch in mine {
             let t = ch.cols(p);
-            let tmp_len = if matches!(ch, Chunk::Images { .. }) { o * t } else { 0 };
-            with_buffers(kk * t, tmp_len, |cols, tmp, segs| {
+            let via_tmp = bf16_inputs || matches!(ch, Chunk::Images { .. });
+            with_buffers(kk * t, if via_tmp { o * t } else { 0 }, |cols, tmp, segs| {
                 segments(g, ch.start_col(p), t, segs);
                 im2col(x, g, segs, t, cols);
                 let (lhs, lhs_rs) = match *ch {
-                    Chunk::Within { img, p0, .. } => (dy[img * o * p + p0..].as_ptr(), p),
-                    Chunk::Images { img0, count } => {
-                        for oc in 0..o {
-                            for i in 0..count {
-                                let s = ((img0 + i) * o + oc) * p;
-                                tmp[oc * t + i * p..oc * t + (i + 1) * p].copy_from_slice(&dy[s..s + p]);
-                            }
-                        }
+                    Chunk::Within { img, p0, .. } if !via_tmp => (dy[img * o * p + p0..].as_ptr(), p),
+                    _ => {
+                        gather_chunk(dy, g, ch, tmp);
                         (tmp.as_ptr(), t)
                     }
                 };
+                if bf16_inputs {
+                    // Autocast's arithmetic: both factors rounded to bf16, their products (exact in f32) summed
+                    // in f32 by the gemm.
+                    round_all(cols);
+                    round_all(&mut tmp[..o * t]);
+                }
                 // SAFETY: acc (o × kk) is this task's own; lhs is o rows of t values with row stride lhs_rs, inside
                 // dy (rows img·o·p + oc·p + p0 .. + len with p0 + len ≤ p, dy.len() = n·o·p asserted) or inside
                 // tmp (o × t); cols is kk × t (with_buffers).
@@ -861,7 +965,7 @@ impl CustomOp3 for ConvPoolOp {
         let mut out = vec![0f32; g.n * g.o * ph * pw];
         if !winograd_forward(self.algo, self.cache.as_ref(), x, &g, w, Some(b), true, true, &mut out) {
             let mut full = vec![0f32; g.n * g.o * g.p()];
-            im2col_forward(x, &g, w, Some(b), true, &mut full);
+            im2col_forward_as(self.algo, x, &g, w, Some(b), true, &mut full);
             max_pool_planes(&full, g.ho, g.wo, 2, 2, &mut out);
         }
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.o, ph, pw))))
