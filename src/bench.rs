@@ -445,7 +445,7 @@ pub fn train_step(
             };
             let f = m.forward_trainable(&h)?;
             k += 1;
-            let logits = head.forward(&f, Some(k))?;
+            let logits = head.forward(&f, Some(k), m.compute())?;
             let loss = crate::train::loss::data_loss(&logits, &labels)?;
             let g = loss.backward()?;
             opt.step(&g)?;

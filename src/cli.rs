@@ -96,7 +96,7 @@ pub struct WeightsFlag {
     #[arg(long, value_enum, value_name = "KERNELS")]
     pub kernels: Option<catdog::kernels::Kernels>,
 
-    /// Precision of the convolutions' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
+    /// Precision of the convolutions' and dense layers' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
     /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
     /// bf16 on a GPU).
     #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
@@ -190,7 +190,7 @@ pub struct BenchForwardArgs {
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: String,
 
-    /// Precision of the convolutions' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
+    /// Precision of the convolutions' and dense layers' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
     /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
     /// bf16 on a GPU).
     #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
@@ -540,7 +540,7 @@ pub struct EvaluateArgs {
     #[arg(long, value_enum, value_name = "KERNELS")]
     pub kernels: Option<catdog::kernels::Kernels>,
 
-    /// Precision of the convolutions' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
+    /// Precision of the convolutions' and dense layers' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
     /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
     /// bf16 on a GPU).
     #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
@@ -571,7 +571,7 @@ pub struct PredictArgs {
     #[arg(long, value_enum, value_name = "KERNELS")]
     pub kernels: Option<catdog::kernels::Kernels>,
 
-    /// Precision of the convolutions' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
+    /// Precision of the convolutions' and dense layers' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
     /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
     /// bf16 on a GPU).
     #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
@@ -608,7 +608,7 @@ pub struct BenchTrainArgs {
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: String,
 
-    /// Precision of the convolutions' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
+    /// Precision of the convolutions' and dense layers' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
     /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
     /// bf16 on a GPU).
     #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]

@@ -490,3 +490,74 @@ fn the_narrow_weight_gradient_rounds_its_factors_to_bf16() {
     );
     assert!(max_diff(&fp32) > 1e-4, "the test cannot tell bf16 from fp32");
 }
+
+/// `Σ_t bf16(a[i, t]) · bf16(b[t, j])` in f64, for row-major a (m × k) read through `a_at` and b through `b_at`.
+fn reference_bf16_product(
+    (m, k, n): (usize, usize, usize),
+    a_at: impl Fn(usize, usize) -> f32,
+    b_at: impl Fn(usize, usize) -> f32,
+) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let s: f64 = (0..k)
+                .map(|t| f64::from(bf16::round(a_at(i, t))) * f64::from(bf16::round(b_at(t, j))))
+                .sum();
+            c[i * n + j] = s as f32;
+        }
+    }
+    c
+}
+
+#[test]
+fn the_dense_layers_run_in_bf16_forward_and_backward_on_every_path() {
+    use candle_core::Var;
+    use catdog::kernels::linear::linear;
+    let kernel = kernel_or_skip("dense bf16");
+    let (n, k, o) = (5, 37, 19);
+    let (x, w, dy) = (values(n * k, 21), values(o * k, 22), values(n * o, 23));
+    let want_y = reference_bf16_product((n, k, o), |i, t| x[i * k + t], |t, j| w[j * k + t]);
+    let want_dx = reference_bf16_product((n, o, k), |i, j| dy[i * o + j], |j, t| w[j * k + t]);
+    let want_dw = reference_bf16_product((o, n, k), |j, i| dy[i * o + j], |i, t| x[i * k + t]);
+    let test_device = std::env::var("CATDOG_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let portable_device = catdog::device::parse_device(&test_device).expect("CATDOG_TEST_DEVICE opens");
+    let mut paths = vec![(Kernels::Portable, portable_device)];
+    if kernel.is_some() {
+        paths.push((Kernels::Fast, Device::Cpu));
+    }
+    for (kernels, device) in paths {
+        let exact = kernels == Kernels::Fast;
+        for precision in [Precision::Bf16, Precision::Fp32] {
+            let xv = Var::from_vec(x.clone(), (n, k), &device).unwrap();
+            let wv = Var::from_vec(w.clone(), (o, k), &device).unwrap();
+            let y = linear(xv.as_tensor(), wv.as_tensor(), Compute { kernels, precision }).unwrap();
+            let g = Tensor::from_vec(dy.clone(), (n, o), &device).unwrap();
+            let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let flat = |t: &Tensor| {
+                t.flatten_all()
+                    .unwrap()
+                    .to_device(&Device::Cpu)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            };
+            let diff = |got: &[f32], want: &[f32]| {
+                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+            };
+            let (dy_, dx_, dw_) = (
+                diff(&flat(&y), &want_y),
+                diff(&flat(grads.get(&xv).unwrap()), &want_dx),
+                diff(&flat(grads.get(&wv).unwrap()), &want_dw),
+            );
+            eprintln!("{kernels:?} {precision:?} dense vs bf16 references: y {dy_:.1e}, dx {dx_:.1e}, dw {dw_:.1e}");
+            match precision {
+                // The fast path is autocast's arithmetic exactly; the portable one rounds the forward's factors
+                // and leaves the gradients to candle's backward of the rounding (bf16 again, so within 1e-2).
+                Precision::Bf16 if exact => assert!(dy_ < 1e-6 && dx_ < 1e-6 && dw_ < 1e-6, "{kernels:?}"),
+                Precision::Bf16 => assert!(dy_ < 1e-2 && dx_ < 1e-2 && dw_ < 1e-2, "{kernels:?}"),
+                Precision::Fp32 => assert!(dy_ > 1e-4, "the test cannot tell bf16 from fp32"),
+            }
+        }
+    }
+}

@@ -119,7 +119,7 @@ impl Step {
     fn loss(&self) -> Tensor {
         let h = self.base.forward_frozen(&self.x).unwrap();
         let f = self.base.forward_trainable(&h).unwrap();
-        let logits = self.head.forward(&f, Some(42)).unwrap();
+        let logits = self.head.forward(&f, Some(42), self.base.compute()).unwrap();
         let data = loss::data_loss(&logits, &self.labels).unwrap();
         let kernels = self.head.kernels();
         match loss::penalty(&kernels, 0.0, 1e-3).unwrap() {

@@ -203,16 +203,7 @@ pub fn gemm(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &mut [f32],
 
 /// [`gemm`] that adds to `c` when `accumulate`.
 pub fn gemm_into(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
-    let (m, kp) = (a.m, a.k.div_ceil(2));
-    assert!(
-        b.len() >= n.div_ceil(NR) * kp * NR,
-        "bf16 gemm: packed B is short for {}×{n}",
-        a.k
-    );
-    assert!(
-        ldc >= n && (m == 0 || c.len() >= (m - 1) * ldc + n),
-        "bf16 gemm: C is not {m}×{n} with stride {ldc}"
-    );
+    check_gemm(a, b, n, c, ldc);
     match kernel {
         Bf16Kernel::Avx512Bf16 => {
             #[cfg(target_arch = "x86_64")]
@@ -223,6 +214,46 @@ pub fn gemm_into(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &mut [
             }
         }
     }
+}
+
+/// [`gemm`] with the panels of rows spread over rayon's threads (for a product that is not already one task of
+/// a parallel loop, such as the head's dense layers).
+///
+/// Panics when a buffer does not fit the shapes.
+pub fn gemm_parallel(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &mut [f32], ldc: usize) {
+    check_gemm(a, b, n, c, ldc);
+    let kp = a.k.div_ceil(2);
+    match kernel {
+        Bf16Kernel::Avx512Bf16 => {
+            a.data
+                .par_chunks(kp * MR)
+                .zip(c.par_chunks_mut(MR * ldc))
+                .enumerate()
+                .for_each(|(pi, (a_panel, c_rows))| {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the kernel came from `kernel()` (CPU checked); check_gemm saw c hold a.m rows of
+                    // stride ldc ≥ n, so the chunk from row pi·MR holds this panel's rows (the last chunk is
+                    // (m − 1 − pi·MR)·ldc + n long at least), and b the packed panels for n columns.
+                    unsafe {
+                        avx512::panel_rows(kp, a_panel, MR.min(a.m - pi * MR), b, n, c_rows, ldc, false)
+                    }
+                })
+        }
+    }
+}
+
+/// The checks every gemm entry makes before its unsafe kernel relies on them.
+fn check_gemm(a: &PackedA, b: &[u32], n: usize, c: &[f32], ldc: usize) {
+    let (m, kp) = (a.m, a.k.div_ceil(2));
+    assert!(
+        b.len() >= n.div_ceil(NR) * kp * NR,
+        "bf16 gemm: packed B is short for {}×{n}",
+        a.k
+    );
+    assert!(
+        ldc >= n && (m == 0 || c.len() >= (m - 1) * ldc + n),
+        "bf16 gemm: C is not {m}×{n} with stride {ldc}"
+    );
 }
 
 /// One [`MR`] × [`NR`] tile of `a · b`: rows from panel `i` of `a`, columns from panel `j` of `b` (packed by
@@ -277,24 +308,43 @@ mod avx512 {
         let kp = a.k.div_ceil(2);
         for (pi, a_panel) in a.data.chunks(kp * MR).enumerate() {
             let i0 = pi * MR;
-            let rows = MR.min(a.m - i0);
-            for (pj, b_panel) in b.chunks(kp * NR).take(n.div_ceil(NR)).enumerate() {
-                let j0 = pj * NR;
-                let cols = NR.min(n - j0);
-                // SAFETY: the panels hold kp k-pairs of MR rows and NR columns; the tile written is rows × cols
-                // from (i0, j0), inside c by the caller's contract.
-                unsafe {
-                    tile(
-                        kp,
-                        a_panel.as_ptr(),
-                        b_panel.as_ptr(),
-                        c.as_mut_ptr().add(i0 * ldc + j0),
-                        ldc,
-                        rows,
-                        cols,
-                        accumulate,
-                    )
-                }
+            // SAFETY: the caller's contract: c holds a.m rows of stride ldc, so the panel's rows from i0 fit.
+            unsafe { panel_rows(kp, a_panel, MR.min(a.m - i0), b, n, &mut c[i0 * ldc..], ldc, accumulate) }
+        }
+    }
+
+    /// The rows of C that one A panel makes: `rows` rows of `n` columns, from every B panel.
+    ///
+    /// # Safety
+    /// As [`gemm`]: `a_panel` holds kp × MR u32, `b` the panels of n columns, and `c` `rows` rows of stride ldc.
+    #[allow(clippy::too_many_arguments)]
+    // SAFETY (callers): see "# Safety"; `gemm` and `super::gemm_parallel` pass panels and rows of checked buffers.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn panel_rows(
+        kp: usize,
+        a_panel: &[u32],
+        rows: usize,
+        b: &[u32],
+        n: usize,
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        for (pj, b_panel) in b.chunks(kp * NR).take(n.div_ceil(NR)).enumerate() {
+            let j0 = pj * NR;
+            // SAFETY: the panels hold kp k-pairs of MR rows and NR columns; the tile written is rows × min(NR,
+            // n − j0) from column j0, inside c by the caller's contract.
+            unsafe {
+                tile(
+                    kp,
+                    a_panel.as_ptr(),
+                    b_panel.as_ptr(),
+                    c.as_mut_ptr().add(j0),
+                    ldc,
+                    rows,
+                    NR.min(n - j0),
+                    accumulate,
+                )
             }
         }
     }

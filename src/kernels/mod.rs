@@ -8,6 +8,7 @@
 
 pub mod bf16;
 pub mod conv;
+pub mod linear;
 pub mod pool;
 pub mod precision;
 pub mod raw;

@@ -1,4 +1,4 @@
-//! `--precision fp32|bf16`: which precision the convolutions' products run in, and on which kernel.
+//! `--precision fp32|bf16`: which precision the convolutions' and dense layers' products run in, and on which kernel.
 //!
 //! bf16 means what PyTorch's CPU autocast means: the products' inputs rounded to bf16, accumulated in f32;
 //! bias, ReLU, pooling, the loss, the weight updates, optimizer state and master weights stay f32. On the CPU's
@@ -14,14 +14,14 @@ use serde::{Deserialize, Serialize};
 use super::bf16::{self, Bf16Kernel};
 use super::Kernels;
 
-/// The precision of the convolutions' products.
+/// The precision of the convolutions' and dense layers' products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// f32 everywhere.
     #[default]
     Fp32,
-    /// Convolution inputs rounded to bf16, products accumulated in f32 (PyTorch's CPU autocast).
+    /// Convolution and dense-layer inputs rounded to bf16, products accumulated in f32 (PyTorch's CPU autocast).
     Bf16,
 }
 

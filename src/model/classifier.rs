@@ -162,7 +162,7 @@ impl Classifier {
     /// Logits `[N, n_out]` for preprocessed images `[N, 3, size, size]` (no dropout).
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
         let f = self.base.forward(x)?;
-        self.head.forward(&f, None)
+        self.head.forward(&f, None, self.base.compute())
     }
 
     /// Class probabilities `[N, classes]`.

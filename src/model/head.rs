@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::kernels::Compute;
 use crate::nn::{dropout_mask, Dense, Init};
 
 /// How the conv features become a vector.
@@ -141,15 +142,16 @@ impl Head {
         Ok(Head { config, fc1, fc2 })
     }
 
-    /// Logits `[N, n_out]`. `dropout_seed` turns dropout on (training) with a reproducible mask.
-    pub fn forward(&self, feats: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor> {
+    /// Logits `[N, n_out]`. `dropout_seed` turns dropout on (training) with a reproducible mask; `compute` is the
+    /// base's (with bf16 the dense layers' products run in bf16 too, as under autocast).
+    pub fn forward(&self, feats: &Tensor, dropout_seed: Option<u64>, compute: Compute) -> Result<Tensor> {
         let n = feats.dim(0)?;
         let mut x = match self.config.kind {
             HeadKind::Flatten => feats.flatten_from(1)?,
             HeadKind::Gap => feats.mean(D::Minus1)?.mean(D::Minus1)?,
         };
         if let Some(fc1) = &self.fc1 {
-            x = fc1.forward(&x)?.relu()?;
+            x = fc1.forward_in(&x, compute)?.relu()?;
         }
         if let (Some(seed), p) = (dropout_seed, self.config.dropout) {
             if p > 0.0 {
@@ -157,7 +159,7 @@ impl Head {
                 x = (x * mask)?;
             }
         }
-        self.fc2.forward(&x)
+        self.fc2.forward_in(&x, compute)
     }
 
     /// Class probabilities `[N, classes]` from logits (sigmoid for one logit → [1 − p, p]; softmax otherwise).

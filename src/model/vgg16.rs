@@ -250,7 +250,7 @@ impl Vgg16 {
         self.kernels
     }
 
-    /// Selects the precision of the convolutions' products (see [`crate::kernels::precision`]).
+    /// Selects the precision of the convolutions' and dense layers' products (see [`crate::kernels::precision`]).
     pub fn set_precision(&mut self, precision: Precision) {
         self.precision = precision;
     }
@@ -259,7 +259,8 @@ impl Vgg16 {
         self.precision
     }
 
-    fn compute(&self) -> Compute {
+    /// The kernels and precision the base runs in (the head follows them).
+    pub fn compute(&self) -> Compute {
         Compute {
             kernels: self.kernels,
             precision: self.precision,

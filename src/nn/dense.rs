@@ -5,6 +5,8 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use super::init::Init;
 use crate::error::Result;
+use crate::kernels::linear::linear;
+use crate::kernels::Compute;
 
 /// Dense layer parameters `(weight [out, in], bias [out])`.
 #[derive(Debug, Clone)]
@@ -23,17 +25,14 @@ impl Dense {
         })
     }
 
-    /// `x [N, in]` → `[N, out]`.
+    /// `x [N, in]` → `[N, out]`, in f32.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let w = self.weight.as_tensor();
-        // candle's CPU matmul copies a transposed right-hand side to make it contiguous. With a weight larger than
-        // the batch (the head's 8192 × 256 against 32 rows) that copy dominated: x · wᵀ took 4.4 ms, (w · xᵀ)ᵀ
-        // 0.65 ms, and the weight's gradient comes out contiguous too. Small weights (the labs' MLPs) keep x · wᵀ.
-        let y = if w.elem_count() > x.elem_count() {
-            w.matmul(&x.t()?)?.t()?
-        } else {
-            x.matmul(&w.t()?)?
-        };
+        self.forward_in(x, Compute::default())
+    }
+
+    /// [`Dense::forward`] with the product in `compute`'s precision (bf16 as autocast: the bias stays f32).
+    pub fn forward_in(&self, x: &Tensor, compute: Compute) -> Result<Tensor> {
+        let y = linear(x, self.weight.as_tensor(), compute)?;
         Ok(y.broadcast_add(self.bias.as_tensor())?)
     }
 }

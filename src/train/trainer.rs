@@ -90,7 +90,7 @@ pub struct TrainConfig {
     /// The kernels the run uses (`fast` or `portable`; portable whenever the device is not the CPU).
     #[serde(default)]
     pub kernels: Kernels,
-    /// The precision of the convolutions' products that runs (`fp32`, or `bf16` where a kernel for it exists).
+    /// The precision of the convolutions' and dense layers' products that runs (`fp32`, or `bf16` where a kernel for it exists).
     #[serde(default)]
     pub precision: Precision,
     pub strict: bool,
@@ -440,7 +440,10 @@ impl Trainer {
     /// One training step on a batch of frozen-prefix outputs; returns (data loss, penalty, correct).
     fn step(&mut self, h: &Tensor, labels: &[u32], epoch: usize, batch: usize) -> Result<(f64, f64, usize)> {
         let feats = self.model.base.forward_trainable(h)?;
-        let logits = self.model.head.forward(&feats, Some(self.dropout_seed(epoch, batch)))?;
+        let logits =
+            self.model
+                .head
+                .forward(&feats, Some(self.dropout_seed(epoch, batch)), self.model.base.compute())?;
         let dl = loss::data_loss(&logits, labels)?;
         let pen = loss::penalty(&self.model.head.kernels(), self.cfg.l1, self.cfg.l2)?;
         let total = match &pen {
@@ -487,7 +490,11 @@ impl Trainer {
         for chunk in idx.chunks(self.cfg.batch_size) {
             let h = cache.batch(chunk, &device)?;
             let feats = self.model.base.forward_trainable(&h)?.detach();
-            let logits = self.model.head.forward(&feats, None)?.detach();
+            let logits = self
+                .model
+                .head
+                .forward(&feats, None, self.model.base.compute())?
+                .detach();
             let labels: Vec<u32> = chunk.iter().map(|&i| val.samples()[i].label as u32).collect();
             sum += loss::data_loss(&logits, &labels)?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
             correct += loss::correct(&logits, &labels)?;
