@@ -503,7 +503,9 @@ dispatch! {
 
 #[inline(always)]
 fn input_transform_all(x: &[f32], g: &ConvGeom, t0: usize, nt: usize, th: usize, tw: usize, v: &mut [f32]) {
-    input_transform_body(x, g, &runs(t0, nt, th, tw), nt, 0, g.c, v)
+    let runs = runs(t0, nt, th, tw);
+    let mut rows = row_scratch(g, &runs);
+    input_transform_body(x, g, &runs, nt, 0, g.c, &mut rows, v)
 }
 
 dispatch! {
@@ -547,9 +549,10 @@ fn input_transform_packed_body(
         scratch.len() >= 32 * nt && packed.len() >= 16 * block,
         "Winograd bf16: buffers too short"
     );
+    let mut rows = row_scratch(g, &runs);
     for p in 0..kp {
         let channels = 2.min(g.c - 2 * p);
-        input_transform_body(x, g, &runs, nt, 2 * p, channels, scratch);
+        input_transform_body(x, g, &runs, nt, 2 * p, channels, &mut rows, scratch);
         for k in 0..16 {
             let lo = &scratch[(k * channels) * nt..][..nt];
             let hi = (channels == 2).then(|| &scratch[(k * channels + 1) * nt..][..nt]);
@@ -570,13 +573,24 @@ fn input_transform_packed_body(
                         }
                     }
                 }
-                out[cols..].fill(0);
+                if cols < nr {
+                    out[cols..].fill(0);
+                }
             }
         }
     }
 }
 
-/// The input transform of channels `first .. first + channels` into `v[k][ci − first][t]`.
+/// Scratch for [`input_transform_body`] over `runs`: a zero input row, then Bᵀ d of four rows of the longest run.
+/// Made once per chunk (it was made per channel pair, and its zeroing showed in profiles at 9×9).
+fn row_scratch(g: &ConvGeom, runs: &[Run]) -> Vec<f32> {
+    let longest = runs.iter().map(|r| r.len).max().unwrap_or(0);
+    vec![0f32; g.w + 4 * (2 * longest + 2)]
+}
+
+/// The input transform of channels `first .. first + channels` into `v[k][ci − first][t]`; `rows` is
+/// [`row_scratch`]'s for these runs.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn input_transform_body(
     x: &[f32],
@@ -585,16 +599,16 @@ fn input_transform_body(
     nt: usize,
     first: usize,
     channels: usize,
+    rows: &mut [f32],
     v: &mut [f32],
 ) {
     let (c, h, w, pad) = (g.c, g.h, g.w, g.pad as isize);
     let stride_k = channels * nt;
-    let tw = runs.iter().map(|r| r.tx0 + r.len).max().unwrap_or(0);
     // Bᵀ d of a run's four input rows, zero-padded: columns 2·tx0 − pad … 2·(tx0 + len) − pad + 2. Computed from the
     // input rows in place (a row outside the image reads as zeros): copying the rows first cost a sixth of a
     // 64-channel layer's time.
-    let zeros = vec![0f32; w];
-    let mut b = vec![0f32; 4 * (2 * tw + 2)];
+    let (zeros, b) = rows.split_at_mut(w);
+    let zeros = &*zeros;
     for cl in 0..channels {
         let ci = first + cl;
         for run in runs {
