@@ -26,11 +26,18 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 
 #[test]
 fn every_available_bf16_gemm_equals_the_scalar_reference_at_odd_sizes() {
-    let Some(kernel) = bf16::kernel() else {
-        eprintln!("skipped: this CPU has no AVX512-BF16 (bf16 gemm not run)");
-        return;
-    };
-    eprintln!("running the {} kernel", kernel.name());
+    let (mut kernels, skipped) = bf16::available();
+    // The AMX path's layouts and edges, with the tile instructions modelled in Rust: on every machine.
+    kernels.push(bf16::Bf16Kernel::AmxEmulated);
+    let names: Vec<&str> = kernels.iter().map(|k| k.name()).collect();
+    eprintln!("running {names:?}; skipped: {skipped:?}");
+    for kernel in kernels {
+        gemm_equals_the_reference(kernel);
+    }
+}
+
+fn gemm_equals_the_reference(kernel: bf16::Bf16Kernel) {
+    // k = 37 and 576 leave an AMX tail (19 and 288 pairs: 16 + 3, 18 × 16); m = 13 and 9 a short panel.
     for (m, k, n) in [(1, 1, 1), (8, 2, 32), (13, 37, 45), (64, 128, 96), (9, 576, 33)] {
         let a = values(m * k, 1 + m as u64);
         let b = values(k * n, 2 + n as u64);
@@ -51,14 +58,19 @@ fn every_available_bf16_gemm_equals_the_scalar_reference_at_odd_sizes() {
         // A C with a wider row stride: the columns beyond n must stay untouched.
         let ldc = n + 3;
         let mut c = vec![f32::NAN; m * ldc];
-        bf16::gemm(kernel, &packed, &buf[..len], n, &mut c, ldc);
+        if m % 2 == 0 {
+            bf16::gemm(kernel, &packed, &buf[..len], n, &mut c, ldc);
+        } else {
+            bf16::gemm_parallel(kernel, &packed, &buf[..len], n, &mut c, ldc);
+        }
         for i in 0..m {
             for j in 0..n {
                 let (got, w) = (c[i * ldc + j], want[i * n + j]);
                 let tol = 4.0 * f32::EPSILON * scale[i * n + j].max(f32::MIN_POSITIVE);
                 assert!(
                     (got - w).abs() <= tol,
-                    "{m}×{k}×{n} at ({i}, {j}): {got} vs {w} (tol {tol:e})"
+                    "{}: {m}×{k}×{n} at ({i}, {j}): {got} vs {w} (tol {tol:e})",
+                    kernel.name()
                 );
             }
             assert!(
@@ -142,12 +154,10 @@ fn l2_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
 /// The kernel, or a line saying what is skipped.
 fn kernel_or_skip(what: &str) -> Option<bf16::Bf16Kernel> {
     let k = bf16::kernel();
+    let (_, skipped) = bf16::available();
     match k {
-        Some(k) => eprintln!(
-            "{what}: running the {} kernel; skipped: AMX (not written yet)",
-            k.name()
-        ),
-        None => eprintln!("{what}: skipped: this CPU has no AVX512-BF16 (and no AMX kernel is written yet)"),
+        Some(k) => eprintln!("{what}: running the {} kernel; skipped: {skipped:?}", k.name()),
+        None => eprintln!("{what}: skipped: {skipped:?}"),
     }
     k
 }
@@ -560,4 +570,56 @@ fn the_dense_layers_run_in_bf16_forward_and_backward_on_every_path() {
             }
         }
     }
+}
+
+#[test]
+fn the_amx_self_check_turns_a_crashing_or_wrong_kernel_away() {
+    use catdog::kernels::amx;
+    eprintln!("AMX on this CPU: {:?}", amx::status());
+    // A right kernel (the Rust model of the tile instructions) passes.
+    assert_eq!(amx::self_check(amx::emulated_tile), Ok(()));
+    // A kernel that computes something else, and one that crashes, are refused; the test process lives on.
+    unsafe fn off_by_one(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mut f32) {
+        // SAFETY: as emulated_tile's contract; then the first value is changed.
+        unsafe {
+            amx::emulated_tile(kp, a, lda, b, out);
+            *out += 1.0;
+        }
+    }
+    unsafe fn crashes(_: usize, _: *const u32, _: usize, _: *const u32, _: *mut f32) {
+        std::process::abort()
+    }
+    let wrong = amx::self_check(off_by_one).unwrap_err();
+    assert!(wrong.contains("wrong values"), "{wrong}");
+    let crashed = amx::self_check(crashes).unwrap_err();
+    assert!(crashed.contains("crashed (signal 6)"), "{crashed}");
+}
+
+#[test]
+fn the_amx_layouts_run_the_winograd_convolution_and_its_weight_gradient() {
+    // The AMX path (tile instructions modelled in Rust) inside the fused Winograd products and the weight
+    // gradient, against the fp32 convolution: within bf16 rounding, as the AVX512-BF16 kernel.
+    let kernel = bf16::Bf16Kernel::AmxEmulated;
+    let g = ConvGeom::new(2, 24, 9, 11, 40, 3, 1);
+    let x: Vec<f32> = values(2 * 24 * 9 * 11, 31).iter().map(|v| v.max(0.0)).collect();
+    let w = values(40 * 24 * 9, 32);
+    let mut want = vec![0f32; 2 * 40 * 9 * 11];
+    winograd::forward(&x, &g, &w, None, false, false, &mut want);
+    let mut got = vec![0f32; want.len()];
+    winograd::forward_bf16(kernel, &x, &g, &w, None, false, false, &mut got);
+    let rel = |got: &[f32], want: &[f32]| {
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+    };
+    let forward_err = rel(&got, &want);
+    let g = ConvGeom::new(2, 256, 5, 5, 256, 3, 1);
+    let (x, dy) = (values(2 * 256 * 25, 33), values(2 * 256 * 25, 34));
+    let (mut want_dw, mut db) = (vec![0f32; 256 * 256 * 9], vec![0f32; 256]);
+    winograd::weight_grad(&x, &g, &dy, &mut want_dw, &mut db);
+    let mut got_dw = vec![0f32; want_dw.len()];
+    winograd::weight_grad_bf16(kernel, &x, &g, &dy, &mut got_dw, &mut db);
+    let grad_err = rel(&got_dw, &want_dw);
+    eprintln!("amx-emulated vs fp32: forward {forward_err:.2e}, weight gradient {grad_err:.2e}");
+    assert!(forward_err > 0.0 && forward_err < 1e-2, "forward {forward_err}");
+    assert!(grad_err > 0.0 && grad_err < 1e-2, "weight gradient {grad_err}");
 }

@@ -5,9 +5,14 @@
 //! values and adds both products to an f32 lane, so operands are packed as pairs along the inner dimension: A
 //! (m × k) into panels of [`MR`] rows, each k-pair of a row one u32; B (k × n) into panels of [`NR`] columns, each
 //! k-pair of a column one u32. It runs only where CPUID reports AVX512-BF16 (AMD Zen 4/5, Intel Cooper Lake,
-//! Sapphire Rapids and later); elsewhere [`kernel`] is `None` and the caller keeps f32.
+//! Sapphire Rapids and later); elsewhere [`kernel`] is `None` and the caller keeps f32. Where the CPU has AMX
+//! (Sapphire Rapids and later) and its self-check passes, the same products run on the tiles ([`super::amx`]).
+
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
+
+use super::amx::{self, Amx, TileFn};
 
 /// Rows of A per panel, and of C per micro-tile.
 pub const MR: usize = 8;
@@ -19,6 +24,11 @@ pub const NR: usize = 32;
 pub enum Bf16Kernel {
     /// AVX512-BF16 `vdpbf16ps`.
     Avx512Bf16,
+    /// AMX `tdpbf16ps` on the tile registers (chosen only after its self-check, see [`super::amx`]).
+    Amx,
+    /// The AMX path with the tile instructions modelled in Rust ([`amx::emulated_tile`]): never chosen by
+    /// [`kernel`]; tests run it to check the AMX layouts on machines without AMX.
+    AmxEmulated,
 }
 
 impl Bf16Kernel {
@@ -26,16 +36,57 @@ impl Bf16Kernel {
     pub fn name(self) -> &'static str {
         match self {
             Bf16Kernel::Avx512Bf16 => "avx512-bf16",
+            Bf16Kernel::Amx => "amx-bf16",
+            Bf16Kernel::AmxEmulated => "amx-emulated",
+        }
+    }
+
+    /// The tile function of the AMX kernels.
+    fn tile_fn(self) -> Option<TileFn> {
+        match self {
+            Bf16Kernel::Avx512Bf16 => None,
+            #[cfg(target_arch = "x86_64")]
+            Bf16Kernel::Amx => Some(amx::tile),
+            #[cfg(not(target_arch = "x86_64"))]
+            Bf16Kernel::Amx => Some(amx::emulated_tile),
+            Bf16Kernel::AmxEmulated => Some(amx::emulated_tile),
         }
     }
 }
 
-/// The bf16 kernel CPUID allows, if any. `CATDOG_BF16=off` hides it (to see the fp32 fallback and its notice
-/// on a CPU that has one).
+/// The bf16 kernel this CPU runs best, if any: AMX where it passed its self-check, else AVX512-BF16.
+/// `CATDOG_BF16=off` hides both (to see the fp32 fallback and its notice on a CPU that has one);
+/// `CATDOG_BF16=avx512` skips AMX (to compare the two).
 pub fn kernel() -> Option<Bf16Kernel> {
-    if std::env::var("CATDOG_BF16").is_ok_and(|v| v.trim().eq_ignore_ascii_case("off")) {
+    let asked = std::env::var("CATDOG_BF16")
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if asked == "off" {
         return None;
     }
+    if asked != "avx512" && *amx::status() == Amx::Ready {
+        return Some(Bf16Kernel::Amx);
+    }
+    avx512_bf16()
+}
+
+/// Every bf16 kernel this CPU can run (the tests run each), and what they skip and why.
+pub fn available() -> (Vec<Bf16Kernel>, Vec<String>) {
+    let mut have: Vec<Bf16Kernel> = avx512_bf16().into_iter().collect();
+    let mut skipped = Vec::new();
+    match amx::status() {
+        Amx::Ready => have.push(Bf16Kernel::Amx),
+        Amx::Absent => skipped.push("AMX (this CPU has none)".to_string()),
+        Amx::Refused(why) => skipped.push(format!("AMX ({why})")),
+    }
+    if have.is_empty() {
+        skipped.push("AVX512-BF16 (this CPU has none)".to_string());
+    }
+    (have, skipped)
+}
+
+fn avx512_bf16() -> Option<Bf16Kernel> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f")
@@ -82,6 +133,8 @@ pub struct PackedA {
     pub m: usize,
     pub k: usize,
     data: Vec<u32>,
+    /// The same values in AMX's row layout, made on the first AMX use ([`amx::rows_layout`]).
+    amx_rows: OnceLock<Vec<u32>>,
 }
 
 impl PackedA {
@@ -96,7 +149,23 @@ impl PackedA {
         data.par_chunks_mut(kp * MR)
             .enumerate()
             .for_each(|(panel, chunk)| pack_rows(a, k, panel * MR, MR.min(m - panel * MR), MR, chunk));
-        PackedA { m, k, data }
+        PackedA::from_parts(m, k, data)
+    }
+
+    fn from_parts(m: usize, k: usize, data: Vec<u32>) -> PackedA {
+        PackedA {
+            m,
+            k,
+            data,
+            amx_rows: OnceLock::new(),
+        }
+    }
+
+    /// AMX's row layout of these values and its row stride in pairs.
+    fn amx_rows(&self) -> (&[u32], usize) {
+        let kp = self.k.div_ceil(2);
+        let rows = self.amx_rows.get_or_init(|| amx::rows_layout(&self.data, self.m, kp));
+        (rows, kp.div_ceil(amx::STEP) * amx::STEP)
     }
 }
 
@@ -133,7 +202,7 @@ impl PackedA {
             m.div_ceil(MR) * k.div_ceil(2) * MR,
             "bf16: packed A is not {m}×{k}"
         );
-        PackedA { m, k, data }
+        PackedA::from_parts(m, k, data)
     }
 }
 
@@ -213,6 +282,62 @@ pub fn gemm_into(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &mut [
                 avx512::gemm(a, b, n, c, ldc, accumulate)
             }
         }
+        Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => {
+            for i0 in (0..a.m).step_by(MR) {
+                amx_panel_rows(kernel, a, i0 / MR, b, n, &mut c[i0 * ldc..], ldc, accumulate);
+            }
+        }
+    }
+}
+
+/// The rows of C that panel `i` of A makes on an AMX kernel (as `avx512::panel_rows`): each MR × NR tile into a
+/// buffer, then its rows × cols into `c` (which starts at the panel's first row).
+#[allow(clippy::too_many_arguments)]
+fn amx_panel_rows(
+    kernel: Bf16Kernel,
+    a: &PackedA,
+    i: usize,
+    b: &[u32],
+    n: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let kp = a.k.div_ceil(2);
+    let rows = MR.min(a.m - i * MR);
+    for (j, b_panel) in b.chunks(kp * NR).take(n.div_ceil(NR)).enumerate() {
+        let mut t = [0f32; MR * NR];
+        amx_tile(kernel, a, i, b_panel, &mut t);
+        let cols = NR.min(n - j * NR);
+        for (r, src) in t.chunks_exact(NR).take(rows).enumerate() {
+            let dst = &mut c[r * ldc + j * NR..][..cols];
+            if accumulate {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            } else {
+                dst.copy_from_slice(&src[..cols]);
+            }
+        }
+    }
+}
+
+/// One MR × NR tile on an AMX kernel: rows of panel `i` of A, the columns of `b_panel` (kp × NR).
+fn amx_tile(kernel: Bf16Kernel, a: &PackedA, i: usize, b_panel: &[u32], out: &mut [f32; MR * NR]) {
+    let kp = a.k.div_ceil(2);
+    let (rows, lda) = a.amx_rows();
+    assert!(b_panel.len() >= kp * NR, "bf16 tile: B panel is short");
+    assert!(rows.len() >= (i + 1) * MR * lda, "bf16 tile: A panel {i} out of range");
+    let tile = kernel.tile_fn().expect("an AMX kernel");
+    // SAFETY: the A rows of panel i hold MR rows of lda ≥ kp pairs and the B panel kp × NR (both checked above),
+    // out is MR × NR; a Bf16Kernel::Amx only comes from `kernel()` after amx::status() was Ready (CPU, OS
+    // permission, self-check), and the emulated tile needs nothing of the CPU.
+    unsafe {
+        tile(
+            kp,
+            rows[i * MR * lda..].as_ptr(),
+            lda,
+            b_panel.as_ptr(),
+            out.as_mut_ptr(),
+        )
     }
 }
 
@@ -239,6 +364,11 @@ pub fn gemm_parallel(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &m
                     }
                 })
         }
+        Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => c
+            .par_chunks_mut(MR * ldc)
+            .take(a.m.div_ceil(MR))
+            .enumerate()
+            .for_each(|(i, c_rows)| amx_panel_rows(kernel, a, i, b, n, c_rows, ldc, false)),
     }
 }
 
@@ -275,6 +405,13 @@ pub fn gemm_tile(kernel: Bf16Kernel, a: &PackedA, i: usize, b: &[u32], j: usize,
             // kp × NR values (checked above), and the rows × cols tile fits `out` (MR × NR, stride NR).
             unsafe {
                 avx512::panel_tile(kp, &a.data[i * kp * MR..], &b[j * kp * NR..], out, rows, cols)
+            }
+        }
+        Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => {
+            let mut t = [0f32; MR * NR];
+            amx_tile(kernel, a, i, &b[j * kp * NR..][..kp * NR], &mut t);
+            for (src, dst) in t.chunks_exact(NR).zip(out.chunks_exact_mut(NR)).take(rows) {
+                dst[..cols].copy_from_slice(&src[..cols]);
             }
         }
     }

@@ -6,6 +6,7 @@
 //! `CATDOG_KERNELS=portable`) runs them on the CPU too, so that the GPU's graph is tested where there is no GPU:
 //! `tests/portable_parity.rs` holds the two paths to each other on forward values, gradients and whole runs.
 
+pub mod amx;
 pub mod bf16;
 pub mod conv;
 pub mod linear;

@@ -41,7 +41,14 @@ impl Precision {
             Precision::Fp32 => Resolved::new(Precision::Fp32, "fp32", None),
             Precision::Bf16 if !kernels.own_ops() => Resolved::new(Precision::Bf16, "candle bf16", None),
             Precision::Bf16 => match (kernels, bf16::kernel()) {
-                (Kernels::Fast, Some(k)) => Resolved::new(Precision::Bf16, k.name(), None),
+                (Kernels::Fast, Some(k)) => {
+                    // A CPU with AMX whose tiles cannot be used says so once (the AVX512-BF16 kernel runs).
+                    let notice = match super::amx::status() {
+                        super::amx::Amx::Refused(why) => Some(format!("note: AMX is not used: {why}; bf16 runs on {}", k.name())),
+                        _ => None,
+                    };
+                    Resolved::new(Precision::Bf16, k.name(), notice)
+                }
                 (Kernels::Fast, None) => Resolved::new(
                     Precision::Fp32,
                     "fp32",

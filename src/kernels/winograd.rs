@@ -618,7 +618,7 @@ fn input_transform_body(
             let row = |i: usize| {
                 let yy = 2 * run.ty as isize - pad + i as isize;
                 if yy < 0 || yy >= h as isize {
-                    &zeros[..]
+                    zeros
                 } else {
                     &plane[yy as usize * w..(yy as usize + 1) * w]
                 }

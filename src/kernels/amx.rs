@@ -1,0 +1,287 @@
+//! Intel AMX (Sapphire Rapids and later): the bf16 products on the tile registers' `tdpbf16ps`.
+//!
+//! Rust's AMX intrinsics are unstable, so the tile instructions are inline `asm!`. Linux hands out the tile-data
+//! state only on request, `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, once per process.
+//!
+//! **This kernel has not yet run on a development machine** (those were AMD Zen 4/5, without AMX). So before its
+//! first use a forked child process computes one tile with it and compares the result with exact sums; a crash or
+//! a wrong value there turns AMX off for the process with a one-line notice, and the AVX512-BF16 kernel runs
+//! instead. The addressing (the layouts, the k steps and their tail, the edges) is also run on every machine
+//! through [`emulated_tile`], a Rust model of the tile instructions with the same arguments (`tests/bf16.rs`).
+//!
+//! Layouts. B is [`super::bf16::pack_b`]'s (panels of [`NR`] columns, each k-pair of a column one u32): a B tile
+//! reads 16 k-pair rows × 16 columns of a panel with a 128-byte stride. An A tile needs each row's k-pairs side by
+//! side, so A is relaid from the AVX512-BF16 panels into rows of `kp` rounded up to 16 pairs ([`rows_layout`]).
+//! C is one [`MR`] × [`NR`] tile: two C tiles of MR rows × 16 columns.
+
+use super::bf16::{MR, NR};
+
+/// k-pairs per tile step (a 64-byte tile row).
+pub const STEP: usize = 16;
+
+/// A tile kernel: `out (MR × NR, row stride NR) = A · B` for `kp` k-pairs, A in [`rows_layout`] (row stride
+/// `lda` pairs, a multiple of [`STEP`]), B one panel of [`super::bf16::pack_b`].
+///
+/// # Safety
+/// `a` must hold MR rows of `lda ≥ kp` u32, `b` kp rows of NR u32, `out` MR × NR f32; for [`tile`], the CPU must
+/// have AMX-TILE and AMX-BF16 and the process the tile-data permission ([`status`] is `Ready`).
+pub type TileFn = unsafe fn(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mut f32);
+
+/// Whether AMX runs here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Amx {
+    /// The CPU (or the OS) has no AMX.
+    Absent,
+    /// Checked and in use.
+    Ready,
+    /// The CPU has it but it cannot be used: why (printed once as a notice).
+    Refused(String),
+}
+
+/// AMX's status in this process, found once: CPUID, the OS's XSAVE state, Linux's permission, the self-check.
+pub fn status() -> &'static Amx {
+    static STATUS: std::sync::OnceLock<Amx> = std::sync::OnceLock::new();
+    STATUS.get_or_init(detect)
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn detect() -> Amx {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    // CPUID exists on every x86-64 CPU (safe in today's Rust); leaf 7 only when the maximum leaf reaches it.
+    let max_leaf = __cpuid(0).eax;
+    let leaf1 = __cpuid(1);
+    if max_leaf < 7 {
+        return Amx::Absent;
+    }
+    let leaf7 = __cpuid_count(7, 0);
+    let (has_tile, has_bf16) = (leaf7.edx & (1 << 24) != 0, leaf7.edx & (1 << 22) != 0);
+    let osxsave = leaf1.ecx & (1 << 27) != 0;
+    if !(has_tile && has_bf16 && osxsave) {
+        return Amx::Absent;
+    }
+    // XCR0 bits 17 and 18: the OS saves the tile configuration and data.
+    let xcr0: u64 = {
+        let (lo, hi): (u32, u32);
+        // SAFETY: XGETBV with ECX = 0 is allowed when CPUID reports OSXSAVE (checked above); it only reads XCR0.
+        unsafe { std::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+        (u64::from(hi) << 32) | u64::from(lo)
+    };
+    if xcr0 & (0b11 << 17) != 0b11 << 17 {
+        return Amx::Absent;
+    }
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl with ARCH_REQ_XCOMP_PERM only asks the kernel for a permission; no memory is passed.
+    if unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) } != 0 {
+        return Amx::Refused(format!(
+            "Linux refused AMX's tile data (arch_prctl: {})",
+            std::io::Error::last_os_error()
+        ));
+    }
+    match self_check(self::tile) {
+        Ok(()) => Amx::Ready,
+        Err(why) => Amx::Refused(why),
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn detect() -> Amx {
+    Amx::Absent
+}
+
+/// Runs `kernel` on one tile (20 k-pairs: a full step and a tail) in a forked child and compares its output
+/// with exact sums (small integers, so any correct kernel matches to the bit). Err says why not: a signal, or
+/// wrong values. The child touches no lock and allocates nothing, as a fork of a threaded process must.
+pub fn self_check(kernel: TileFn) -> Result<(), String> {
+    let kp: usize = 20;
+    let lda = kp.div_ceil(STEP) * STEP;
+    let bf16 = |v: i32| u32::from(super::bf16::to_bf16(v as f32));
+    let pair = |lo: i32, hi: i32| bf16(lo) | (bf16(hi) << 16);
+    let a_val = |r: usize, t: usize| ((r * 5 + t * 3) % 7) as i32 - 3;
+    let b_val = |t: usize, j: usize| ((t * 2 + j * 5) % 9) as i32 - 4;
+    let mut a = vec![0u32; MR * lda];
+    for r in 0..MR {
+        for p in 0..kp {
+            a[r * lda + p] = pair(a_val(r, 2 * p), a_val(r, 2 * p + 1));
+        }
+    }
+    let b: Vec<u32> = (0..kp * NR)
+        .map(|i| pair(b_val(2 * (i / NR), i % NR), b_val(2 * (i / NR) + 1, i % NR)))
+        .collect();
+    let want: Vec<f32> = (0..MR * NR)
+        .map(|i| (0..2 * kp).map(|t| a_val(i / NR, t) * b_val(t, i % NR)).sum::<i32>() as f32)
+        .collect();
+    let mut out = vec![f32::NAN; MR * NR];
+    // SAFETY: fork has no memory-safety preconditions; the child below only computes into buffers that exist in
+    // its copy of the address space and leaves with _exit, running no destructor and taking no lock.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => {
+            return Err(format!(
+                "could not fork the AMX self-check: {}",
+                std::io::Error::last_os_error()
+            ))
+        }
+        0 => {
+            // SAFETY: a holds MR rows of lda ≥ kp u32, b kp rows of NR, out MR × NR (made above); the caller
+            // vouches for the kernel's CPU requirements, and a crash here ends only this child.
+            unsafe { kernel(kp, a.as_ptr(), lda, b.as_ptr(), out.as_mut_ptr()) };
+            let right = out.iter().zip(&want).all(|(o, w)| o == w);
+            // SAFETY: _exit ends the child at once, as a forked child of a threaded process should.
+            unsafe { libc::_exit(if right { 0 } else { 3 }) }
+        }
+        _ => {}
+    }
+    let mut wstatus = 0;
+    // SAFETY: pid is this process's child; wstatus is a valid int to write.
+    if unsafe { libc::waitpid(pid, &mut wstatus, 0) } != pid {
+        return Err(format!("lost the AMX self-check: {}", std::io::Error::last_os_error()));
+    }
+    if libc::WIFSIGNALED(wstatus) {
+        return Err(format!(
+            "the AMX self-check crashed (signal {})",
+            libc::WTERMSIG(wstatus)
+        ));
+    }
+    match libc::WEXITSTATUS(wstatus) {
+        0 => Ok(()),
+        _ => Err("the AMX self-check computed wrong values".into()),
+    }
+}
+
+/// A (m × k) from the AVX512-BF16 panel layout (`panels`: panels of MR rows, pair p of row r at p·MR + r) into
+/// AMX rows: row i's pairs at `i · lda`, `lda` = kp rounded up to [`STEP`], zero-padded (whole panels of MR rows).
+pub fn rows_layout(panels: &[u32], m: usize, kp: usize) -> Vec<u32> {
+    let lda = kp.div_ceil(STEP) * STEP;
+    let mut rows = vec![0u32; m.div_ceil(MR) * MR * lda];
+    for (panel, src) in panels.chunks_exact(kp * MR).enumerate() {
+        for r in 0..MR {
+            let dst = &mut rows[(panel * MR + r) * lda..][..kp];
+            for (p, d) in dst.iter_mut().enumerate() {
+                *d = src[p * MR + r];
+            }
+        }
+    }
+    rows
+}
+
+/// The tile configuration (palette 1): tmm0–1 C (MR rows × 16 f32), tmm2 A (MR rows × 16 pairs), tmm3–4 B (16
+/// pair rows × 16 columns), tmm5–7 the same for the last `tail` pairs (unused when 0).
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+fn tile_config(tail: usize) -> TileConfig {
+    let mut c = TileConfig {
+        palette: 1,
+        start_row: 0,
+        reserved: [0; 14],
+        colsb: [0; 16],
+        rows: [0; 16],
+    };
+    let t = tail.max(1);
+    let shapes = [
+        (MR, 64),
+        (MR, 64),
+        (MR, 64),
+        (STEP, 64),
+        (STEP, 64),
+        (MR, 4 * t),
+        (t, 64),
+        (t, 64),
+    ];
+    for (i, (rows, colsb)) in shapes.into_iter().enumerate() {
+        c.rows[i] = rows as u8;
+        c.colsb[i] = colsb as u16;
+    }
+    c
+}
+
+/// The AMX tile kernel (see [`TileFn`]).
+///
+/// # Safety
+/// See [`TileFn`]: the buffers' sizes, and AMX ready in this process.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn tile(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mut f32) {
+    let cfg = tile_config(kp % STEP);
+    let (steps, tail) = (kp / STEP, kp % STEP);
+    // Byte strides: A rows lda pairs apart, B rows NR pairs apart, C rows NR f32 apart.
+    let (lda_bytes, ldb_bytes) = (4 * lda, 4 * NR);
+    // SAFETY: the caller's contract: every tile load reads MR rows of ≤ 64 bytes inside `a` (row i at i·lda,
+    // pairs below kp), 16 or `tail` rows of 64 bytes inside the B panel (rows below kp), and the two stores write
+    // MR rows of 64 bytes inside `out`. The tile registers are not the compiler's; tilerelease leaves them free.
+    unsafe {
+        std::arch::asm!(
+            "ldtilecfg [{cfg}]",
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "test {steps}, {steps}",
+            "jz 3f",
+            "2:",
+            "tileloadd tmm2, [{a} + {lda}*1]",
+            "tileloadd tmm3, [{b} + {ldb}*1]",
+            "tileloadd tmm4, [{b} + {ldb}*1 + 64]",
+            "tdpbf16ps tmm0, tmm2, tmm3",
+            "tdpbf16ps tmm1, tmm2, tmm4",
+            "add {a}, 64",
+            "add {b}, {bstep}",
+            "dec {steps}",
+            "jnz 2b",
+            "3:",
+            "test {tail}, {tail}",
+            "jz 4f",
+            "tileloadd tmm5, [{a} + {lda}*1]",
+            "tileloadd tmm6, [{b} + {ldb}*1]",
+            "tileloadd tmm7, [{b} + {ldb}*1 + 64]",
+            "tdpbf16ps tmm0, tmm5, tmm6",
+            "tdpbf16ps tmm1, tmm5, tmm7",
+            "4:",
+            "tilestored [{out} + {ldb}*1], tmm0",
+            "tilestored [{out} + {ldb}*1 + 64], tmm1",
+            "tilerelease",
+            cfg = in(reg) &cfg as *const TileConfig,
+            a = inout(reg) a => _,
+            b = inout(reg) b => _,
+            out = in(reg) out,
+            lda = in(reg) lda_bytes,
+            ldb = in(reg) ldb_bytes,
+            bstep = in(reg) STEP * ldb_bytes,
+            steps = inout(reg) steps => _,
+            tail = in(reg) tail,
+            options(nostack),
+        );
+    }
+}
+
+/// A Rust model of [`tile`]: the same tile loads (strides, k steps, tail) and `tdpbf16ps`'s arithmetic (each
+/// pair's two products added to the f32 sum in turn), so that the layouts and the addressing around the AMX
+/// kernel are tested on every machine.
+///
+/// # Safety
+/// See [`TileFn`] (no CPU requirement).
+pub unsafe fn emulated_tile(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mut f32) {
+    let half = |v: u32, hi: bool| super::bf16::from_bf16(if hi { (v >> 16) as u16 } else { v as u16 });
+    let mut c = [0f32; MR * NR];
+    for p0 in (0..kp).step_by(STEP) {
+        let pairs = STEP.min(kp - p0);
+        for r in 0..MR {
+            for j in 0..NR {
+                let mut s = c[r * NR + j];
+                for p in p0..p0 + pairs {
+                    // SAFETY: r < MR, p < kp ≤ lda, j < NR: inside the buffers the caller vouches for.
+                    let (av, bv) = unsafe { (*a.add(r * lda + p), *b.add(p * NR + j)) };
+                    s += half(av, false) * half(bv, false);
+                    s += half(av, true) * half(bv, true);
+                }
+                c[r * NR + j] = s;
+            }
+        }
+    }
+    // SAFETY: out holds MR × NR f32 (the caller's contract).
+    unsafe { std::ptr::copy_nonoverlapping(c.as_ptr(), out, MR * NR) };
+}
