@@ -25,6 +25,7 @@ pub const STEP: usize = 16;
 /// # Safety
 /// `a` must hold MR rows of `lda ≥ kp` u32, `b` kp rows of NR u32, `out` MR × NR f32; for [`tile`], the CPU must
 /// have AMX-TILE and AMX-BF16 and the process the tile-data permission ([`status`] is `Ready`).
+// SAFETY (callers): see "# Safety"; `bf16::amx_tile` checks the buffers and hands out `tile` only when Ready.
 pub type TileFn = unsafe fn(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mut f32);
 
 /// Whether AMX runs here.
@@ -207,6 +208,7 @@ fn tile_config(tail: usize) -> TileConfig {
 /// # Safety
 /// See [`TileFn`]: the buffers' sizes, and AMX ready in this process.
 #[cfg(target_arch = "x86_64")]
+// SAFETY (callers): see "# Safety"; `bf16::amx_tile` and `self_check` pass buffers of the sizes it needs.
 pub unsafe fn tile(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mut f32) {
     let cfg = tile_config(kp % STEP);
     let (steps, tail) = (kp / STEP, kp % STEP);
@@ -264,6 +266,7 @@ pub unsafe fn tile(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mu
 ///
 /// # Safety
 /// See [`TileFn`] (no CPU requirement).
+// SAFETY (callers): see "# Safety"; `bf16::amx_tile` and `self_check` pass buffers of the sizes it needs.
 pub unsafe fn emulated_tile(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mut f32) {
     let half = |v: u32, hi: bool| super::bf16::from_bf16(if hi { (v >> 16) as u16 } else { v as u16 });
     let mut c = [0f32; MR * NR];

@@ -390,49 +390,22 @@ fn im2col_forward(
                     });
                     store_chunk(outp, g, ch, tmp, bias, relu);
                 }
-                // SAFETY: out.len() = n·o·p is asserted above and p0 + len ≤ p, so the o rows of `len` values at
-                // img·o·p + oc·p + p0 lie inside `out`; chunks cover disjoint (image, position) ranges, so no other
-                // task writes them; weight (o × kk, asserted) and cols (kk × t, with_buffers) are read only.
-                (None, Chunk::Within { img, p0, len }) => unsafe {
-                    let dst = outp.get().add(img * o * p + p0);
-                    sgemm(
-                        o,
-                        len,
-                        kk,
-                        dst,
-                        p as isize,
-                        false,
-                        weight.as_ptr(),
-                        1,
-                        kk as isize,
-                        cols.as_ptr(),
-                        1,
-                        t as isize,
-                        par,
-                    );
-                    for oc in 0..o {
-                        let row = std::slice::from_raw_parts_mut(dst.add(oc * p), len);
-                        let b = bias.map_or(0.0, |b| b[oc]);
-                        if b != 0.0 || relu {
-                            for v in row.iter_mut() {
-                                *v += b;
-                                if relu && *v < 0.0 {
-                                    *v = 0.0;
-                                }
-                            }
-                        }
-                    }
-                },
-                (None, Chunk::Images { .. }) => {
-                    // SAFETY: tmp is o × t (with_buffers), weight o × kk (asserted), cols kk × t; tmp is this
-                    // task's own buffer.
+                (None, _) => {
+                    // A chunk within one image is computed in place (rows p apart in `out`), whole images into tmp.
+                    let (dst, rs) = match *ch {
+                        Chunk::Within { img, p0, .. } if !via_tmp => (outp.get().wrapping_add(img * o * p + p0), p),
+                        _ => (tmp.as_mut_ptr(), t),
+                    };
+                    // SAFETY: in place, the o rows of t values at img·o·p + oc·p + p0 (p0 + t ≤ p) lie inside `out`
+                    // (n·o·p, asserted) and belong to this chunk alone; else tmp is this task's o × t buffer.
+                    // weight (o × kk, asserted) and cols (kk × t, with_buffers) are only read.
                     unsafe {
                         sgemm(
                             o,
                             t,
                             kk,
-                            tmp.as_mut_ptr(),
-                            t as isize,
+                            dst,
+                            rs as isize,
                             false,
                             weight.as_ptr(),
                             1,
@@ -443,7 +416,23 @@ fn im2col_forward(
                             par,
                         )
                     };
-                    store_chunk(outp, g, ch, tmp, bias, relu);
+                    if via_tmp {
+                        store_chunk(outp, g, ch, tmp, bias, relu);
+                    } else {
+                        for oc in 0..o {
+                            // SAFETY: row oc of this chunk in `out`, as for the gemm above.
+                            let row = unsafe { std::slice::from_raw_parts_mut(dst.add(oc * p), t) };
+                            let b = bias.map_or(0.0, |b| b[oc]);
+                            if b != 0.0 || relu {
+                                for v in row.iter_mut() {
+                                    *v += b;
+                                    if relu && *v < 0.0 {
+                                        *v = 0.0;
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
             }
         })
