@@ -238,6 +238,42 @@ pub fn pack_b(b: &[f32], k: usize, n: usize, ld: usize, out: &mut Vec<u32>) -> u
     len
 }
 
+/// Two rows of B (`lo`, and `hi` or zeros) as one k-pair row of every panel: the values of panel j (columns
+/// j·NR ..) go to `out[j · panel_stride ..][..NR]`, zero-padded past the last column. The bf16 Winograd forward
+/// packs its transformed input this way, a pair of channels at a time.
+///
+/// Panics when `out` is too short for the panels or `hi` is not as long as `lo`.
+pub fn pack_pair_panels(lo: &[f32], hi: Option<&[f32]>, out: &mut [u32], panel_stride: usize) {
+    let n = lo.len();
+    let panels = n.div_ceil(NR);
+    assert!(hi.is_none_or(|h| h.len() == n), "bf16 pack: pair rows differ in length");
+    assert!(
+        panel_stride >= NR && (panels == 0 || out.len() >= (panels - 1) * panel_stride + NR),
+        "bf16 pack: {} values too short for {panels} panels {panel_stride} apart",
+        out.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512_bf16().is_some() {
+        // SAFETY: AVX512-BF16 (and F/BW) were detected just now; the lengths were checked above.
+        unsafe { avx512::pack_pair_panels(lo, hi, out, panel_stride) };
+        return;
+    }
+    pack_pair_panels_scalar(lo, hi, out, panel_stride)
+}
+
+/// [`pack_pair_panels`] with [`to_bf16`]'s rounding, on any CPU.
+fn pack_pair_panels_scalar(lo: &[f32], hi: Option<&[f32]>, out: &mut [u32], panel_stride: usize) {
+    let n = lo.len();
+    for (panel, t0) in (0..n).step_by(NR).enumerate() {
+        let cols = NR.min(n - t0);
+        let dst = &mut out[panel * panel_stride..][..NR];
+        for j in 0..cols {
+            dst[j] = pair(lo[t0 + j], hi.map_or(0.0, |h| h[t0 + j]));
+        }
+        dst[cols..].fill(0);
+    }
+}
+
 /// Grows `out` to the packed length of a k × n B and returns (k-pairs, that length).
 fn grow_for_b(out: &mut Vec<u32>, k: usize, n: usize) -> (usize, usize) {
     let kp = k.div_ceil(2);
@@ -486,6 +522,42 @@ mod avx512 {
         }
     }
 
+    /// [`super::pack_pair_panels`] with the CPU's own rounding, `vcvtne2ps2bf16` (to nearest even; like
+    /// `vdpbf16ps`, it reads f32 denormals as zero), and a permutation that interleaves the two rows into pairs.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F/BW and AVX512-BF16; the lengths as [`super::pack_pair_panels`] checks them.
+    // SAFETY (callers): see "# Safety"; the only caller is the safe `super::pack_pair_panels`, which checks both.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn pack_pair_panels(lo: &[f32], hi: Option<&[f32]>, out: &mut [u32], panel_stride: usize) {
+        // Lane 2i of the result is lo[i], lane 2i + 1 is hi[i]: cvtne2ps puts lo's 16 values in lanes 0..16
+        // and hi's in 16..32.
+        let interleave = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17,
+            1, 16, 0,
+        );
+        let n = lo.len();
+        for (panel, t0) in (0..n).step_by(NR).enumerate() {
+            for half in 0..2 {
+                let first = t0 + 16 * half;
+                let count = n.saturating_sub(first).min(16);
+                let mask: __mmask16 = if count == 16 { 0xffff } else { (1u16 << count) - 1 };
+                // SAFETY: the masked loads read only lo/hi[first .. first + count], inside both (count ≤ n −
+                // first); the store writes 16 u32 of this panel's NR, inside `out` (checked by the caller).
+                unsafe {
+                    let l = _mm512_maskz_loadu_ps(mask, lo.as_ptr().wrapping_add(first));
+                    let h = match hi {
+                        Some(h) => _mm512_maskz_loadu_ps(mask, h.as_ptr().wrapping_add(first)),
+                        None => _mm512_setzero_ps(),
+                    };
+                    let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(h, l));
+                    let pairs = _mm512_permutexvar_epi16(interleave, both);
+                    _mm512_storeu_si512(out.as_mut_ptr().add(panel * panel_stride + 16 * half) as *mut _, pairs);
+                }
+            }
+        }
+    }
+
     /// [`tile`] for the safe [`super::gemm_tile`].
     ///
     /// # Safety
@@ -558,6 +630,33 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpus_pair_packing_equals_the_scalar_one() {
+        if avx512_bf16().is_none() {
+            eprintln!("skipped: this CPU has no AVX512-BF16 (only the scalar packing runs)");
+            return;
+        }
+        // Ties (1 + 2^-8 rounds to even), signs, a NaN, and lengths that end inside either half of a panel.
+        let value = |i: usize| match i % 7 {
+            0 => 1.0 + 1.0 / 256.0,
+            1 => -2.5e-3 * i as f32,
+            2 => 3.0e5 / (i as f32 + 0.37),
+            3 if i == 3 => f32::NAN,
+            _ => (i as f32 * 0.618).sin(),
+        };
+        for n in [1, 15, 16, 17, 32, 45, 70] {
+            let lo: Vec<f32> = (0..n).map(value).collect();
+            let hi: Vec<f32> = (0..n).map(|i| value(i + 3)).collect();
+            for hi in [Some(&hi[..]), None] {
+                let stride = 3 * NR;
+                let (mut fast, mut scalar) = (vec![7u32; 3 * n + NR * 3], vec![7u32; 3 * n + NR * 3]);
+                pack_pair_panels(&lo, hi, &mut fast, stride);
+                pack_pair_panels_scalar(&lo, hi, &mut scalar, stride);
+                assert_eq!(fast, scalar, "n = {n}, hi {}", hi.is_some());
+            }
+        }
+    }
 
     #[test]
     fn rounding_is_to_nearest_even_and_keeps_nan() {
