@@ -146,9 +146,15 @@ impl PackedA {
         let kp = k.div_ceil(2);
         let panels = m.div_ceil(MR);
         let mut data = vec![0u32; panels * kp * MR];
-        data.par_chunks_mut(kp * MR)
-            .enumerate()
-            .for_each(|(panel, chunk)| pack_rows(a, k, panel * MR, MR.min(m - panel * MR), MR, chunk));
+        let pack_panel =
+            |(panel, chunk): (usize, &mut [u32])| pack_rows(a, k, panel * MR, MR.min(m - panel * MR), MR, chunk);
+        // Inside a task of rayon's pool (a chunk of a parallel convolution) the threads are already busy: packing
+        // in parallel there only adds waiting, during which rayon may run another task on this thread.
+        if rayon::current_thread_index().is_some() {
+            data.chunks_mut(kp * MR).enumerate().for_each(pack_panel);
+        } else {
+            data.par_chunks_mut(kp * MR).enumerate().for_each(pack_panel);
+        }
         PackedA::from_parts(m, k, data)
     }
 

@@ -917,16 +917,18 @@ fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f
                 input_transform(x, g, t0, nt, th, tw, v);
                 grad_transform(dy, g, t0, nt, th, tw, yh);
                 if let Some(kernel) = kernel {
-                    B_PACK.with(|buf| {
-                        let mut buf = buf.borrow_mut();
-                        for k in 0..16 {
-                            // M_k (o × c) += Ŷ_k (o × nt) · V_kᵀ (nt × c): the tiles are the inner dimension.
-                            let a = PackedA::pack(&yh[k * o * nt..][..o * nt], o, nt);
+                    for k in 0..16 {
+                        // M_k (o × c) += Ŷ_k (o × nt) · V_kᵀ (nt × c): the tiles are the inner dimension.
+                        let a = PackedA::pack(&yh[k * o * nt..][..o * nt], o, nt);
+                        // B_PACK is borrowed only around work that never waits on rayon: a task stolen while
+                        // waiting could borrow it again and panic.
+                        B_PACK.with(|buf| {
+                            let mut buf = buf.borrow_mut();
                             let len = bf16::pack_b_transposed(&v[k * c * nt..][..c * nt], nt, c, &mut buf);
                             let m = &mut acc[k * oc_len..][..oc_len];
                             bf16::gemm_into(kernel, &a, &buf[..len], c, m, c, n > 0);
-                        }
-                    });
+                        });
+                    }
                     return;
                 }
                 for k in 0..16 {
