@@ -124,6 +124,13 @@ pub fn self_check(kernel: TileFn) -> Result<(), String> {
             ))
         }
         0 => {
+            // A crash of the child must not leave a core file in the user's folder.
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: setrlimit reads the struct above and only changes this child's limit.
+            unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
             // SAFETY: a holds MR rows of lda ≥ kp u32, b kp rows of NR, out MR × NR (made above); the caller
             // vouches for the kernel's CPU requirements, and a crash here ends only this child.
             unsafe { kernel(kp, a.as_ptr(), lda, b.as_ptr(), out.as_mut_ptr()) };
