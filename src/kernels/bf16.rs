@@ -167,6 +167,11 @@ impl PackedA {
         }
     }
 
+    /// The packed values, given back (to reuse the buffer).
+    pub fn into_data(self) -> Vec<u32> {
+        self.data
+    }
+
     /// AMX's row layout of these values and its row stride in pairs.
     fn amx_rows(&self) -> (&[u32], usize) {
         let kp = self.k.div_ceil(2);
