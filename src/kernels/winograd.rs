@@ -183,7 +183,7 @@ pub fn pack_weights_bf16(weight: &[f32], o: usize, c: usize) -> Vec<PackedA> {
     let panel_len = kp * mr;
     let panels = o.div_ceil(mr);
     // Every value of a full panel is written below; only a last, partial panel has rows that must read as zeros.
-    let mut blocks = pooled_blocks(panels * panel_len, o % mr != 0);
+    let mut blocks = pooled_blocks(panels * panel_len, !o.is_multiple_of(mr));
     {
         // Each panel of output channels writes its own range of every block.
         let mut per_panel: Vec<Vec<&mut [u32]>> = (0..panels).map(|_| Vec::with_capacity(16)).collect();
