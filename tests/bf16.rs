@@ -623,3 +623,33 @@ fn the_amx_layouts_run_the_winograd_convolution_and_its_weight_gradient() {
     assert!(forward_err > 0.0 && forward_err < 1e-2, "forward {forward_err}");
     assert!(grad_err > 0.0 && grad_err < 1e-2, "weight gradient {grad_err}");
 }
+
+#[test]
+fn the_input_gradient_packs_the_flipped_weights_straight_and_computes_what_the_flipped_copy_did() {
+    // Packing the flipped transpose from the forward's weights equals packing an explicit flipped copy.
+    for (o, c) in [(8, 3), (13, 24), (40, 9)] {
+        let w = values(o * c * 9, 41);
+        let mut flipped = vec![0f32; w.len()];
+        for (oc, ci) in (0..o).flat_map(|oc| (0..c).map(move |ci| (oc, ci))) {
+            for j in 0..9 {
+                flipped[(ci * o + oc) * 9 + j] = w[(oc * c + ci) * 9 + 8 - j];
+            }
+        }
+        let direct = winograd::pack_weights_bf16_flipped(&w, o, c);
+        let copied = winograd::pack_weights_bf16(&flipped, c, o);
+        assert!(direct == copied, "{o}×{c}");
+    }
+    let Some(kernel) = kernel_or_skip("bf16 input gradient") else {
+        return;
+    };
+    // And the input gradient in bf16 stays within bf16 rounding of fp32's.
+    let g = ConvGeom::new(2, 24, 9, 11, 40, 3, 1);
+    let (w, dy) = (values(40 * 24 * 9, 42), values(2 * 40 * 9 * 11, 43));
+    let (mut want, mut got) = (vec![0f32; 2 * 24 * 9 * 11], vec![0f32; 2 * 24 * 9 * 11]);
+    conv::conv_input_grad_with(conv::Algo::Auto, &dy, &g, &w, &mut want);
+    conv::conv_input_grad_with(conv::Algo::Bf16(kernel), &dy, &g, &w, &mut got);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    eprintln!("bf16 vs fp32 input gradient: {err:.2e} relative");
+    assert!(err > 0.0 && err < 1e-2, "{err}");
+}

@@ -507,6 +507,10 @@ pub fn conv_input_grad(dy: &[f32], g: &ConvGeom, weight: &[f32], dx: &mut [f32])
 pub fn conv_input_grad_with(algo: Algo, dy: &[f32], g: &ConvGeom, weight: &[f32], dx: &mut [f32]) {
     let (c, o, k) = (g.c, g.o, g.k);
     assert_eq!(weight.len(), o * c * k * k);
+    let gt = ConvGeom::new(g.n, o, g.ho, g.wo, c, k, k - 1 - g.pad);
+    if let (Algo::Bf16(kernel), true) = (algo, algo.use_winograd(&gt)) {
+        return super::winograd::input_grad_bf16(kernel, dy, &gt, weight, dx);
+    }
     // The weights of the transposed convolution: O and C swapped, each kernel turned 180°. One input channel per
     // task (its C·k² row of the result is contiguous); this ran on one thread before, 2.4M values a step for a
     // 512-channel layer.
@@ -520,7 +524,6 @@ pub fn conv_input_grad_with(algo: Algo, dy: &[f32], g: &ConvGeom, weight: &[f32]
             }
         }
     });
-    let gt = ConvGeom::new(g.n, o, g.ho, g.wo, c, k, k - 1 - g.pad);
     debug_assert_eq!((gt.ho, gt.wo), (g.h, g.w));
     conv_forward_with(algo, dy, &gt, &wf, None, false, dx);
 }

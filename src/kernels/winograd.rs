@@ -141,6 +141,21 @@ pub fn forward_bf16(
     recycle_blocks(packed);
 }
 
+/// The input gradient in bf16: `dy` convolved (geometry `gt`, see `conv::conv_input_grad`) with the flipped
+/// transpose of the forward's `weight` (O × C × 3 × 3), packed straight from it.
+///
+/// Panics as [`forward`].
+pub fn input_grad_bf16(kernel: Bf16Kernel, dy: &[f32], gt: &ConvGeom, weight: &[f32], dx: &mut [f32]) {
+    assert!(
+        applicable(gt),
+        "Winograd: {gt:?} is not a 3×3 geometry with padding ≤ 2"
+    );
+    // The transposed convolution's input channels are the forward's outputs, and the other way round.
+    let packed = pack_weights_bf16_flipped(weight, gt.c, gt.o);
+    forward_with(dy, gt, Products::Bf16(kernel, &packed), None, false, false, dx);
+    recycle_blocks(packed);
+}
+
 /// Buffers for the 16 packed weight blocks, reused between calls: trainable layers pack their weights on every
 /// forward and input gradient, and 16 fresh zeroed buffers (8 MB for 512 × 512) cost more than the packing
 /// itself (9×9 forward of block5 in bf16, batch 32: 13.5 ms with packed weights, 18.7–20.6 ms packing them on
@@ -179,6 +194,20 @@ fn recycle_blocks(packed: Vec<PackedA>) {
 /// packing pass (2 cores, AMD EPYC Zen 4); see `tests/bf16.rs` for today's figure.
 pub fn pack_weights_bf16(weight: &[f32], o: usize, c: usize) -> Vec<PackedA> {
     assert_eq!(weight.len(), o * c * 9, "Winograd: weight is not O × C × 3 × 3");
+    pack_blocks(weight, o, c, false)
+}
+
+/// The packed weights of the input gradient's convolution (C × O, each kernel turned 180°: see
+/// `conv::conv_input_grad`) straight from the forward's `weight` (O × C × 3 × 3), without writing the flipped
+/// copy first (that copy cost 1.7–2.5 ms of block5's 15 ms input gradient in bf16).
+pub fn pack_weights_bf16_flipped(weight: &[f32], o: usize, c: usize) -> Vec<PackedA> {
+    assert_eq!(weight.len(), o * c * 9, "Winograd: weight is not O × C × 3 × 3");
+    pack_blocks(weight, c, o, true)
+}
+
+/// The 16 packed blocks of the `o` × `c` transformed weights; `flipped`: of the flipped transpose of `weight`
+/// (which is then c × o × 3 × 3).
+fn pack_blocks(weight: &[f32], o: usize, c: usize, flipped: bool) -> Vec<PackedA> {
     let (mr, kp) = (bf16::MR, c.div_ceil(2));
     let panel_len = kp * mr;
     let panels = o.div_ceil(mr);
@@ -192,10 +221,10 @@ pub fn pack_weights_bf16(weight: &[f32], o: usize, c: usize) -> Vec<PackedA> {
                 per_panel[panel].push(chunk);
             }
         }
-        per_panel
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(panel, mut out)| pack_panel(weight, c, panel, (o - panel * mr).min(mr), &mut out));
+        per_panel.into_par_iter().enumerate().for_each(|(panel, mut out)| {
+            let rows = (o - panel * mr).min(mr);
+            pack_panel(weight, (o, c), flipped, panel, rows, &mut out)
+        });
     }
     blocks
         .into_iter()
@@ -205,11 +234,26 @@ pub fn pack_weights_bf16(weight: &[f32], o: usize, c: usize) -> Vec<PackedA> {
 
 dispatch! {
     /// The 16 packed blocks' part for one panel of output channels (`rows` of them).
-    fn pack_panel(weight: &[f32], c: usize, panel: usize, rows: usize, out: &mut [&mut [u32]]) => pack_panel_body
+    fn pack_panel(
+        weight: &[f32],
+        shape: (usize, usize),
+        flipped: bool,
+        panel: usize,
+        rows: usize,
+        out: &mut [&mut [u32]],
+    ) => pack_panel_body
 }
 
 #[inline(always)]
-fn pack_panel_body(weight: &[f32], c: usize, panel: usize, rows: usize, out: &mut [&mut [u32]]) {
+fn pack_panel_body(
+    weight: &[f32],
+    (o, c): (usize, usize),
+    flipped: bool,
+    panel: usize,
+    rows: usize,
+    out: &mut [&mut [u32]],
+) {
+    // (o, c): the packed matrix's rows and columns (for `flipped`, the forward's C and O).
     const L: usize = 16;
     let mr = bf16::MR;
     for c0 in (0..c).step_by(L) {
@@ -218,10 +262,20 @@ fn pack_panel_body(weight: &[f32], c: usize, panel: usize, rows: usize, out: &mu
             let oi = panel * mr + r;
             // g[j][l]: tap j of the kernel of input channel c0 + l.
             let mut g = [[0f32; L]; 9];
-            let src = &weight[(oi * c + c0) * 9..][..lanes * 9];
-            for l in 0..lanes {
-                for j in 0..9 {
-                    g[j][l] = src[l * 9 + j];
+            if flipped {
+                // Row oi is the forward's input channel, lane l its output channel c0 + l, taps reversed.
+                for l in 0..lanes {
+                    let src = &weight[((c0 + l) * o + oi) * 9..][..9];
+                    for j in 0..9 {
+                        g[j][l] = src[8 - j];
+                    }
+                }
+            } else {
+                let src = &weight[(oi * c + c0) * 9..][..lanes * 9];
+                for l in 0..lanes {
+                    for j in 0..9 {
+                        g[j][l] = src[l * 9 + j];
+                    }
                 }
             }
             // t = G g (4 × 3), then U = t Gᵀ (4 × 4), lane by lane.
