@@ -156,6 +156,24 @@ pub fn input_grad_bf16(kernel: Bf16Kernel, dy: &[f32], gt: &ConvGeom, weight: &[
     recycle_blocks(packed);
 }
 
+/// The weight gradient's per-thread sums of the 16 products (16 · O · C floats: 16 MB each for 512 × 512),
+/// reused between calls: allocated afresh, the allocator zeroed them (a twentieth of block5's bf16 weight
+/// gradient in perf), though the first chunk overwrites every value.
+static ACCUMULATOR_POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+
+/// `n` accumulators from the pool (old values and lengths as they were).
+fn pooled_accumulators(n: usize) -> Vec<Vec<f32>> {
+    let mut pool = ACCUMULATOR_POOL.lock().unwrap_or_else(|e| e.into_inner());
+    (0..n).map(|_| pool.pop().unwrap_or_default()).collect()
+}
+
+/// Gives accumulators back to [`pooled_accumulators`] (up to one per thread; the rest are freed).
+fn recycle_accumulators(accumulators: Vec<Vec<f32>>) {
+    let mut pool = ACCUMULATOR_POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let room = rayon::current_num_threads().saturating_sub(pool.len());
+    pool.extend(accumulators.into_iter().filter(|a| a.capacity() > 0).take(room));
+}
+
 /// Buffers for the 16 packed weight blocks, reused between calls: trainable layers pack their weights on every
 /// forward and input gradient, and 16 fresh zeroed buffers (8 MB for 512 × 512) cost more than the packing
 /// itself (9×9 forward of block5 in bf16, batch 32: 13.5 ms with packed weights, 18.7–20.6 ms packing them on
@@ -989,13 +1007,15 @@ fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f
     };
     let per = nchunks.div_ceil(groups);
     let oc_len = o * c;
-    let mut partials: Vec<Vec<f32>> = (0..groups).map(|_| Vec::new()).collect();
+    let mut partials = pooled_accumulators(groups);
     partials.par_iter_mut().enumerate().for_each(|(gi, acc)| {
         let (c0, c1) = ((gi * per).min(nchunks), ((gi + 1) * per).min(nchunks));
         if c0 == c1 {
+            acc.clear();
             return;
         }
-        *acc = vec![0f32; 16 * oc_len];
+        // No zeroing: the first chunk's 16 products overwrite every value (`n > 0` is false for it).
+        acc.resize(16 * oc_len, 0.0);
         for (n, chunk) in (c0..c1).enumerate() {
             let t0 = chunk * tc;
             let nt = tc.min(total - t0);
@@ -1072,6 +1092,7 @@ fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f
             }
         }
     });
+    recycle_accumulators(partials);
     let p = g.p();
     db.par_iter_mut().enumerate().for_each(|(oc, d)| {
         let mut s = 0f64;
