@@ -24,13 +24,20 @@ pub fn applicable(g: &ConvGeom) -> bool {
 
 /// `U[k][o][c]` = (G g Gᵀ)[k / 4][k % 4] for the 3×3 kernel g = w[o][c].
 pub fn transform_weights(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
+    let mut u = Vec::new();
+    transform_weights_into(weight, o, c, &mut u);
+    u
+}
+
+/// [`transform_weights`] into `u` (its old values do not matter: every value is written).
+fn transform_weights_into(weight: &[f32], o: usize, c: usize, u: &mut Vec<f32>) {
     assert_eq!(weight.len(), o * c * 9, "Winograd: weight is not O × C × 3 × 3");
-    let mut u = vec![0f32; 16 * o * c];
+    u.resize(16 * o * c, 0.0);
     let oc = o * c;
     // Parallel over output channels. Each task transforms its channel's C kernels into 16 rows of C values held
     // locally, then writes each row contiguously (writing value by value at stride O·C touched a new cache line
     // per value and made this 4× slower).
-    let up = SendPtr::new(&mut u);
+    let up = SendPtr::new(u);
     (0..o).into_par_iter().for_each(|oi| {
         let mut rows = vec![0f32; 16 * c];
         for ci in 0..c {
@@ -63,8 +70,11 @@ pub fn transform_weights(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
             unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), up.get().add(k * oc + oi * c), c) };
         }
     });
-    u
 }
+
+/// The f32 forward's transformed weights (16 · O · C floats), kept for the next call: trainable layers transform
+/// theirs on every forward and input gradient, and a fresh buffer came zeroed by the allocator for nothing.
+static TRANSFORMED: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
 
 thread_local! {
     static V_BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -115,8 +125,10 @@ fn weight_grad_chunk_tiles(g: &ConvGeom, total: usize, threads: usize) -> usize 
 /// Panics when `g` is not a Winograd geometry or a buffer's length does not fit `g`.
 pub fn forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, pool: bool, out: &mut [f32]) {
     assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
-    let u = transform_weights(weight, g.o, g.c);
+    let mut u = std::mem::take(&mut *TRANSFORMED.lock().unwrap_or_else(|e| e.into_inner()));
+    transform_weights_into(weight, g.o, g.c, &mut u);
     forward_with(x, g, Products::F32(&u), bias, relu, pool, out);
+    *TRANSFORMED.lock().unwrap_or_else(|e| e.into_inner()) = u;
 }
 
 /// [`forward`] with the 16 products of the Winograd domain in bf16 on `kernel`: the transformed weights and
