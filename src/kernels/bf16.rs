@@ -148,13 +148,7 @@ impl PackedA {
         let mut data = vec![0u32; panels * kp * MR];
         let pack_panel =
             |(panel, chunk): (usize, &mut [u32])| pack_rows(a, k, panel * MR, MR.min(m - panel * MR), MR, chunk);
-        // Inside a task of rayon's pool (a chunk of a parallel convolution) the threads are already busy: packing
-        // in parallel there only adds waiting, during which rayon may run another task on this thread.
-        if rayon::current_thread_index().is_some() {
-            data.chunks_mut(kp * MR).enumerate().for_each(pack_panel);
-        } else {
-            data.par_chunks_mut(kp * MR).enumerate().for_each(pack_panel);
-        }
+        for_each_panel(&mut data, kp * MR, pack_panel);
         PackedA::from_parts(m, k, data)
     }
 
@@ -227,26 +221,27 @@ pub fn pack_b(b: &[f32], k: usize, n: usize, ld: usize, out: &mut Vec<u32>) -> u
         "bf16 pack: B is not {k}×{n} with stride {ld}"
     );
     let (kp, len) = grow_for_b(out, k, n);
-    for (panel, chunk) in out[..len].chunks_mut(kp * NR).enumerate() {
-        let j0 = panel * NR;
-        let cols = NR.min(n - j0);
+    let pack_panel = |(panel, chunk): (usize, &mut [u32])| {
+        let (j0, cols) = (panel * NR, NR.min(n - panel * NR));
         for p in 0..kp {
             let lo = &b[2 * p * ld + j0..][..cols];
-            let dst = &mut chunk[p * NR..][..NR];
-            if 2 * p + 1 < k {
-                let hi = &b[(2 * p + 1) * ld + j0..][..cols];
-                for j in 0..cols {
-                    dst[j] = pair(lo[j], hi[j]);
-                }
-            } else {
-                for j in 0..cols {
-                    dst[j] = pair(lo[j], 0.0);
-                }
-            }
-            dst[cols..].fill(0);
+            let hi = (2 * p + 1 < k).then(|| &b[(2 * p + 1) * ld + j0..][..cols]);
+            pack_pair_panels(lo, hi, &mut chunk[p * NR..][..NR], NR);
         }
-    }
+    };
+    for_each_panel(&mut out[..len], kp * NR, pack_panel);
     len
+}
+
+/// `f(panel, its chunk)` for the chunks of `packed`: in parallel, unless already inside a task of rayon's pool
+/// (a chunk of a parallel convolution), where the threads are busy and waiting would only let rayon run another
+/// task on this thread.
+fn for_each_panel(packed: &mut [u32], panel_len: usize, f: impl Fn((usize, &mut [u32])) + Sync + Send) {
+    if rayon::current_thread_index().is_some() {
+        packed.chunks_mut(panel_len).enumerate().for_each(f);
+    } else {
+        packed.par_chunks_mut(panel_len).enumerate().for_each(f);
+    }
 }
 
 /// Two rows of B (`lo`, and `hi` or zeros) as one k-pair row of every panel: the values of panel j (columns
@@ -302,11 +297,15 @@ fn grow_for_b(out: &mut Vec<u32>, k: usize, n: usize) -> (usize, usize) {
 pub fn pack_b_transposed(bt: &[f32], k: usize, n: usize, out: &mut Vec<u32>) -> usize {
     assert_eq!(bt.len(), n * k, "bf16 pack: Bᵀ is not {n}×{k}");
     let (kp, len) = grow_for_b(out, k, n);
-    for (panel, chunk) in out[..len].chunks_mut(kp * NR).enumerate() {
-        let j0 = panel * NR;
-        chunk.fill(0);
-        pack_rows(bt, k, j0, NR.min(n - j0), NR, chunk);
-    }
+    let pack_panel = |(panel, chunk): (usize, &mut [u32])| {
+        let (j0, cols) = (panel * NR, NR.min(n - panel * NR));
+        // Every pair of the panel's columns below n is written; only the columns past n must be zeroed.
+        if cols < NR {
+            chunk.fill(0);
+        }
+        pack_rows(bt, k, j0, cols, NR, chunk);
+    };
+    for_each_panel(&mut out[..len], kp * NR, pack_panel);
     len
 }
 
