@@ -1,5 +1,5 @@
-//! The two low-level tools the CPU kernels share: a raw output pointer that parallel tasks may carry, and the one
-//! f32 gemm call. Everything `unsafe` in the kernels goes through these, so their contracts are written once.
+//! The low-level tools the CPU kernels share: a raw output pointer that parallel tasks may carry, a pool of
+//! scratch buffers, and the one f32 gemm call. Everything `unsafe` in the kernels goes through these, so their contracts are written once.
 
 /// An output buffer's base pointer, shared by rayon tasks that each write their own disjoint part of it.
 #[derive(Clone, Copy)]
@@ -20,6 +20,36 @@ impl SendPtr {
     // A method (not field access) so that closures capture the whole Send wrapper.
     pub(super) fn get(self) -> *mut f32 {
         self.0
+    }
+}
+
+/// Big scratch buffers kept between calls of a kernel, so that they are not allocated, and zeroed by the
+/// allocator, every time (the kernels overwrite what they use).
+pub(super) struct Pool<T>(std::sync::Mutex<Vec<Vec<T>>>);
+
+impl<T: Copy + Default> Pool<T> {
+    pub(super) const fn new() -> Self {
+        Pool(std::sync::Mutex::new(Vec::new()))
+    }
+
+    /// A buffer of `len` values. Values it held before are kept (the caller writes or zeroes what it reads);
+    /// new ones are `T::default()`.
+    pub(super) fn take(&self, len: usize) -> Vec<T> {
+        let mut buffer = self.lock().pop().unwrap_or_default();
+        buffer.resize(len, T::default());
+        buffer
+    }
+
+    /// Keeps `buffer` for a later [`Pool::take`] while the pool holds fewer than `keep`; frees it otherwise.
+    pub(super) fn give(&self, buffer: Vec<T>, keep: usize) {
+        let mut pool = self.lock();
+        if pool.len() < keep && buffer.capacity() > 0 {
+            pool.push(buffer);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<T>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -114,5 +144,21 @@ mod tests {
             matmul(&a, &b, &mut c, (m, k, n), 1);
         });
         assert!(short.is_err());
+    }
+
+    #[test]
+    fn a_pool_hands_back_its_buffers_with_their_values_and_keeps_no_more_than_asked() {
+        let pool: Pool<u32> = Pool::new();
+        let mut a = pool.take(4);
+        assert_eq!(a, vec![0; 4]);
+        a.fill(7);
+        pool.give(a, 1);
+        pool.give(vec![9; 3], 1);
+        assert_eq!(
+            pool.take(6),
+            vec![7, 7, 7, 7, 0, 0],
+            "the kept buffer, grown with defaults"
+        );
+        assert_eq!(pool.take(2), vec![0, 0], "the second buffer was not kept");
     }
 }

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::bf16::{self, Bf16Kernel, PackedA};
 use super::conv::ConvGeom;
-use super::raw::{sgemm, SendPtr};
+use super::raw::{sgemm, Pool, SendPtr};
 use super::simd::dispatch;
 
 /// True when this path can compute the geometry.
@@ -74,7 +74,7 @@ fn transform_weights_into(weight: &[f32], o: usize, c: usize, u: &mut Vec<f32>) 
 
 /// The f32 forward's transformed weights (16 · O · C floats), kept for the next call: trainable layers transform
 /// theirs on every forward and input gradient, and a fresh buffer came zeroed by the allocator for nothing.
-static TRANSFORMED: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
+static TRANSFORMED: Pool<f32> = Pool::new();
 
 thread_local! {
     static V_BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -125,10 +125,10 @@ fn weight_grad_chunk_tiles(g: &ConvGeom, total: usize, threads: usize) -> usize 
 /// Panics when `g` is not a Winograd geometry or a buffer's length does not fit `g`.
 pub fn forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, pool: bool, out: &mut [f32]) {
     assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
-    let mut u = std::mem::take(&mut *TRANSFORMED.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut u = TRANSFORMED.take(16 * g.o * g.c);
     transform_weights_into(weight, g.o, g.c, &mut u);
     forward_with(x, g, Products::F32(&u), bias, relu, pool, out);
-    *TRANSFORMED.lock().unwrap_or_else(|e| e.into_inner()) = u;
+    TRANSFORMED.give(u, 1);
 }
 
 /// [`forward`] with the 16 products of the Winograd domain in bf16 on `kernel`: the transformed weights and
@@ -169,50 +169,20 @@ pub fn input_grad_bf16(kernel: Bf16Kernel, dy: &[f32], gt: &ConvGeom, weight: &[
 }
 
 /// The weight gradient's per-thread sums of the 16 products (16 · O · C floats: 16 MB each for 512 × 512),
-/// reused between calls: allocated afresh, the allocator zeroed them (a twentieth of block5's bf16 weight
-/// gradient in perf), though the first chunk overwrites every value.
-static ACCUMULATOR_POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+/// kept between calls (one per thread): allocated afresh, the allocator zeroed them (a twentieth of block5's bf16
+/// weight gradient in perf), though the first chunk overwrites every value.
+static ACCUMULATORS: Pool<f32> = Pool::new();
 
-/// `n` accumulators from the pool (old values and lengths as they were).
-fn pooled_accumulators(n: usize) -> Vec<Vec<f32>> {
-    let mut pool = ACCUMULATOR_POOL.lock().unwrap_or_else(|e| e.into_inner());
-    (0..n).map(|_| pool.pop().unwrap_or_default()).collect()
-}
+/// Buffers for the 16 packed weight blocks, kept between calls (two packings' worth): trainable layers pack their
+/// weights on every forward and input gradient, and 16 fresh zeroed buffers (8 MB for 512 × 512) cost more than
+/// the packing itself (9×9 forward of block5 in bf16, batch 32: 13.5 ms with packed weights, 18.7–20.6 ms
+/// packing them on fresh buffers).
+static BLOCKS: Pool<u32> = Pool::new();
 
-/// Gives accumulators back to [`pooled_accumulators`] (up to one per thread; the rest are freed).
-fn recycle_accumulators(accumulators: Vec<Vec<f32>>) {
-    let mut pool = ACCUMULATOR_POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let room = rayon::current_num_threads().saturating_sub(pool.len());
-    pool.extend(accumulators.into_iter().filter(|a| a.capacity() > 0).take(room));
-}
-
-/// Buffers for the 16 packed weight blocks, reused between calls: trainable layers pack their weights on every
-/// forward and input gradient, and 16 fresh zeroed buffers (8 MB for 512 × 512) cost more than the packing
-/// itself (9×9 forward of block5 in bf16, batch 32: 13.5 ms with packed weights, 18.7–20.6 ms packing them on
-/// fresh buffers).
-static BLOCK_POOL: std::sync::Mutex<Vec<Vec<u32>>> = std::sync::Mutex::new(Vec::new());
-
-/// 16 buffers of `len` u32; their old values are kept (the packing overwrites them) unless `zero`.
-fn pooled_blocks(len: usize, zero: bool) -> Vec<Vec<u32>> {
-    let mut pool = BLOCK_POOL.lock().unwrap_or_else(|e| e.into_inner());
-    (0..16)
-        .map(|_| {
-            let mut v = pool.pop().unwrap_or_default();
-            v.resize(len, 0);
-            if zero {
-                v.fill(0);
-            }
-            v
-        })
-        .collect()
-}
-
-/// Gives the buffers of packed weights that are no longer needed back to [`pooled_blocks`].
+/// Gives the buffers of packed weights that are no longer needed back to [`BLOCKS`].
 fn recycle_blocks(packed: Vec<PackedA>) {
-    let mut pool = BLOCK_POOL.lock().unwrap_or_else(|e| e.into_inner());
-    // Enough for two packings at once; a third one's buffers are freed.
-    if pool.len() < 32 {
-        pool.extend(packed.into_iter().map(PackedA::into_data));
+    for block in packed {
+        BLOCKS.give(block.into_data(), 32);
     }
 }
 
@@ -242,7 +212,16 @@ fn pack_blocks(weight: &[f32], o: usize, c: usize, flipped: bool) -> Vec<PackedA
     let panel_len = kp * mr;
     let panels = o.div_ceil(mr);
     // Every value of a full panel is written below; only a last, partial panel has rows that must read as zeros.
-    let mut blocks = pooled_blocks(panels * panel_len, !o.is_multiple_of(mr));
+    let partial = !o.is_multiple_of(mr);
+    let mut blocks: Vec<Vec<u32>> = (0..16)
+        .map(|_| {
+            let mut block = BLOCKS.take(panels * panel_len);
+            if partial {
+                block.fill(0);
+            }
+            block
+        })
+        .collect();
     {
         // Each panel of output channels writes its own range of every block.
         let mut per_panel: Vec<Vec<&mut [u32]>> = (0..panels).map(|_| Vec::with_capacity(16)).collect();
@@ -1019,7 +998,7 @@ fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f
     };
     let per = nchunks.div_ceil(groups);
     let oc_len = o * c;
-    let mut partials = pooled_accumulators(groups);
+    let mut partials: Vec<Vec<f32>> = (0..groups).map(|_| ACCUMULATORS.take(16 * oc_len)).collect();
     partials.par_iter_mut().enumerate().for_each(|(gi, acc)| {
         let (c0, c1) = ((gi * per).min(nchunks), ((gi + 1) * per).min(nchunks));
         if c0 == c1 {
@@ -1027,7 +1006,6 @@ fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f
             return;
         }
         // No zeroing: the first chunk's 16 products overwrite every value (`n > 0` is false for it).
-        acc.resize(16 * oc_len, 0.0);
         for (n, chunk) in (c0..c1).enumerate() {
             let t0 = chunk * tc;
             let nt = tc.min(total - t0);
@@ -1104,7 +1082,9 @@ fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f
             }
         }
     });
-    recycle_accumulators(partials);
+    for acc in partials {
+        ACCUMULATORS.give(acc, rayon::current_num_threads());
+    }
     let p = g.p();
     db.par_iter_mut().enumerate().for_each(|(oc, d)| {
         let mut s = 0f64;
