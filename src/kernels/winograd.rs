@@ -624,7 +624,8 @@ dispatch! {
 /// Channel pairs the bf16 input transform does before packing them, so that each panel receives that many
 /// neighbouring pair rows at once instead of one 128-byte row per pass over all panels. Measured on the VGG16
 /// layers in bf16 (batch 32, 150×150, 2-core AMD EPYC, two rounds): the nine layer timings summed 318–328 ms with
-/// 1 pair, 313 with 4, 312–331 with 8, 317–321 with 16.
+/// 1 pair, 313 with 4, 312–331 with 8, 317–321 with 16 — differences near that machine's noise; 4 was the
+/// steadiest.
 const PAIRS_AT_ONCE: usize = 4;
 
 /// Length of one packed block of the bf16 input transform: C × nt in channel pairs and panels of [`bf16::NR`].
