@@ -246,7 +246,7 @@ fn for_each_panel(packed: &mut [u32], panel_len: usize, f: impl Fn((usize, &mut 
 
 /// Two rows of B (`lo`, and `hi` or zeros) as one k-pair row of every panel: the values of panel j (columns
 /// j·NR ..) go to `out[j · panel_stride ..][..NR]`, zero-padded past the last column. The bf16 Winograd forward
-/// packs its transformed input this way, a pair of channels at a time.
+/// packs its transformed input this way, a pair of channels at a time, and [`pack_b`] each panel's row pairs.
 ///
 /// Panics when `out` is too short for the panels or `hi` is not as long as `lo`.
 pub fn pack_pair_panels(lo: &[f32], hi: Option<&[f32]>, out: &mut [u32], panel_stride: usize) {
