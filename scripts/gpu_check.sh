@@ -8,27 +8,72 @@
 #   3. times `catdog bench forward` and `bench train` on the GPU and, as the same run's baseline, on the CPU, in
 #      fp32 and with `--precision bf16` (candle's bf16 convolutions on the GPU; tests/bf16.rs also runs its
 #      portable path there).
-# Everything it prints also goes to target/gpu-check/ (one log per step) for the README's device section.
+# Everything it prints also goes to target/gpu-check/ (CATDOG_GPU_OUT overrides; one log per step) for the README's
+# device section.
+#
+# On a GPU machine without Rust, build the binaries elsewhere with scripts/gpu_bundle.sh, copy the repository with
+# target/gpu-bundle/ in it, and run `CATDOG_GPU_BUNDLE=target/gpu-bundle scripts/gpu_check.sh`: steps 1 and 2 then
+# run the bundled catdog and the two device-parametrised test binaries (portable_parity, bf16) against the
+# machine's own CUDA libraries, found under /usr, /opt and /usr/local.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 features="${CATDOG_GPU_FEATURES:-cuda,cudnn}"
-out=target/gpu-check
+out="${CATDOG_GPU_OUT:-target/gpu-check}"
+bundle="${CATDOG_GPU_BUNDLE:-}"
 mkdir -p "$out"
+# A failed step is reported and the rest still run (a GPU lease is short: one run should tell everything); the
+# script fails at the end, naming the failed steps. The build is the exception: nothing runs without it.
+failed=()
 step() {
   local name=$1
   shift
   echo "== $name: $*"
-  "$@" 2>&1 | tee "$out/$name.log"
+  if ! "$@" 2>&1 | tee "$out/$name.log"; then
+    echo "== $name FAILED"
+    failed+=("$name")
+  fi
 }
 step gpu nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 step cpu bash -c "lscpu | grep -E 'Model name|^CPU\\(s\\)'"
-step build cargo build --release --features "$features"
-step tests env CATDOG_TEST_DEVICE=cuda cargo test --release --features "$features"
-bin=target/release/catdog
+if [ -z "$bundle" ]; then
+  step build cargo build --release --features "$features"
+  [ ${#failed[@]} -eq 0 ] || exit 1
+  step tests env CATDOG_TEST_DEVICE=cuda cargo test --release --features "$features"
+  bin=target/release/catdog
+else
+  # The libraries the bundle was linked against, from wherever this machine keeps them (pip wheels included).
+  libs=$(find /usr /opt /usr/local -name 'lib*.so*' 2>/dev/null |
+    grep -E '/lib(cuda\.so\.1|cublas\.so\.13|cublasLt\.so\.13|curand\.so\.10|nvrtc\.so\.13|cudart\.so\.13|cudnn\.so\.9)$' |
+    xargs -r -n1 dirname | sort -u | paste -sd:)
+  export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "== libraries from $LD_LIBRARY_PATH"
+  for packed in "$bundle"/*.xz; do
+    [ -e "$packed" ] || continue
+    [ -x "${packed%.xz}" ] && continue
+    if command -v xz >/dev/null; then
+      xz -dkf "$packed"
+    else
+      python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+        "$packed" "${packed%.xz}"
+    fi
+    chmod +x "${packed%.xz}"
+  done
+  # The test binaries start catdog by the path cargo baked in where the bundle was built.
+  baked=$(cat "$bundle/catdog.path")
+  mkdir -p "$(dirname "$baked")"
+  [ "$(realpath "$bundle/catdog")" = "$(realpath "$baked")" ] || ln -sf "$(realpath "$bundle/catdog")" "$baked"
+  step tests-portable-parity env CATDOG_TEST_DEVICE=cuda "$bundle/portable_parity"
+  step tests-bf16 env CATDOG_TEST_DEVICE=cuda "$bundle/bf16"
+  bin="$bundle/catdog"
+fi
 step bench-forward-cuda "$bin" bench forward --device cuda --batch 32 --size 150 --iters 5 --no-compare
 step bench-forward-cpu "$bin" bench forward --device cpu --batch 32 --size 150 --iters 3 --no-compare
 step bench-train-cuda "$bin" bench train --device cuda --batch 32 --size 150 --steps 5 --cache both
 step bench-train-cpu "$bin" bench train --device cpu --batch 32 --size 150 --steps 3 --cache both
 step bench-forward-cuda-bf16 "$bin" bench forward --device cuda --precision bf16 --batch 32 --size 150 --iters 5 --no-compare
 step bench-train-cuda-bf16 "$bin" bench train --device cuda --precision bf16 --batch 32 --size 150 --steps 5 --cache both
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "gpu_check: FAILED steps: ${failed[*]}; logs in $out/"
+  exit 1
+fi
 echo "gpu_check: all steps passed; logs in $out/"
