@@ -36,8 +36,44 @@ fn every_available_bf16_gemm_equals_the_scalar_reference_at_odd_sizes() {
     }
 }
 
+#[test]
+fn a_kernel_this_cpu_cannot_run_is_refused_with_a_panic_not_an_illegal_instruction() {
+    // A Bf16Kernel is a plain enum any caller can name; the safe entry points must check it, or naming Amx on a
+    // CPU without AMX kills the process with SIGILL instead of a message.
+    let (have, _) = bf16::available();
+    let a = PackedA::pack(&values(MR_ROWS * 4, 1), MR_ROWS, 4);
+    let mut b = Vec::new();
+    pack_b(&values(4 * 8, 2), 4, 8, 8, &mut b);
+    for kernel in [bf16::Bf16Kernel::Avx512Bf16, bf16::Bf16Kernel::Amx] {
+        assert_eq!(kernel.is_runnable(), have.contains(&kernel), "{}", kernel.name());
+        if kernel.is_runnable() {
+            eprintln!("skipped the refusal of {}: this CPU runs it", kernel.name());
+            continue;
+        }
+        let mut c = vec![0f32; MR_ROWS * 8];
+        let gemm = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            bf16::gemm(kernel, &a, &b, 8, &mut c, 8)
+        }));
+        let why = gemm.expect_err("gemm ran a kernel this CPU lacks");
+        let text = why.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            text.contains(kernel.name()) && text.contains("bf16::kernel()"),
+            "{text}"
+        );
+        let mut tile = [0f32; bf16::MR * bf16::NR];
+        let t = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            bf16::gemm_tile(kernel, &a, 0, &b, 0, 8, &mut tile)
+        }));
+        assert!(t.is_err(), "gemm_tile ran a kernel this CPU lacks");
+    }
+    assert!(bf16::Bf16Kernel::AmxEmulated.is_runnable());
+}
+
+const MR_ROWS: usize = 5;
+
 fn gemm_equals_the_reference(kernel: bf16::Bf16Kernel) {
     // k = 37 and 576 leave an AMX tail (19 and 288 pairs: 16 + 3, 18 × 16); m = 13 and 9 a short panel.
+    // m = 64, n = 96: whole 32 × 32 AMX blocks, stored straight into C.
     for (m, k, n) in [(1, 1, 1), (8, 2, 32), (13, 37, 45), (64, 128, 96), (9, 576, 33)] {
         let a = values(m * k, 1 + m as u64);
         let b = values(k * n, 2 + n as u64);
@@ -76,6 +112,17 @@ fn gemm_equals_the_reference(kernel: bf16::Bf16Kernel) {
             assert!(
                 c[i * ldc + n..(i + 1) * ldc].iter().all(|v| v.is_nan()),
                 "wrote past column {n}"
+            );
+        }
+        // Adding the product to what C holds (the weight gradients sum their chunks so): twice the sums.
+        bf16::gemm_into(kernel, &packed, &buf[..len], n, &mut c, ldc, true);
+        for (ij, (&w, &s)) in want.iter().zip(&scale).enumerate() {
+            let got = c[(ij / n) * ldc + ij % n];
+            let tol = 8.0 * f32::EPSILON * s.max(f32::MIN_POSITIVE);
+            assert!(
+                (got - 2.0 * w).abs() <= tol,
+                "{}: {m}×{k}×{n} accumulated: {got} vs 2 × {w}",
+                kernel.name()
             );
         }
     }
@@ -210,9 +257,9 @@ fn bf16_vgg_features_are_within_1e_2_of_fp32_on_the_vgg_tiny_fixture_on_every_pa
     // default: bf16 rounding with f32 sums; cuda in scripts/gpu_check.sh: candle's bf16 convolution).
     let test_device = std::env::var("CATDOG_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
     let portable_device = catdog::device::parse_device(&test_device).expect("CATDOG_TEST_DEVICE opens");
-    let mut paths = vec![(Kernels::Portable, "portable", portable_device)];
-    if kernel.is_some() {
-        paths.push((Kernels::Fast, "fast (avx512-bf16)", Device::Cpu));
+    let mut paths = vec![(Kernels::Portable, "portable".to_string(), portable_device)];
+    if let Some(kernel) = kernel {
+        paths.push((Kernels::Fast, format!("fast ({})", kernel.name()), Device::Cpu));
     }
     for (kernels, name, device) in paths {
         let loaded = weights::load(&spec, &device, &HubOptions::default()).unwrap();
@@ -235,7 +282,10 @@ fn bf16_vgg_features_are_within_1e_2_of_fp32_on_the_vgg_tiny_fixture_on_every_pa
             eprintln!("{name} {pool}: {l2:.2e} (L2), {max:.2e} (largest) relative to PyTorch fp32");
             // bf16 keeps 8 bits of mantissa: 13 layers of it stay within 1e-2 in norm. The largest single
             // difference at block5_pool reaches 1.0e-2 even with autocast's exact arithmetic (the portable path).
-            assert!(l2 > 0.0 && l2 < 1e-2, "{name} {pool}: {l2} (L2)");
+            // On a GPU, candle's bf16 convolution (cuDNN) also rounds every layer's output to bf16, as PyTorch's
+            // CUDA autocast does: one rounding more per layer, 1.00e-2 at block4_pool on an H200 (2026-11-25).
+            let bound = if device.is_cpu() { 1e-2 } else { 1.5e-2 };
+            assert!(l2 > 0.0 && l2 < bound, "{name} {pool}: {l2} (L2)");
             assert!(max < 2e-2, "{name} {pool}: {max} (largest)");
         }
     }
@@ -249,8 +299,11 @@ fn precision_is_recorded_and_a_cpu_without_bf16_kernels_says_it_runs_fp32() {
     common::make_dataset(&data.join("test"), 2, 2);
     let run = |name: &str, vars: &[(&str, &str)]| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_catdog"));
+        // The CPU's kernels are the subject: on a machine with a GPU, catdog would pick it.
         c.args([
             "finetune",
+            "--device",
+            "cpu",
             "--data",
             data.to_str().unwrap(),
             "--weights",
@@ -287,10 +340,10 @@ fn precision_is_recorded_and_a_cpu_without_bf16_kernels_says_it_runs_fp32() {
     let (err, config, meta) = run("off", &[("CATDOG_BF16", "off")]);
     assert!(err.contains("no AVX512-BF16") && err.contains("fp32"), "{err}");
     assert_eq!((config.as_str(), meta.as_str()), ("fp32", "fp32"));
-    if kernel_or_skip("finetune bf16").is_some() {
+    if let Some(kernel) = kernel_or_skip("finetune bf16") {
         let (err, config, meta) = run("on", &[]);
         assert!(
-            err.contains("bf16 (avx512-bf16)") && !err.contains("no AVX512-BF16"),
+            err.contains(&format!("bf16 ({})", kernel.name())) && !err.contains("no AVX512-BF16"),
             "{err}"
         );
         assert_eq!((config.as_str(), meta.as_str()), ("bf16", "bf16"));
@@ -579,18 +632,25 @@ fn the_amx_self_check_turns_a_crashing_or_wrong_kernel_away() {
     // A right kernel (the Rust model of the tile instructions) passes.
     assert_eq!(amx::self_check(amx::emulated_tile), Ok(()));
     // A kernel that computes something else, and one that crashes, are refused; the test process lives on.
-    unsafe fn off_by_one(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mut f32) {
+    unsafe fn off_by_one(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mut f32, ldc: usize, acc: bool) {
         // SAFETY: as emulated_tile's contract; then the first value is changed.
         unsafe {
-            amx::emulated_tile(kp, a, lda, b, out);
+            amx::emulated_tile(kp, a, lda, b, out, ldc, acc);
             *out += 1.0;
         }
     }
-    unsafe fn crashes(_: usize, _: *const u32, _: usize, _: *const u32, _: *mut f32) {
+    // A kernel that forgets what C held (accumulate ignored) is wrong too.
+    unsafe fn overwrites(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mut f32, ldc: usize, _: bool) {
+        // SAFETY: as emulated_tile's contract.
+        unsafe { amx::emulated_tile(kp, a, lda, b, out, ldc, false) }
+    }
+    unsafe fn crashes(_: usize, _: *const u32, _: usize, _: *const u32, _: *mut f32, _: usize, _: bool) {
         std::process::abort()
     }
-    let wrong = amx::self_check(off_by_one).unwrap_err();
-    assert!(wrong.contains("wrong values"), "{wrong}");
+    for wrong_kernel in [off_by_one as amx::TileFn, overwrites] {
+        let wrong = amx::self_check(wrong_kernel).unwrap_err();
+        assert!(wrong.contains("wrong values"), "{wrong}");
+    }
     let crashed = amx::self_check(crashes).unwrap_err();
     assert!(crashed.contains("crashed (signal 6)"), "{crashed}");
 }

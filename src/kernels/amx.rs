@@ -3,30 +3,41 @@
 //! Rust's AMX intrinsics are unstable, so the tile instructions are inline `asm!`. Linux hands out the tile-data
 //! state only on request, `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, once per process.
 //!
-//! **This kernel has not yet run on a development machine** (those were AMD Zen 4/5, without AMX). So before its
-//! first use a forked child process computes one tile with it and compares the result with exact sums; a crash or
-//! a wrong value there turns AMX off for the process with a one-line notice, and the AVX512-BF16 kernel runs
-//! instead. The addressing (the layouts, the k steps and their tail, the edges) is also run on every machine
-//! through [`emulated_tile`], a Rust model of the tile instructions with the same arguments (`tests/bf16.rs`).
+//! Before its first use a forked child process computes one block with it and compares the result with exact
+//! sums; a crash or a wrong value there turns AMX off for the process with a one-line notice, and the
+//! AVX512-BF16 kernel runs instead. The addressing (the layouts, the k steps and their tail, the edges) is also
+//! run on every machine through [`emulated_tile`], a Rust model of the tile instructions with the same arguments
+//! (`tests/bf16.rs`). First run on AMX hardware: 2026-11-25, an Intel Xeon with AMX-BF16 (self-check and tests
+//! passed).
 //!
 //! Layouts. B is [`super::bf16::pack_b`]'s (panels of [`NR`] columns, each k-pair of a column one u32): a B tile
 //! reads 16 k-pair rows × 16 columns of a panel with a 128-byte stride. An A tile needs each row's k-pairs side by
 //! side, so A is relaid from the AVX512-BF16 panels into rows of `kp` rounded up to 16 pairs ([`rows_layout`]).
-//! C is one [`MR`] × [`NR`] tile: two C tiles of MR rows × 16 columns.
+//! One kernel call makes a [`ROWS`] × [`NR`] block of C: four C tiles of 16 × 16, from two A tiles and two B tiles
+//! per k step, so that each tile loaded feeds two `tdpbf16ps` (the 2 × 2 blocking every AMX GEMM uses; the first
+//! version, 8 rows × 32 columns a call, ran 190–580 GFLOP/s on one core where tract-linalg's 16 × 16 ran
+//! 325–680).
 
 use super::bf16::{MR, NR};
 
 /// k-pairs per tile step (a 64-byte tile row).
 pub const STEP: usize = 16;
 
-/// A tile kernel: `out (MR × NR, row stride NR) = A · B` for `kp` k-pairs, A in [`rows_layout`] (row stride
-/// `lda` pairs, a multiple of [`STEP`]), B one panel of [`super::bf16::pack_b`].
+/// Rows of C per kernel call: two tiles of 16 rows (a whole number of [`MR`] panels).
+pub const ROWS: usize = 32;
+const _: () = assert!(ROWS.is_multiple_of(MR) && NR == 32);
+
+/// A tile kernel: `out (ROWS × NR, row stride ldc) = A · B`, or `+=` when `accumulate`, for `kp` k-pairs, A in
+/// [`rows_layout`] (row stride `lda` pairs, a multiple of [`STEP`]), B one panel of [`super::bf16::pack_b`]. The
+/// tiles are stored straight into C (no copy through a buffer: at k = 512 that copy cost a third of the time).
 ///
 /// # Safety
-/// `a` must hold MR rows of `lda ≥ kp` u32, `b` kp rows of NR u32, `out` MR × NR f32; for [`tile`], the CPU must
-/// have AMX-TILE and AMX-BF16 and the process the tile-data permission ([`status`] is `Ready`).
-// SAFETY (callers): see "# Safety"; `bf16::amx_tile` checks the buffers and hands out `tile` only when Ready.
-pub type TileFn = unsafe fn(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mut f32);
+/// `a` must hold ROWS rows of `lda ≥ kp` u32 (zero past kp), `b` kp rows of NR u32, `out` ROWS rows of NR f32,
+/// `ldc ≥ NR` apart; for [`tile`], the CPU must have AMX-TILE and AMX-BF16 and the process the tile-data
+/// permission ([`status`] is `Ready`).
+// SAFETY (callers): see "# Safety"; `bf16::amx_block` checks the buffers and hands out `tile` only when Ready.
+pub type TileFn =
+    unsafe fn(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mut f32, ldc: usize, accumulate: bool);
 
 /// Whether AMX runs here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,8 +101,8 @@ fn detect() -> Amx {
     Amx::Absent
 }
 
-/// Runs `kernel` on one tile (20 k-pairs: a full step and a tail) in a forked child and compares its output
-/// with exact sums (small integers, so any correct kernel matches to the bit). Err says why not: a signal, or
+/// Runs `kernel` on one block (20 k-pairs: a full step and a tail), then adds the same block to it, in a forked
+/// child and compares its output with exact sums (small integers, so any correct kernel matches to the bit). Err says why not: a signal, or
 /// wrong values. The child touches no lock and allocates nothing, as a fork of a threaded process must.
 pub fn self_check(kernel: TileFn) -> Result<(), String> {
     let kp: usize = 20;
@@ -100,8 +111,8 @@ pub fn self_check(kernel: TileFn) -> Result<(), String> {
     let pair = |lo: i32, hi: i32| bf16(lo) | (bf16(hi) << 16);
     let a_val = |r: usize, t: usize| ((r * 5 + t * 3) % 7) as i32 - 3;
     let b_val = |t: usize, j: usize| ((t * 2 + j * 5) % 9) as i32 - 4;
-    let mut a = vec![0u32; MR * lda];
-    for r in 0..MR {
+    let mut a = vec![0u32; ROWS * lda];
+    for r in 0..ROWS {
         for p in 0..kp {
             a[r * lda + p] = pair(a_val(r, 2 * p), a_val(r, 2 * p + 1));
         }
@@ -109,10 +120,10 @@ pub fn self_check(kernel: TileFn) -> Result<(), String> {
     let b: Vec<u32> = (0..kp * NR)
         .map(|i| pair(b_val(2 * (i / NR), i % NR), b_val(2 * (i / NR) + 1, i % NR)))
         .collect();
-    let want: Vec<f32> = (0..MR * NR)
+    let want: Vec<f32> = (0..ROWS * NR)
         .map(|i| (0..2 * kp).map(|t| a_val(i / NR, t) * b_val(t, i % NR)).sum::<i32>() as f32)
         .collect();
-    let mut out = vec![f32::NAN; MR * NR];
+    let mut out = vec![f32::NAN; ROWS * NR];
     // SAFETY: fork has no memory-safety preconditions; the child below only computes into buffers that exist in
     // its copy of the address space and leaves with _exit, running no destructor and taking no lock.
     let pid = unsafe { libc::fork() };
@@ -131,10 +142,14 @@ pub fn self_check(kernel: TileFn) -> Result<(), String> {
             };
             // SAFETY: setrlimit reads the struct above and only changes this child's limit.
             unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
-            // SAFETY: a holds MR rows of lda ≥ kp u32, b kp rows of NR, out MR × NR (made above); the caller
+            // SAFETY: a holds ROWS rows of lda ≥ kp u32, b kp rows of NR, out ROWS × NR (made above); the caller
             // vouches for the kernel's CPU requirements, and a crash here ends only this child.
-            unsafe { kernel(kp, a.as_ptr(), lda, b.as_ptr(), out.as_mut_ptr()) };
-            let right = out.iter().zip(&want).all(|(o, w)| o == w);
+            unsafe { kernel(kp, a.as_ptr(), lda, b.as_ptr(), out.as_mut_ptr(), NR, false) };
+            let mut right = out.iter().zip(&want).all(|(o, w)| o == w);
+            // Again, adding to what is there: twice the sums.
+            // SAFETY: as above.
+            unsafe { kernel(kp, a.as_ptr(), lda, b.as_ptr(), out.as_mut_ptr(), NR, true) };
+            right &= out.iter().zip(&want).all(|(o, w)| *o == 2.0 * w);
             // SAFETY: _exit ends the child at once, as a forked child of a threaded process should.
             unsafe { libc::_exit(if right { 0 } else { 3 }) }
         }
@@ -158,10 +173,11 @@ pub fn self_check(kernel: TileFn) -> Result<(), String> {
 }
 
 /// A (m × k) from the AVX512-BF16 panel layout (`panels`: panels of MR rows, pair p of row r at p·MR + r) into
-/// AMX rows: row i's pairs at `i · lda`, `lda` = kp rounded up to [`STEP`], zero-padded (whole panels of MR rows).
+/// AMX rows: row i's pairs at `i · lda`, `lda` = kp rounded up to [`STEP`], zero-padded (whole blocks of [`ROWS`]
+/// rows).
 pub fn rows_layout(panels: &[u32], m: usize, kp: usize) -> Vec<u32> {
     let lda = kp.div_ceil(STEP) * STEP;
-    let mut rows = vec![0u32; m.div_ceil(MR) * MR * lda];
+    let mut rows = vec![0u32; m.div_ceil(ROWS) * ROWS * lda];
     for (panel, src) in panels.chunks_exact(kp * MR).enumerate() {
         for r in 0..MR {
             let dst = &mut rows[(panel * MR + r) * lda..][..kp];
@@ -173,8 +189,7 @@ pub fn rows_layout(panels: &[u32], m: usize, kp: usize) -> Vec<u32> {
     rows
 }
 
-/// The tile configuration (palette 1): tmm0–1 C (MR rows × 16 f32), tmm2 A (MR rows × 16 pairs), tmm3–4 B (16
-/// pair rows × 16 columns), tmm5–7 the same for the last `tail` pairs (unused when 0).
+/// A tile configuration (palette 1), 64 bytes as `ldtilecfg` reads them.
 #[repr(C, align(64))]
 struct TileConfig {
     palette: u8,
@@ -184,82 +199,129 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
-fn tile_config(tail: usize) -> TileConfig {
-    let mut c = TileConfig {
-        palette: 1,
-        start_row: 0,
-        reserved: [0; 14],
-        colsb: [0; 16],
-        rows: [0; 16],
+/// The two configurations of a call, side by side (the kernel reads the second 64 bytes after the first): tmm0–3
+/// C (16 rows × 16 f32), tmm4–5 A (16 rows × 16 pairs), tmm6–7 B (16 pair rows × 16 columns); then the same for
+/// the last `tail` pairs (A 16 rows × tail pairs, B tail rows), used only when tail > 0.
+fn tile_configs(tail: usize) -> [TileConfig; 2] {
+    let config = |pairs: usize| {
+        let mut c = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            colsb: [0; 16],
+            rows: [0; 16],
+        };
+        let (c_tile, a_tile, b_tile) = ((16, 64), (16, 4 * pairs), (pairs, 64));
+        for (i, (rows, colsb)) in [c_tile, c_tile, c_tile, c_tile, a_tile, a_tile, b_tile, b_tile]
+            .into_iter()
+            .enumerate()
+        {
+            c.rows[i] = rows as u8;
+            c.colsb[i] = colsb as u16;
+        }
+        c
     };
-    let t = tail.max(1);
-    let shapes = [
-        (MR, 64),
-        (MR, 64),
-        (MR, 64),
-        (STEP, 64),
-        (STEP, 64),
-        (MR, 4 * t),
-        (t, 64),
-        (t, 64),
-    ];
-    for (i, (rows, colsb)) in shapes.into_iter().enumerate() {
-        c.rows[i] = rows as u8;
-        c.colsb[i] = colsb as u16;
-    }
-    c
+    [config(STEP), config(tail.max(1))]
 }
 
-/// The AMX tile kernel (see [`TileFn`]).
+/// One k step of the kernel: two A tiles (rows 0–15, 16–31) and two B tiles (columns 0–15, 16–31) into the four
+/// C tiles.
+macro_rules! k_step {
+    () => {
+        concat!(
+            "tileloadd tmm4, [{a} + {lda}*1]\n",
+            "tileloadd tmm5, [{a2} + {lda}*1]\n",
+            "tileloadd tmm6, [{b} + {ldb}*1]\n",
+            "tileloadd tmm7, [{b} + {ldb}*1 + 64]\n",
+            "tdpbf16ps tmm0, tmm4, tmm6\n",
+            "tdpbf16ps tmm1, tmm4, tmm7\n",
+            "tdpbf16ps tmm2, tmm5, tmm6\n",
+            "tdpbf16ps tmm3, tmm5, tmm7\n",
+        )
+    };
+}
+
+/// The four C tiles from / to memory: rows 0–15 at `out`, 16–31 at `out2`, `ldc` bytes apart.
+macro_rules! load_c {
+    () => {
+        concat!(
+            "tileloadd tmm0, [{out} + {ldc}*1]\n",
+            "tileloadd tmm1, [{out} + {ldc}*1 + 64]\n",
+            "tileloadd tmm2, [{out2} + {ldc}*1]\n",
+            "tileloadd tmm3, [{out2} + {ldc}*1 + 64]\n",
+        )
+    };
+}
+macro_rules! store_c {
+    () => {
+        concat!(
+            "tilestored [{out} + {ldc}*1], tmm0\n",
+            "tilestored [{out} + {ldc}*1 + 64], tmm1\n",
+            "tilestored [{out2} + {ldc}*1], tmm2\n",
+            "tilestored [{out2} + {ldc}*1 + 64], tmm3\n",
+        )
+    };
+}
+
+/// The AMX kernel (see [`TileFn`]): ROWS × NR of C a call.
 ///
 /// # Safety
 /// See [`TileFn`]: the buffers' sizes, and AMX ready in this process.
 #[cfg(target_arch = "x86_64")]
-// SAFETY (callers): see "# Safety"; `bf16::amx_tile` and `self_check` pass buffers of the sizes it needs.
-pub unsafe fn tile(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mut f32) {
-    let cfg = tile_config(kp % STEP);
+// SAFETY (callers): see "# Safety"; `bf16::amx_block` and `self_check` pass buffers of the sizes it needs.
+pub unsafe fn tile(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mut f32, ldc: usize, accumulate: bool) {
+    let configs = tile_configs(kp % STEP);
     let (steps, tail) = (kp / STEP, kp % STEP);
-    // Byte strides: A rows lda pairs apart, B rows NR pairs apart, C rows NR f32 apart.
-    let (lda_bytes, ldb_bytes) = (4 * lda, 4 * NR);
-    // SAFETY: the caller's contract: every tile load reads MR rows of ≤ 64 bytes inside `a` (row i at i·lda,
-    // pairs below kp), 16 or `tail` rows of 64 bytes inside the B panel (rows below kp), and the two stores write
-    // MR rows of 64 bytes inside `out`. The tile registers are not the compiler's; tilerelease leaves them free.
+    // Byte strides: A rows lda pairs apart, B rows NR pairs apart (128 bytes), C rows ldc f32 apart.
+    let (lda_bytes, ldc_bytes) = (4 * lda, 4 * ldc);
+    // What it touches: each A load 16 rows of ≤ 64 bytes of `a` (rows 0–15 from `a`, 16–31 from a + 16·lda, pairs
+    // below lda), each B load 16 or `tail` rows of 64 bytes of the B panel (rows below kp), the C loads and stores
+    // ROWS rows of 128 bytes, ldc apart, of `out` (rows 16–31 from out2). Reloading the configuration for the
+    // tail zeroes the tiles, so C goes through `out` and back.
+    // SAFETY: all of that lies inside the buffers the caller's contract names; the tile registers are not the
+    // compiler's, and tilerelease leaves them free.
     unsafe {
         std::arch::asm!(
             "ldtilecfg [{cfg}]",
+            "test {acc}, {acc}",
+            "jz 5f",
+            load_c!(),
+            "jmp 6f",
+            "5:",
             "tilezero tmm0",
             "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "6:",
             "test {steps}, {steps}",
             "jz 3f",
             "2:",
-            "tileloadd tmm2, [{a} + {lda}*1]",
-            "tileloadd tmm3, [{b} + {ldb}*1]",
-            "tileloadd tmm4, [{b} + {ldb}*1 + 64]",
-            "tdpbf16ps tmm0, tmm2, tmm3",
-            "tdpbf16ps tmm1, tmm2, tmm4",
+            k_step!(),
             "add {a}, 64",
-            "add {b}, {bstep}",
+            "add {a2}, 64",
+            "add {b}, 2048",
             "dec {steps}",
             "jnz 2b",
             "3:",
+            store_c!(),
             "test {tail}, {tail}",
             "jz 4f",
-            "tileloadd tmm5, [{a} + {lda}*1]",
-            "tileloadd tmm6, [{b} + {ldb}*1]",
-            "tileloadd tmm7, [{b} + {ldb}*1 + 64]",
-            "tdpbf16ps tmm0, tmm5, tmm6",
-            "tdpbf16ps tmm1, tmm5, tmm7",
+            "ldtilecfg [{cfg} + 64]",
+            load_c!(),
+            k_step!(),
+            store_c!(),
             "4:",
-            "tilestored [{out} + {ldb}*1], tmm0",
-            "tilestored [{out} + {ldb}*1 + 64], tmm1",
             "tilerelease",
-            cfg = in(reg) &cfg as *const TileConfig,
+            cfg = in(reg) configs.as_ptr(),
             a = inout(reg) a => _,
+            a2 = inout(reg) a.add(16 * lda) => _,
             b = inout(reg) b => _,
             out = in(reg) out,
+            out2 = in(reg) out.add(16 * ldc),
             lda = in(reg) lda_bytes,
-            ldb = in(reg) ldb_bytes,
-            bstep = in(reg) STEP * ldb_bytes,
+            ldb = in(reg) 4 * NR,
+            ldc = in(reg) ldc_bytes,
+            acc = in(reg) usize::from(accumulate),
             steps = inout(reg) steps => _,
             tail = in(reg) tail,
             options(nostack),
@@ -274,16 +336,30 @@ pub unsafe fn tile(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mu
 /// # Safety
 /// See [`TileFn`] (no CPU requirement).
 // SAFETY (callers): see "# Safety"; `bf16::amx_tile` and `self_check` pass buffers of the sizes it needs.
-pub unsafe fn emulated_tile(kp: usize, a: *const u32, lda: usize, b: *const u32, out: *mut f32) {
+pub unsafe fn emulated_tile(
+    kp: usize,
+    a: *const u32,
+    lda: usize,
+    b: *const u32,
+    out: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
     let half = |v: u32, hi: bool| super::bf16::from_bf16(if hi { (v >> 16) as u16 } else { v as u16 });
-    let mut c = [0f32; MR * NR];
+    let mut c = [0f32; ROWS * NR];
+    if accumulate {
+        for (r, row) in c.chunks_exact_mut(NR).enumerate() {
+            // SAFETY: row r < ROWS of `out` holds NR f32 at r·ldc (the caller's contract).
+            unsafe { std::ptr::copy_nonoverlapping(out.add(r * ldc), row.as_mut_ptr(), NR) };
+        }
+    }
     for p0 in (0..kp).step_by(STEP) {
         let pairs = STEP.min(kp - p0);
-        for r in 0..MR {
+        for r in 0..ROWS {
             for j in 0..NR {
                 let mut s = c[r * NR + j];
                 for p in p0..p0 + pairs {
-                    // SAFETY: r < MR, p < kp ≤ lda, j < NR: inside the buffers the caller vouches for.
+                    // SAFETY: r < ROWS, p < kp ≤ lda, j < NR: inside the buffers the caller vouches for.
                     let (av, bv) = unsafe { (*a.add(r * lda + p), *b.add(p * NR + j)) };
                     s += half(av, false) * half(bv, false);
                     s += half(av, true) * half(bv, true);
@@ -292,6 +368,8 @@ pub unsafe fn emulated_tile(kp: usize, a: *const u32, lda: usize, b: *const u32,
             }
         }
     }
-    // SAFETY: out holds MR × NR f32 (the caller's contract).
-    unsafe { std::ptr::copy_nonoverlapping(c.as_ptr(), out, MR * NR) };
+    for (r, row) in c.chunks_exact(NR).enumerate() {
+        // SAFETY: row r < ROWS of `out` holds NR f32 at r·ldc (the caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(r * ldc), NR) };
+    }
 }

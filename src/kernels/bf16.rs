@@ -41,6 +41,25 @@ impl Bf16Kernel {
         }
     }
 
+    /// Whether this CPU (and, for AMX, Linux and the self-check) can run it. A `Bf16Kernel` is a plain value that
+    /// any caller can name, so the safe entry points ask this before they run one.
+    pub fn is_runnable(self) -> bool {
+        match self {
+            Bf16Kernel::Avx512Bf16 => avx512_bf16().is_some(),
+            Bf16Kernel::Amx => *amx::status() == Amx::Ready,
+            Bf16Kernel::AmxEmulated => true,
+        }
+    }
+
+    /// Panics (rather than letting the CPU fault on an unknown instruction) when [`Self::is_runnable`] is false.
+    fn assert_runnable(self) {
+        assert!(
+            self.is_runnable(),
+            "the bf16 kernel {} cannot run on this CPU; take one from bf16::kernel() or bf16::available()",
+            self.name()
+        );
+    }
+
     /// The tile function of the AMX kernels.
     fn tile_fn(self) -> Option<TileFn> {
         match self {
@@ -318,31 +337,31 @@ pub fn gemm(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &mut [f32],
 
 /// [`gemm`] that adds to `c` when `accumulate`.
 pub fn gemm_into(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
-    check_gemm(a, b, n, c, ldc);
+    check_gemm(kernel, a, b, n, c, ldc);
     match kernel {
         Bf16Kernel::Avx512Bf16 => {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: a Bf16Kernel::Avx512Bf16 only comes from `kernel()`, which checked the CPU's features; the
-            // lengths of a (by construction), b and c were checked above for these m, n, k and ldc.
+            // SAFETY: check_gemm asserted that this CPU has AVX512-BF16 (and F/BW); the lengths of a (by
+            // construction), b and c were checked there for these m, n, k and ldc.
             unsafe {
                 avx512::gemm(a, b, n, c, ldc, accumulate)
             }
         }
         Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => {
-            for i0 in (0..a.m).step_by(MR) {
-                amx_panel_rows(kernel, a, i0 / MR, b, n, &mut c[i0 * ldc..], ldc, accumulate);
+            for i0 in (0..a.m).step_by(amx::ROWS) {
+                amx_block_rows(kernel, a, i0 / amx::ROWS, b, n, &mut c[i0 * ldc..], ldc, accumulate);
             }
         }
     }
 }
 
-/// The rows of C that panel `i` of A makes on an AMX kernel (as `avx512::panel_rows`): each MR × NR tile into a
-/// buffer, then its rows × cols into `c` (which starts at the panel's first row).
+/// The rows of C that block `ib` of A ([`amx::ROWS`] rows) makes on an AMX kernel (`c` starts at the block's
+/// first row): whole ROWS × NR blocks straight into `c`, the blocks cut by the edges through a buffer.
 #[allow(clippy::too_many_arguments)]
-fn amx_panel_rows(
+fn amx_block_rows(
     kernel: Bf16Kernel,
     a: &PackedA,
-    i: usize,
+    ib: usize,
     b: &[u32],
     n: usize,
     c: &mut [f32],
@@ -350,11 +369,15 @@ fn amx_panel_rows(
     accumulate: bool,
 ) {
     let kp = a.k.div_ceil(2);
-    let rows = MR.min(a.m - i * MR);
+    let rows = amx::ROWS.min(a.m - ib * amx::ROWS);
     for (j, b_panel) in b.chunks(kp * NR).take(n.div_ceil(NR)).enumerate() {
-        let mut t = [0f32; MR * NR];
-        amx_tile(kernel, a, i, b_panel, &mut t);
         let cols = NR.min(n - j * NR);
+        if (rows, cols) == (amx::ROWS, NR) {
+            amx_block(kernel, a, ib, b_panel, &mut c[j * NR..], ldc, accumulate);
+            continue;
+        }
+        let mut t = [0f32; amx::ROWS * NR];
+        amx_block(kernel, a, ib, b_panel, &mut t, NR, false);
         for (r, src) in t.chunks_exact(NR).take(rows).enumerate() {
             let dst = &mut c[r * ldc + j * NR..][..cols];
             if accumulate {
@@ -366,23 +389,43 @@ fn amx_panel_rows(
     }
 }
 
-/// One MR × NR tile on an AMX kernel: rows of panel `i` of A, the columns of `b_panel` (kp × NR).
-fn amx_tile(kernel: Bf16Kernel, a: &PackedA, i: usize, b_panel: &[u32], out: &mut [f32; MR * NR]) {
+/// One [`amx::ROWS`] × NR block on an AMX kernel: rows of block `ib` of A, the columns of `b_panel` (kp × NR),
+/// into (or, when `accumulate`, added to) `out`'s first ROWS rows of NR values, `ldc` apart.
+fn amx_block(
+    kernel: Bf16Kernel,
+    a: &PackedA,
+    ib: usize,
+    b_panel: &[u32],
+    out: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
     let kp = a.k.div_ceil(2);
     let (rows, lda) = a.amx_rows();
-    assert!(b_panel.len() >= kp * NR, "bf16 tile: B panel is short");
-    assert!(rows.len() >= (i + 1) * MR * lda, "bf16 tile: A panel {i} out of range");
+    assert!(b_panel.len() >= kp * NR, "bf16 block: B panel is short");
+    assert!(
+        rows.len() >= (ib + 1) * amx::ROWS * lda,
+        "bf16 block: A block {ib} out of range"
+    );
+    assert!(
+        ldc >= NR && out.len() >= (amx::ROWS - 1) * ldc + NR,
+        "bf16 block: C is not {} × {NR} with stride {ldc}",
+        amx::ROWS
+    );
     let tile = kernel.tile_fn().expect("an AMX kernel");
-    // SAFETY: the A rows of panel i hold MR rows of lda ≥ kp pairs and the B panel kp × NR (both checked above),
-    // out is MR × NR; a Bf16Kernel::Amx only comes from `kernel()` after amx::status() was Ready (CPU, OS
-    // permission, self-check), and the emulated tile needs nothing of the CPU.
+    // Every caller (gemm_into, gemm_parallel, gemm_tile, gemm_block) asserted the kernel runnable: for
+    // Bf16Kernel::Amx, amx::status() was Ready (CPU, OS permission, self-check); the emulated one needs nothing.
+    // SAFETY: that, and the A rows of block ib hold ROWS rows of lda ≥ kp pairs, zero past kp (rows_layout), the
+    // B panel kp × NR, and out ROWS rows of NR, ldc apart (all checked above).
     unsafe {
         tile(
             kp,
-            rows[i * MR * lda..].as_ptr(),
+            rows[ib * amx::ROWS * lda..].as_ptr(),
             lda,
             b_panel.as_ptr(),
             out.as_mut_ptr(),
+            ldc,
+            accumulate,
         )
     }
 }
@@ -392,7 +435,7 @@ fn amx_tile(kernel: Bf16Kernel, a: &PackedA, i: usize, b_panel: &[u32], out: &mu
 ///
 /// Panics when a buffer does not fit the shapes.
 pub fn gemm_parallel(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &mut [f32], ldc: usize) {
-    check_gemm(a, b, n, c, ldc);
+    check_gemm(kernel, a, b, n, c, ldc);
     let kp = a.k.div_ceil(2);
     match kernel {
         Bf16Kernel::Avx512Bf16 => {
@@ -402,7 +445,7 @@ pub fn gemm_parallel(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &m
                 .enumerate()
                 .for_each(|(pi, (a_panel, c_rows))| {
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: the kernel came from `kernel()` (CPU checked); check_gemm saw c hold a.m rows of
+                    // SAFETY: check_gemm asserted the CPU runs this kernel and saw c hold a.m rows of
                     // stride ldc ≥ n, so the chunk from row pi·MR holds this panel's rows (the last chunk is
                     // (m − 1 − pi·MR)·ldc + n long at least), and b the packed panels for n columns.
                     unsafe {
@@ -410,16 +453,19 @@ pub fn gemm_parallel(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &m
                     }
                 })
         }
+        // One task per block of ROWS rows: a product of few rows (the head's x·wᵀ at batch 32) runs on one thread,
+        // which on AMX still beats two AVX-512 threads.
         Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => c
-            .par_chunks_mut(MR * ldc)
-            .take(a.m.div_ceil(MR))
+            .par_chunks_mut(amx::ROWS * ldc)
+            .take(a.m.div_ceil(amx::ROWS))
             .enumerate()
-            .for_each(|(i, c_rows)| amx_panel_rows(kernel, a, i, b, n, c_rows, ldc, false)),
+            .for_each(|(ib, c_rows)| amx_block_rows(kernel, a, ib, b, n, c_rows, ldc, false)),
     }
 }
 
 /// The checks every gemm entry makes before its unsafe kernel relies on them.
-fn check_gemm(a: &PackedA, b: &[u32], n: usize, c: &[f32], ldc: usize) {
+fn check_gemm(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &[f32], ldc: usize) {
+    kernel.assert_runnable();
     let (m, kp) = (a.m, a.k.div_ceil(2));
     assert!(
         b.len() >= n.div_ceil(NR) * kp * NR,
@@ -437,6 +483,7 @@ fn check_gemm(a: &PackedA, b: &[u32], n: usize, c: &[f32], ldc: usize) {
 ///
 /// Panics when the panels are out of range.
 pub fn gemm_tile(kernel: Bf16Kernel, a: &PackedA, i: usize, b: &[u32], j: usize, n: usize, out: &mut [f32; MR * NR]) {
+    kernel.assert_runnable();
     let kp = a.k.div_ceil(2);
     assert!(
         i < a.m.div_ceil(MR) && j < n.div_ceil(NR),
@@ -447,15 +494,67 @@ pub fn gemm_tile(kernel: Bf16Kernel, a: &PackedA, i: usize, b: &[u32], j: usize,
     match kernel {
         Bf16Kernel::Avx512Bf16 => {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the kernel came from `kernel()` (CPU checked); panel i of a and panel j of b hold kp × MR and
+            // SAFETY: the CPU runs this kernel (asserted above); panel i of a and panel j of b hold kp × MR and
             // kp × NR values (checked above), and the rows × cols tile fits `out` (MR × NR, stride NR).
             unsafe {
                 avx512::panel_tile(kp, &a.data[i * kp * MR..], &b[j * kp * NR..], out, rows, cols)
             }
         }
         Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => {
-            let mut t = [0f32; MR * NR];
-            amx_tile(kernel, a, i, &b[j * kp * NR..][..kp * NR], &mut t);
+            // The block holding panel i, of which this tile is MR rows (gemm_block wastes nothing).
+            let mut t = [0f32; amx::ROWS * NR];
+            let (ib, first) = (i * MR / amx::ROWS, i * MR % amx::ROWS);
+            amx_block(kernel, a, ib, &b[j * kp * NR..][..kp * NR], &mut t, NR, false);
+            for (src, dst) in t[first * NR..]
+                .chunks_exact(NR)
+                .zip(out.chunks_exact_mut(NR))
+                .take(rows)
+            {
+                dst[..cols].copy_from_slice(&src[..cols]);
+            }
+        }
+    }
+}
+
+/// The rows a [`gemm_block`] call makes: [`amx::ROWS`] on the AMX kernels (two 16-row tiles), [`MR`] otherwise.
+pub fn block_rows(kernel: Bf16Kernel) -> usize {
+    match kernel {
+        Bf16Kernel::Avx512Bf16 => MR,
+        Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => amx::ROWS,
+    }
+}
+
+/// Rows `ib · R ..` (R = [`block_rows`], cut at m) × columns of panel `j` of `a · b` (b packed by [`pack_b`] for
+/// n columns) into `out` (row stride NR; rows and columns past the edge are left as they were). The unit of work
+/// each kernel does best: one MR × NR tile on AVX512-BF16, a 32 × NR block on AMX.
+///
+/// Panics when the block or panel is out of range or `out` holds fewer than R × NR values.
+pub fn gemm_block(kernel: Bf16Kernel, a: &PackedA, ib: usize, b: &[u32], j: usize, n: usize, out: &mut [f32]) {
+    let r = block_rows(kernel);
+    assert!(
+        out.len() >= r * NR,
+        "bf16 block: out holds {} values, not {r} × {NR}",
+        out.len()
+    );
+    match kernel {
+        Bf16Kernel::Avx512Bf16 => {
+            let tile: &mut [f32; MR * NR] = (&mut out[..MR * NR]).try_into().expect("MR × NR values");
+            gemm_tile(kernel, a, ib, b, j, n, tile)
+        }
+        Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => {
+            kernel.assert_runnable();
+            let kp = a.k.div_ceil(2);
+            assert!(
+                ib < a.m.div_ceil(r) && j < n.div_ceil(NR) && b.len() >= n.div_ceil(NR) * kp * NR,
+                "bf16 block: block ({ib}, {j}) out of range"
+            );
+            let b_panel = &b[j * kp * NR..][..kp * NR];
+            let (rows, cols) = (r.min(a.m - ib * r), NR.min(n - j * NR));
+            if (rows, cols) == (r, NR) {
+                return amx_block(kernel, a, ib, b_panel, out, NR, false);
+            }
+            let mut t = [0f32; amx::ROWS * NR];
+            amx_block(kernel, a, ib, b_panel, &mut t, NR, false);
             for (src, dst) in t.chunks_exact(NR).zip(out.chunks_exact_mut(NR)).take(rows) {
                 dst[..cols].copy_from_slice(&src[..cols]);
             }

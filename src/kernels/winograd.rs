@@ -481,8 +481,12 @@ fn products_and_output(
     pool: bool,
     outp: SendPtr,
 ) {
-    let (mr, nr) = (bf16::MR, bf16::NR);
-    let mut tiles = [[0f32; bf16::MR * bf16::NR]; 16];
+    let nr = bf16::NR;
+    // The 16 products of a block of rows side by side (stride rows × NR): 16 KB for AVX512-BF16's 8 rows, which
+    // stay in L1; 64 KB for AMX's 32.
+    let rows_per_block = bf16::block_rows(p.kernel);
+    let stride = rows_per_block * nr;
+    let mut tiles = vec![0f32; 16 * stride];
     for j in 0..nt.div_ceil(nr) {
         let cols = nr.min(nt - j * nr);
         // Where each tile of the panel sits: (image, tile row, tile column).
@@ -493,21 +497,34 @@ fn products_and_output(
                 (tile / (th * tw), r / tw, r % tw)
             })
             .collect();
-        for i in 0..g.o.div_ceil(mr) {
-            for (k, tile) in tiles.iter_mut().enumerate() {
-                bf16::gemm_tile(p.kernel, &p.u[k], i, &p.v[k * p.block..][..p.block], j, nt, tile);
+        for ib in 0..g.o.div_ceil(rows_per_block) {
+            for (k, block) in tiles.chunks_exact_mut(stride).enumerate() {
+                bf16::gemm_block(p.kernel, &p.u[k], ib, &p.v[k * p.block..][..p.block], j, nt, block);
             }
-            let rows = mr.min(g.o - i * mr);
-            epilogue(&tiles, g, i * mr, rows, &at, bias, relu, pool, outp);
+            let rows = rows_per_block.min(g.o - ib * rows_per_block);
+            epilogue(
+                &tiles,
+                stride,
+                g,
+                ib * rows_per_block,
+                rows,
+                &at,
+                bias,
+                relu,
+                pool,
+                outp,
+            );
         }
     }
 }
 
 dispatch! {
-    /// The output transform of one panel: `tiles[k][r·NR + q]` is product k of channel `oc0 + r`, tile `at[q]`.
+    /// The output transform of one block of rows: `tiles[k·stride + r·NR + q]` is product k of channel `oc0 + r`,
+    /// tile `at[q]`.
     #[allow(clippy::too_many_arguments)]
     fn epilogue(
-        tiles: &[[f32; bf16::MR * bf16::NR]; 16],
+        tiles: &[f32],
+        stride: usize,
         g: &ConvGeom,
         oc0: usize,
         rows: usize,
@@ -522,7 +539,8 @@ dispatch! {
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn epilogue_body(
-    tiles: &[[f32; bf16::MR * bf16::NR]; 16],
+    tiles: &[f32],
+    stride: usize,
     g: &ConvGeom,
     oc0: usize,
     rows: usize,
@@ -539,7 +557,7 @@ fn epilogue_body(
         let oc = oc0 + r;
         let b = bias.map_or(0.0, |b| b[oc]);
         let m: [&[f32; N]; 16] =
-            std::array::from_fn(|k| (&tiles[k][r * N..(r + 1) * N]).try_into().expect("NR values"));
+            std::array::from_fn(|k| (&tiles[k * stride + r * N..][..N]).try_into().expect("NR values"));
         let e = tile_outputs(m, b, relu);
         for (q, &(img, ty, tx)) in at.iter().enumerate() {
             if pool {
