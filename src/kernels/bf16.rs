@@ -453,49 +453,13 @@ pub fn gemm_parallel(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &m
                     }
                 })
         }
-        Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => {
-            let blocks = a.m.div_ceil(amx::ROWS);
-            if blocks >= rayon::current_num_threads() {
-                c.par_chunks_mut(amx::ROWS * ldc)
-                    .take(blocks)
-                    .enumerate()
-                    .for_each(|(ib, c_rows)| amx_block_rows(kernel, a, ib, b, n, c_rows, ldc, false))
-            } else {
-                amx_columns_parallel(kernel, a, b, n, c, ldc)
-            }
-        }
-    }
-}
-
-/// [`gemm_parallel`] on AMX for products of fewer row blocks than threads (the head's `x · wᵀ` and `dy · w` at
-/// batch 32 are one block: one thread, slower than fp32 on two): groups of column panels spread over the
-/// threads, each into a buffer of its own (m × its columns), then copied into `c`.
-fn amx_columns_parallel(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &mut [f32], ldc: usize) {
-    if a.m == 0 {
-        return;
-    }
-    let (kp, panels) = (a.k.div_ceil(2), n.div_ceil(NR));
-    let per_task = panels.div_ceil(4 * rayon::current_num_threads()).max(1);
-    let firsts: Vec<usize> = (0..panels).step_by(per_task).collect();
-    let groups: Vec<(usize, Vec<f32>)> = firsts
-        .into_par_iter()
-        .map(|p0| {
-            let p1 = (p0 + per_task).min(panels);
-            let cols = (p1 * NR).min(n) - p0 * NR;
-            let mut buf = vec![0f32; a.m * cols];
-            let b_group = &b[p0 * kp * NR..p1 * kp * NR];
-            for ib in 0..a.m.div_ceil(amx::ROWS) {
-                let rows = &mut buf[ib * amx::ROWS * cols..];
-                amx_block_rows(kernel, a, ib, b_group, cols, rows, cols, false);
-            }
-            (p0, buf)
-        })
-        .collect();
-    for (p0, buf) in groups {
-        let cols = buf.len() / a.m;
-        for (r, src) in buf.chunks_exact(cols).enumerate() {
-            c[r * ldc + p0 * NR..][..cols].copy_from_slice(src);
-        }
+        // One task per block of ROWS rows: a product of few rows (the head's x·wᵀ at batch 32) runs on one thread,
+        // which on AMX still beats two AVX-512 threads.
+        Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => c
+            .par_chunks_mut(amx::ROWS * ldc)
+            .take(a.m.div_ceil(amx::ROWS))
+            .enumerate()
+            .for_each(|(ib, c_rows)| amx_block_rows(kernel, a, ib, b, n, c_rows, ldc, false)),
     }
 }
 
