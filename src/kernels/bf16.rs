@@ -60,6 +60,12 @@ impl Bf16Kernel {
         );
     }
 
+    /// This kernel as a [`RunnableKernel`]; panics as [`Self::assert_runnable`] when this CPU cannot run it.
+    pub fn checked(self) -> RunnableKernel {
+        self.assert_runnable();
+        RunnableKernel(self)
+    }
+
     /// The tile function of the AMX kernels.
     fn tile_fn(self) -> Option<TileFn> {
         match self {
@@ -70,6 +76,18 @@ impl Bf16Kernel {
             Bf16Kernel::Amx => Some(amx::emulated_tile),
             Bf16Kernel::AmxEmulated => Some(amx::emulated_tile),
         }
+    }
+}
+
+/// A [`Bf16Kernel`] this CPU was found to run ([`Bf16Kernel::checked`]), for the entry point called once per tile
+/// ([`gemm_block`]), so that the check is made once per product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunnableKernel(Bf16Kernel);
+
+impl RunnableKernel {
+    /// The kernel.
+    pub fn kernel(self) -> Bf16Kernel {
+        self.0
     }
 }
 
@@ -413,7 +431,7 @@ fn amx_block(
         amx::ROWS
     );
     let tile = kernel.tile_fn().expect("an AMX kernel");
-    // Every caller (gemm_into, gemm_parallel, gemm_tile, gemm_block) asserted the kernel runnable: for
+    // Every caller (gemm_into, gemm_parallel, gemm_tile, gemm_block) has the kernel checked runnable: for
     // Bf16Kernel::Amx, amx::status() was Ready (CPU, OS permission, self-check); the emulated one needs nothing.
     // SAFETY: that, and the A rows of block ib hold ROWS rows of lda ≥ kp pairs, zero past kp (rows_layout), the
     // B panel kp × NR, and out ROWS rows of NR, ldc apart (all checked above).
@@ -453,8 +471,8 @@ pub fn gemm_parallel(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &m
                     }
                 })
         }
-        // One task per block of ROWS rows: a product of few rows (the head's x·wᵀ at batch 32) runs on one thread,
-        // which on AMX still beats two AVX-512 threads.
+        // One task per block of ROWS rows: at batch 32 the head's x·wᵀ and dy·w are one block, one thread (the
+        // head's bf16 step ran 0.69–0.90× its fp32 on an AMX machine; a split of the columns was not confirmed).
         Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => c
             .par_chunks_mut(amx::ROWS * ldc)
             .take(a.m.div_ceil(amx::ROWS))
@@ -481,9 +499,15 @@ fn check_gemm(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &[f32], l
 /// One [`MR`] × [`NR`] tile of `a · b`: rows from panel `i` of `a`, columns from panel `j` of `b` (packed by
 /// [`pack_b`] for n columns), into `out` (row stride NR; rows and columns past the edge are left as they were).
 ///
-/// Panics when the panels are out of range.
+/// Panics when the panels are out of range or this CPU does not run `kernel`.
 pub fn gemm_tile(kernel: Bf16Kernel, a: &PackedA, i: usize, b: &[u32], j: usize, n: usize, out: &mut [f32; MR * NR]) {
-    kernel.assert_runnable();
+    tile_on(kernel.checked(), a, i, b, j, n, out)
+}
+
+/// [`gemm_tile`] on a kernel already checked.
+#[inline(always)]
+fn tile_on(kernel: RunnableKernel, a: &PackedA, i: usize, b: &[u32], j: usize, n: usize, out: &mut [f32; MR * NR]) {
+    let kernel = kernel.0;
     let kp = a.k.div_ceil(2);
     assert!(
         i < a.m.div_ceil(MR) && j < n.div_ceil(NR),
@@ -494,14 +518,15 @@ pub fn gemm_tile(kernel: Bf16Kernel, a: &PackedA, i: usize, b: &[u32], j: usize,
     match kernel {
         Bf16Kernel::Avx512Bf16 => {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the CPU runs this kernel (asserted above); panel i of a and panel j of b hold kp × MR and
+            // SAFETY: the CPU runs this kernel (a RunnableKernel); panel i of a and panel j of b hold kp × MR and
             // kp × NR values (checked above), and the rows × cols tile fits `out` (MR × NR, stride NR).
             unsafe {
                 avx512::panel_tile(kp, &a.data[i * kp * MR..], &b[j * kp * NR..], out, rows, cols)
             }
         }
         Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => {
-            // The block holding panel i, of which this tile is MR rows (gemm_block wastes nothing).
+            // The whole 32-row block holding panel i, of which this tile keeps MR rows: 4× the work, so AMX
+            // callers use gemm_block.
             let mut t = [0f32; amx::ROWS * NR];
             let (ib, first) = (i * MR / amx::ROWS, i * MR % amx::ROWS);
             amx_block(kernel, a, ib, &b[j * kp * NR..][..kp * NR], &mut t, NR, false);
@@ -528,8 +553,13 @@ pub fn block_rows(kernel: Bf16Kernel) -> usize {
 /// n columns) into `out` (row stride NR; rows and columns past the edge are left as they were). The unit of work
 /// each kernel does best: one MR × NR tile on AVX512-BF16, a 32 × NR block on AMX.
 ///
+/// It takes a [`RunnableKernel`], checked once by the caller: a check per tile cost the AVX512-BF16 forward 2–5%
+/// (AMD EPYC, 2 threads), where the narrow layers' tiles are a few hundred cycles each.
+///
 /// Panics when the block or panel is out of range or `out` holds fewer than R × NR values.
-pub fn gemm_block(kernel: Bf16Kernel, a: &PackedA, ib: usize, b: &[u32], j: usize, n: usize, out: &mut [f32]) {
+#[inline]
+pub fn gemm_block(runnable: RunnableKernel, a: &PackedA, ib: usize, b: &[u32], j: usize, n: usize, out: &mut [f32]) {
+    let kernel = runnable.0;
     let r = block_rows(kernel);
     assert!(
         out.len() >= r * NR,
@@ -539,10 +569,9 @@ pub fn gemm_block(kernel: Bf16Kernel, a: &PackedA, ib: usize, b: &[u32], j: usiz
     match kernel {
         Bf16Kernel::Avx512Bf16 => {
             let tile: &mut [f32; MR * NR] = (&mut out[..MR * NR]).try_into().expect("MR × NR values");
-            gemm_tile(kernel, a, ib, b, j, n, tile)
+            tile_on(runnable, a, ib, b, j, n, tile)
         }
         Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => {
-            kernel.assert_runnable();
             let kp = a.k.div_ceil(2);
             assert!(
                 ib < a.m.div_ceil(r) && j < n.div_ceil(NR) && b.len() >= n.div_ceil(NR) * kp * NR,

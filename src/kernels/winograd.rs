@@ -481,12 +481,36 @@ fn products_and_output(
     pool: bool,
     outp: SendPtr,
 ) {
-    let nr = bf16::NR;
-    // The 16 products of a block of rows side by side (stride rows × NR): 16 KB for AVX512-BF16's 8 rows, which
-    // stay in L1; 64 KB for AMX's 32.
+    // The 16 products in panels of MR × NR (16 KB for AVX512-BF16, which stay in L1); on AMX each product is a
+    // block of 32 rows, four panels side by side (64 KB).
+    if bf16::block_rows(p.kernel) == bf16::MR {
+        products_in::<16>(p, g, t0, nt, th, tw, bias, relu, pool, outp)
+    } else {
+        products_in::<{ 16 * crate::kernels::amx::ROWS / bf16::MR }>(p, g, t0, nt, th, tw, bias, relu, pool, outp)
+    }
+}
+
+/// [`products_and_output`] with `PANELS` MR × NR panels on the stack: product k's block is panels
+/// k·(PANELS/16) .. (k+1)·(PANELS/16), each panel MR of its rows.
+#[allow(clippy::too_many_arguments)]
+fn products_in<const PANELS: usize>(
+    p: &Panels,
+    g: &ConvGeom,
+    t0: usize,
+    nt: usize,
+    th: usize,
+    tw: usize,
+    bias: Option<&[f32]>,
+    relu: bool,
+    pool: bool,
+    outp: SendPtr,
+) {
+    let (mr, nr) = (bf16::MR, bf16::NR);
+    let kernel = p.kernel.checked();
     let rows_per_block = bf16::block_rows(p.kernel);
-    let stride = rows_per_block * nr;
-    let mut tiles = vec![0f32; 16 * stride];
+    let per_block = PANELS / 16;
+    debug_assert_eq!(per_block * mr, rows_per_block);
+    let mut tiles = [[0f32; bf16::MR * bf16::NR]; PANELS];
     for j in 0..nt.div_ceil(nr) {
         let cols = nr.min(nt - j * nr);
         // Where each tile of the panel sits: (image, tile row, tile column).
@@ -498,33 +522,28 @@ fn products_and_output(
             })
             .collect();
         for ib in 0..g.o.div_ceil(rows_per_block) {
-            for (k, block) in tiles.chunks_exact_mut(stride).enumerate() {
-                bf16::gemm_block(p.kernel, &p.u[k], ib, &p.v[k * p.block..][..p.block], j, nt, block);
+            for (k, block) in tiles.chunks_exact_mut(per_block).enumerate() {
+                let v = &p.v[k * p.block..][..p.block];
+                bf16::gemm_block(kernel, &p.u[k], ib, v, j, nt, block.as_flattened_mut());
             }
-            let rows = rows_per_block.min(g.o - ib * rows_per_block);
-            epilogue(
-                &tiles,
-                stride,
-                g,
-                ib * rows_per_block,
-                rows,
-                &at,
-                bias,
-                relu,
-                pool,
-                outp,
-            );
+            for s in 0..per_block {
+                let oc0 = ib * rows_per_block + s * mr;
+                if oc0 >= g.o {
+                    break;
+                }
+                let rows = mr.min(g.o - oc0);
+                let panels: [&[f32; bf16::MR * bf16::NR]; 16] = std::array::from_fn(|k| &tiles[k * per_block + s]);
+                epilogue(panels, g, oc0, rows, &at, bias, relu, pool, outp);
+            }
         }
     }
 }
 
 dispatch! {
-    /// The output transform of one block of rows: `tiles[k·stride + r·NR + q]` is product k of channel `oc0 + r`,
-    /// tile `at[q]`.
+    /// The output transform of one panel: `tiles[k][r·NR + q]` is product k of channel `oc0 + r`, tile `at[q]`.
     #[allow(clippy::too_many_arguments)]
     fn epilogue(
-        tiles: &[f32],
-        stride: usize,
+        tiles: [&[f32; bf16::MR * bf16::NR]; 16],
         g: &ConvGeom,
         oc0: usize,
         rows: usize,
@@ -539,8 +558,7 @@ dispatch! {
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn epilogue_body(
-    tiles: &[f32],
-    stride: usize,
+    tiles: [&[f32; bf16::MR * bf16::NR]; 16],
     g: &ConvGeom,
     oc0: usize,
     rows: usize,
@@ -557,7 +575,7 @@ fn epilogue_body(
         let oc = oc0 + r;
         let b = bias.map_or(0.0, |b| b[oc]);
         let m: [&[f32; N]; 16] =
-            std::array::from_fn(|k| (&tiles[k * stride + r * N..][..N]).try_into().expect("NR values"));
+            std::array::from_fn(|k| (&tiles[k][r * N..(r + 1) * N]).try_into().expect("NR values"));
         let e = tile_outputs(m, b, relu);
         for (q, &(img, ty, tx)) in at.iter().enumerate() {
             if pool {
