@@ -34,8 +34,11 @@ mkdir -p "$link"
 for lib in "$cuda"/lib/lib{cudart,nvrtc,curand,cublas,cublasLt}.so.* "$site"/cudnn/lib/libcudnn.so.9; do
   ln -sf "$lib" "$link/$(basename "$lib" | sed -E 's/\.so\..*/.so/')"
 done
-cudarc="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* | tail -n 1)"
-grep -oE 'fn cu[A-Za-z0-9_]+\(' "$cudarc/src/driver/sys/mod.rs" | sort -u |
+# The names come from the cudarc that Cargo.lock pins, read from its downloaded .crate (cargo fetch gets it).
+cargo fetch --quiet
+cudarc_version=$(grep -A1 '^name = "cudarc"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')
+cudarc_crate="$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/"cudarc-$cudarc_version.crate" | head -n 1)"
+tar -xzOf "$cudarc_crate" "cudarc-$cudarc_version/src/driver/sys/mod.rs" | grep -oE 'fn cu[A-Za-z0-9_]+\(' | sort -u |
   sed -E 's/fn (.*)\(/void \1(void) {}/' > "$link/cuda_stub.c"
 gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$link/libcuda.so" "$link/cuda_stub.c"
 

@@ -41,7 +41,8 @@ fn a_kernel_this_cpu_cannot_run_is_refused_with_a_panic_not_an_illegal_instructi
     // A Bf16Kernel is a plain enum any caller can name; the safe entry points must check it, or naming Amx on a
     // CPU without AMX kills the process with SIGILL instead of a message.
     let (have, _) = bf16::available();
-    let a = PackedA::pack(&values(MR_ROWS * 4, 1), MR_ROWS, 4);
+    let m = 5;
+    let a = PackedA::pack(&values(m * 4, 1), m, 4);
     let mut b = Vec::new();
     pack_b(&values(4 * 8, 2), 4, 8, 8, &mut b);
     for kernel in [bf16::Bf16Kernel::Avx512Bf16, bf16::Bf16Kernel::Amx] {
@@ -50,7 +51,7 @@ fn a_kernel_this_cpu_cannot_run_is_refused_with_a_panic_not_an_illegal_instructi
             eprintln!("skipped the refusal of {}: this CPU runs it", kernel.name());
             continue;
         }
-        let mut c = vec![0f32; MR_ROWS * 8];
+        let mut c = vec![0f32; m * 8];
         let gemm = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             bf16::gemm(kernel, &a, &b, 8, &mut c, 8)
         }));
@@ -68,8 +69,6 @@ fn a_kernel_this_cpu_cannot_run_is_refused_with_a_panic_not_an_illegal_instructi
     }
     assert!(bf16::Bf16Kernel::AmxEmulated.is_runnable());
 }
-
-const MR_ROWS: usize = 5;
 
 fn gemm_equals_the_reference(kernel: bf16::Bf16Kernel) {
     // k = 37 and 576 leave an AMX tail (19 and 288 pairs: 16 + 3, 18 × 16); m = 13 and 9 a short panel.
