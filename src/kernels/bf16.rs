@@ -84,13 +84,6 @@ impl Bf16Kernel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunnableKernel(Bf16Kernel);
 
-impl RunnableKernel {
-    /// The kernel.
-    pub fn kernel(self) -> Bf16Kernel {
-        self.0
-    }
-}
-
 /// The bf16 kernel this CPU runs best, if any: AMX where it passed its self-check, else AVX512-BF16.
 /// `CATDOG_BF16=off` hides both (to see the fp32 fallback and its notice on a CPU that has one);
 /// `CATDOG_BF16=avx512` skips AMX (to compare the two).

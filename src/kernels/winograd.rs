@@ -441,7 +441,12 @@ fn forward_with(
                         v: &buf,
                         block,
                     };
-                    products_and_output(&panels, g, t0, nt, th, tw, bias, relu, pool, outp);
+                    if bf16::block_rows(kernel) == bf16::MR {
+                        products_and_output::<16>(&panels, g, t0, nt, th, tw, bias, relu, pool, outp)
+                    } else {
+                        const AMX_PANELS: usize = 16 * crate::kernels::amx::ROWS / bf16::MR;
+                        products_and_output::<AMX_PANELS>(&panels, g, t0, nt, th, tw, bias, relu, pool, outp)
+                    }
                 }),
             }
             if let Products::F32(_) = products {
@@ -468,32 +473,12 @@ struct Panels<'a> {
 /// 32 tiles (bias, ReLU, pool as [`output_transform`]): the 16 product tiles stay in L1 instead of going through
 /// a 16·O·nt buffer and back. Measured on the whole VGG16 forward in bf16 (batch 32, AMD EPYC Zen 4): 62.7 →
 /// 66–67.6 images/s; fusing only the layers of up to 128 × 128 channels gained less.
+///
+/// The products sit in `PANELS` MR × NR panels on the stack: product k's block is panels
+/// k·(PANELS/16) .. (k+1)·(PANELS/16), each panel MR of its rows. 16 panels (16 KB, which stay in L1) on
+/// AVX512-BF16; on AMX each product is a block of 32 rows, four panels (64 KB in all).
 #[allow(clippy::too_many_arguments)]
-fn products_and_output(
-    p: &Panels,
-    g: &ConvGeom,
-    t0: usize,
-    nt: usize,
-    th: usize,
-    tw: usize,
-    bias: Option<&[f32]>,
-    relu: bool,
-    pool: bool,
-    outp: SendPtr,
-) {
-    // The 16 products in panels of MR × NR (16 KB for AVX512-BF16, which stay in L1); on AMX each product is a
-    // block of 32 rows, four panels side by side (64 KB).
-    if bf16::block_rows(p.kernel) == bf16::MR {
-        products_in::<16>(p, g, t0, nt, th, tw, bias, relu, pool, outp)
-    } else {
-        products_in::<{ 16 * crate::kernels::amx::ROWS / bf16::MR }>(p, g, t0, nt, th, tw, bias, relu, pool, outp)
-    }
-}
-
-/// [`products_and_output`] with `PANELS` MR × NR panels on the stack: product k's block is panels
-/// k·(PANELS/16) .. (k+1)·(PANELS/16), each panel MR of its rows.
-#[allow(clippy::too_many_arguments)]
-fn products_in<const PANELS: usize>(
+fn products_and_output<const PANELS: usize>(
     p: &Panels,
     g: &ConvGeom,
     t0: usize,
