@@ -655,6 +655,30 @@ fn the_amx_self_check_turns_a_crashing_or_wrong_kernel_away() {
 }
 
 #[test]
+fn the_direct_convolutions_self_check_turns_a_crashing_or_wrong_kernel_away() {
+    use catdog::kernels::amx::{self, ConvCall};
+    eprintln!("direct AMX convolution on this CPU: {:?}", amx::conv_status());
+    assert_eq!(amx::conv_self_check(amx::emulated_conv_tile), Ok(()));
+    // One tap read from the wrong place (the tap offsets are what the direct layout adds to the tile kernel).
+    unsafe fn shifted_tap(call: &ConvCall) {
+        let mut moved = ConvCall::new();
+        moved.b = call.b;
+        moved.b[4] = call.b[4].wrapping_add(1);
+        (moved.steps, moved.ldb, moved.out) = (call.steps, call.ldb, call.out);
+        (moved.ldc_bytes, moved.a, moved.lda_bytes) = (call.ldc_bytes, call.a, call.lda_bytes);
+        // SAFETY: the self-check's planes hold 80 positions, of which tap 4 reads 5..37 moved by one.
+        unsafe { amx::emulated_conv_tile(&moved) }
+    }
+    unsafe fn crashes(_: &ConvCall) {
+        std::process::abort()
+    }
+    let wrong = amx::conv_self_check(shifted_tap).unwrap_err();
+    assert!(wrong.contains("wrong values"), "{wrong}");
+    let crashed = amx::conv_self_check(crashes).unwrap_err();
+    assert!(crashed.contains("crashed (signal 6)"), "{crashed}");
+}
+
+#[test]
 fn the_amx_layouts_run_the_winograd_convolution_and_its_weight_gradient() {
     // The AMX path (tile instructions modelled in Rust) inside the fused Winograd products and the weight
     // gradient, against the fp32 convolution: within bf16 rounding, as the AVX512-BF16 kernel.
@@ -711,4 +735,63 @@ fn the_input_gradient_packs_the_flipped_weights_straight_and_computes_what_the_f
     let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
     eprintln!("bf16 vs fp32 input gradient: {err:.2e} relative");
     assert!(err > 0.0 && err < 1e-2, "{err}");
+}
+
+/// `act(bias + conv)` and, with `pool`, its 2×2/2 max-pool, from a convolution without bias (N × O × ho × wo).
+fn bias_relu_pool(conv: &[f32], g: &ConvGeom, bias: &[f32], pool: bool) -> Vec<f32> {
+    let act: Vec<f32> = conv
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v + bias[i / g.p() % g.o]).max(0.0))
+        .collect();
+    if !pool {
+        return act;
+    }
+    let (ph, pw) = (g.ho / 2, g.wo / 2);
+    let mut out = vec![0f32; g.n * g.o * ph * pw];
+    for (i, v) in out.iter_mut().enumerate() {
+        let (plane, py, px) = (i / (ph * pw), i / pw % ph, i % pw);
+        let at = |dy: usize, dx: usize| act[plane * g.p() + (2 * py + dy) * g.wo + 2 * px + dx];
+        *v = at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1));
+    }
+    out
+}
+
+#[test]
+fn the_direct_bf16_convolution_equals_the_bf16_reference_on_every_kernel() {
+    use catdog::kernels::direct;
+    let (mut kernels, skipped) = bf16::available();
+    // The AMX layouts with the tile instructions modelled in Rust: on every machine.
+    kernels.push(bf16::Bf16Kernel::AmxEmulated);
+    eprintln!(
+        "direct conv on {:?}; skipped: {skipped:?}",
+        kernels.iter().map(|k| k.name()).collect::<Vec<_>>()
+    );
+    // Odd sizes, an odd row count under the pool, a width that fills whole bf16 panels (no spill past a row),
+    // a 1-row image (nothing to pool), and images of several bands.
+    let shapes = [(2, 32, 7, 9, 64), (1, 64, 5, 32, 32), (2, 32, 1, 3, 32), (1, 32, 23, 41, 32)];
+    for (n, c, h, w, o) in shapes {
+        let g = ConvGeom::new(n, c, h, w, o, 3, 1);
+        assert!(direct::applicable(&g));
+        let x = values(n * c * h * w, 51);
+        let wt = values(o * c * 9, 52);
+        let bias = values(o, 53);
+        let conv = reference_bf16_conv(&x, &g, &wt);
+        let packed = direct::pack_weights(&wt, o, c);
+        for pool in [false, true] {
+            let want = bias_relu_pool(&conv, &g, &bias, pool);
+            let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            for &kernel in &kernels {
+                let mut got = vec![f32::NAN; want.len()];
+                direct::forward(kernel, &x, &g, &packed, Some(&bias), true, pool, &mut got);
+                assert!(got.iter().all(|v| v.is_finite()), "{}: an output was not written", kernel.name());
+                let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+                assert!(
+                    err < 1e-5,
+                    "{} on {n}×{c}×{h}×{w} → {o}, pool {pool}: {err:.2e} from the bf16 reference",
+                    kernel.name()
+                );
+            }
+        }
+    }
 }

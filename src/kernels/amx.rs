@@ -124,7 +124,24 @@ pub fn self_check(kernel: TileFn) -> Result<(), String> {
         .map(|i| (0..2 * kp).map(|t| a_val(i / NR, t) * b_val(t, i % NR)).sum::<i32>() as f32)
         .collect();
     let mut out = vec![f32::NAN; ROWS * NR];
-    // SAFETY: fork has no memory-safety preconditions; the child below only computes into buffers that exist in
+    in_child(&mut || {
+        // SAFETY: a holds ROWS rows of lda ≥ kp u32, b kp rows of NR, out ROWS × NR (made above); the caller
+        // vouches for the kernel's CPU requirements, and a crash here ends only the child.
+        unsafe { kernel(kp, a.as_ptr(), lda, b.as_ptr(), out.as_mut_ptr(), NR, false) };
+        let mut right = out.iter().zip(&want).all(|(o, w)| o == w);
+        // Again, adding to what is there: twice the sums.
+        // SAFETY: as above.
+        unsafe { kernel(kp, a.as_ptr(), lda, b.as_ptr(), out.as_mut_ptr(), NR, true) };
+        right &= out.iter().zip(&want).all(|(o, w)| *o == 2.0 * w);
+        right
+    })
+}
+
+/// Runs `check` in a forked child and says how it ended: Ok when it returned true, Err with why otherwise (a
+/// signal, or wrong values). `check` must take no lock and allocate nothing, as a fork of a threaded process must
+/// (its buffers are made before the call).
+fn in_child(check: &mut dyn FnMut() -> bool) -> Result<(), String> {
+    // SAFETY: fork has no memory-safety preconditions; the child below only runs `check` on buffers that exist in
     // its copy of the address space and leaves with _exit, running no destructor and taking no lock.
     let pid = unsafe { libc::fork() };
     match pid {
@@ -142,14 +159,7 @@ pub fn self_check(kernel: TileFn) -> Result<(), String> {
             };
             // SAFETY: setrlimit reads the struct above and only changes this child's limit.
             unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
-            // SAFETY: a holds ROWS rows of lda ≥ kp u32, b kp rows of NR, out ROWS × NR (made above); the caller
-            // vouches for the kernel's CPU requirements, and a crash here ends only this child.
-            unsafe { kernel(kp, a.as_ptr(), lda, b.as_ptr(), out.as_mut_ptr(), NR, false) };
-            let mut right = out.iter().zip(&want).all(|(o, w)| o == w);
-            // Again, adding to what is there: twice the sums.
-            // SAFETY: as above.
-            unsafe { kernel(kp, a.as_ptr(), lda, b.as_ptr(), out.as_mut_ptr(), NR, true) };
-            right &= out.iter().zip(&want).all(|(o, w)| *o == 2.0 * w);
+            let right = check();
             // SAFETY: _exit ends the child at once, as a forked child of a threaded process should.
             unsafe { libc::_exit(if right { 0 } else { 3 }) }
         }
@@ -372,4 +382,234 @@ pub unsafe fn emulated_tile(
         // SAFETY: row r < ROWS of `out` holds NR f32 at r·ldc (the caller's contract).
         unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(r * ldc), NR) };
     }
+}
+
+/// Taps of a 3 × 3 convolution.
+pub const TAPS: usize = 9;
+
+/// The operands of one direct-convolution block ([`super::direct`]): C (32 output channels × 32 positions) =
+/// A (the 32 channels' weights, 9·C k-pairs each, tap by tap) · B (for each tap, 16 pair planes per k step, the
+/// 32 positions from `b[tap]`), all of it in one kernel call, C never leaving the tiles until the end. The
+/// kernel reads the fields by their offsets, so their order is fixed (`repr(C)`, checked below).
+#[repr(C, align(64))]
+pub struct ConvCall {
+    config: TileConfig,
+    /// Per tap, the first pair plane at the block's first position plus the tap's offset.
+    pub b: [*const u32; TAPS],
+    /// k steps (16 pair planes) per tap: input channels / 32.
+    pub steps: usize,
+    /// Bytes from one pair plane to the next (a B tile's row stride).
+    pub ldb: usize,
+    /// Where C goes: row r (output channel r of the block) at `out + r · ldc` f32.
+    pub out: *mut f32,
+    /// C's row stride, in bytes.
+    pub ldc_bytes: usize,
+    /// The weights: row r of the block at `a + r · lda` u32 (k-pairs, tap after tap).
+    pub a: *const u32,
+    /// A's row stride, in bytes.
+    pub lda_bytes: usize,
+}
+const _: () = assert!(
+    std::mem::offset_of!(ConvCall, b) == 64
+        && std::mem::offset_of!(ConvCall, steps) == 136
+        && std::mem::offset_of!(ConvCall, ldb) == 144
+        && std::mem::offset_of!(ConvCall, out) == 152
+        && std::mem::offset_of!(ConvCall, ldc_bytes) == 160
+);
+
+impl ConvCall {
+    /// A call with every pointer null: the caller fills them in.
+    pub fn new() -> ConvCall {
+        ConvCall {
+            config: tile_configs(0).into_iter().next().expect("two configs"),
+            b: [std::ptr::null(); TAPS],
+            steps: 0,
+            ldb: 0,
+            out: std::ptr::null_mut(),
+            ldc_bytes: 0,
+            a: std::ptr::null(),
+            lda_bytes: 0,
+        }
+    }
+}
+
+impl Default for ConvCall {
+    fn default() -> Self {
+        ConvCall::new()
+    }
+}
+
+/// A direct-convolution block kernel (see [`ConvCall`]).
+///
+/// # Safety
+/// For each tap t and step s < steps, B rows `b[t] + (16·s + i)·ldb` bytes (i < 16) must hold 32 u32, A rows
+/// `a + r·lda` (r < 32) must hold 9·16·steps u32, `out` 32 rows of 32 f32, ldc apart; for [`conv_tile`], AMX
+/// must be Ready in this process ([`status`]).
+// SAFETY (callers): see "# Safety"; `direct::block` checks the buffers and hands out `conv_tile` only when Ready.
+pub type ConvTileFn = unsafe fn(call: &ConvCall);
+
+/// The AMX direct-convolution kernel (see [`ConvTileFn`]).
+///
+/// # Safety
+/// See [`ConvTileFn`].
+#[cfg(target_arch = "x86_64")]
+// SAFETY (callers): see "# Safety"; `direct::block` and `conv_self_check` pass operands of the sizes it needs.
+pub unsafe fn conv_tile(call: &ConvCall) {
+    // What it touches: per k step 16 rows of 64 bytes of A from `a` and `a + 16·lda` (the pointer moves 64 bytes a
+    // step, 9·steps steps in all), 16 rows of 128 bytes of B from b[tap] (ldb apart, moving 16·ldb a step), and at
+    // the end 32 rows of 128 bytes of C at `out`, ldc apart.
+    // SAFETY: all of that lies inside the buffers the caller's contract names; the tile registers are not the
+    // compiler's, and tilerelease leaves them free.
+    unsafe {
+        std::arch::asm!(
+            "ldtilecfg [{p}]",
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "xor {t}, {t}",
+            "2:",
+            "mov {bc}, [{p} + {t}*8 + 64]",
+            "mov {s}, [{p} + 136]",
+            "3:",
+            "tileloadd tmm4, [{a} + {lda}*1]",
+            "tileloadd tmm5, [{a2} + {lda}*1]",
+            "tileloadd tmm6, [{bc} + {ldb}*1]",
+            "tileloadd tmm7, [{bc} + {ldb}*1 + 64]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a}, 64",
+            "add {a2}, 64",
+            "mov {s2}, {ldb}",
+            "shl {s2}, 4",
+            "add {bc}, {s2}",
+            "dec {s}",
+            "jnz 3b",
+            "inc {t}",
+            "cmp {t}, 9",
+            "jne 2b",
+            "mov {bc}, [{p} + 152]",
+            "mov {s}, [{p} + 160]",
+            "tilestored [{bc} + {s}*1], tmm0",
+            "tilestored [{bc} + {s}*1 + 64], tmm1",
+            "mov {s2}, {s}",
+            "shl {s2}, 4",
+            "add {bc}, {s2}",
+            "tilestored [{bc} + {s}*1], tmm2",
+            "tilestored [{bc} + {s}*1 + 64], tmm3",
+            "tilerelease",
+            p = in(reg) call as *const ConvCall,
+            a = inout(reg) call.a => _,
+            a2 = inout(reg) call.a.wrapping_byte_add(16 * call.lda_bytes) => _,
+            lda = in(reg) call.lda_bytes,
+            ldb = in(reg) call.ldb,
+            bc = out(reg) _,
+            s = out(reg) _,
+            s2 = out(reg) _,
+            t = out(reg) _,
+            options(nostack),
+        );
+    }
+}
+
+/// A Rust model of [`conv_tile`]: the same tile loads and `tdpbf16ps`'s arithmetic, so that the direct
+/// convolution's layouts are tested on every machine.
+///
+/// # Safety
+/// See [`ConvTileFn`] (no CPU requirement).
+// SAFETY (callers): see "# Safety"; `direct::block` and the tests pass operands of the sizes it needs.
+pub unsafe fn emulated_conv_tile(call: &ConvCall) {
+    let half = |v: u32, hi: bool| super::bf16::from_bf16(if hi { (v >> 16) as u16 } else { v as u16 });
+    let (lda, ldb) = (call.lda_bytes / 4, call.ldb / 4);
+    let mut c = [0f32; ROWS * NR];
+    for (tap, &b) in call.b.iter().enumerate() {
+        for s in 0..call.steps {
+            let k0 = (tap * call.steps + s) * STEP;
+            for r in 0..ROWS {
+                for j in 0..NR {
+                    let mut sum = c[r * NR + j];
+                    for p in 0..STEP {
+                        // SAFETY: r < 32, k0 + p < 9·16·steps, s < steps, p < 16, j < 32: inside the operands the
+                        // caller vouches for.
+                        let (av, bv) = unsafe { (*call.a.add(r * lda + k0 + p), *b.add((16 * s + p) * ldb + j)) };
+                        sum += half(av, false) * half(bv, false);
+                        sum += half(av, true) * half(bv, true);
+                    }
+                    c[r * NR + j] = sum;
+                }
+            }
+        }
+    }
+    for (r, row) in c.chunks_exact(NR).enumerate() {
+        // SAFETY: row r < 32 of `out` holds NR f32 at r·ldc (the caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), call.out.byte_add(r * call.ldc_bytes), NR) };
+    }
+}
+
+/// Whether the direct-convolution kernel runs here: [`status`], and then its own forked self-check (one block of
+/// small integers against exact sums), run once. A failure turns the direct convolution off with a notice; the
+/// Winograd convolution runs instead.
+pub fn conv_status() -> &'static Amx {
+    static STATUS: std::sync::OnceLock<Amx> = std::sync::OnceLock::new();
+    STATUS.get_or_init(|| match status() {
+        Amx::Ready => {
+            #[cfg(target_arch = "x86_64")]
+            let checked = conv_self_check(conv_tile);
+            #[cfg(not(target_arch = "x86_64"))]
+            let checked: Result<(), String> = Err("not x86-64".into());
+            match checked {
+                Ok(()) => Amx::Ready,
+                Err(why) => {
+                    eprintln!("note: the direct AMX convolution is not used ({why}); Winograd runs instead");
+                    Amx::Refused(why)
+                }
+            }
+        }
+        other => other.clone(),
+    })
+}
+
+/// [`self_check`] for a [`ConvTileFn`]: one block with 32 input channels (one step per tap), B planes of 80
+/// u32, in a forked child.
+pub fn conv_self_check(kernel: ConvTileFn) -> Result<(), String> {
+    const PLANE: usize = 80;
+    let lda = TAPS * STEP;
+    let bf16 = |v: i32| u32::from(super::bf16::to_bf16(v as f32));
+    let pair = |lo: i32, hi: i32| bf16(lo) | (bf16(hi) << 16);
+    let a_val = |r: usize, k: usize| ((r * 5 + k * 3) % 7) as i32 - 3;
+    let b_val = |k: usize, q: usize| ((k * 2 + q * 5) % 9) as i32 - 4;
+    let a: Vec<u32> = (0..ROWS * lda)
+        .map(|i| pair(a_val(i / lda, 2 * (i % lda)), a_val(i / lda, 2 * (i % lda) + 1)))
+        .collect();
+    // Plane p holds channels 2p, 2p + 1 at positions 0..PLANE; tap t reads from position t.
+    let b: Vec<u32> = (0..STEP * PLANE)
+        .map(|i| pair(b_val(2 * (i / PLANE), i % PLANE), b_val(2 * (i / PLANE) + 1, i % PLANE)))
+        .collect();
+    let want: Vec<f32> = (0..ROWS * NR)
+        .map(|i| {
+            let (r, q) = (i / NR, i % NR);
+            let sum = (0..TAPS)
+                .flat_map(|t| (0..2 * STEP).map(move |c| (t, c)))
+                .map(|(t, c)| a_val(r, t * 2 * STEP + c) * b_val(c, q + t))
+                .sum::<i32>();
+            sum as f32
+        })
+        .collect();
+    let mut out = vec![f32::NAN; ROWS * NR];
+    let mut call = ConvCall::new();
+    call.b = std::array::from_fn(|t| b[t..].as_ptr());
+    call.steps = 1;
+    call.ldb = 4 * PLANE;
+    call.ldc_bytes = 4 * NR;
+    call.a = a.as_ptr();
+    call.lda_bytes = 4 * lda;
+    in_child(&mut || {
+        call.out = out.as_mut_ptr();
+        // SAFETY: tap t reads planes 0..16 from position t, 32 positions (t + 32 ≤ PLANE); A is 32 rows of
+        // 9·16 pairs; out 32 × 32. The caller vouches for the kernel's CPU requirements; a crash ends the child.
+        unsafe { kernel(&call) };
+        out.iter().zip(&want).all(|(o, w)| o == w)
+    })
 }

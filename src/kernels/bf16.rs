@@ -66,6 +66,18 @@ impl Bf16Kernel {
         RunnableKernel(self)
     }
 
+    /// The direct-convolution block function of the AMX kernels.
+    pub(super) fn conv_tile_fn(self) -> Option<amx::ConvTileFn> {
+        match self {
+            Bf16Kernel::Avx512Bf16 => None,
+            #[cfg(target_arch = "x86_64")]
+            Bf16Kernel::Amx => Some(amx::conv_tile),
+            #[cfg(not(target_arch = "x86_64"))]
+            Bf16Kernel::Amx => Some(amx::emulated_conv_tile),
+            Bf16Kernel::AmxEmulated => Some(amx::emulated_conv_tile),
+        }
+    }
+
     /// The tile function of the AMX kernels.
     fn tile_fn(self) -> Option<TileFn> {
         match self {
@@ -83,6 +95,13 @@ impl Bf16Kernel {
 /// ([`gemm_block`]), so that the check is made once per product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunnableKernel(Bf16Kernel);
+
+impl RunnableKernel {
+    /// The kernel.
+    pub fn kernel(self) -> Bf16Kernel {
+        self.0
+    }
+}
 
 /// The bf16 kernel this CPU runs best, if any: AMX where it passed its self-check, else AVX512-BF16.
 /// `CATDOG_BF16=off` hides both (to see the fp32 fallback and its notice on a CPU that has one);
@@ -191,13 +210,21 @@ impl PackedA {
         }
     }
 
+    /// Panel `i` (rows i·MR ..): kp k-pairs of MR rows, pair p of row r at p·MR + r.
+    ///
+    /// Panics when there is no panel i.
+    pub(super) fn panel(&self, i: usize) -> &[u32] {
+        let len = self.k.div_ceil(2) * MR;
+        &self.data[i * len..][..len]
+    }
+
     /// The packed values, given back (to reuse the buffer).
     pub fn into_data(self) -> Vec<u32> {
         self.data
     }
 
     /// AMX's row layout of these values and its row stride in pairs.
-    fn amx_rows(&self) -> (&[u32], usize) {
+    pub(super) fn amx_rows(&self) -> (&[u32], usize) {
         let kp = self.k.div_ceil(2);
         let rows = self.amx_rows.get_or_init(|| amx::rows_layout(&self.data, self.m, kp));
         (rows, kp.div_ceil(amx::STEP) * amx::STEP)

@@ -247,7 +247,7 @@ fn parallelism(nchunks: usize, threads: usize) -> (bool, gemm::Parallelism) {
 }
 
 #[inline]
-fn store_act(dst: &mut [f32], src: &[f32], b: f32, relu: bool) {
+pub(super) fn store_act(dst: &mut [f32], src: &[f32], b: f32, relu: bool) {
     if relu {
         for (d, s) in dst.iter_mut().zip(src) {
             *d = (s + b).max(0.0);
@@ -295,9 +295,40 @@ pub fn conv_forward_with(
     relu: bool,
     out: &mut [f32],
 ) {
-    if !winograd_forward(algo, None, x, g, weight, bias, relu, false, out) {
+    if !direct_forward(algo, None, x, g, weight, bias, relu, false, out)
+        && !winograd_forward(algo, None, x, g, weight, bias, relu, false, out)
+    {
         im2col_forward_as(algo, x, g, weight, bias, relu, out)
     }
+}
+
+/// The direct bf16 forward where [`super::direct::chosen`] picks it for this kernel and geometry (with the packed
+/// weights kept in `cache` when one is given), or false (the caller then runs Winograd or im2col).
+#[allow(clippy::too_many_arguments)]
+fn direct_forward(
+    algo: Algo,
+    cache: Option<&(TensorId, Arc<WeightCache>)>,
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    pool: bool,
+    out: &mut [f32],
+) -> bool {
+    let Algo::Bf16(kernel) = algo else {
+        return false;
+    };
+    if !super::direct::chosen(kernel, g) {
+        return false;
+    }
+    let pack = || vec![super::direct::pack_weights(weight, g.o, g.c)];
+    let packed = match cache {
+        Some((id, cache)) => cache.packed(*id, Packing::Direct, pack),
+        None => Arc::new(pack()),
+    };
+    super::direct::forward(kernel, x, g, &packed[0], bias, relu, pool, out);
+    true
 }
 
 /// The im2col forward in the precision `algo` asks for: bf16 products on its kernel, f32 otherwise.
@@ -338,7 +369,7 @@ fn winograd_forward(
     }
     match (algo, cache) {
         (Algo::Bf16(kernel), Some((id, cache))) => {
-            let packed = cache.packed(*id, || super::winograd::pack_weights_bf16(weight, g.o, g.c));
+            let packed = cache.packed(*id, Packing::Winograd, || super::winograd::pack_weights_bf16(weight, g.o, g.c));
             super::winograd::forward_bf16_packed(kernel, x, g, &packed, bias, relu, pool, out)
         }
         (Algo::Bf16(kernel), None) => super::winograd::forward_bf16(kernel, x, g, weight, bias, relu, pool, out),
@@ -900,16 +931,25 @@ pub fn conv2d(
 /// 7.8 ms on 2 cores, a tenth of a batch-32 forward when done on every batch. Kept only for `--precision bf16`
 /// (52 MB for the whole VGG16 base); fp32 transforms each call rather than hold 105 MB more.
 #[derive(Debug, Default)]
-pub struct WeightCache(std::sync::Mutex<Option<(TensorId, Arc<Vec<PackedA>>)>>);
+pub struct WeightCache(std::sync::Mutex<Option<(TensorId, Packing, Arc<Vec<PackedA>>)>>);
+
+/// Which convolution the cached weights are packed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packing {
+    /// The 16 transformed blocks of the Winograd products.
+    Winograd,
+    /// One O × 9·C block ([`super::direct::pack_weights`]).
+    Direct,
+}
 
 impl WeightCache {
-    fn packed(&self, id: TensorId, make: impl FnOnce() -> Vec<PackedA>) -> Arc<Vec<PackedA>> {
+    fn packed(&self, id: TensorId, packing: Packing, make: impl FnOnce() -> Vec<PackedA>) -> Arc<Vec<PackedA>> {
         let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match &*slot {
-            Some((have, packed)) if *have == id => packed.clone(),
+            Some((have, how, packed)) if (*have, *how) == (id, packing) => packed.clone(),
             _ => {
                 let packed = Arc::new(make());
-                *slot = Some((id, packed.clone()));
+                *slot = Some((id, packing, packed.clone()));
                 packed
             }
         }
@@ -955,7 +995,10 @@ impl CustomOp3 for ConvPoolOp {
         }
         let (ph, pw) = (g.ho / 2, g.wo / 2);
         let mut out = vec![0f32; g.n * g.o * ph * pw];
-        if !winograd_forward(self.algo, self.cache.as_ref(), x, &g, w, Some(b), true, true, &mut out) {
+        let cache = self.cache.as_ref();
+        if !direct_forward(self.algo, cache, x, &g, w, Some(b), true, true, &mut out)
+            && !winograd_forward(self.algo, cache, x, &g, w, Some(b), true, true, &mut out)
+        {
             let mut full = vec![0f32; g.n * g.o * g.p()];
             im2col_forward_as(self.algo, x, &g, w, Some(b), true, &mut full);
             max_pool_planes(&full, g.ho, g.wo, 2, 2, &mut out);

@@ -9,6 +9,7 @@
 pub mod amx;
 pub mod bf16;
 pub mod conv;
+pub mod direct;
 pub mod linear;
 pub mod pool;
 pub mod precision;

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The AMX check, for a machine whose CPU has AMX (Intel Sapphire Rapids and later; no development machine has had
+# one, so a lent machine runs this):
+#   1. the bf16 tests with every kernel the CPU has (the AMX gemm and the direct AMX convolution against scalar
+#      references, their forked self-checks, the network against fp32);
+#   2. `bench forward --precision bf16 --layers` with the direct convolution and with Winograd, alternating
+#      (CATDOG_BF16_CONV), so that each layer's choice rests on one run's figures;
+#   3. `bench train --mode finetune --precision bf16` with each;
+#   4. PyTorch's autocast + channels_last forward in the same run (scripts/bench_torch.py), if torch is there.
+# Everything is pinned to the first CATDOG_AMX_THREADS cores (default 2, as on the development machines) and goes
+# to target/amx-check/ too (CATDOG_AMX_OUT overrides), one log per step.
+#
+# On a machine without Rust, build elsewhere with `scripts/amx_check.sh --bundle` (it writes target/amx-bundle/:
+# the release catdog and the bf16 test binary, stripped), copy the repository with that folder, and run
+# `CATDOG_AMX_BUNDLE=target/amx-bundle scripts/amx_check.sh` (it links catdog where the test binary expects it).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--bundle" ]; then
+  set -e
+  cargo build --release --bin catdog
+  exe=$(cargo test --release --test bf16 --no-run --message-format=json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["executable"])')
+  rm -rf target/amx-bundle
+  mkdir -p target/amx-bundle
+  strip -o target/amx-bundle/catdog target/release/catdog
+  strip -o target/amx-bundle/bf16 "$exe"
+  realpath target/release/catdog > target/amx-bundle/catdog.path
+  ls -l target/amx-bundle
+  exit 0
+fi
+out="${CATDOG_AMX_OUT:-target/amx-check}"
+threads="${CATDOG_AMX_THREADS:-2}"
+bundle="${CATDOG_AMX_BUNDLE:-}"
+mkdir -p "$out"
+if [ -n "$bundle" ]; then
+  bin="$bundle/catdog"
+  tests="$bundle/bf16"
+  # The test binary starts catdog by the path cargo baked in where the bundle was built.
+  baked=$(cat "$bundle/catdog.path")
+  mkdir -p "$(dirname "$baked")"
+  [ "$(realpath "$bundle/catdog")" = "$(realpath "$baked")" ] || ln -sf "$(realpath "$bundle/catdog")" "$baked"
+else
+  bash "$0" --bundle >/dev/null || exit 1
+  bin=target/amx-bundle/catdog
+  tests=target/amx-bundle/bf16
+fi
+pin=(taskset -c "0-$((threads - 1))")
+failed=()
+step() {
+  local name=$1
+  shift
+  echo "== $name: $*"
+  if ! "$@" 2>&1 | tee "$out/$name.log"; then
+    echo "== $name FAILED"
+    failed+=("$name")
+  fi
+}
+step cpu bash -c "lscpu | grep -E 'Model name|^CPU\\(s\\)'; grep -o -m1 -E 'amx_(tile|bf16)' /proc/cpuinfo | sort -u"
+step tests "${pin[@]}" "$tests" --test-threads "$threads"
+forward=(bench forward --precision bf16 --threads "$threads" --quiet --no-compare --layers)
+for round in 1 2; do
+  for conv in direct winograd; do
+    step "forward-$conv-$round" env CATDOG_BF16_CONV=$conv "${pin[@]}" "$bin" "${forward[@]}"
+  done
+done
+for conv in direct winograd; do
+  step "finetune-$conv" env CATDOG_BF16_CONV=$conv "${pin[@]}" "$bin" bench train --mode finetune \
+    --precision bf16 --threads "$threads" --quiet
+done
+if python3 -c 'import torch' 2>/dev/null; then
+  step torch "${pin[@]}" python3 scripts/bench_torch.py forward --threads "$threads" --variants bf16-cl
+fi
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "amx_check: failed steps: ${failed[*]}"
+  exit 1
+fi

@@ -1,0 +1,411 @@
+//! Direct 3×3 convolution with bf16 products (`--precision bf16`; stride 1, padding 1, input and output channels
+//! multiples of 32): each block of 32 output channels × 32 output positions takes its whole reduction (9 taps ×
+//! C channels) in one kernel call, with no transform and no im2col. On AMX that call keeps C in the tile registers
+//! from the first product to the last; there the Winograd transforms around the products, not the products,
+//! took most of the time (issue 12: catdog's bf16 forward 0.34× PyTorch's autocast on an AMX Xeon).
+//!
+//! Layouts:
+//! - **Input**: each image's channel pairs as planes of u32 (the first channel of the pair in the low half),
+//!   zero-padded to (H + 2) × (W + 2) and stored row after row. The input of output pixel (y, x) under tap
+//!   (ky, kx) sits at plane position (y + ky)·(W + 2) + x + kx: the output's own position q = y·(W + 2) + x plus a
+//!   tap offset. So 16 consecutive output positions read 16 consecutive u32 of a plane for each tap — one row of
+//!   an AMX B tile, or one AVX-512 register — straight from the input. Positions x = W and W + 1 of each row are
+//!   computed and thrown away (2/(W + 2) of the work).
+//! - **Weights**: O × (9·C), k = tap·C + c, packed as the bf16 A operand ([`PackedA`]); frozen layers keep them.
+//! - **Output**: a band of rows at a time, per 32 channels, into a scratch buffer in the same row layout (C's rows
+//!   are channels, so each stored tile row is 16 positions of one channel), then bias, ReLU and, for the frozen
+//!   layers, the 2×2 max-pool on the way to the NCHW output.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::amx::{self, ConvCall, TAPS};
+use super::bf16::{self, Bf16Kernel, PackedA, RunnableKernel, MR};
+use super::conv::ConvGeom;
+use super::raw::{Pool, SendPtr};
+use super::simd::dispatch;
+
+/// Output channels, and output positions, per kernel call.
+pub const BLOCK: usize = 32;
+
+/// The most output positions of a band (its scratch: 32 channels × this many f32, 128 KiB).
+const MAX_BAND_POSITIONS: usize = 1024;
+
+/// Whether the direct convolution computes this geometry.
+pub fn applicable(g: &ConvGeom) -> bool {
+    g.k == 3 && g.pad == 1 && g.c > 0 && g.c.is_multiple_of(BLOCK) && g.o > 0 && g.o.is_multiple_of(BLOCK)
+}
+
+/// The weights (O × C × 3 × 3) as the direct convolution's A: O × (9·C), k = tap·C + c.
+///
+/// Panics when `weight` is not O × C × 3 × 3.
+pub fn pack_weights(weight: &[f32], o: usize, c: usize) -> PackedA {
+    assert_eq!(weight.len(), o * c * TAPS, "direct conv: weights are not {o}×{c}×3×3");
+    let mut by_tap = vec![0f32; o * TAPS * c];
+    by_tap.par_chunks_mut(TAPS * c).enumerate().for_each(|(oc, row)| {
+        for ci in 0..c {
+            for t in 0..TAPS {
+                row[t * c + ci] = weight[(oc * c + ci) * TAPS + t];
+            }
+        }
+    });
+    PackedA::pack(&by_tap, o, TAPS * c)
+}
+
+/// Whether the bf16 forward of `g` on `kernel` runs here rather than by Winograd. `CATDOG_BF16_CONV=direct` or
+/// `winograd` forces one where it applies (for comparisons); otherwise the rule measured for each kernel.
+pub fn chosen(kernel: Bf16Kernel, g: &ConvGeom) -> bool {
+    if !applicable(g) || !runs_on(kernel) {
+        return false;
+    }
+    if let Some(direct) = forced() {
+        return direct;
+    }
+    match kernel {
+        Bf16Kernel::Amx => true,
+        // AMD EPYC (Zen 5), 2 threads, batch 32, two alternating runs of `bench forward --layers`, GFLOP/s direct
+        // against Winograd: block1_conv2 700–713 / 499–517, block2_conv1 741–751 / 626–632, block2_conv2
+        // 806–811 / 793–802, block3 814–847 / 887–1066, block4 751–775 / 1141–1273, block5 550–574 / 734–868.
+        Bf16Kernel::Avx512Bf16 => g.c <= 64,
+        // The tests call `forward` on it themselves.
+        Bf16Kernel::AmxEmulated => false,
+    }
+}
+
+/// Whether the direct convolution can run on `kernel` here: on AMX, only after its own self-check.
+fn runs_on(kernel: Bf16Kernel) -> bool {
+    match kernel {
+        Bf16Kernel::Amx => *amx::conv_status() == amx::Amx::Ready,
+        Bf16Kernel::Avx512Bf16 | Bf16Kernel::AmxEmulated => true,
+    }
+}
+
+/// `CATDOG_BF16_CONV`: Some(true) for `direct`, Some(false) for `winograd`, None when unset (read once).
+fn forced() -> Option<bool> {
+    static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| match std::env::var("CATDOG_BF16_CONV").ok()?.trim() {
+        "direct" => Some(true),
+        "winograd" => Some(false),
+        _ => None,
+    })
+}
+
+/// How a layer's output rows are split into bands, and the input planes' size.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// Padded row length, W + 2.
+    wp: usize,
+    /// Output rows computed: all of them, or with the pool the even count it reads.
+    rows: usize,
+    /// Output rows per band (even with the pool).
+    band: usize,
+    /// u32 per pair plane (the padded image and the slack the last blocks read past it).
+    plane: usize,
+}
+
+impl Plan {
+    fn new(g: &ConvGeom, pool: bool) -> Plan {
+        let wp = g.w + 2;
+        let rows = if pool { g.ho / 2 * 2 } else { g.ho };
+        let step = if pool { 2 } else { 1 };
+        let band = best_band(rows, wp, step);
+        // The last block of the last band ends by (rows·wp rounded up to a block) and reads up to 2·wp + 2 past
+        // its end; packing a row writes whole panels of bf16::NR past its start.
+        let reads = (rows * wp).div_ceil(BLOCK) * BLOCK + BLOCK + 2 * wp + 2;
+        let packs = (g.h + 1) * wp + 1 + g.w.div_ceil(bf16::NR) * bf16::NR;
+        let plane = reads.max(packs).max((g.h + 2) * wp).div_ceil(16) * 16;
+        Plan { wp, rows, band, plane }
+    }
+
+    fn bands(&self) -> usize {
+        self.rows.div_ceil(self.band)
+    }
+
+    /// The kernel calls (blocks of 32 positions) of a band of `rows` rows.
+    fn blocks(&self, rows: usize) -> usize {
+        (rows * self.wp).div_ceil(BLOCK)
+    }
+}
+
+/// The band height (a multiple of `step`) with the fewest kernel calls over `rows` rows: each band's positions
+/// are rounded up to a block of 32, so at 9 × 9 a band of 8 rows (88 positions, 3 calls) beats 4 bands of 2 (4
+/// calls). Ties go to the lower band.
+fn best_band(rows: usize, wp: usize, step: usize) -> usize {
+    let most = (MAX_BAND_POSITIONS / wp / step * step).clamp(step, rows.max(step));
+    let calls = |band: usize| {
+        let full = rows / band * (band * wp).div_ceil(BLOCK);
+        full + (rows % band * wp).div_ceil(BLOCK)
+    };
+    (1..=most / step).map(|i| i * step).min_by_key(|&b| (calls(b), b)).unwrap_or(step)
+}
+
+static PLANES: Pool<u32> = Pool::new();
+
+thread_local! {
+    /// A band's output: 32 channels × the band's positions.
+    static BAND: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The forward convolution `out = act(b + w ⊛ x)` (NCHW f32 in and out) with bf16 products on `kernel`, from the
+/// weights packed by [`pack_weights`]; with `pool`, the 2×2/2 max-pool of that (N × O × ho/2 × wo/2).
+///
+/// Panics when the geometry is not [`applicable`], a buffer does not fit it, or this CPU cannot run `kernel`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    kernel: Bf16Kernel,
+    x: &[f32],
+    g: &ConvGeom,
+    weights: &PackedA,
+    bias: Option<&[f32]>,
+    relu: bool,
+    pool: bool,
+    out: &mut [f32],
+) {
+    assert!(applicable(g), "direct conv: {g:?} is not 3×3, padding 1, channels multiples of {BLOCK}");
+    assert_eq!(x.len(), g.n * g.c * g.h * g.w, "direct conv: input does not fit {g:?}");
+    assert!(
+        weights.m == g.o && weights.k == TAPS * g.c,
+        "direct conv: packed weights do not fit {g:?}"
+    );
+    assert!(bias.is_none_or(|b| b.len() == g.o), "direct conv: bias does not fit {g:?}");
+    let out_len = if pool {
+        g.n * g.o * (g.ho / 2) * (g.wo / 2)
+    } else {
+        g.n * g.o * g.p()
+    };
+    assert_eq!(out.len(), out_len, "direct conv: output does not fit {g:?} (pool {pool})");
+    let runnable = kernel.checked();
+    assert!(runs_on(kernel), "direct conv: the AMX kernel did not pass its self-check");
+    let plan = Plan::new(g, pool);
+    if out_len == 0 {
+        return;
+    }
+    let image_len = g.c / 2 * plan.plane;
+    let mut planes = PLANES.take(g.n * image_len);
+    pack_input(x, g, &plan, &mut planes);
+    let (oblocks, bands) = (g.o / BLOCK, plan.bands());
+    let outp = SendPtr::new(out);
+    let epi = Epilogue { g, plan, bias, relu, pool, outp };
+    (0..g.n * bands * oblocks).into_par_iter().for_each(|unit| {
+        let (ob, band, img) = (unit % oblocks, unit / oblocks % bands, unit / oblocks / bands);
+        let y0 = band * plan.band;
+        let rows = plan.band.min(plan.rows - y0);
+        let calls = plan.blocks(rows);
+        let ldc = calls * BLOCK;
+        BAND.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            if scratch.len() < BLOCK * ldc {
+                scratch.resize(BLOCK * ldc, 0.0);
+            }
+            let image = &planes[img * image_len..][..image_len];
+            for i in 0..calls {
+                let q0 = y0 * plan.wp + i * BLOCK;
+                block(runnable, weights, ob, image, &plan, q0, &mut scratch[i * BLOCK..], ldc);
+            }
+            epilogue(&epi, &scratch, ldc, img, y0, rows, ob);
+        });
+    });
+    PLANES.give(planes, 1);
+}
+
+/// Each image's channel pairs as zero-padded planes of u32 pairs (see the module's notes), `plan.plane` apart.
+fn pack_input(x: &[f32], g: &ConvGeom, plan: &Plan, out: &mut [u32]) {
+    let (pairs, hw, wp) = (g.c / 2, g.h * g.w, plan.wp);
+    let packed_w = g.w.div_ceil(bf16::NR) * bf16::NR;
+    out.par_chunks_mut(plan.plane).enumerate().for_each(|(i, plane)| {
+        let (img, p) = (i / pairs, i % pairs);
+        let lo = &x[(img * g.c + 2 * p) * hw..][..hw];
+        let hi = &x[(img * g.c + 2 * p + 1) * hw..][..hw];
+        plane[..wp + 1].fill(0);
+        for y in 0..g.h {
+            // Row y from position (y + 1)·wp + 1. The packing fills whole panels, writing zeros past the row
+            // into the padding and the rows below, which are packed (or zeroed) after it.
+            let start = (y + 1) * wp + 1;
+            let (lo, hi) = (&lo[y * g.w..][..g.w], &hi[y * g.w..][..g.w]);
+            bf16::pack_pair_panels(lo, Some(hi), &mut plane[start..start + packed_w], bf16::NR);
+            plane[start - 1] = 0;
+            plane[start + g.w] = 0;
+        }
+        plane[(g.h + 1) * wp..].fill(0);
+    });
+}
+
+/// One block: output channels `ob·32 ..` × positions `q0 .. q0 + 32` of one image (`image`: its pair planes) into
+/// `out` (32 rows of 32 f32, `ldc` apart).
+#[allow(clippy::too_many_arguments)]
+fn block(
+    runnable: RunnableKernel,
+    weights: &PackedA,
+    ob: usize,
+    image: &[u32],
+    plan: &Plan,
+    q0: usize,
+    out: &mut [f32],
+    ldc: usize,
+) {
+    let pairs = weights.k / TAPS / 2;
+    let offsets: [usize; TAPS] = std::array::from_fn(|t| t / 3 * plan.wp + t % 3);
+    assert!(weights.m >= (ob + 1) * BLOCK, "direct conv: channel block {ob} out of range");
+    assert!(
+        image.len() >= (pairs - 1) * plan.plane + q0 + offsets[TAPS - 1] + BLOCK
+            && q0 + offsets[TAPS - 1] + BLOCK <= plan.plane,
+        "direct conv: positions {q0}.. read past the input planes"
+    );
+    assert!(
+        ldc >= BLOCK && out.len() >= (BLOCK - 1) * ldc + BLOCK,
+        "direct conv: the band is not 32 × {ldc}"
+    );
+    let b: [*const u32; TAPS] = std::array::from_fn(|t| image[q0 + offsets[t]..].as_ptr());
+    match runnable.kernel() {
+        Bf16Kernel::Avx512Bf16 => {
+            for s in 0..BLOCK / MR {
+                let panel = weights.panel(ob * BLOCK / MR + s);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU runs AVX512-BF16 (a RunnableKernel); the panel holds 9·pairs × MR u32; each
+                // tap's reads (pairs planes of 32 positions from b[t]) were checked inside `image` above, and the
+                // MR rows of 32 f32 from row s·MR inside `out`.
+                unsafe {
+                    avx512::block(panel.as_ptr(), &b, pairs, plan.plane, out[s * MR * ldc..].as_mut_ptr(), ldc)
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("AVX512-BF16 is not runnable here");
+            }
+        }
+        kernel @ (Bf16Kernel::Amx | Bf16Kernel::AmxEmulated) => {
+            let (rows, lda) = weights.amx_rows();
+            assert!(rows.len() >= (ob + 1) * BLOCK * lda, "direct conv: AMX rows are short");
+            let mut call = ConvCall::new();
+            call.b = b;
+            call.steps = pairs / amx::STEP;
+            call.ldb = 4 * plan.plane;
+            call.out = out.as_mut_ptr();
+            call.ldc_bytes = 4 * ldc;
+            call.a = rows[ob * BLOCK * lda..].as_ptr();
+            call.lda_bytes = 4 * lda;
+            let tile = kernel.conv_tile_fn().expect("an AMX kernel");
+            // SAFETY: the kernel is runnable (for Amx, `amx::conv_status()` is Ready: the caller chose it by
+            // `runs_on`); A's 32 rows of lda ≥ 9·pairs u32 from row ob·32, each tap's 16·steps = pairs planes of
+            // 32 positions, and out's 32 rows of 32 f32 were checked above.
+            unsafe { tile(&call) }
+        }
+    }
+}
+
+/// What the epilogue of every band needs.
+struct Epilogue<'a> {
+    g: &'a ConvGeom,
+    plan: Plan,
+    bias: Option<&'a [f32]>,
+    relu: bool,
+    pool: bool,
+    outp: SendPtr,
+}
+
+dispatch! {
+    /// Bias, ReLU and the pool of a band (`scratch`: 32 channels × the band's positions, `ldc` apart) into the
+    /// NCHW output.
+    fn epilogue(e: &Epilogue, scratch: &[f32], ldc: usize, img: usize, y0: usize, rows: usize, ob: usize) => epilogue_body
+}
+
+#[inline(always)]
+fn epilogue_body(e: &Epilogue, scratch: &[f32], ldc: usize, img: usize, y0: usize, rows: usize, ob: usize) {
+    let (g, wp) = (e.g, e.plan.wp);
+    for j in 0..BLOCK {
+        let oc = ob * BLOCK + j;
+        let b = e.bias.map_or(0.0, |b| b[oc]);
+        let src = &scratch[j * ldc..][..rows * wp];
+        if e.pool {
+            let (ph, pw) = (g.ho / 2, g.wo / 2);
+            for py in y0 / 2..(y0 + rows) / 2 {
+                let r0 = &src[(2 * py - y0) * wp..][..2 * pw];
+                let r1 = &src[(2 * py + 1 - y0) * wp..][..2 * pw];
+                let at = ((img * g.o + oc) * ph + py) * pw;
+                // SAFETY: img < n, oc < o, py < ph: row py of plane (img, oc) of the N × O × ph × pw output
+                // (length checked by `forward`); this band and channel block write it alone.
+                let dst = unsafe { std::slice::from_raw_parts_mut(e.outp.get().add(at), pw) };
+                for (px, v) in dst.iter_mut().enumerate() {
+                    let m = r0[2 * px].max(r0[2 * px + 1]).max(r1[2 * px]).max(r1[2 * px + 1]) + b;
+                    *v = if e.relu { m.max(0.0) } else { m };
+                }
+            }
+        } else {
+            for y in y0..y0 + rows {
+                let at = ((img * g.o + oc) * g.ho + y) * g.wo;
+                // SAFETY: img < n, oc < o, y < ho: row y of plane (img, oc) of the N × O × ho × wo output (length
+                // checked by `forward`); this band and channel block write it alone.
+                let dst = unsafe { std::slice::from_raw_parts_mut(e.outp.get().add(at), g.wo) };
+                super::conv::store_act(dst, &src[(y - y0) * wp..][..g.wo], b, e.relu);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{MR, TAPS};
+
+    /// MR output channels × 32 positions of a block: for each tap and channel pair, the pair's 32 positions (two
+    /// registers, straight from the plane) times each channel's weight pair (broadcast from the A panel).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F/BW and AVX512-BF16; `panel` must hold 9·pairs × MR u32; for each tap t,
+    /// `b[t] + p·plane` must hold 32 u32 for every p < pairs; `out` MR rows of 32 f32, `ldc` apart.
+    // SAFETY (callers): see "# Safety"; the only caller is `super::block`, which checks the sizes.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn block(panel: *const u32, b: &[*const u32; TAPS], pairs: usize, plane: usize, out: *mut f32, ldc: usize) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        for (t, &bt) in b.iter().enumerate() {
+            for p in 0..pairs {
+                // SAFETY: p < pairs and t < 9: the loads stay inside the planes and the panel (the contract).
+                unsafe {
+                    let bp = bt.add(p * plane);
+                    let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp as *const _));
+                    let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(16) as *const _));
+                    let ap = panel.add((t * pairs + p) * MR);
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*ap.add(r) as i32));
+                        acc_r[0] = _mm512_dpbf16_ps(acc_r[0], av, b0);
+                        acc_r[1] = _mm512_dpbf16_ps(acc_r[1], av, b1);
+                    }
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            // SAFETY: row r < MR of `out` holds 32 f32 (the contract).
+            unsafe {
+                _mm512_storeu_ps(out.add(r * ldc), acc_r[0]);
+                _mm512_storeu_ps(out.add(r * ldc + 16), acc_r[1]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bands_round_positions_up_to_blocks_as_few_times_as_possible() {
+        // 9 × 9 with the pool: 8 rows of 11 positions in one band, 3 calls.
+        assert_eq!(best_band(8, 11, 2), 8);
+        // 150 wide: a band of 2 rows (304 positions, 10 calls of 32) wastes 16 of 320.
+        let calls = |rows: usize, wp: usize, band: usize| {
+            rows / band * (band * wp).div_ceil(BLOCK) + (rows % band * wp).div_ceil(BLOCK)
+        };
+        for (rows, wp, step) in [(150, 152, 2), (75, 77, 1), (36, 39, 2), (18, 20, 2), (9, 11, 1), (1, 3, 1)] {
+            let band = best_band(rows, wp, step);
+            let fits = |b: usize| b * wp <= MAX_BAND_POSITIONS.max(step * wp);
+            assert!(band.is_multiple_of(step) && fits(band));
+            let best = (1..=rows / step)
+                .map(|i| i * step)
+                .filter(|&b| fits(b))
+                .map(|b| calls(rows, wp, b))
+                .min()
+                .unwrap_or(0);
+            assert_eq!(calls(rows, wp, band), best, "rows {rows}, wp {wp}");
+        }
+    }
+}
