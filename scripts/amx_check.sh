@@ -3,10 +3,12 @@
 # one, so a lent machine runs this):
 #   1. the bf16 tests with every kernel the CPU has (the AMX gemm and the direct AMX convolution against scalar
 #      references, their forked self-checks, the network against fp32);
-#   2. `bench forward --precision bf16 --layers` with the direct convolution and with Winograd, alternating
+#   2. the direct kernel alone on one core with three input layouts (an ignored test of tests/bf16.rs), then
+#      `bench forward --precision bf16 --layers` with the direct convolution and with Winograd, alternating
 #      (CATDOG_BF16_CONV), so that each layer's choice rests on one run's figures;
 #   3. `bench train --mode finetune --precision bf16` with each;
-#   4. PyTorch's autocast + channels_last forward in the same run (scripts/bench_torch.py), if torch is there.
+#   4. PyTorch's autocast + channels_last forward and training step in the same run (scripts/bench_torch.py), if
+#      torch is there.
 # Everything is pinned to the first CATDOG_AMX_THREADS cores (default 2, as on the development machines) and goes
 # to target/amx-check/ too (CATDOG_AMX_OUT overrides), one log per step.
 #
@@ -61,18 +63,19 @@ step() {
 }
 step cpu bash -c "lscpu | grep -E 'Model name|^CPU\\(s\\)'; grep -o -m1 -E 'amx_(tile|bf16)' /proc/cpuinfo | sort -u"
 step tests "${pin[@]}" "$tests" --test-threads "$threads"
+step layouts taskset -c 0 "$tests" --ignored --nocapture --test-threads 1 direct_amx_layout_speed
 forward=(bench forward --precision bf16 --threads "$threads" --quiet --no-compare --layers)
-for round in 1 2; do
-  for conv in direct winograd; do
-    step "forward-$conv-$round" env CATDOG_BF16_CONV=$conv "${pin[@]}" "$bin" "${forward[@]}"
-  done
+for conv in direct winograd direct; do
+  step "forward-$conv" env CATDOG_BF16_CONV=$conv "${pin[@]}" "$bin" "${forward[@]}"
 done
 for conv in direct winograd; do
   step "finetune-$conv" env CATDOG_BF16_CONV=$conv "${pin[@]}" "$bin" bench train --mode finetune \
     --precision bf16 --threads "$threads" --quiet
 done
 if python3 -c 'import torch' 2>/dev/null; then
-  step torch "${pin[@]}" python3 scripts/bench_torch.py forward --threads "$threads" --variants bf16-cl
+  for what in forward train; do
+    step "torch-$what" "${pin[@]}" python3 scripts/bench_torch.py $what --threads "$threads" --variants bf16-cl
+  done
 fi
 if [ ${#failed[@]} -gt 0 ]; then
   echo "amx_check: failed steps: ${failed[*]}"

@@ -665,8 +665,9 @@ fn the_direct_convolutions_self_check_turns_a_crashing_or_wrong_kernel_away() {
         moved.b = call.b;
         moved.b[4] = call.b[4].wrapping_add(1);
         (moved.steps, moved.ldb, moved.out) = (call.steps, call.ldb, call.out);
-        (moved.ldc_bytes, moved.a, moved.lda_bytes) = (call.ldc_bytes, call.a, call.lda_bytes);
-        // SAFETY: the self-check's planes hold 80 positions, of which tap 4 reads 5..37 moved by one.
+        (moved.ldc_bytes, moved.a, moved.lda_bytes, moved.blocks) =
+            (call.ldc_bytes, call.a, call.lda_bytes, call.blocks);
+        // SAFETY: the self-check's planes hold 80 positions, of which tap 4 reads 4..68, moved by one.
         unsafe { amx::emulated_conv_tile(&moved) }
     }
     unsafe fn crashes(_: &ConvCall) {
@@ -769,7 +770,12 @@ fn the_direct_bf16_convolution_equals_the_bf16_reference_on_every_kernel() {
     );
     // Odd sizes, an odd row count under the pool, a width that fills whole bf16 panels (no spill past a row),
     // a 1-row image (nothing to pool), and images of several bands.
-    let shapes = [(2, 32, 7, 9, 64), (1, 64, 5, 32, 32), (2, 32, 1, 3, 32), (1, 32, 23, 41, 32)];
+    let shapes = [
+        (2, 32, 7, 9, 64),
+        (1, 64, 5, 32, 32),
+        (2, 32, 1, 3, 32),
+        (1, 32, 23, 41, 32),
+    ];
     for (n, c, h, w, o) in shapes {
         let g = ConvGeom::new(n, c, h, w, o, 3, 1);
         assert!(direct::applicable(&g));
@@ -777,14 +783,18 @@ fn the_direct_bf16_convolution_equals_the_bf16_reference_on_every_kernel() {
         let wt = values(o * c * 9, 52);
         let bias = values(o, 53);
         let conv = reference_bf16_conv(&x, &g, &wt);
-        let packed = direct::pack_weights(&wt, o, c);
         for pool in [false, true] {
             let want = bias_relu_pool(&conv, &g, &bias, pool);
             let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
             for &kernel in &kernels {
+                let packed = direct::DirectWeights::pack(kernel, &wt, o, c);
                 let mut got = vec![f32::NAN; want.len()];
                 direct::forward(kernel, &x, &g, &packed, Some(&bias), true, pool, &mut got);
-                assert!(got.iter().all(|v| v.is_finite()), "{}: an output was not written", kernel.name());
+                assert!(
+                    got.iter().all(|v| v.is_finite()),
+                    "{}: an output was not written",
+                    kernel.name()
+                );
                 let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
                 assert!(
                     err < 1e-5,
@@ -793,5 +803,129 @@ fn the_direct_bf16_convolution_equals_the_bf16_reference_on_every_kernel() {
                 );
             }
         }
+    }
+}
+
+/// A 64-byte aligned buffer of `len` u32 from `values` (a Vec may start anywhere 4-aligned).
+fn aligned_u32(len: usize, seed: u64) -> (Vec<u32>, usize) {
+    let mut data = vec![0u32; len + 16];
+    let start = data.as_ptr().align_offset(64).min(16);
+    for (d, v) in data[start..].iter_mut().zip(values(2 * len, seed).chunks_exact(2)) {
+        *d = u32::from(bf16::to_bf16(v[0])) | (u32::from(bf16::to_bf16(v[1])) << 16);
+    }
+    (data, start)
+}
+
+#[test]
+#[ignore = "a timing, not a test; needs AMX"]
+fn direct_amx_layout_speed() {
+    use catdog::kernels::amx::{self, ConvCall};
+    if *amx::conv_status() != amx::Amx::Ready {
+        eprintln!("skipped: AMX is {:?}", amx::conv_status());
+        return;
+    }
+    // One thread, one image per layer shape: the direct kernel's loop over (32 channels, 32 positions) blocks
+    // with (a) the pair planes as `direct` lays them out, (b) the same with every B row 64-byte aligned (tap
+    // offsets rounded down: wrong values, the same work), (c) NHWC input (each A row one pixel's 32 channels, one
+    // cache line) through the gemm tile kernel, C through memory once per tap.
+    for (c, o, h, reps) in [
+        (64usize, 64usize, 150usize, 60),
+        (128, 128, 75, 120),
+        (256, 256, 37, 240),
+        (512, 512, 18, 500),
+    ] {
+        let wp = h + 2;
+        let positions = h * wp;
+        let blocks = positions.div_ceil(32);
+        let flops = (o / 32 * blocks) as f64 * 32.0 * 32.0 * 9.0 * c as f64 * 2.0 * reps as f64;
+        let mut out = vec![0f32; 32 * blocks * 32];
+        let ldc = blocks * 32;
+        let kp = 9 * c / 2;
+        let (a, a0) = aligned_u32(o * kp, 61);
+        let mut rates = Vec::new();
+        for aligned in [false, true] {
+            let wpa = if aligned { wp.div_ceil(16) * 16 } else { wp };
+            let plane = ((h + 2) * wpa + 96 + 2 * wpa).div_ceil(16) * 16 + 16;
+            let (planes, p0) = aligned_u32(c / 2 * plane, 62);
+            let off = |t: usize| {
+                let q = t / 3 * wpa + t % 3;
+                if aligned {
+                    q / 16 * 16
+                } else {
+                    q
+                }
+            };
+            let t0 = std::time::Instant::now();
+            for _ in 0..reps {
+                for ob in 0..o / 32 {
+                    for i in 0..blocks {
+                        let mut call = ConvCall::new();
+                        call.b = std::array::from_fn(|t| planes[p0 + i * 32 + off(t)..].as_ptr());
+                        (call.steps, call.ldb) = (c / 32, 4 * plane);
+                        (call.out, call.ldc_bytes) = (out[i * 32..].as_mut_ptr(), 4 * ldc);
+                        (call.a, call.lda_bytes) = (a[a0 + ob * 32 * kp..].as_ptr(), 4 * kp);
+                        // SAFETY: AMX passed its self-checks; each tap reads c/2 planes of plane u32 from
+                        // position i·32 + off(t) < (h + 2)·wpa + 2·wpa + 32, inside the plane; A holds o rows of
+                        // kp; out holds 32 rows of ldc ≥ (i + 1)·32.
+                        unsafe { amx::conv_tile(&call) };
+                    }
+                }
+            }
+            rates.push(flops / t0.elapsed().as_secs_f64() / 1e9);
+        }
+        // NHWC: positions × c/2 pairs; the weights per (32 outputs, tap) as a gemm B panel of c/2 pair rows.
+        let (nhwc, n0) = aligned_u32(((h + 2) * wp + 96) * c / 2, 63);
+        let (wb, w0) = aligned_u32(o / 32 * 9 * c / 2 * 32, 64);
+        let t0 = std::time::Instant::now();
+        for _ in 0..reps {
+            for ob in 0..o / 32 {
+                for i in 0..blocks {
+                    for t in 0..9 {
+                        let q = i * 32 + t / 3 * wp + t % 3;
+                        let a = nhwc[n0 + q * c / 2..].as_ptr();
+                        let b = wb[w0 + (ob * 9 + t) * c / 2 * 32..].as_ptr();
+                        // SAFETY: AMX passed its self-check; A is 32 positions of c/2 pairs from position q (inside
+                        // the (h + 2)·wp + 96 positions), B a c/2 × 32 panel, out 32 rows of ldc.
+                        unsafe { amx::tile(c / 2, a, c / 2, b, out[i * 32..].as_mut_ptr(), ldc, t > 0) };
+                    }
+                }
+            }
+        }
+        rates.push(flops / t0.elapsed().as_secs_f64() / 1e9);
+        eprintln!(
+            "{c:>3} → {o:>3} at {h:>3}×{h:<3} one thread, GFLOP/s: planes {:.0}, planes aligned {:.0}, NHWC {:.0}",
+            rates[0], rates[1], rates[2]
+        );
+    }
+}
+
+#[test]
+fn the_direct_input_gradient_is_the_direct_convolution_with_the_flipped_transposed_weights() {
+    use catdog::kernels::direct;
+    let (mut kernels, _) = bf16::available();
+    kernels.push(bf16::Bf16Kernel::AmxEmulated);
+    // Forward 64 → 32 channels at 7 × 10: the gradient runs 32 → 64.
+    let g = ConvGeom::new(2, 64, 7, 10, 32, 3, 1);
+    let w = values(32 * 64 * 9, 71);
+    let dy = values(2 * 32 * 7 * 10, 72);
+    let gt = ConvGeom::new(2, 32, 7, 10, 64, 3, 1);
+    let flipped: Vec<f32> = (0..64 * 32 * 9)
+        .map(|i| {
+            let (ci, oc, t) = (i / (32 * 9), i / 9 % 32, i % 9);
+            w[(oc * 64 + ci) * 9 + 8 - t]
+        })
+        .collect();
+    let want = reference_bf16_conv(&dy, &gt, &flipped);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for kernel in kernels {
+        let mut dx = vec![f32::NAN; want.len()];
+        direct::input_grad(kernel, &dy, &g, &w, &mut dx);
+        assert!(
+            dx.iter().all(|v| v.is_finite()),
+            "{}: a value was not written",
+            kernel.name()
+        );
+        let err = dx.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+        assert!(err < 1e-5, "{}: {err:.2e} from the bf16 reference", kernel.name());
     }
 }

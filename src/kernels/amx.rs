@@ -388,8 +388,9 @@ pub unsafe fn emulated_tile(
 pub const TAPS: usize = 9;
 
 /// The operands of one direct-convolution block ([`super::direct`]): C (32 output channels × 32 positions) =
-/// A (the 32 channels' weights, 9·C k-pairs each, tap by tap) · B (for each tap, 16 pair planes per k step, the
-/// 32 positions from `b[tap]`), all of it in one kernel call, C never leaving the tiles until the end. The
+/// A (the 32 channels' weights, 9·C k-pairs each: steps of 16 channel pairs, each through the 9 taps) · B (for
+/// step s of tap t, the 16 pair planes from `b[t] + 16·s` planes: its 32 positions), all of it in one kernel call,
+/// C never leaving the tiles until the end. The
 /// kernel reads the fields by their offsets, so their order is fixed (`repr(C)`, checked below).
 #[repr(C, align(64))]
 pub struct ConvCall {
@@ -408,6 +409,10 @@ pub struct ConvCall {
     pub a: *const u32,
     /// A's row stride, in bytes.
     pub lda_bytes: usize,
+    /// Blocks of 32 positions, side by side (at least 1): block i reads B from `b[t] + 32·i` positions and writes C
+    /// from `out + 32·i`, all with the same A. One tile configuration for all of them: loading it (which also
+    /// zeroes every tile) for each block of a 64-channel layer cost a measurable share of the block's 18 k steps.
+    pub blocks: usize,
 }
 const _: () = assert!(
     std::mem::offset_of!(ConvCall, b) == 64
@@ -415,6 +420,8 @@ const _: () = assert!(
         && std::mem::offset_of!(ConvCall, ldb) == 144
         && std::mem::offset_of!(ConvCall, out) == 152
         && std::mem::offset_of!(ConvCall, ldc_bytes) == 160
+        && std::mem::offset_of!(ConvCall, a) == 168
+        && std::mem::offset_of!(ConvCall, blocks) == 184
 );
 
 impl ConvCall {
@@ -429,6 +436,7 @@ impl ConvCall {
             ldc_bytes: 0,
             a: std::ptr::null(),
             lda_bytes: 0,
+            blocks: 1,
         }
     }
 }
@@ -442,9 +450,9 @@ impl Default for ConvCall {
 /// A direct-convolution block kernel (see [`ConvCall`]).
 ///
 /// # Safety
-/// For each tap t and step s < steps, B rows `b[t] + (16·s + i)·ldb` bytes (i < 16) must hold 32 u32, A rows
-/// `a + r·lda` (r < 32) must hold 9·16·steps u32, `out` 32 rows of 32 f32, ldc apart; for [`conv_tile`], AMX
-/// must be Ready in this process ([`status`]).
+/// `blocks ≥ 1` and `steps ≥ 1`; for each tap t and step s < steps, B rows `b[t] + (16·s + i)·ldb` bytes (i < 16)
+/// must hold 32·blocks u32, A rows `a + r·lda` (r < 32) must hold 9·16·steps u32, `out` 32 rows of 32·blocks f32,
+/// ldc apart; for [`conv_tile`], AMX must be Ready in this process ([`status`]).
 // SAFETY (callers): see "# Safety"; `direct::block` checks the buffers and hands out `conv_tile` only when Ready.
 pub type ConvTileFn = unsafe fn(call: &ConvCall);
 
@@ -455,23 +463,37 @@ pub type ConvTileFn = unsafe fn(call: &ConvCall);
 #[cfg(target_arch = "x86_64")]
 // SAFETY (callers): see "# Safety"; `direct::block` and `conv_self_check` pass operands of the sizes it needs.
 pub unsafe fn conv_tile(call: &ConvCall) {
-    // What it touches: per k step 16 rows of 64 bytes of A from `a` and `a + 16·lda` (the pointer moves 64 bytes a
-    // step, 9·steps steps in all), 16 rows of 128 bytes of B from b[tap] (ldb apart, moving 16·ldb a step), and at
-    // the end 32 rows of 128 bytes of C at `out`, ldc apart.
+    // What it touches, for each block i < blocks: per k step 16 rows of 64 bytes of A from `a` and `a + 16·lda`
+    // (moving 64 bytes a step, 9·steps steps in all), 16 rows of 128 bytes of B from b[tap] + 16·s·ldb + 128·i
+    // bytes (ldb apart) for step s of each tap, and at the end 32 rows of 128 bytes of C at `out + 128·i` bytes,
+    // ldc apart.
     // SAFETY: all of that lies inside the buffers the caller's contract names; the tile registers are not the
     // compiler's, and tilerelease leaves them free.
     unsafe {
         std::arch::asm!(
             "ldtilecfg [{p}]",
+            "mov {cnt}, [{p} + 184]",
+            "xor {boff}, {boff}",
+            "mov {o}, [{p} + 152]",
+            "mov {bstep}, {ldb}",
+            "shl {bstep}, 4",
+            "4:",
+            "mov {a}, [{p} + 168]",
+            "mov {a2}, {lda}",
+            "shl {a2}, 4",
+            "add {a2}, {a}",
             "tilezero tmm0",
             "tilezero tmm1",
             "tilezero tmm2",
             "tilezero tmm3",
-            "xor {t}, {t}",
-            "2:",
-            "mov {bc}, [{p} + {t}*8 + 64]",
+            "xor {soff}, {soff}",
             "mov {s}, [{p} + 136]",
+            "2:",
+            "xor {t}, {t}",
             "3:",
+            "mov {bc}, [{p} + {t}*8 + 64]",
+            "add {bc}, {soff}",
+            "add {bc}, {boff}",
             "tileloadd tmm4, [{a} + {lda}*1]",
             "tileloadd tmm5, [{a2} + {lda}*1]",
             "tileloadd tmm6, [{bc} + {ldb}*1]",
@@ -482,33 +504,38 @@ pub unsafe fn conv_tile(call: &ConvCall) {
             "tdpbf16ps tmm3, tmm5, tmm7",
             "add {a}, 64",
             "add {a2}, 64",
-            "mov {s2}, {ldb}",
-            "shl {s2}, 4",
-            "add {bc}, {s2}",
-            "dec {s}",
-            "jnz 3b",
             "inc {t}",
             "cmp {t}, 9",
-            "jne 2b",
-            "mov {bc}, [{p} + 152]",
+            "jne 3b",
+            "add {soff}, {bstep}",
+            "dec {s}",
+            "jnz 2b",
             "mov {s}, [{p} + 160]",
-            "tilestored [{bc} + {s}*1], tmm0",
-            "tilestored [{bc} + {s}*1 + 64], tmm1",
-            "mov {s2}, {s}",
-            "shl {s2}, 4",
-            "add {bc}, {s2}",
-            "tilestored [{bc} + {s}*1], tmm2",
-            "tilestored [{bc} + {s}*1 + 64], tmm3",
+            "tilestored [{o} + {s}*1], tmm0",
+            "tilestored [{o} + {s}*1 + 64], tmm1",
+            "mov {t}, {s}",
+            "shl {t}, 4",
+            "add {t}, {o}",
+            "tilestored [{t} + {s}*1], tmm2",
+            "tilestored [{t} + {s}*1 + 64], tmm3",
+            "add {o}, 128",
+            "add {boff}, 128",
+            "dec {cnt}",
+            "jnz 4b",
             "tilerelease",
             p = in(reg) call as *const ConvCall,
-            a = inout(reg) call.a => _,
-            a2 = inout(reg) call.a.wrapping_byte_add(16 * call.lda_bytes) => _,
             lda = in(reg) call.lda_bytes,
             ldb = in(reg) call.ldb,
+            a = out(reg) _,
+            a2 = out(reg) _,
             bc = out(reg) _,
             s = out(reg) _,
-            s2 = out(reg) _,
             t = out(reg) _,
+            soff = out(reg) _,
+            bstep = out(reg) _,
+            boff = out(reg) _,
+            cnt = out(reg) _,
+            o = out(reg) _,
             options(nostack),
         );
     }
@@ -523,28 +550,34 @@ pub unsafe fn conv_tile(call: &ConvCall) {
 pub unsafe fn emulated_conv_tile(call: &ConvCall) {
     let half = |v: u32, hi: bool| super::bf16::from_bf16(if hi { (v >> 16) as u16 } else { v as u16 });
     let (lda, ldb) = (call.lda_bytes / 4, call.ldb / 4);
-    let mut c = [0f32; ROWS * NR];
-    for (tap, &b) in call.b.iter().enumerate() {
+    for block in 0..call.blocks {
+        let mut c = [0f32; ROWS * NR];
         for s in 0..call.steps {
-            let k0 = (tap * call.steps + s) * STEP;
-            for r in 0..ROWS {
-                for j in 0..NR {
-                    let mut sum = c[r * NR + j];
-                    for p in 0..STEP {
-                        // SAFETY: r < 32, k0 + p < 9·16·steps, s < steps, p < 16, j < 32: inside the operands the
-                        // caller vouches for.
-                        let (av, bv) = unsafe { (*call.a.add(r * lda + k0 + p), *b.add((16 * s + p) * ldb + j)) };
-                        sum += half(av, false) * half(bv, false);
-                        sum += half(av, true) * half(bv, true);
+            for (tap, &b) in call.b.iter().enumerate() {
+                let k0 = (s * TAPS + tap) * STEP;
+                let b = b.wrapping_add(NR * block);
+                for r in 0..ROWS {
+                    for j in 0..NR {
+                        let mut sum = c[r * NR + j];
+                        for p in 0..STEP {
+                            // SAFETY: r < 32, k0 + p < 9·16·steps, s < steps, p < 16, j < 32, block < blocks:
+                            // inside the operands the caller vouches for.
+                            let (av, bv) = unsafe { (*call.a.add(r * lda + k0 + p), *b.add((16 * s + p) * ldb + j)) };
+                            sum += half(av, false) * half(bv, false);
+                            sum += half(av, true) * half(bv, true);
+                        }
+                        c[r * NR + j] = sum;
                     }
-                    c[r * NR + j] = sum;
                 }
             }
         }
-    }
-    for (r, row) in c.chunks_exact(NR).enumerate() {
-        // SAFETY: row r < 32 of `out` holds NR f32 at r·ldc (the caller's contract).
-        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), call.out.byte_add(r * call.ldc_bytes), NR) };
+        for (r, row) in c.chunks_exact(NR).enumerate() {
+            // SAFETY: row r < 32 of block `block` of `out` holds NR f32 at r·ldc + 32·block (the caller's contract).
+            unsafe {
+                let dst = call.out.byte_add(r * call.ldc_bytes).add(NR * block);
+                std::ptr::copy_nonoverlapping(row.as_ptr(), dst, NR)
+            };
+        }
     }
 }
 
@@ -571,44 +604,53 @@ pub fn conv_status() -> &'static Amx {
     })
 }
 
-/// [`self_check`] for a [`ConvTileFn`]: one block with 32 input channels (one step per tap), B planes of 80
-/// u32, in a forked child.
+/// [`self_check`] for a [`ConvTileFn`]: two blocks with 64 input channels (two steps through the taps), B planes
+/// of 80 u32, in a forked child.
 pub fn conv_self_check(kernel: ConvTileFn) -> Result<(), String> {
     const PLANE: usize = 80;
-    let lda = TAPS * STEP;
+    const STEPS: usize = 2;
+    let lda = STEPS * TAPS * STEP;
     let bf16 = |v: i32| u32::from(super::bf16::to_bf16(v as f32));
     let pair = |lo: i32, hi: i32| bf16(lo) | (bf16(hi) << 16);
-    let a_val = |r: usize, k: usize| ((r * 5 + k * 3) % 7) as i32 - 3;
-    let b_val = |k: usize, q: usize| ((k * 2 + q * 5) % 9) as i32 - 4;
+    // Weight (row r, tap t, channel c) and input (channel c, position q), small integers: exact sums.
+    let a_val = |r: usize, t: usize, c: usize| ((r * 5 + t * 3 + c * 2) % 7) as i32 - 3;
+    let b_val = |c: usize, q: usize| ((c * 2 + q * 5) % 9) as i32 - 4;
+    // k-pair k of a row: step k / (9·16), tap k / 16 % 9, channel pair 16·step + k % 16.
     let a: Vec<u32> = (0..ROWS * lda)
-        .map(|i| pair(a_val(i / lda, 2 * (i % lda)), a_val(i / lda, 2 * (i % lda) + 1)))
+        .map(|i| {
+            let (r, k) = (i / lda, i % lda);
+            let (t, cp) = (k / STEP % TAPS, k / (TAPS * STEP) * STEP + k % STEP);
+            pair(a_val(r, t, 2 * cp), a_val(r, t, 2 * cp + 1))
+        })
         .collect();
     // Plane p holds channels 2p, 2p + 1 at positions 0..PLANE; tap t reads from position t.
-    let b: Vec<u32> = (0..STEP * PLANE)
+    let b: Vec<u32> = (0..STEPS * STEP * PLANE)
         .map(|i| pair(b_val(2 * (i / PLANE), i % PLANE), b_val(2 * (i / PLANE) + 1, i % PLANE)))
         .collect();
-    let want: Vec<f32> = (0..ROWS * NR)
+    // Two blocks side by side: C is 32 rows × 64 positions.
+    let want: Vec<f32> = (0..ROWS * 2 * NR)
         .map(|i| {
-            let (r, q) = (i / NR, i % NR);
+            let (r, q) = (i / (2 * NR), i % (2 * NR));
             let sum = (0..TAPS)
-                .flat_map(|t| (0..2 * STEP).map(move |c| (t, c)))
-                .map(|(t, c)| a_val(r, t * 2 * STEP + c) * b_val(c, q + t))
+                .flat_map(|t| (0..2 * STEP * STEPS).map(move |c| (t, c)))
+                .map(|(t, c)| a_val(r, t, c) * b_val(c, q + t))
                 .sum::<i32>();
             sum as f32
         })
         .collect();
-    let mut out = vec![f32::NAN; ROWS * NR];
+    let mut out = vec![f32::NAN; ROWS * 2 * NR];
     let mut call = ConvCall::new();
     call.b = std::array::from_fn(|t| b[t..].as_ptr());
-    call.steps = 1;
+    call.steps = STEPS;
     call.ldb = 4 * PLANE;
-    call.ldc_bytes = 4 * NR;
+    call.ldc_bytes = 4 * 2 * NR;
     call.a = a.as_ptr();
     call.lda_bytes = 4 * lda;
+    call.blocks = 2;
     in_child(&mut || {
         call.out = out.as_mut_ptr();
-        // SAFETY: tap t reads planes 0..16 from position t, 32 positions (t + 32 ≤ PLANE); A is 32 rows of
-        // 9·16 pairs; out 32 × 32. The caller vouches for the kernel's CPU requirements; a crash ends the child.
+        // SAFETY: tap t reads planes 0..32 from position t, 64 positions (t + 64 ≤ PLANE); A is 32 rows of
+        // 2·9·16 pairs; out 32 × 64. The caller vouches for the kernel's CPU requirements; a crash ends the child.
         unsafe { kernel(&call) };
         out.iter().zip(&want).all(|(o, w)| o == w)
     })

@@ -210,21 +210,13 @@ impl PackedA {
         }
     }
 
-    /// Panel `i` (rows i·MR ..): kp k-pairs of MR rows, pair p of row r at p·MR + r.
-    ///
-    /// Panics when there is no panel i.
-    pub(super) fn panel(&self, i: usize) -> &[u32] {
-        let len = self.k.div_ceil(2) * MR;
-        &self.data[i * len..][..len]
-    }
-
     /// The packed values, given back (to reuse the buffer).
     pub fn into_data(self) -> Vec<u32> {
         self.data
     }
 
     /// AMX's row layout of these values and its row stride in pairs.
-    pub(super) fn amx_rows(&self) -> (&[u32], usize) {
+    fn amx_rows(&self) -> (&[u32], usize) {
         let kp = self.k.div_ceil(2);
         let rows = self.amx_rows.get_or_init(|| amx::rows_layout(&self.data, self.m, kp));
         (rows, kp.div_ceil(amx::STEP) * amx::STEP)

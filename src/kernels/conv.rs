@@ -25,6 +25,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 use super::bf16::{self, Bf16Kernel, PackedA};
+use super::direct::DirectWeights;
 use super::pool::{max_pool2d, max_pool_planes};
 use super::raw::{sgemm, SendPtr};
 use super::{Compute, Kernels, Precision};
@@ -322,12 +323,15 @@ fn direct_forward(
     if !super::direct::chosen(kernel, g) {
         return false;
     }
-    let pack = || vec![super::direct::pack_weights(weight, g.o, g.c)];
+    let pack = || Packed::Direct(DirectWeights::pack(kernel, weight, g.o, g.c));
     let packed = match cache {
-        Some((id, cache)) => cache.packed(*id, Packing::Direct, pack),
+        Some((id, cache)) => cache.packed(*id, kernel, true, pack),
         None => Arc::new(pack()),
     };
-    super::direct::forward(kernel, x, g, &packed[0], bias, relu, pool, out);
+    let Packed::Direct(weights) = &*packed else {
+        unreachable!("the cache gives back what `pack` made for this kernel")
+    };
+    super::direct::forward(kernel, x, g, weights, bias, relu, pool, out);
     true
 }
 
@@ -343,10 +347,24 @@ fn im2col_forward_as(
 ) {
     match algo {
         Algo::Bf16(kernel) => {
+            let kernel = im2col_kernel(kernel, g);
             let packed = PackedA::pack(weight, g.o, g.kk());
             im2col_forward(x, g, weight, bias, relu, Some((kernel, &packed)), out)
         }
         Algo::Auto | Algo::Im2col => im2col_forward(x, g, weight, bias, relu, None, out),
+    }
+}
+
+/// The bf16 kernel of an im2col forward: AVX512-BF16 rather than AMX when the reduction is shorter than one tile
+/// step (32 values; block1_conv1 has 27), where every AMX call reloads the tile configuration for its tail and
+/// does little between: block1_conv1 ran at 47–55 GFLOP/s on AMX (Intel Xeon, 2 threads), against 171–198 on an
+/// AMD EPYC's AVX512-BF16.
+fn im2col_kernel(kernel: Bf16Kernel, g: &ConvGeom) -> Bf16Kernel {
+    let short = g.kk() < 2 * super::amx::STEP;
+    if kernel == Bf16Kernel::Amx && short && Bf16Kernel::Avx512Bf16.is_runnable() {
+        Bf16Kernel::Avx512Bf16
+    } else {
+        kernel
     }
 }
 
@@ -369,8 +387,13 @@ fn winograd_forward(
     }
     match (algo, cache) {
         (Algo::Bf16(kernel), Some((id, cache))) => {
-            let packed = cache.packed(*id, Packing::Winograd, || super::winograd::pack_weights_bf16(weight, g.o, g.c));
-            super::winograd::forward_bf16_packed(kernel, x, g, &packed, bias, relu, pool, out)
+            let pack = || Packed::Winograd(super::winograd::pack_weights_bf16(weight, g.o, g.c));
+            match &*cache.packed(*id, kernel, false, pack) {
+                Packed::Winograd(blocks) => {
+                    super::winograd::forward_bf16_packed(kernel, x, g, blocks, bias, relu, pool, out)
+                }
+                Packed::Direct(_) => unreachable!("the cache gives back what `pack` made"),
+            }
         }
         (Algo::Bf16(kernel), None) => super::winograd::forward_bf16(kernel, x, g, weight, bias, relu, pool, out),
         _ => super::winograd::forward(x, g, weight, bias, relu, pool, out),
@@ -539,6 +562,11 @@ pub fn conv_input_grad_with(algo: Algo, dy: &[f32], g: &ConvGeom, weight: &[f32]
     let (c, o, k) = (g.c, g.o, g.k);
     assert_eq!(weight.len(), o * c * k * k);
     let gt = ConvGeom::new(g.n, o, g.ho, g.wo, c, k, k - 1 - g.pad);
+    if let Algo::Bf16(kernel) = algo {
+        if super::direct::chosen(kernel, &gt) {
+            return super::direct::input_grad(kernel, dy, g, weight, dx);
+        }
+    }
     if let (Algo::Bf16(kernel), true) = (algo, algo.use_winograd(&gt)) {
         return super::winograd::input_grad_bf16(kernel, dy, &gt, weight, dx);
     }
@@ -931,28 +959,37 @@ pub fn conv2d(
 /// 7.8 ms on 2 cores, a tenth of a batch-32 forward when done on every batch. Kept only for `--precision bf16`
 /// (52 MB for the whole VGG16 base); fp32 transforms each call rather than hold 105 MB more.
 #[derive(Debug, Default)]
-pub struct WeightCache(std::sync::Mutex<Option<(TensorId, Packing, Arc<Vec<PackedA>>)>>);
+pub struct WeightCache(std::sync::Mutex<Option<(TensorId, Bf16Kernel, Arc<Packed>)>>);
 
-/// Which convolution the cached weights are packed for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Packing {
+/// Weights packed for one bf16 convolution.
+#[derive(Debug)]
+enum Packed {
     /// The 16 transformed blocks of the Winograd products.
-    Winograd,
-    /// One O × 9·C block ([`super::direct::pack_weights`]).
-    Direct,
+    Winograd(Vec<PackedA>),
+    /// The direct convolution's O × 9·C.
+    Direct(DirectWeights),
+}
+
+impl Packed {
+    fn is_direct(&self) -> bool {
+        matches!(self, Packed::Direct(_))
+    }
 }
 
 impl WeightCache {
-    fn packed(&self, id: TensorId, packing: Packing, make: impl FnOnce() -> Vec<PackedA>) -> Arc<Vec<PackedA>> {
+    /// The weights of tensor `id` packed by `make` for `kernel` (for the direct convolution when `direct`, for
+    /// Winograd's otherwise): kept from an earlier call for the same tensor, kernel and convolution.
+    fn packed(&self, id: TensorId, kernel: Bf16Kernel, direct: bool, make: impl FnOnce() -> Packed) -> Arc<Packed> {
         let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match &*slot {
-            Some((have, how, packed)) if (*have, *how) == (id, packing) => packed.clone(),
-            _ => {
-                let packed = Arc::new(make());
-                *slot = Some((id, packing, packed.clone()));
-                packed
+        if let Some((have, k, packed)) = &*slot {
+            if (*have, *k, packed.is_direct()) == (id, kernel, direct) {
+                return packed.clone();
             }
         }
+        let packed = Arc::new(make());
+        debug_assert_eq!(packed.is_direct(), direct);
+        *slot = Some((id, kernel, packed.clone()));
+        packed
     }
 }
 
