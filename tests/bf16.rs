@@ -929,3 +929,61 @@ fn the_direct_input_gradient_is_the_direct_convolution_with_the_flipped_transpos
         assert!(err < 1e-5, "{}: {err:.2e} from the bf16 reference", kernel.name());
     }
 }
+
+#[test]
+#[ignore = "a timing, not a test"]
+fn block1_conv1_speed() {
+    use catdog::kernels::first_conv;
+    // VGG16's first layer, batch 32, into kept buffers (the output's allocation is not the kernel's time): the
+    // direct FMA kernel against im2col + gemm, in both precisions where the CPU has them.
+    let g = ConvGeom::new(32, 3, 150, 150, 64, 3, 1);
+    if !first_conv::applicable(&g) {
+        eprintln!("skipped: no AVX-512 here");
+        return;
+    }
+    let x = values(32 * 3 * 150 * 150, 1);
+    let w = values(64 * 3 * 9, 2);
+    let mut out = vec![0f32; 32 * 64 * 150 * 150];
+    let time = |f: &mut dyn FnMut()| {
+        f();
+        let t = std::time::Instant::now();
+        for _ in 0..5 {
+            f();
+        }
+        t.elapsed().as_secs_f64() / 5.0 * 1e3
+    };
+    let direct_fp32 = time(&mut || first_conv::forward(&x, &g, &w, None, true, false, false, &mut out));
+    let direct_bf16 = time(&mut || first_conv::forward(&x, &g, &w, None, true, false, true, &mut out));
+    let im2col = time(&mut || conv::conv_forward_with(conv::Algo::Im2col, &x, &g, &w, None, true, &mut out));
+    eprintln!(
+        "block1_conv1, batch 32, ms: direct fp32 {direct_fp32:.1}, direct bf16 {direct_bf16:.1}, im2col fp32 {im2col:.1}"
+    );
+}
+
+#[test]
+fn the_first_layers_direct_kernel_equals_the_references_in_both_precisions() {
+    use catdog::kernels::first_conv;
+    // 3 input channels, odd sizes (a row that ends inside a register), an odd row count under the pool.
+    let g = ConvGeom::new(2, 3, 7, 21, 64, 3, 1);
+    if !first_conv::applicable(&g) {
+        eprintln!("skipped: the first-layer kernel needs AVX-512");
+        return;
+    }
+    let x = values(2 * 3 * 7 * 21, 81);
+    let w = values(64 * 3 * 9, 82);
+    let bias = values(64, 83);
+    let bf16_conv = reference_bf16_conv(&x, &g, &w);
+    let mut fp32_conv = vec![0f32; bf16_conv.len()];
+    conv::conv_forward_with(conv::Algo::Im2col, &x, &g, &w, None, false, &mut fp32_conv);
+    for (bf16, conv) in [(true, &bf16_conv), (false, &fp32_conv)] {
+        for pool in [false, true] {
+            let want = bias_relu_pool(conv, &g, &bias, pool);
+            let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            let mut got = vec![f32::NAN; want.len()];
+            first_conv::forward(&x, &g, &w, Some(&bias), true, pool, bf16, &mut got);
+            assert!(got.iter().all(|v| v.is_finite()), "an output was not written");
+            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+            assert!(err < 1e-5, "bf16 {bf16}, pool {pool}: {err:.2e} from the reference");
+        }
+    }
+}

@@ -296,11 +296,37 @@ pub fn conv_forward_with(
     relu: bool,
     out: &mut [f32],
 ) {
-    if !direct_forward(algo, None, x, g, weight, bias, relu, false, out)
+    if !first_forward(algo, x, g, weight, bias, relu, false, out)
+        && !direct_forward(algo, None, x, g, weight, bias, relu, false, out)
         && !winograd_forward(algo, None, x, g, weight, bias, relu, false, out)
     {
         im2col_forward_as(algo, x, g, weight, bias, relu, out)
     }
+}
+
+/// The forward of a first layer (3 input channels) by [`super::first_conv`], in either precision, or false when
+/// `g` is not such a layer or the CPU lacks AVX-512 (the caller then runs the other algorithms).
+#[allow(clippy::too_many_arguments)]
+fn first_forward(
+    algo: Algo,
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    pool: bool,
+    out: &mut [f32],
+) -> bool {
+    let bf16 = match algo {
+        Algo::Auto => false,
+        Algo::Bf16(_) => true,
+        Algo::Im2col => return false,
+    };
+    if !super::first_conv::applicable(g) {
+        return false;
+    }
+    super::first_conv::forward(x, g, weight, bias, relu, pool, bf16, out);
+    true
 }
 
 /// The direct bf16 forward where [`super::direct::chosen`] picks it for this kernel and geometry (with the packed
@@ -1033,7 +1059,8 @@ impl CustomOp3 for ConvPoolOp {
         let (ph, pw) = (g.ho / 2, g.wo / 2);
         let mut out = vec![0f32; g.n * g.o * ph * pw];
         let cache = self.cache.as_ref();
-        if !direct_forward(self.algo, cache, x, &g, w, Some(b), true, true, &mut out)
+        if !first_forward(self.algo, x, &g, w, Some(b), true, true, &mut out)
+            && !direct_forward(self.algo, cache, x, &g, w, Some(b), true, true, &mut out)
             && !winograd_forward(self.algo, cache, x, &g, w, Some(b), true, true, &mut out)
         {
             let mut full = vec![0f32; g.n * g.o * g.p()];

@@ -279,7 +279,7 @@ pub fn forward(
     let outp = SendPtr::new(out);
     let epi = Epilogue {
         g,
-        plan,
+        wp: plan.wp,
         bias,
         relu,
         pool,
@@ -418,24 +418,25 @@ fn run_band(
 }
 
 /// What the epilogue of every band needs.
-struct Epilogue<'a> {
-    g: &'a ConvGeom,
-    plan: Plan,
-    bias: Option<&'a [f32]>,
-    relu: bool,
-    pool: bool,
-    outp: SendPtr,
+pub(super) struct Epilogue<'a> {
+    pub g: &'a ConvGeom,
+    /// The scratch's row stride in positions (W + 2 for the direct convolution: its rows keep the padding).
+    pub wp: usize,
+    pub bias: Option<&'a [f32]>,
+    pub relu: bool,
+    pub pool: bool,
+    pub outp: SendPtr,
 }
 
 dispatch! {
-    /// Bias, ReLU and the pool of a band (`scratch`: 32 channels × the band's positions, `ldc` apart) into the
-    /// NCHW output.
-    fn epilogue(e: &Epilogue, scratch: &[f32], ldc: usize, img: usize, y0: usize, rows: usize, ob: usize) => epilogue_body
+    /// Bias, ReLU and the pool of a band of output rows `y0 .. y0 + rows` (`scratch`: 32 channels, `ldc` apart,
+    /// each its rows `e.wp` apart) into channels `ob·32 ..` of the NCHW output.
+    pub(super) fn epilogue(e: &Epilogue, scratch: &[f32], ldc: usize, img: usize, y0: usize, rows: usize, ob: usize) => epilogue_body
 }
 
 #[inline(always)]
 fn epilogue_body(e: &Epilogue, scratch: &[f32], ldc: usize, img: usize, y0: usize, rows: usize, ob: usize) {
-    let (g, wp) = (e.g, e.plan.wp);
+    let (g, wp) = (e.g, e.wp);
     for j in 0..BLOCK {
         let oc = ob * BLOCK + j;
         let b = e.bias.map_or(0.0, |b| b[oc]);

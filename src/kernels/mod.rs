@@ -10,6 +10,7 @@ pub mod amx;
 pub mod bf16;
 pub mod conv;
 pub mod direct;
+pub mod first_conv;
 pub mod linear;
 pub mod pool;
 pub mod precision;

@@ -55,9 +55,9 @@ pub fn level() -> Level {
 /// the same arguments) compiled for the widest [`level`]: the same code, vectorised by the compiler for AVX-512 or
 /// AVX2 instead of baseline x86-64.
 macro_rules! dispatch {
-    ($(#[$meta:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?) => $body:ident) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) => $body:ident) => {
         $(#[$meta])*
-        fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 // SAFETY (callers): only called when level() is Avx512, i.e. the CPU reports every feature enabled.
