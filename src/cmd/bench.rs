@@ -60,8 +60,16 @@ pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
         );
         for l in &r.layers {
             let f = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
+            // Without the baseline (--no-compare) its columns are NaN: shown as "-".
+            let measured = |v: f64, digits: usize| {
+                if v.is_finite() {
+                    format!("{v:.digits$}")
+                } else {
+                    "-".into()
+                }
+            };
             println!(
-                "{:<13} {:>22} {:>7.2} {:>9.0} {:>9.0} {:>6.2} {:>5.0}% {:>9} {:>9} {:>11}",
+                "{:<13} {:>22} {:>7.2} {:>9.0} {:>9} {:>6} {:>5.0}% {:>9} {:>9} {:>11}",
                 l.layer,
                 format!(
                     "{},{},{},{}→{}",
@@ -69,8 +77,8 @@ pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
                 ),
                 l.gflop,
                 l.fast_gflops,
-                l.candle_gflops,
-                l.speedup,
+                measured(l.candle_gflops, 0),
+                measured(l.speedup, 2),
                 100.0 * l.fraction_of_peak,
                 f(l.fast_input_grad_gflops),
                 f(l.fast_weight_grad_gflops),
