@@ -68,6 +68,28 @@ impl ConvGeom {
     pub fn kk(&self) -> usize {
         self.c * self.k * self.k
     }
+    /// Values of the forward output: N × O × ho × wo, or with the 2×2/2 pool N × O × ⌊ho/2⌋ × ⌊wo/2⌋.
+    pub fn output_len(&self, pool: bool) -> usize {
+        if pool {
+            self.n * self.o * (self.ho / 2) * (self.wo / 2)
+        } else {
+            self.n * self.o * self.p()
+        }
+    }
+
+    /// The checks every forward kernel (`who`) makes before its unsafe writes rely on them: the input, bias and
+    /// output lengths fit this geometry. Panics when one does not.
+    pub(super) fn check_forward(&self, who: &str, x: &[f32], bias: Option<&[f32]>, out: &[f32], pool: bool) {
+        let g = self;
+        assert_eq!(x.len(), g.n * g.c * g.h * g.w, "{who}: input does not fit {g:?}");
+        assert!(bias.is_none_or(|b| b.len() == g.o), "{who}: bias does not fit {g:?}");
+        assert_eq!(
+            out.len(),
+            g.output_len(pool),
+            "{who}: output does not fit {g:?} (pool {pool})"
+        );
+    }
+
     /// Multiply-adds × 2 of the forward pass.
     pub fn flops(&self) -> f64 {
         2.0 * (self.n * self.o * self.p()) as f64 * self.kk() as f64

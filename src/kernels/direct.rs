@@ -243,25 +243,11 @@ pub fn forward(
         applicable(g),
         "direct conv: {g:?} is not 3×3, padding 1, channels multiples of {BLOCK}"
     );
-    assert_eq!(x.len(), g.n * g.c * g.h * g.w, "direct conv: input does not fit {g:?}");
+    g.check_forward("direct conv", x, bias, out, pool);
     assert!(
         (weights.o, weights.c) == (g.o, g.c) && weights.amx == !matches!(kernel, Bf16Kernel::Avx512Bf16),
         "direct conv: packed weights do not fit {g:?} on {}",
         kernel.name()
-    );
-    assert!(
-        bias.is_none_or(|b| b.len() == g.o),
-        "direct conv: bias does not fit {g:?}"
-    );
-    let out_len = if pool {
-        g.n * g.o * (g.ho / 2) * (g.wo / 2)
-    } else {
-        g.n * g.o * g.p()
-    };
-    assert_eq!(
-        out.len(),
-        out_len,
-        "direct conv: output does not fit {g:?} (pool {pool})"
     );
     let runnable = kernel.checked();
     assert!(
@@ -269,7 +255,7 @@ pub fn forward(
         "direct conv: the AMX kernel did not pass its self-check"
     );
     let plan = Plan::new(g, pool);
-    if out_len == 0 {
+    if out.is_empty() {
         return;
     }
     let image_len = g.c / 2 * plan.plane;
@@ -408,10 +394,9 @@ fn run_band(
             call.lda_bytes = 4 * kp;
             call.blocks = blocks;
             let tile = kernel.conv_tile_fn().expect("an AMX kernel");
-            // SAFETY: the kernel is runnable (for Amx, `amx::conv_status()` is Ready: `forward` asserted
-            // `runs_on`); A's 32 rows of kp = 9·pairs u32 from row ob·32, each tap's 16·steps = pairs planes of
-            // 32·blocks positions, and out's 32 rows of 32·blocks f32 were checked above; blocks ≥ 1 (checked) and
-            // steps ≥ 1 (C is a positive multiple of 32).
+            // SAFETY: runnable (Amx: `forward` asserted `runs_on`, the conv self-check); A's 32 rows of kp u32, each
+            // tap's pairs planes of 32·blocks positions, out's 32 rows of 32·blocks f32 and blocks ≥ 1 were checked
+            // above; steps ≥ 1 as C is a positive multiple of 32.
             unsafe { tile(&call) }
         }
     }

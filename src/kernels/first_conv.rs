@@ -55,22 +55,8 @@ pub fn forward(
         applicable(g),
         "first conv: {g:?} is not 3×3, padding 1, ≤ 4 inputs, outputs in 32s on AVX-512"
     );
-    assert_eq!(x.len(), g.n * g.c * g.h * g.w, "first conv: input does not fit {g:?}");
+    g.check_forward("first conv", x, bias, out, pool);
     assert_eq!(weight.len(), g.o * g.c * 9, "first conv: weights do not fit {g:?}");
-    assert!(
-        bias.is_none_or(|b| b.len() == g.o),
-        "first conv: bias does not fit {g:?}"
-    );
-    let out_len = if pool {
-        g.n * g.o * (g.ho / 2) * (g.wo / 2)
-    } else {
-        g.n * g.o * g.p()
-    };
-    assert_eq!(
-        out.len(),
-        out_len,
-        "first conv: output does not fit {g:?} (pool {pool})"
-    );
     let round = |v: f32| if bf16 { super::bf16::round(v) } else { v };
     // Per group of 16 output channels, (channel, tap) after (channel, tap), the 16 channels' weights side by side
     // (one broadcast each, at constant offsets), rounded.

@@ -362,7 +362,7 @@ fn forward_with(
 ) {
     let (c, o) = (g.c, g.o);
     assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
-    assert_eq!(x.len(), g.n * c * g.h * g.w, "Winograd: input does not fit {g:?}");
+    g.check_forward("Winograd", x, bias, out, pool);
     match products {
         Products::F32(u) => assert_eq!(u.len(), 16 * o * c, "Winograd: transformed weights do not fit {g:?}"),
         Products::Bf16(_, packed) => assert!(
@@ -370,13 +370,6 @@ fn forward_with(
             "Winograd: packed weights do not fit {g:?}"
         ),
     }
-    assert!(bias.is_none_or(|b| b.len() == o), "Winograd: bias does not fit {g:?}");
-    let out_len = if pool {
-        g.n * o * (g.ho / 2) * (g.wo / 2)
-    } else {
-        g.n * o * g.p()
-    };
-    assert_eq!(out.len(), out_len, "Winograd: output does not fit {g:?} (pool {pool})");
     let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
     let tiles_per_img = th * tw;
     let total = g.n * tiles_per_img;
