@@ -395,24 +395,10 @@ fn im2col_forward_as(
 ) {
     match algo {
         Algo::Bf16(kernel) => {
-            let kernel = im2col_kernel(kernel, g);
             let packed = PackedA::pack(weight, g.o, g.kk());
             im2col_forward(x, g, weight, bias, relu, Some((kernel, &packed)), out)
         }
         Algo::Auto | Algo::Im2col => im2col_forward(x, g, weight, bias, relu, None, out),
-    }
-}
-
-/// The bf16 kernel of an im2col forward: AVX512-BF16 rather than AMX when the reduction is shorter than one tile
-/// step (32 values; block1_conv1 has 27), where every AMX call reloads the tile configuration for its tail and
-/// does little between: block1_conv1 ran at 47–55 GFLOP/s on AMX (Intel Xeon, 2 threads), against 171–198 on an
-/// AMD EPYC's AVX512-BF16.
-fn im2col_kernel(kernel: Bf16Kernel, g: &ConvGeom) -> Bf16Kernel {
-    let short = g.kk() < 2 * super::amx::STEP;
-    if kernel == Bf16Kernel::Amx && short && Bf16Kernel::Avx512Bf16.is_runnable() {
-        Bf16Kernel::Avx512Bf16
-    } else {
-        kernel
     }
 }
 
@@ -1002,10 +988,11 @@ pub fn conv2d(
     }
 }
 
-/// The bf16-packed Winograd weights of a frozen layer, made on first use and kept while the weight tensor is the
-/// same (its id is the key; frozen tensors never change): transforming and packing a 512 × 512 layer costs
-/// 7.8 ms on 2 cores, a tenth of a batch-32 forward when done on every batch. Kept only for `--precision bf16`
-/// (52 MB for the whole VGG16 base); fp32 transforms each call rather than hold 105 MB more.
+/// The bf16-packed weights of a frozen layer (for Winograd or the direct convolution, whichever runs it), made on
+/// first use and kept while the weight tensor is the same (its id is the key; frozen tensors never change):
+/// transforming and packing a 512 × 512 layer for Winograd costs 7.8 ms on 2 cores, a tenth of a batch-32
+/// forward when done on every batch. Kept only for `--precision bf16` (52 MB for the whole VGG16 base with
+/// Winograd, 29 MB direct); fp32 transforms each call rather than hold 105 MB more.
 #[derive(Debug, Default)]
 pub struct WeightCache(std::sync::Mutex<Option<(TensorId, Bf16Kernel, Arc<Packed>)>>);
 
