@@ -51,16 +51,8 @@ else
   tests=target/amx-bundle/bf16
 fi
 pin=(taskset -c "0-$((threads - 1))")
-failed=()
-step() {
-  local name=$1
-  shift
-  echo "== $name: $*"
-  if ! "$@" 2>&1 | tee "$out/$name.log"; then
-    echo "== $name FAILED"
-    failed+=("$name")
-  fi
-}
+# shellcheck source=scripts/lib/steps.sh
+source scripts/lib/steps.sh
 step cpu bash -c "lscpu | grep -E 'Model name|^CPU\\(s\\)'; grep -o -m1 -E 'amx_(tile|bf16)' /proc/cpuinfo | sort -u"
 step tests "${pin[@]}" "$tests" --test-threads "$threads"
 step layouts taskset -c 0 "$tests" --ignored --nocapture --test-threads 1 direct_amx_layout_speed

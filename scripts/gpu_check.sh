@@ -23,16 +23,8 @@ bundle="${CATDOG_GPU_BUNDLE:-}"
 mkdir -p "$out"
 # A failed step is reported and the rest still run (a GPU lease is short: one run should tell everything); the
 # script fails at the end, naming the failed steps. The build is the exception: nothing runs without it.
-failed=()
-step() {
-  local name=$1
-  shift
-  echo "== $name: $*"
-  if ! "$@" 2>&1 | tee "$out/$name.log"; then
-    echo "== $name FAILED"
-    failed+=("$name")
-  fi
-}
+# shellcheck source=scripts/lib/steps.sh
+source scripts/lib/steps.sh
 step gpu nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 step cpu bash -c "lscpu | grep -E 'Model name|^CPU\\(s\\)'"
 if [ -z "$bundle" ]; then
