@@ -396,7 +396,7 @@ pub struct TrainPass {
 
 /// Times training steps (forward, backward, RMSprop update) at `batch` × `size`²: from images (the frozen part
 /// runs every step without gradients) and from the cached frozen-part output, for `extract` or `finetune` from
-/// `split`. With `baseline`, the step from images is also timed with candle's stock conv2d.
+/// `split`. With `compare`, a bf16 base is also timed in fp32, and the step from images with candle's stock conv2d.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     base: &Vgg16,
@@ -406,7 +406,7 @@ pub fn train_step(
     steps: usize,
     from_images: bool,
     from_cache: bool,
-    baseline: bool,
+    compare: bool,
     mut log: impl FnMut(&str),
 ) -> Result<Vec<TrainPass>> {
     use crate::model::head::{Head, HeadConfig, HeadKind};
@@ -461,7 +461,7 @@ pub fn train_step(
     };
     // The base's precision (bf16 where a kernel for it runs), and fp32 beside it for comparison.
     let precision = base.precision();
-    let bf16 = precision == Precision::Bf16;
+    let bf16 = compare && precision == Precision::Bf16;
     if from_images {
         run("step from images (catdog conv)", Kernels::Fast, precision, false, steps)?;
         if bf16 {
@@ -492,7 +492,7 @@ pub fn train_step(
             )?;
         }
     }
-    if baseline && from_images {
+    if compare && from_images {
         run(
             "step from images (candle's stock conv2d)",
             Kernels::Portable,

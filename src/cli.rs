@@ -616,6 +616,9 @@ pub struct BenchTrainArgs {
     /// Weights (random full-width VGG16 by default).
     #[arg(long, default_value = "random", value_name = "ID|FILE|random")]
     pub weights: String,
+    /// Skip the comparisons: fp32 beside bf16, and candle's stock conv2d (for profiling one path).
+    #[arg(long)]
+    pub no_compare: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,

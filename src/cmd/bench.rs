@@ -165,7 +165,7 @@ pub fn train(a: crate::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
         a.steps.max(1),
         a.cache != BenchCache::On,
         a.cache != BenchCache::Off,
-        a.cache != BenchCache::On,
+        !a.no_compare,
         |m| {
             if !quiet {
                 eprintln!("{m}")
