@@ -105,6 +105,13 @@ fn chunk_tiles(g: &ConvGeom, total: usize, threads: usize) -> usize {
     cache_tiles(g).min(by_threads).max(1)
 }
 
+/// `tiles` cut down to whole panels of [`bf16::NR`] tiles (at least one): the bf16 products compute a chunk's last
+/// panel whole, so a chunk of 100 tiles (block5 at batch 32, 2 threads) computed 128. With 96, the 9×9 layers'
+/// products took 85 instead of 107 ms of CPU time per block5 fine-tune step (AMD EPYC Zen 5, 2 threads).
+fn whole_panels(tiles: usize) -> usize {
+    (tiles / bf16::NR * bf16::NR).max(bf16::NR)
+}
+
 fn cache_tiles(g: &ConvGeom) -> usize {
     let widest = g.c.max(g.o).max(1);
     (4 * 1024 * 1024 / (16 * 4 * widest)).clamp(64, 4096)
@@ -374,7 +381,10 @@ fn forward_with(
     let tiles_per_img = th * tw;
     let total = g.n * tiles_per_img;
     let threads = rayon::current_num_threads();
-    let tc = chunk_tiles(g, total, threads);
+    let tc = match products {
+        Products::F32(_) => chunk_tiles(g, total, threads),
+        Products::Bf16(..) => whole_panels(chunk_tiles(g, total, threads)),
+    };
     let nchunks = total.div_ceil(tc);
     // The bf16 products have no inner parallelism: always split by chunks.
     let par_chunks = nchunks >= 2 * threads || threads == 1 || matches!(products, Products::Bf16(..));
