@@ -517,7 +517,7 @@ fn the_narrow_weight_gradient_rounds_its_factors_to_bf16() {
     let Some(kernel) = kernel_or_skip("im2col bf16 weight gradient") else {
         return;
     };
-    // block1_conv1's shape: 3 input channels, the im2col weight gradient (Winograd's starts at 256 channels).
+    // block1_conv1's shape: 3 input channels, the im2col weight gradient (the bf16 Winograd one needs multiples of 16).
     let g = ConvGeom::new(2, 3, 9, 7, 6, 3, 1);
     let x = values(2 * 3 * 9 * 7, 13);
     let dy = values(2 * 6 * 9 * 7, 14);

@@ -172,7 +172,7 @@ pub fn round(x: f32) -> f32 {
 
 /// Two values as one k-pair: the first in the low half (the lane order `vdpbf16ps` multiplies).
 #[inline(always)]
-fn pair(lo: f32, hi: f32) -> u32 {
+pub(super) fn pair(lo: f32, hi: f32) -> u32 {
     u32::from(to_bf16(lo)) | (u32::from(to_bf16(hi)) << 16)
 }
 

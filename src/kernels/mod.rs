@@ -17,6 +17,7 @@ pub mod precision;
 pub mod raw;
 pub mod simd;
 pub mod winograd;
+pub mod winograd_dw;
 
 use candle_core::Device;
 use serde::{Deserialize, Serialize};

@@ -591,15 +591,16 @@ fn epilogue_body(
 /// A run of tiles along one tile row: image `img`, tile row `ty`, tile columns `tx0 .. tx0 + len`, stored from
 /// position `t` of the chunk.
 #[derive(Debug, Clone, Copy)]
-struct Run {
-    img: usize,
-    ty: usize,
-    tx0: usize,
-    len: usize,
-    t: usize,
+pub(super) struct Run {
+    pub(super) img: usize,
+    pub(super) ty: usize,
+    pub(super) tx0: usize,
+    pub(super) len: usize,
+    pub(super) t: usize,
 }
 
-fn runs(t0: usize, nt: usize, th: usize, tw: usize) -> Vec<Run> {
+/// The runs of tiles `t0 .. t0 + nt` (tiles numbered image by image, row by row; `th` × `tw` tiles per image).
+pub(super) fn runs(t0: usize, nt: usize, th: usize, tw: usize) -> Vec<Run> {
     let mut out = Vec::new();
     let (mut t, mut tile) = (0, t0);
     while t < nt {
@@ -988,8 +989,25 @@ pub fn weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut
 }
 
 /// [`weight_grad`] with the 16 products in bf16 on `kernel` (the transformed output gradients and inputs rounded,
-/// their products summed in f32), as autocast runs a weight gradient.
+/// their products summed in f32), as autocast runs a weight gradient. Channel counts in multiples of 16 take the
+/// channel-vectorised transforms of [`super::winograd_dw`]; others [`weight_grad_bf16_along_tiles`].
 pub fn weight_grad_bf16(kernel: Bf16Kernel, x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
+    if super::winograd_dw::applicable(g) {
+        return super::winograd_dw::weight_grad(kernel, x, g, dy, dw, db);
+    }
+    weight_grad_with(Some(kernel), x, g, dy, dw, db)
+}
+
+/// [`weight_grad_bf16`] with the transforms of [`weight_grad`] (one channel along a run of tiles, into f32
+/// buffers, packed afterwards) for any channel count; the tests hold the two forms to each other.
+pub fn weight_grad_bf16_along_tiles(
+    kernel: Bf16Kernel,
+    x: &[f32],
+    g: &ConvGeom,
+    dy: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
     weight_grad_with(Some(kernel), x, g, dy, dw, db)
 }
 
@@ -1076,8 +1094,22 @@ fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f
             });
         }
     });
-    let parts: Vec<&Vec<f32>> = partials.iter().filter(|p| !p.is_empty()).collect();
-    // dW = Gᵀ M G per (o, c), with M summed over the groups. G = [[1,0,0],[½,½,½],[½,−½,½],[0,0,1]].
+    let parts: Vec<&[f32]> = partials.iter().filter(|p| !p.is_empty()).map(|p| &p[..]).collect();
+    weights_from_sums(&parts, o, c, dw);
+    for acc in partials {
+        ACCUMULATORS.give(acc, rayon::current_num_threads());
+    }
+    bias_grad(dy, g, db);
+}
+
+/// `dw = Gᵀ M G` per (o, c), M being the 16 sums of products (16 blocks of O × C) added over `parts` (the
+/// threads' partial sums, added in this order). G = [[1,0,0],[½,½,½],[½,−½,½],[0,0,1]].
+pub(super) fn weights_from_sums(parts: &[&[f32]], o: usize, c: usize, dw: &mut [f32]) {
+    let oc_len = o * c;
+    assert!(
+        dw.len() == 9 * oc_len && parts.iter().all(|p| p.len() >= 16 * oc_len),
+        "Winograd: sums or weight gradient do not fit {o} × {c}"
+    );
     // Blocks of kernels, so that the 16 sums are read as contiguous runs (one kernel at a time read 16 values
     // 16·O·C apart per group: a seventh of the weight gradient's time). The groups are added in the same order.
     const BLOCK: usize = 64;
@@ -1085,7 +1117,7 @@ fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f
         let (idx0, count) = (blk * BLOCK, out.len() / 9);
         let mut sums = [[0f32; BLOCK]; 16];
         for (k, row) in sums.iter_mut().enumerate() {
-            for part in &parts {
+            for part in parts {
                 for (s, v) in row.iter_mut().zip(&part[k * oc_len + idx0..][..count]) {
                     *s += v;
                 }
@@ -1107,10 +1139,15 @@ fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f
             }
         }
     });
-    for acc in partials {
-        ACCUMULATORS.give(acc, rayon::current_num_threads());
-    }
-    let p = g.p();
+}
+
+/// `db[o] = Σ dy[n, o, ·]`, summed in f64.
+pub(super) fn bias_grad(dy: &[f32], g: &ConvGeom, db: &mut [f32]) {
+    let (o, p) = (g.o, g.p());
+    assert!(
+        db.len() == o && dy.len() == g.n * o * p,
+        "Winograd: bias gradient does not fit {g:?}"
+    );
     db.par_iter_mut().enumerate().for_each(|(oc, d)| {
         let mut s = 0f64;
         for img in 0..g.n {
