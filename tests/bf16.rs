@@ -390,6 +390,34 @@ fn the_bf16_weight_gradient_is_within_bf16_rounding_of_fp32() {
 }
 
 #[test]
+fn the_channel_vectorised_weight_gradient_equals_the_one_along_tiles_on_every_kernel() {
+    // Channel counts in multiples of 16 take the channel-vectorised transforms (winograd_dw); the form along
+    // tiles makes the same rounded products, so only the order of the f32 sums differs. The AMX kernel runs here
+    // where the CPU has it (the unit tests in winograd_dw cover chunking and edges on amx-emulated).
+    let (mut kernels, skipped) = bf16::available();
+    kernels.push(bf16::Bf16Kernel::AmxEmulated);
+    let names: Vec<&str> = kernels.iter().map(|k| k.name()).collect();
+    eprintln!("running {names:?}; skipped: {skipped:?}");
+    for kernel in kernels {
+        for g in [
+            ConvGeom::new(3, 32, 9, 9, 48, 3, 1),
+            ConvGeom::new(1, 16, 18, 17, 64, 3, 1),
+        ] {
+            let x = values(g.n * g.c * g.h * g.w, 41);
+            let dy = values(g.n * g.o * g.p(), 42);
+            let (mut want, mut want_b) = (vec![0f32; g.o * g.c * 9], vec![0f32; g.o]);
+            winograd::weight_grad_bf16_along_tiles(kernel, &x, &g, &dy, &mut want, &mut want_b);
+            let (mut got, mut got_b) = (vec![0f32; want.len()], vec![0f32; g.o]);
+            winograd::weight_grad_bf16(kernel, &x, &g, &dy, &mut got, &mut got_b);
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+            assert!(err < 1e-5, "{} {g:?}: {err:.2e} relative", kernel.name());
+            assert_eq!(got_b, want_b);
+        }
+    }
+}
+
+#[test]
 #[ignore = "a timing, not a test"]
 fn weight_gradient_speed() {
     let Some(kernel) = bf16::kernel() else { return };
