@@ -135,6 +135,11 @@ pub fn available() -> (Vec<Bf16Kernel>, Vec<String>) {
     (have, skipped)
 }
 
+/// Whether this CPU has AVX-512 F/BW and AVX512-BF16 (whatever kernel [`kernel`] chose).
+pub(super) fn has_avx512_bf16() -> bool {
+    avx512_bf16().is_some()
+}
+
 fn avx512_bf16() -> Option<Bf16Kernel> {
     #[cfg(target_arch = "x86_64")]
     {

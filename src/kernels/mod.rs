@@ -18,6 +18,7 @@ pub mod raw;
 pub mod simd;
 pub mod winograd;
 pub mod winograd_dw;
+pub mod winograd_input;
 
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
@@ -91,4 +92,18 @@ impl Kernels {
             Kernels::Portable => "portable",
         }
     }
+}
+
+/// Deterministic values in [−1, 1) for the kernels' unit tests (xorshift).
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
 }

@@ -404,17 +404,7 @@ fn emit_rows(even: &Tile, odd: &Tile, pair: usize, lo: &mut [&mut [u32]], hi: &m
 mod tests {
     use super::*;
 
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::test_values as values;
 
     /// Against the transforms along tiles: the same rounded products, summed in another order. Odd sizes (a last
     /// tile row and column cut by the edge), padding 0–2, 48 input channels (half a last panel), chunks of odd and
