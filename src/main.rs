@@ -43,6 +43,14 @@ fn main() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", rayon::current_num_threads().to_string());
     }
+    // candle's own pool for its element-wise ops (threads "candle-bp-N", candle-core 0.11.1) spins 25,000 times
+    // after each op before it parks. On 2 cores that spinner took a core from catdog's kernels: 9.5% of the
+    // head step's samples. With 1,000 (read once, when the pool starts) it still catches a run of small ops:
+    // head step 10,252-10,941 -> 11,054-11,526 images/s, cached block5 step 280 -> 288, bench mlp unchanged
+    // (AMD EPYC Zen 5, 2 threads, bf16, alternating runs).
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000");
+    }
     match cmd::run(cli, &explicit) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
