@@ -357,6 +357,13 @@ pub fn pack_b_transposed(bt: &[f32], k: usize, n: usize, out: &mut Vec<u32>) -> 
         if cols < NR {
             chunk.fill(0);
         }
+        #[cfg(target_arch = "x86_64")]
+        if cols == NR && k.is_multiple_of(32) && avx512_bf16().is_some() {
+            // SAFETY: AVX512-BF16 (and F/BW) were detected just now; rows j0 .. j0 + NR of bt hold k values
+            // each (bt is n × k and j0 + NR ≤ n), and the chunk is this panel's kp × NR u32.
+            unsafe { avx512::pack_transposed_panel(&bt[j0 * k..(j0 + NR) * k], k, chunk) };
+            return;
+        }
         pack_rows(bt, k, j0, cols, NR, chunk);
     };
     for_each_panel(&mut out[..len], kp * NR, pack_panel);
@@ -713,6 +720,76 @@ mod avx512 {
         }
     }
 
+    /// One whole panel of B = btᵀ: `rows` holds the panel's NR rows of bt (k values each, k a multiple of 32),
+    /// `out` its k/2 × NR pairs. Per 16 rows and 16 pairs: `vcvtne2ps2bf16` rounds a row's 32 values into its 16
+    /// pairs (one register), and a 16 × 16 transpose of those registers makes 16 pair rows of 16 columns, each
+    /// one store. The scalar packing wrote each pair alone, 128 bytes after the last: a sixth of the bf16 head
+    /// step for the head's 256 × 8192 weight.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F/BW and AVX512-BF16; `rows` must hold NR × k values and `out` k/2 × NR.
+    // SAFETY (callers): see "# Safety"; the only caller is the safe `super::pack_b_transposed`, which checks both.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn pack_transposed_panel(rows: &[f32], k: usize, out: &mut [u32]) {
+        assert!(k.is_multiple_of(32) && rows.len() >= NR * k && out.len() >= k / 2 * NR);
+        for p0 in (0..k / 2).step_by(16) {
+            for half in 0..2 {
+                let mut m = [_mm512_setzero_si512(); 16];
+                for (r, m) in m.iter_mut().enumerate() {
+                    // SAFETY: row 16·half + r < NR holds k values; 2·p0 + 32 ≤ k.
+                    unsafe {
+                        let row = rows.as_ptr().add((16 * half + r) * k + 2 * p0);
+                        let (a, b) = (_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16)));
+                        // The second operand's values fill the low half: pairs p0 .. p0 + 8 from a, then b's.
+                        *m = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(b, a));
+                    }
+                }
+                let t = transpose16(m);
+                for (p, v) in t.iter().enumerate() {
+                    // SAFETY: pair row p0 + p < k/2 of the panel, columns 16·half .. 16·half + 16 < NR.
+                    unsafe { _mm512_storeu_si512(out.as_mut_ptr().add((p0 + p) * NR + 16 * half) as *mut _, *v) };
+                }
+            }
+        }
+    }
+
+    /// The transpose of a 16 × 16 matrix of u32 held as 16 rows: element j of row i becomes element i of row j.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(r: [__m512i; 16]) -> [__m512i; 16] {
+        // Within each 128-bit lane: 2 × 2 blocks of u32, then of u64; u[4i + c] then holds, in lane L, rows
+        // 4i .. 4i + 4 at column 4L + c.
+        let t: [__m512i; 16] = std::array::from_fn(|i| {
+            let (a, b) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_epi32(a, b)
+            } else {
+                _mm512_unpackhi_epi32(a, b)
+            }
+        });
+        let u: [__m512i; 16] = std::array::from_fn(|i| {
+            let (q, c) = (i / 4, i % 4);
+            let (a, b) = (t[4 * q + c / 2], t[4 * q + 2 + c / 2]);
+            if c % 2 == 0 {
+                _mm512_unpacklo_epi64(a, b)
+            } else {
+                _mm512_unpackhi_epi64(a, b)
+            }
+        });
+        // Across lanes: row 4L + c gathers lane L of u[c], u[4 + c], u[8 + c], u[12 + c].
+        let mut out = [_mm512_setzero_si512(); 16];
+        for c in 0..4 {
+            let (a, b, cc, d) = (u[c], u[4 + c], u[8 + c], u[12 + c]);
+            let (v0, v1) = (_mm512_shuffle_i32x4::<0x44>(a, b), _mm512_shuffle_i32x4::<0xee>(a, b));
+            let (w0, w1) = (_mm512_shuffle_i32x4::<0x44>(cc, d), _mm512_shuffle_i32x4::<0xee>(cc, d));
+            out[c] = _mm512_shuffle_i32x4::<0x88>(v0, w0);
+            out[4 + c] = _mm512_shuffle_i32x4::<0xdd>(v0, w0);
+            out[8 + c] = _mm512_shuffle_i32x4::<0x88>(v1, w1);
+            out[12 + c] = _mm512_shuffle_i32x4::<0xdd>(v1, w1);
+        }
+        out
+    }
+
     /// [`tile`] for the safe [`super::gemm_tile`].
     ///
     /// # Safety
@@ -810,6 +887,21 @@ mod tests {
                 pack_pair_panels_scalar(&lo, hi, &mut scalar, stride);
                 assert_eq!(fast, scalar, "n = {n}, hi {}", hi.is_some());
             }
+        }
+    }
+
+    /// The transposed packing (its AVX-512 panel path where k is a multiple of 32 and a panel is whole) lays out
+    /// what packing the transpose does, bit for bit.
+    #[test]
+    fn packing_bt_equals_packing_its_transpose() {
+        let value = |i: usize| ((i as f32) * 0.371).sin() * (1.0 + (i % 13) as f32);
+        for (n, k) in [(69, 64), (32, 96), (40, 40), (5, 32)] {
+            let bt: Vec<f32> = (0..n * k).map(value).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| bt[(i % n) * k + i / n]).collect();
+            let (mut want, mut got) = (Vec::new(), Vec::new());
+            let len = pack_b(&b, k, n, n, &mut want);
+            assert_eq!(pack_b_transposed(&bt, k, n, &mut got), len);
+            assert_eq!(got[..len], want[..len], "n = {n}, k = {k}");
         }
     }
 
