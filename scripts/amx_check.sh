@@ -5,8 +5,9 @@
 #      references, their forked self-checks, the network against fp32);
 #   2. the direct kernel alone on one core with three input layouts (an ignored test of tests/bf16.rs), then
 #      `bench forward --precision bf16 --layers` with the direct convolution and with Winograd, alternating
-#      (CATDOG_BF16_CONV), so that each layer's choice rests on one run's figures;
-#   3. `bench train --mode finetune --precision bf16` with each;
+#      (CATDOG_BF16_CONV), so that each layer's choice rests on one run's figures (the first direct run with
+#      `--backward`: each layer's input and weight gradients too);
+#   3. `bench train --mode finetune --precision bf16` with each, and the head alone (`--mode extract --cache on`);
 #   4. PyTorch's autocast + channels_last forward and training step in the same run (scripts/bench_torch.py), if
 #      torch is there.
 # Everything is pinned to the first CATDOG_AMX_THREADS cores (default 2, as on the development machines) and goes
@@ -58,12 +59,17 @@ step tests "${pin[@]}" "$tests" --test-threads "$threads"
 step layouts taskset -c 0 "$tests" --ignored --nocapture --test-threads 1 direct_amx_layout_speed
 forward=(bench forward --precision bf16 --threads "$threads" --quiet --no-compare --layers)
 for conv in direct winograd direct; do
-  step "forward-$conv" env CATDOG_BF16_CONV=$conv "${pin[@]}" "$bin" "${forward[@]}"
+  # The first run also times each layer's input and weight gradients (the bf16 weight gradient is Winograd's).
+  extra=(); [ "$conv" = direct ] && [ -z "${timed_backward:-}" ] && extra=(--backward) && timed_backward=1
+  step "forward-$conv" env CATDOG_BF16_CONV=$conv "${pin[@]}" "$bin" "${forward[@]}" "${extra[@]}"
 done
 for conv in direct winograd; do
   step "finetune-$conv" env CATDOG_BF16_CONV=$conv "${pin[@]}" "$bin" bench train --mode finetune \
     --precision bf16 --threads "$threads" --quiet
 done
+# The head alone (feature extraction from cached block5_pool), bf16 and fp32 side by side.
+step extract "${pin[@]}" "$bin" bench train --mode extract --cache on --precision bf16 --threads "$threads" \
+  --quiet --steps 200
 if python3 -c 'import torch' 2>/dev/null; then
   for what in forward train; do
     step "torch-$what" "${pin[@]}" python3 scripts/bench_torch.py $what --threads "$threads" --variants bf16-cl
