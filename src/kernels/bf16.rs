@@ -495,13 +495,67 @@ pub fn gemm_parallel(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &m
                     }
                 })
         }
-        // One task per block of ROWS rows: at batch 32 the head's x·wᵀ and dy·w are one block, one thread (the
-        // head's bf16 step ran 0.69–0.90× its fp32 on an AMX machine; a split of the columns was not confirmed).
-        Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => c
-            .par_chunks_mut(amx::ROWS * ldc)
-            .take(a.m.div_ceil(amx::ROWS))
-            .enumerate()
-            .for_each(|(ib, c_rows)| amx_block_rows(kernel, a, ib, b, n, c_rows, ldc, false)),
+        Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => {
+            let blocks = a.m.div_ceil(amx::ROWS);
+            let groups = column_groups(blocks, n.div_ceil(NR), rayon::current_num_threads());
+            if groups == 1 {
+                c.par_chunks_mut(amx::ROWS * ldc)
+                    .take(blocks)
+                    .enumerate()
+                    .for_each(|(ib, c_rows)| amx_block_rows(kernel, a, ib, b, n, c_rows, ldc, false));
+            } else {
+                c.chunks_mut(amx::ROWS * ldc)
+                    .take(blocks)
+                    .enumerate()
+                    .for_each(|(ib, c_rows)| amx_block_columns(kernel, a, ib, b, n, groups, c_rows, ldc));
+            }
+        }
+    }
+}
+
+/// Into how many groups of B panels [`gemm_parallel`] splits each block of rows on AMX: 1 while there are as many
+/// blocks as threads; otherwise enough for every thread (at batch 32 the head's `x · wᵀ` is one 32-row block, and
+/// on one thread its bf16 step ran 0.69–0.90× its fp32 on an AMX machine).
+fn column_groups(blocks: usize, panels: usize, threads: usize) -> usize {
+    if blocks >= threads {
+        1
+    } else {
+        threads.div_ceil(blocks.max(1)).min(panels).max(1)
+    }
+}
+
+/// The rows of C that block `ib` of A makes (`c_rows` from its first row), its B panels cut into `groups` that run
+/// in parallel, each into a buffer of its own columns that is then copied into `c_rows`.
+#[allow(clippy::too_many_arguments)]
+fn amx_block_columns(
+    kernel: Bf16Kernel,
+    a: &PackedA,
+    ib: usize,
+    b: &[u32],
+    n: usize,
+    groups: usize,
+    c_rows: &mut [f32],
+    ldc: usize,
+) {
+    let (kp, panels) = (a.k.div_ceil(2), n.div_ceil(NR));
+    let rows = amx::ROWS.min(a.m - ib * amx::ROWS);
+    let per = panels.div_ceil(groups);
+    let parts: Vec<(usize, Vec<f32>)> = (0..panels)
+        .step_by(per)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|p0| {
+            let cols = (n - p0 * NR).min(per * NR);
+            let mut part = vec![0f32; amx::ROWS * cols];
+            amx_block_rows(kernel, a, ib, &b[p0 * kp * NR..], cols, &mut part, cols, false);
+            (p0 * NR, part)
+        })
+        .collect();
+    for (j0, part) in parts {
+        let cols = part.len() / amx::ROWS;
+        for (r, src) in part.chunks_exact(cols).take(rows).enumerate() {
+            c_rows[r * ldc + j0..][..cols].copy_from_slice(src);
+        }
     }
 }
 
@@ -903,6 +957,15 @@ mod tests {
             assert_eq!(pack_b_transposed(&bt, k, n, &mut got), len);
             assert_eq!(got[..len], want[..len], "n = {n}, k = {k}");
         }
+    }
+
+    #[test]
+    fn amx_products_split_their_columns_only_when_rows_are_too_few_for_the_threads() {
+        assert_eq!(column_groups(8, 8, 2), 1, "the head's dyᵀ · x: 8 blocks of rows");
+        assert_eq!(column_groups(1, 8, 2), 2, "the head's x · wᵀ at batch 32: one block");
+        assert_eq!(column_groups(1, 8, 16), 8, "no more groups than panels");
+        assert_eq!(column_groups(3, 5, 16), 5);
+        assert_eq!(column_groups(1, 1, 4), 1);
     }
 
     #[test]
