@@ -114,6 +114,7 @@ mod avx512 {
     /// # Safety
     /// As [`pack`]; `ch` < C.
     #[inline]
+    // SAFETY (callers): see "# Safety"; the only caller is `pack`, which passes channels below C of its input.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     unsafe fn transform(x: &[f32], g: &ConvGeom, piece: &Run, ch: usize, v: &mut [__m512; 16]) {
         let (h, w, pad) = (g.h as isize, g.w as isize, g.pad as isize);
