@@ -1,6 +1,7 @@
-//! The bf16 Winograd forward's input transform in AVX-512 intrinsics: `V = Bᵀ d B` for up to 16 tiles of a run
-//! at once (one tile per lane), rounded to bf16, interleaved into channel pairs in registers and stored straight
-//! into the packed operand of the 16 products (the layout of [`super::bf16::pack_b`]).
+//! The Winograd forward's input transform in AVX-512 intrinsics: `V = Bᵀ d B` for up to 16 tiles of a run at once
+//! (one tile per lane). In bf16 ([`pack`]) it is rounded, interleaved into channel pairs in registers and stored
+//! straight into the packed operand of the 16 products (the layout of [`super::bf16::pack_b`]); in f32
+//! ([`transform_f32`]) stored as the f32 products read it.
 //!
 //! The portable form ([`super::winograd`]'s `input_transform_packed`) transforms a channel along a run into f32
 //! rows and packs them in a second pass; on the AVX512-BF16 forward it took a fifth of the time (AMD EPYC Zen 5).
@@ -45,6 +46,33 @@ pub(super) fn pack(x: &[f32], g: &ConvGeom, (t0, nt): (usize, usize), block: usi
     // inside one image row of tiles (pieces()).
     unsafe {
         avx512::pack(x, g, &pieces, kp, block, packed)
+    }
+}
+
+/// True when this CPU runs [`transform_f32`]: AVX-512 F.
+pub fn available_f32() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The f32 Winograd's transformed input of the chunk's tiles `t0 .. t0 + nt`: `v[k][ci][t]`, block k at
+/// `k · C · nt`, row ci of nt values.
+///
+/// Panics when this CPU lacks AVX-512 F or a buffer does not fit.
+pub(super) fn transform_f32(x: &[f32], g: &ConvGeom, (t0, nt): (usize, usize), v: &mut [f32]) {
+    assert!(available_f32(), "the AVX-512 Winograd input transform needs AVX-512 F");
+    let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
+    assert_eq!(x.len(), g.n * g.c * g.h * g.w, "Winograd: input does not fit {g:?}");
+    assert!(t0 + nt <= g.n * th * tw, "Winograd: tiles past the batch");
+    assert!(v.len() >= 16 * g.c * nt, "Winograd: transformed input too short");
+    let pieces = pieces(winograd::runs(t0, nt, th, tw));
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: available_f32() saw AVX-512 F; x holds the N × C × H × W input and v 16 blocks of C × nt (asserted
+    // above); every piece holds at most 16 tiles of the chunk (pieces()).
+    unsafe {
+        avx512::transform_f32(x, g, &pieces, nt, v)
     }
 }
 
@@ -109,13 +137,33 @@ mod avx512 {
         }
     }
 
+    /// # Safety
+    /// The CPU must have AVX-512 F; `x` must be the N × C × H × W input of `g`, `v` hold 16 blocks of C × nt,
+    /// and every piece at most 16 tiles of the chunk.
+    // SAFETY (callers): see "# Safety"; the only caller is the safe `super::transform_f32`, which checks it.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn transform_f32(x: &[f32], g: &ConvGeom, pieces: &[Run], nt: usize, v: &mut [f32]) {
+        let mut out = [_mm512_setzero_ps(); 16];
+        for ci in 0..g.c {
+            for piece in pieces {
+                // SAFETY: channel ci < C; the piece lies inside the batch.
+                unsafe { transform(x, g, piece, ci, &mut out) };
+                let mask: __mmask16 = ((1u32 << piece.len) - 1) as u16;
+                for (k, o) in out.iter().enumerate() {
+                    // SAFETY: piece.t + len ≤ nt, so the masked store writes row ci of block k, inside v.
+                    unsafe { _mm512_mask_storeu_ps(v.as_mut_ptr().add((k * g.c + ci) * nt + piece.t), mask, *o) };
+                }
+            }
+        }
+    }
+
     /// V = Bᵀ d B of the piece's tiles (lane q: tile q) for channel `ch`, into `v[k]`.
     ///
     /// # Safety
     /// As [`pack`]; `ch` < C.
     #[inline]
-    // SAFETY (callers): see "# Safety"; the only caller is `pack`, which passes channels below C of its input.
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    // SAFETY (callers): see "# Safety"; `pack` and `transform_f32` pass channels below C of their input.
+    #[target_feature(enable = "avx512f")]
     unsafe fn transform(x: &[f32], g: &ConvGeom, piece: &Run, ch: usize, v: &mut [__m512; 16]) {
         let (h, w, pad) = (g.h as isize, g.w as isize, g.pad as isize);
         let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
@@ -213,6 +261,30 @@ mod tests {
             winograd::input_transform_packed(&x, &g, t0, nt, th, tw, &mut scratch, &mut want);
             pack(&x, &g, (t0, nt), block, &mut got);
             let first_diff = want.iter().zip(&got).position(|(a, b)| a != b);
+            assert_eq!(first_diff, None, "{g:?}, tiles {t0}..{}", t0 + nt);
+        }
+    }
+
+    /// The f32 form, bit for bit the portable transform's `v[k][ci][t]`.
+    #[test]
+    fn the_avx512_f32_input_transform_writes_what_the_portable_one_does() {
+        if !available_f32() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        for (n, c, h, w, pad, t0, nt) in [
+            (2, 5, 9, 9, 1, 0, 50),
+            (3, 4, 7, 11, 0, 3, 30),
+            (1, 2, 40, 41, 2, 17, 350),
+        ] {
+            let g = ConvGeom::new(n, c, h, w, 3, 3, pad);
+            let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
+            let nt = nt.min(n * th * tw - t0);
+            let x = values(n * c * h * w, 9);
+            let (mut want, mut got) = (vec![0f32; 16 * c * nt], vec![0f32; 16 * c * nt]);
+            winograd::input_transform(&x, &g, t0, nt, th, tw, &mut want);
+            transform_f32(&x, &g, (t0, nt), &mut got);
+            let first_diff = want.iter().zip(&got).position(|(a, b)| a.to_bits() != b.to_bits());
             assert_eq!(first_diff, None, "{g:?}, tiles {t0}..{}", t0 + nt);
         }
     }
