@@ -570,29 +570,64 @@ fn epilogue_body(
     const N: usize = bf16::NR;
     let (o, ho, wo) = (g.o, g.ho, g.wo);
     let (ph, pw) = (ho / 2, wo / 2);
+    // The panel's tiles as runs along a tile row (first column, length): each run's outputs are contiguous rows.
+    let mut runs = [(0usize, 0usize); N];
+    let mut nruns = 0;
+    for (q, &(img, ty, _)) in at.iter().enumerate() {
+        // Tiles come in order, so a tile of the same image and tile row as the last run extends it.
+        let continues = nruns > 0 && {
+            let (first_img, first_ty, _) = at[runs[nruns - 1].0];
+            (first_img, first_ty) == (img, ty)
+        };
+        if continues {
+            runs[nruns - 1].1 += 1;
+        } else {
+            runs[nruns] = (q, 1);
+            nruns += 1;
+        }
+    }
     for r in 0..rows {
         let oc = oc0 + r;
         let b = bias.map_or(0.0, |b| b[oc]);
         let m: [&[f32; N]; 16] =
             std::array::from_fn(|k| (&tiles[k][r * N..(r + 1) * N]).try_into().expect("NR values"));
         let e = tile_outputs(m, b, relu);
-        for (q, &(img, ty, tx)) in at.iter().enumerate() {
-            if pool {
-                if ty < ph && tx < pw {
-                    let v = e[0][q].max(e[1][q]).max(e[2][q]).max(e[3][q]);
-                    // SAFETY: img < n, oc < o, ty < ph, tx < pw: inside the N × O × ph × pw output (length
-                    // checked by forward_with); tile (img, ty, tx) belongs to this chunk alone and channel oc to
-                    // this panel, so nothing else writes the value.
-                    unsafe { *outp.get().add(((img * o + oc) * ph + ty) * pw + tx) = v };
+        if pool {
+            let pooled: [f32; N] = std::array::from_fn(|q| e[0][q].max(e[1][q]).max(e[2][q]).max(e[3][q]));
+            for &(q0, len) in &runs[..nruns] {
+                let (img, ty, tx0) = at[q0];
+                let n = len.min(pw.saturating_sub(tx0));
+                if ty >= ph || n == 0 {
+                    continue;
                 }
-                continue;
+                // SAFETY: ty < ph and tx0 + n ≤ pw, img < n, oc < o: inside the N × O × ph × pw output (length
+                // checked by forward_with); these tiles belong to this chunk alone and channel oc to this panel.
+                unsafe {
+                    let dst = outp.get().add(((img * o + oc) * ph + ty) * pw + tx0);
+                    std::ptr::copy_nonoverlapping(pooled[q0..].as_ptr(), dst, n);
+                }
             }
-            for (dy, dx, v) in [(0, 0, e[0][q]), (0, 1, e[1][q]), (1, 0, e[2][q]), (1, 1, e[3][q])] {
-                let (y, x) = (2 * ty + dy, 2 * tx + dx);
-                if y < ho && x < wo {
-                    // SAFETY: y < ho, x < wo, oc < o, img < n: inside the N × O × ho × wo output (length checked
-                    // by forward_with); output pixel (y, x) of channel oc belongs to this tile and panel alone.
-                    unsafe { *outp.get().add(((img * o + oc) * ho + y) * wo + x) = v };
+            continue;
+        }
+        // Output rows 2ty and 2ty + 1 of every tile, interleaved: tile q's columns at 2q and 2q + 1.
+        let interleave = |a: &[f32; N], b: &[f32; N]| -> [f32; 2 * N] {
+            std::array::from_fn(|i| if i % 2 == 0 { a[i / 2] } else { b[i / 2] })
+        };
+        let pairs = [interleave(&e[0], &e[1]), interleave(&e[2], &e[3])];
+        for &(q0, len) in &runs[..nruns] {
+            let (img, ty, tx0) = at[q0];
+            let x0 = 2 * tx0;
+            let n = (2 * len).min(wo - x0);
+            for (dy, row) in pairs.iter().enumerate() {
+                let y = 2 * ty + dy;
+                if y >= ho {
+                    break;
+                }
+                // SAFETY: y < ho and x0 + n ≤ wo, img < n, oc < o: inside the N × O × ho × wo output (length
+                // checked by forward_with); these pixels belong to this run's tiles and this panel's channel alone.
+                unsafe {
+                    let dst = outp.get().add(((img * o + oc) * ho + y) * wo + x0);
+                    std::ptr::copy_nonoverlapping(row[2 * q0..].as_ptr(), dst, n);
                 }
             }
         }
