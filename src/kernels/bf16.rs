@@ -798,50 +798,13 @@ mod avx512 {
                         *m = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(b, a));
                     }
                 }
-                let t = transpose16(m);
+                let t = crate::kernels::transpose::avx512::transpose16(m);
                 for (p, v) in t.iter().enumerate() {
                     // SAFETY: pair row p0 + p < k/2 of the panel, columns 16·half .. 16·half + 16 < NR.
                     unsafe { _mm512_storeu_si512(out.as_mut_ptr().add((p0 + p) * NR + 16 * half) as *mut _, *v) };
                 }
             }
         }
-    }
-
-    /// The transpose of a 16 × 16 matrix of u32 held as 16 rows: element j of row i becomes element i of row j.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn transpose16(r: [__m512i; 16]) -> [__m512i; 16] {
-        // Within each 128-bit lane: 2 × 2 blocks of u32, then of u64; u[4i + c] then holds, in lane L, rows
-        // 4i .. 4i + 4 at column 4L + c.
-        let t: [__m512i; 16] = std::array::from_fn(|i| {
-            let (a, b) = (r[i & !1], r[i | 1]);
-            if i % 2 == 0 {
-                _mm512_unpacklo_epi32(a, b)
-            } else {
-                _mm512_unpackhi_epi32(a, b)
-            }
-        });
-        let u: [__m512i; 16] = std::array::from_fn(|i| {
-            let (q, c) = (i / 4, i % 4);
-            let (a, b) = (t[4 * q + c / 2], t[4 * q + 2 + c / 2]);
-            if c % 2 == 0 {
-                _mm512_unpacklo_epi64(a, b)
-            } else {
-                _mm512_unpackhi_epi64(a, b)
-            }
-        });
-        // Across lanes: row 4L + c gathers lane L of u[c], u[4 + c], u[8 + c], u[12 + c].
-        let mut out = [_mm512_setzero_si512(); 16];
-        for c in 0..4 {
-            let (a, b, cc, d) = (u[c], u[4 + c], u[8 + c], u[12 + c]);
-            let (v0, v1) = (_mm512_shuffle_i32x4::<0x44>(a, b), _mm512_shuffle_i32x4::<0xee>(a, b));
-            let (w0, w1) = (_mm512_shuffle_i32x4::<0x44>(cc, d), _mm512_shuffle_i32x4::<0xee>(cc, d));
-            out[c] = _mm512_shuffle_i32x4::<0x88>(v0, w0);
-            out[4 + c] = _mm512_shuffle_i32x4::<0xdd>(v0, w0);
-            out[8 + c] = _mm512_shuffle_i32x4::<0x88>(v1, w1);
-            out[12 + c] = _mm512_shuffle_i32x4::<0xdd>(v1, w1);
-        }
-        out
     }
 
     /// [`tile`] for the safe [`super::gemm_tile`].

@@ -16,6 +16,7 @@ pub mod pool;
 pub mod precision;
 pub mod raw;
 pub mod simd;
+mod transpose;
 pub mod winograd;
 pub mod winograd_dw;
 pub mod winograd_input;

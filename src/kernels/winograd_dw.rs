@@ -21,6 +21,7 @@ use super::bf16::{self, Bf16Kernel, PackedA, MR, NR};
 use super::conv::ConvGeom;
 use super::raw::Pool;
 use super::simd::dispatch;
+use super::transpose::rows_to_lanes;
 use super::winograd;
 
 /// Channels per vector: one lane each.
@@ -251,18 +252,13 @@ fn pack_input_lanes_body(
         for r in 0..4 {
             band[r * width..][..cols].fill([0.0; L]);
         }
-        for l in 0..L {
-            let plane = &x[(run.img * c + ch0 + l) * h * w..][..h * w];
-            for r in 0..4 {
-                let yy = y0 + r as isize;
-                if yy < 0 || yy >= h as isize || lo == hi {
-                    continue;
-                }
-                let src = &plane[yy as usize * w + (x0 + lo as isize) as usize..][..hi - lo];
-                for (dst, v) in band[r * width + lo..][..hi - lo].iter_mut().zip(src) {
-                    dst[l] = *v;
-                }
+        for r in 0..4 {
+            let yy = y0 + r as isize;
+            if yy < 0 || yy >= h as isize {
+                continue;
             }
+            let first = (run.img * c + ch0) * h * w + yy as usize * w + (x0 + lo as isize) as usize;
+            rows_to_lanes(x, first, h * w, hi - lo, &mut band[r * width + lo..]);
         }
         // Bᵀ d, column by column: rows r0 − r2, r1 + r2, r2 − r1, r1 − r3.
         for col in 0..cols {
@@ -347,18 +343,13 @@ fn pack_grad_lanes_body(
         let inside = wo.saturating_sub(x0).min(cols);
         band[..cols].fill([0.0; L]);
         band[width..][..cols].fill([0.0; L]);
-        for l in 0..L {
-            let plane = &dy[(run.img * o + oc0 + l) * ho * wo..][..ho * wo];
-            for r in 0..2 {
-                let yy = 2 * run.ty + r;
-                if yy >= ho {
-                    continue;
-                }
-                let src = &plane[yy * wo + x0..][..inside];
-                for (dst, v) in band[r * width..][..inside].iter_mut().zip(src) {
-                    dst[l] = *v;
-                }
+        for r in 0..2 {
+            let yy = 2 * run.ty + r;
+            if yy >= ho {
+                continue;
             }
+            let first = (run.img * o + oc0) * ho * wo + yy * wo + x0;
+            rows_to_lanes(dy, first, ho * wo, inside, &mut band[r * width..]);
         }
         for q in 0..run.len {
             let (a0, b0) = (band[2 * q], band[2 * q + 1]);
