@@ -87,3 +87,23 @@ pub(super) mod avx512 {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_become_lanes_at_every_column_count() {
+        let src: Vec<f32> = (0..2000).map(|i| i as f32).collect();
+        for (first, stride, count) in [(0, 50, 5), (7, 40, 16), (3, 60, 37), (0, 16, 0)] {
+            let mut out = vec![[-1f32; 16]; count + 2];
+            rows_to_lanes(&src, first, stride, count, &mut out);
+            for (j, col) in out.iter().enumerate() {
+                for (l, v) in col.iter().enumerate() {
+                    let want = if j < count { src[first + l * stride + j] } else { -1.0 };
+                    assert_eq!(*v, want, "column {j}, lane {l} of {count}");
+                }
+            }
+        }
+    }
+}
