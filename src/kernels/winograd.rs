@@ -1071,13 +1071,11 @@ fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f
     let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
     let total = g.n * th * tw;
     let threads = rayon::current_num_threads();
-    // bf16 sums 4× longer runs of tiles per pass over the 16 accumulators (16·O·C floats, far beyond L2): with the
-    // f32 chunk size those passes dominated and bf16 gained nothing; at 4× the 512-channel layers' weight
-    // gradient went 39 → 24 ms at 9×9 and 103 → 76 ms at 18×18 (batch 32, AMD EPYC Zen 4, 2 threads).
-    let tc = match kernel {
-        Some(_) => (4 * weight_grad_chunk_tiles(g, total, threads)).min(total.div_ceil(threads.max(1))),
-        None => weight_grad_chunk_tiles(g, total, threads),
-    };
+    // 4× longer runs of tiles per pass over the 16 accumulators (16·O·C floats, far beyond L2) than the cache-sized
+    // chunks: in bf16 those passes dominated, and at 4× the 512-channel layers' weight gradient went 39 → 24 ms at
+    // 9×9 and 103 → 76 ms at 18×18 (batch 32, AMD EPYC Zen 4, 2 threads). f32 took the same rule later: the fp32
+    // cached block5 step 144–151 → 155–160 images/s (AMD EPYC Zen 5, 2 threads, three alternating rounds).
+    let tc = (4 * weight_grad_chunk_tiles(g, total, threads)).min(total.div_ceil(threads.max(1)));
     let nchunks = total.div_ceil(tc);
     let groups = threads.min(nchunks).max(1);
     let par = if groups == 1 && threads > 1 {
