@@ -38,38 +38,42 @@ fn transform_weights_into(weight: &[f32], o: usize, c: usize, u: &mut Vec<f32>) 
     // locally, then writes each row contiguously (writing value by value at stride O·C touched a new cache line
     // per value and made this 4× slower).
     let up = SendPtr::new(u);
-    (0..o).into_par_iter().for_each(|oi| {
-        let mut rows = vec![0f32; 16 * c];
-        for ci in 0..c {
-            let g = &weight[(oi * c + ci) * 9..(oi * c + ci) * 9 + 9];
-            // t = G g  (4×3)
-            let mut t = [[0f32; 3]; 4];
-            for j in 0..3 {
-                let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
-                t[0][j] = g0;
-                t[1][j] = 0.5 * (g0 + g1 + g2);
-                t[2][j] = 0.5 * (g0 - g1 + g2);
-                t[3][j] = g2;
-            }
-            // U = t Gᵀ  (4×4)
-            for (i, row) in t.iter().enumerate() {
-                let vals = [
-                    row[0],
-                    0.5 * (row[0] + row[1] + row[2]),
-                    0.5 * (row[0] - row[1] + row[2]),
-                    row[2],
-                ];
-                for (j, v) in vals.iter().enumerate() {
-                    rows[(i * 4 + j) * c + ci] = *v;
+    // One row buffer per rayon job, not per output channel: a fresh zeroed 16·C buffer for each of 512 channels
+    // was 16 MB of memset per transform, and trainable layers transform on every forward and input gradient.
+    (0..o).into_par_iter().for_each_init(
+        || vec![0f32; 16 * c],
+        |rows, oi| {
+            for ci in 0..c {
+                let g = &weight[(oi * c + ci) * 9..(oi * c + ci) * 9 + 9];
+                // t = G g  (4×3)
+                let mut t = [[0f32; 3]; 4];
+                for j in 0..3 {
+                    let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
+                    t[0][j] = g0;
+                    t[1][j] = 0.5 * (g0 + g1 + g2);
+                    t[2][j] = 0.5 * (g0 - g1 + g2);
+                    t[3][j] = g2;
+                }
+                // U = t Gᵀ  (4×4)
+                for (i, row) in t.iter().enumerate() {
+                    let vals = [
+                        row[0],
+                        0.5 * (row[0] + row[1] + row[2]),
+                        0.5 * (row[0] - row[1] + row[2]),
+                        row[2],
+                    ];
+                    for (j, v) in vals.iter().enumerate() {
+                        rows[(i * 4 + j) * c + ci] = *v;
+                    }
                 }
             }
-        }
-        for (k, row) in rows.chunks_exact(c).enumerate() {
-            // SAFETY: k < 16 and oi < o, so the c values from (k, oi, 0) end at most at 16·o·c = u.len(); row
-            // (k, oi) belongs to this task's oi alone, and `u` lives until the loop ends.
-            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), up.get().add(k * oc + oi * c), c) };
-        }
-    });
+            for (k, row) in rows.chunks_exact(c).enumerate() {
+                // SAFETY: k < 16 and oi < o, so the c values from (k, oi, 0) end at most at 16·o·c = u.len(); row
+                // (k, oi) belongs to this task's oi alone, and `u` lives until the loop ends.
+                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), up.get().add(k * oc + oi * c), c) };
+            }
+        },
+    );
 }
 
 /// The f32 forward's transformed weights (16 · O · C floats), kept for the next call: trainable layers transform
