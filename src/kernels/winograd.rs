@@ -1061,8 +1061,9 @@ pub fn weight_grad_bf16_along_tiles(
     weight_grad_with(Some(kernel), x, g, dy, dw, db)
 }
 
-fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
-    assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
+/// The buffer checks of every Winograd weight gradient (the unsafe writes behind it rely on them): `x` the
+/// N × C × H × W input, `dy` the N × O × Ho × Wo output gradient, `dw` O × C × 3 × 3, `db` O.
+pub(super) fn check_weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &[f32], db: &[f32]) {
     let (c, o) = (g.c, g.o);
     assert_eq!(x.len(), g.n * c * g.h * g.w, "Winograd: input does not fit {g:?}");
     assert_eq!(
@@ -1072,6 +1073,12 @@ fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f
     );
     assert_eq!(dw.len(), o * c * 9, "Winograd: weight gradient does not fit {g:?}");
     assert_eq!(db.len(), o, "Winograd: bias gradient does not fit {g:?}");
+}
+
+fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
+    assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
+    check_weight_grad(x, g, dy, dw, db);
+    let (c, o) = (g.c, g.o);
     let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
     let total = g.n * th * tw;
     let threads = rayon::current_num_threads();

@@ -64,15 +64,7 @@ pub fn weight_grad(kernel: Bf16Kernel, x: &[f32], g: &ConvGeom, dy: &[f32], dw: 
         applicable(g),
         "Winograd bf16: {g:?} is not a 3×3 geometry with channels in multiples of 16"
     );
-    let (c, o) = (g.c, g.o);
-    assert_eq!(x.len(), g.n * c * g.h * g.w, "Winograd bf16: input does not fit {g:?}");
-    assert_eq!(
-        dy.len(),
-        g.n * o * g.p(),
-        "Winograd bf16: output gradient does not fit {g:?}"
-    );
-    assert_eq!(dw.len(), o * c * 9, "Winograd bf16: weight gradient does not fit {g:?}");
-    assert_eq!(db.len(), o, "Winograd bf16: bias gradient does not fit {g:?}");
+    winograd::check_weight_grad(x, g, dy, dw, db);
     let total = g.n * g.ho.div_ceil(2) * g.wo.div_ceil(2);
     weight_grad_in_chunks(kernel, x, g, dy, chunk_tiles(g, total), dw, db)
 }

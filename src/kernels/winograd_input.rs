@@ -236,26 +236,34 @@ mod tests {
 
     use crate::kernels::test_values as values;
 
-    /// Bit for bit the portable transform's packing (the same adds in the same order, the same rounding): odd
-    /// channel counts, padding 0–2, chunks that start inside a run, runs longer than 16 tiles, edge tiles.
+    /// Odd channel counts, padding 0–2, chunks that start inside a run, runs longer than 16 tiles, edge tiles:
+    /// (geometry, chunk start, chunk length, input, tile rows, tile columns).
+    fn cases(seed: u64) -> Vec<(ConvGeom, usize, usize, Vec<f32>, usize, usize)> {
+        [
+            (2, 5, 9, 9, 1, 0, 50),
+            (1, 8, 18, 18, 1, 7, 74),
+            (3, 4, 7, 11, 0, 3, 30),
+            (2, 6, 5, 6, 2, 0, 32),
+            (1, 2, 40, 41, 1, 17, 350),
+        ]
+        .into_iter()
+        .map(|(n, c, h, w, pad, t0, nt)| {
+            let g = ConvGeom::new(n, c, h, w, 3, 3, pad);
+            let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
+            (g, t0, nt.min(n * th * tw - t0), values(n * c * h * w, seed), th, tw)
+        })
+        .collect()
+    }
+
+    /// Bit for bit the portable transform's packing (the same adds in the same order, the same rounding).
     #[test]
     fn the_avx512_input_transform_packs_what_the_portable_one_does() {
         if !available() {
             eprintln!("skipped: this CPU has no AVX512-BF16");
             return;
         }
-        for (n, c, h, w, pad, t0, nt) in [
-            (2, 5, 9, 9, 1, 0, 50),
-            (1, 8, 18, 18, 1, 7, 74),
-            (3, 4, 7, 11, 0, 3, 30),
-            (2, 6, 5, 6, 2, 0, 32),
-            (1, 2, 40, 41, 1, 17, 350),
-        ] {
-            let g = ConvGeom::new(n, c, h, w, 3, 3, pad);
-            let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
-            let nt = nt.min(n * th * tw - t0);
-            let x = values(n * c * h * w, 7);
-            let block = nt.div_ceil(NR) * c.div_ceil(2) * NR;
+        for (g, t0, nt, x, th, tw) in cases(7) {
+            let block = nt.div_ceil(NR) * g.c.div_ceil(2) * NR;
             let (mut want, mut got) = (vec![0u32; 16 * block], vec![0u32; 16 * block]);
             let mut scratch = vec![0f32; 128 * nt];
             winograd::input_transform_packed(&x, &g, t0, nt, th, tw, &mut scratch, &mut want);
@@ -272,16 +280,8 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX-512");
             return;
         }
-        for (n, c, h, w, pad, t0, nt) in [
-            (2, 5, 9, 9, 1, 0, 50),
-            (3, 4, 7, 11, 0, 3, 30),
-            (1, 2, 40, 41, 2, 17, 350),
-        ] {
-            let g = ConvGeom::new(n, c, h, w, 3, 3, pad);
-            let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
-            let nt = nt.min(n * th * tw - t0);
-            let x = values(n * c * h * w, 9);
-            let (mut want, mut got) = (vec![0f32; 16 * c * nt], vec![0f32; 16 * c * nt]);
+        for (g, t0, nt, x, th, tw) in cases(9) {
+            let (mut want, mut got) = (vec![0f32; 16 * g.c * nt], vec![0f32; 16 * g.c * nt]);
             winograd::input_transform(&x, &g, t0, nt, th, tw, &mut want);
             transform_f32(&x, &g, (t0, nt), &mut got);
             let first_diff = want.iter().zip(&got).position(|(a, b)| a.to_bits() != b.to_bits());
