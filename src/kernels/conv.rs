@@ -285,7 +285,8 @@ pub(super) fn store_act(dst: &mut [f32], src: &[f32], b: f32, relu: bool) {
 /// How the CPU forward (and input gradient) is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Algo {
-    /// Winograd F(2×2, 3×3) for 3×3 kernels on 8 or more input channels, im2col + gemm otherwise.
+    /// Winograd for 3×3 kernels on 8 or more input channels (F(4×4, 3×3) where `winograd4::chosen`, else
+    /// F(2×2, 3×3)), im2col + gemm otherwise.
     #[default]
     Auto,
     /// Always im2col + gemm.
@@ -430,6 +431,7 @@ fn winograd_forward(
             }
         }
         (Algo::Bf16(kernel), None) => super::winograd::forward_bf16(kernel, x, g, weight, bias, relu, pool, out),
+        _ if super::winograd4::chosen(g) => super::winograd4::forward(x, g, weight, bias, relu, pool, out),
         _ => super::winograd::forward(x, g, weight, bias, relu, pool, out),
     }
     true

@@ -18,6 +18,7 @@ pub mod raw;
 pub mod simd;
 mod transpose;
 pub mod winograd;
+pub mod winograd4;
 pub mod winograd_dw;
 pub mod winograd_input;
 
@@ -31,8 +32,8 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Kernels {
-    /// catdog's CPU ops (f32): Winograd F(2×2, 3×3) for 3×3 kernels, im2col + gemm otherwise, fused pooling and
-    /// optimizer updates. Off the CPU every op falls back to its portable twin.
+    /// catdog's CPU ops (f32): Winograd F(2×2, 3×3) for 3×3 kernels (F(4×4, 3×3) where it wins), im2col + gemm
+    /// otherwise, fused pooling and optimizer updates. Off the CPU every op falls back to its portable twin.
     #[default]
     Fast,
     /// catdog's CPU ops with im2col + gemm only (for comparisons in benchmarks and tests).

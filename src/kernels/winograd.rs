@@ -85,7 +85,7 @@ thread_local! {
     static M_BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-fn with_buffers<R>(v_len: usize, m_len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+pub(super) fn with_buffers<R>(v_len: usize, m_len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
     V_BUF.with(|v| {
         M_BUF.with(|m| match (v.try_borrow_mut(), m.try_borrow_mut()) {
             (Ok(mut v), Ok(mut m)) => {
@@ -417,29 +417,7 @@ fn forward_with(
                 }
             }
             match products {
-                Products::F32(u) => {
-                    for k in 0..16 {
-                        // SAFETY: m holds 16 blocks of o × nt, u 16 of o × c (checked above), v 16 of c × nt
-                        // (with_buffers' sizes); block k of each is inside its buffer, and m is this task's own.
-                        unsafe {
-                            sgemm(
-                                o,
-                                nt,
-                                c,
-                                m.as_mut_ptr().add(k * o * nt),
-                                nt as isize,
-                                false,
-                                u.as_ptr().add(k * o * c),
-                                1,
-                                c as isize,
-                                v.as_ptr().add(k * c * nt),
-                                1,
-                                nt as isize,
-                                par,
-                            );
-                        }
-                    }
-                }
+                Products::F32(u) => block_products(u, v, (o, c, nt), par, m),
                 Products::Bf16(kernel, packed) => B_PACK.with(|buf| {
                     let mut buf = buf.borrow_mut();
                     let block = packed_block_len(c, nt);
@@ -476,6 +454,46 @@ fn forward_with(
         (0..nchunks).into_par_iter().for_each(run);
     } else {
         (0..nchunks).for_each(run);
+    }
+}
+
+/// The element-wise products of the Winograd domain as one gemm per block: `m[k]` (O × nt) = `u[k]` (O × C) ·
+/// `v[k]` (C × nt) for every block k, all row-major; the block count is `m.len() / (O · nt)` (16 for F(2×2),
+/// 36 for F(4×4)).
+///
+/// Panics when the buffers do not hold the same number of whole blocks.
+pub(super) fn block_products(
+    u: &[f32],
+    v: &[f32],
+    (o, c, nt): (usize, usize, usize),
+    par: gemm::Parallelism,
+    m: &mut [f32],
+) {
+    let blocks = m.len() / (o * nt).max(1);
+    assert!(
+        m.len() == blocks * o * nt && u.len() == blocks * o * c && v.len() >= blocks * c * nt,
+        "Winograd: {blocks} product blocks do not fit O = {o}, C = {c}, {nt} tiles"
+    );
+    for k in 0..blocks {
+        // SAFETY: block k of m (o × nt), u (o × c) and v (c × nt) lies inside its buffer (asserted above), and m
+        // is borrowed mutably, so no one else writes it.
+        unsafe {
+            sgemm(
+                o,
+                nt,
+                c,
+                m.as_mut_ptr().add(k * o * nt),
+                nt as isize,
+                false,
+                u.as_ptr().add(k * o * c),
+                1,
+                c as isize,
+                v.as_ptr().add(k * c * nt),
+                1,
+                nt as isize,
+                par,
+            );
+        }
     }
 }
 

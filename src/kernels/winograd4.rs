@@ -1,0 +1,837 @@
+//! Winograd F(4×4, 3×3) in f32: the larger tile for the wide layers of the f32 forward and input gradient.
+//!
+//! Each 4×4 block of outputs (a tile) comes from a 6×6 input patch with 36 multiplications per (input, output)
+//! channel pair instead of 144: 4× fewer than im2col and 1.78× fewer than F(2×2, 3×3) where the image is a
+//! whole number of tiles wide. The structure is [`super::winograd`]'s (transforms around 36 gemms
+//! `[O, C] × [C, tiles]`, tiles in chunks, in parallel), with Lavin and Gray's matrices for the points 0, ±1, ±2.
+//! Its rounding error is a few times F(2×2, 3×3)'s (the transforms' coefficients reach 5 and 1/24), still near f32
+//! rounding, so it runs in f32 only: in bf16 the same coefficients would amplify the operands' rounding.
+//! [`chosen`] says where it wins.
+
+use rayon::prelude::*;
+
+use super::conv::ConvGeom;
+use super::raw::{Pool, SendPtr};
+use super::simd::dispatch;
+use super::winograd::{block_products, runs, with_buffers, Run};
+
+/// Tiles of 4×4 outputs from 6×6 input patches.
+const T: usize = 6;
+/// The 36 products.
+const K: usize = T * T;
+/// Tiles that the transforms handle at once, lane by lane, in fixed-size arrays so that the compiler vectorises.
+const L: usize = 16;
+
+/// True when F(4×4, 3×3) computes `g`: 3×3 kernels with padding ≤ 2.
+pub fn applicable(g: &ConvGeom) -> bool {
+    g.k == 3 && g.pad <= 2 && g.ho >= 1 && g.wo >= 1
+}
+
+/// True when the f32 forward of `g` runs here rather than on F(2×2, 3×3): on CPUs with AVX-512 (the portable
+/// transforms cost more than the products save), from 16 outputs across, and while the 36 blocks of transformed
+/// weights stay within 16 MiB.
+///
+/// Measured per VGG16 layer (AMD EPYC Zen 5, 2 threads, batch 32, `bench forward --layers`): block1_conv2 to
+/// block3_conv3 ran 1.19–1.31× faster than on F(2×2). block4 ran 0.85–0.9× as fast: its 36 blocks of 512 × 512 are
+/// 38 MB, more than the 32 MB L3, and every chunk of tiles streams them again. block5 (9×9 outputs) would save
+/// 1.23× the products at most: a 4×4 tile covers 12×12 there.
+pub fn chosen(g: &ConvGeom) -> bool {
+    const MAX_WEIGHT_BYTES: usize = 16 << 20;
+    applicable(g)
+        && g.c >= 8
+        && g.ho >= 16
+        && g.wo >= 16
+        && K * g.o * g.c * 4 <= MAX_WEIGHT_BYTES
+        && avx512::available()
+}
+
+/// `U[k][o][c]` = (G g Gᵀ)[k / 6][k % 6] for the 3×3 kernel g = w[o][c] (`u`'s old values do not matter).
+pub fn transform_weights_into(weight: &[f32], o: usize, c: usize, u: &mut Vec<f32>) {
+    assert_eq!(weight.len(), o * c * 9, "Winograd F(4×4): weight is not O × C × 3 × 3");
+    u.resize(K * o * c, 0.0);
+    let oc = o * c;
+    let up = SendPtr::new(u);
+    // One output channel per task; its 36 rows of C values are built locally and written contiguously.
+    (0..o).into_par_iter().for_each_init(
+        || vec![0f32; K * c],
+        |rows, oi| {
+            for ci in 0..c {
+                let g = &weight[(oi * c + ci) * 9..][..9];
+                // t = G g (6×3), then U = t Gᵀ (6×6).
+                let cols: [[f32; T]; 3] = std::array::from_fn(|s| g_times([g[s], g[3 + s], g[6 + s]]));
+                for i in 0..T {
+                    let row = g_times([cols[0][i], cols[1][i], cols[2][i]]);
+                    for (j, v) in row.iter().enumerate() {
+                        rows[(i * T + j) * c + ci] = *v;
+                    }
+                }
+            }
+            for (k, row) in rows.chunks_exact(c).enumerate() {
+                // SAFETY: k < 36 and oi < o, so the c values from (k, oi, 0) end at most at 36·o·c = u.len(); row
+                // (k, oi) belongs to this task's oi alone, and `u` lives until the loop ends.
+                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), up.get().add(k * oc + oi * c), c) };
+            }
+        },
+    );
+}
+
+/// G g for a kernel column (or row) g: G = [[1/4, 0, 0], [−1/6, −1/6, −1/6], [−1/6, 1/6, −1/6],
+/// [1/24, 1/12, 1/6], [1/24, −1/12, 1/6], [0, 0, 1]].
+fn g_times(g: [f32; 3]) -> [f32; T] {
+    let (g0, g1, g2) = (g[0], g[1], g[2]);
+    [
+        g0 / 4.0,
+        -(g0 + g1 + g2) / 6.0,
+        -(g0 - g1 + g2) / 6.0,
+        g0 / 24.0 + g1 / 12.0 + g2 / 6.0,
+        g0 / 24.0 - g1 / 12.0 + g2 / 6.0,
+        g2,
+    ]
+}
+
+/// Bᵀ d: Bᵀ = [[4, 0, −5, 0, 1, 0], [0, −4, −4, 1, 1, 0], [0, 4, −4, −1, 1, 0], [0, −2, −1, 2, 1, 0],
+/// [0, 2, −1, −2, 1, 0], [0, 4, 0, −5, 0, 1]].
+#[inline(always)]
+fn bt(d: [f32; T]) -> [f32; T] {
+    let (d0, d1, d2, d3, d4, d5) = (d[0], d[1], d[2], d[3], d[4], d[5]);
+    [
+        4.0 * d0 - 5.0 * d2 + d4,
+        (d3 + d4) - 4.0 * (d1 + d2),
+        (d4 - d3) + 4.0 * (d1 - d2),
+        (d4 - d2) + 2.0 * (d3 - d1),
+        (d4 - d2) - 2.0 * (d3 - d1),
+        4.0 * d1 - 5.0 * d3 + d5,
+    ]
+}
+
+/// Aᵀ m: Aᵀ = [[1, 1, 1, 1, 1, 0], [0, 1, −1, 2, −2, 0], [0, 1, 1, 4, 4, 0], [0, 1, −1, 8, −8, 1]].
+#[inline(always)]
+fn at(m: [f32; T]) -> [f32; 4] {
+    let (sum, diff) = (m[1] + m[2], m[1] - m[2]);
+    let (sum2, diff2) = (m[3] + m[4], m[3] - m[4]);
+    [
+        m[0] + sum + sum2,
+        diff + 2.0 * diff2,
+        sum + 4.0 * sum2,
+        diff + 8.0 * diff2 + m[5],
+    ]
+}
+
+/// The f32 forward's transformed weights (36 · O · C floats), kept for the next call as in [`super::winograd`].
+static TRANSFORMED: Pool<f32> = Pool::new();
+
+/// Tiles per chunk: the larger transformed buffer (36 × channels × tiles floats) near 3 MiB, at least 32 tiles,
+/// and enough chunks to keep every thread busy. Chunks of 1, 2, 3, 4 and 8 MiB were timed on block1–block3
+/// (AMD EPYC Zen 5, 1 MiB L2 per core): 3 was best or near it on every layer, 8 up to 30% slower.
+fn chunk_tiles(g: &ConvGeom, total: usize, threads: usize) -> usize {
+    let widest = g.c.max(g.o).max(1);
+    let by_cache = (3 * 1024 * 1024 / (K * 4 * widest)).clamp(32, 4096);
+    let by_threads = total.div_ceil(4 * threads.max(1)).max(32);
+    by_cache.min(by_threads).max(1)
+}
+
+/// Forward convolution with Winograd F(4×4, 3×3); the contract of [`super::winograd::forward`] (bias and ReLU
+/// fused, and with `pool` a 2×2/2 max-pool in floor mode: `out` is then `N × O × ⌊Ho/2⌋ × ⌊Wo/2⌋`).
+///
+/// Panics when `g` is not a 3×3 geometry with padding ≤ 2 or a buffer's length does not fit `g`: the unsafe
+/// writes below rely on these checks.
+pub fn forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, pool: bool, out: &mut [f32]) {
+    forward_on(avx512::available(), x, g, weight, bias, relu, pool, out)
+}
+
+/// [`forward`] with the AVX-512 transforms (`simd`, which the CPU must have) or the portable ones.
+#[allow(clippy::too_many_arguments)]
+fn forward_on(
+    simd: bool,
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    pool: bool,
+    out: &mut [f32],
+) {
+    assert!(!simd || avx512::available(), "Winograd F(4×4): this CPU lacks AVX-512");
+    assert!(
+        applicable(g),
+        "Winograd F(4×4): {g:?} is not a 3×3 geometry with padding ≤ 2"
+    );
+    g.check_forward("Winograd F(4×4)", x, bias, out, pool);
+    let (c, o) = (g.c, g.o);
+    let mut u = TRANSFORMED.take(K * o * c);
+    transform_weights_into(weight, o, c, &mut u);
+    let (th, tw) = (g.ho.div_ceil(4), g.wo.div_ceil(4));
+    let total = g.n * th * tw;
+    let threads = rayon::current_num_threads();
+    let tc = chunk_tiles(g, total, threads);
+    let nchunks = total.div_ceil(tc);
+    let par_chunks = nchunks >= 2 * threads || threads == 1;
+    let par = if par_chunks {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(threads)
+    };
+    let outp = SendPtr::new(out);
+    let run = |chunk: usize| {
+        let t0 = chunk * tc;
+        let nt = tc.min(total - t0);
+        with_buffers(K * c * nt, K * o * nt, |v, m| {
+            let runs = runs(t0, nt, th, tw);
+            if simd {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: available() saw AVX-512 F (asserted above); v holds 36 blocks of c × nt (with_buffers'
+                // size) and the runs are the chunk's (runs() of t0, nt), inside the batch check_forward measured.
+                unsafe {
+                    avx512::input_transform(x, g, &runs, nt, v)
+                };
+            } else {
+                input_transform(x, g, &runs, nt, v);
+            }
+            block_products(&u, v, (o, c, nt), par, m);
+            if simd {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as for the input transform; m holds 36 blocks of o × nt, and `outp` the output whose
+                // length check_forward checked; this chunk's tiles are written by this task alone.
+                unsafe {
+                    avx512::output_transform(m, g, &runs, nt, bias, relu, pool, outp)
+                };
+            } else {
+                output_transform(m, g, &runs, nt, bias, relu, pool, outp);
+            }
+        });
+    };
+    if par_chunks {
+        (0..nchunks).into_par_iter().for_each(run);
+    } else {
+        (0..nchunks).for_each(run);
+    }
+    TRANSFORMED.give(u, 1);
+}
+
+dispatch! {
+    /// `v[k][ci][t]` = (Bᵀ d B)[k / 6][k % 6] for the 6×6 input patch d of the chunk's tile t, channel ci.
+    fn input_transform(x: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, v: &mut [f32]) => input_transform_body
+}
+
+/// Scratch for a run's input rows: each of the 6 rows split into its 4 column phases (phase a holds columns
+/// a, a + 4, …), so that column a of tile q is element q (a < 4) or q + 1 (a = 4, 5) of a phase: the transform
+/// then reads every value as a contiguous vector lane instead of gathering at a stride of 4.
+struct Phases {
+    /// Values per phase: a run's tiles rounded up to whole blocks of L, plus one block for the q + 1 reads.
+    stride: usize,
+    /// 6 × 4 phases of `stride` values.
+    phases: Vec<f32>,
+    /// One input row, 4 · `stride` values.
+    row: Vec<f32>,
+}
+
+impl Phases {
+    fn new(widest_run: usize) -> Self {
+        let stride = widest_run.div_ceil(L) * L + L;
+        Phases {
+            stride,
+            phases: vec![0.0; T * 4 * stride],
+            row: vec![0.0; 4 * stride],
+        }
+    }
+
+    /// Row r of the patches of tiles `tx0 ..` (input row `y`, columns from 4·tx0 − pad) split into phases.
+    #[inline(always)]
+    fn fill(&mut self, r: usize, plane: &[f32], (h, w): (usize, usize), y: isize, x0: usize, pad: usize) {
+        fill_row(plane, (h, w), y, x0, pad, &mut self.row);
+        let phases = &mut self.phases[r * 4 * self.stride..(r + 1) * 4 * self.stride];
+        let (p0, rest) = phases.split_at_mut(self.stride);
+        let (p1, rest) = rest.split_at_mut(self.stride);
+        let (p2, p3) = rest.split_at_mut(self.stride);
+        // In fixed-size blocks, so that the compiler turns the stride-4 reads into shuffles.
+        let blocks = self.row.chunks_exact(4 * L).zip(p0.chunks_exact_mut(L));
+        for (((row, p0), p1), (p2, p3)) in blocks
+            .zip(p1.chunks_exact_mut(L))
+            .zip(p2.chunks_exact_mut(L).zip(p3.chunks_exact_mut(L)))
+        {
+            let row: &[f32; 4 * L] = row.try_into().expect("4·L values");
+            let p: [&mut [f32; L]; 4] = [p0, p1, p2, p3].map(|p| <&mut [f32; L]>::try_from(p).expect("L values"));
+            let [p0, p1, p2, p3] = p;
+            for q in 0..L {
+                p0[q] = row[4 * q];
+                p1[q] = row[4 * q + 1];
+                p2[q] = row[4 * q + 2];
+                p3[q] = row[4 * q + 3];
+            }
+        }
+    }
+
+    /// The 36 patch values of tiles q0 .. q0 + L, lane by lane: `[r][a]` is row r, column a.
+    #[inline(always)]
+    fn block(&self, q0: usize) -> [[&[f32; L]; T]; T] {
+        std::array::from_fn(|r| {
+            std::array::from_fn(|a| {
+                let start = (r * 4 + a % 4) * self.stride + q0 + a / 4;
+                <&[f32; L]>::try_from(&self.phases[start..start + L]).expect("L values")
+            })
+        })
+    }
+}
+
+#[inline(always)]
+fn input_transform_body(x: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, v: &mut [f32]) {
+    let (c, h, w, pad) = (g.c, g.h, g.w, g.pad);
+    let mut scratch = Phases::new(runs.iter().map(|r| r.len).max().unwrap_or(0));
+    let mut out = [[0f32; L]; K];
+    for run in runs {
+        for ci in 0..c {
+            let plane = &x[(run.img * c + ci) * h * w..][..h * w];
+            for r in 0..T {
+                let y = (4 * run.ty + r) as isize - pad as isize;
+                scratch.fill(r, plane, (h, w), y, 4 * run.tx0, pad);
+            }
+            for q0 in (0..run.len).step_by(L) {
+                let d = scratch.block(q0);
+                for q in 0..L {
+                    // Bᵀ over the rows (per patch column a), then over the columns.
+                    let by_rows: [[f32; T]; T] = std::array::from_fn(|a| bt(std::array::from_fn(|r| d[r][a][q])));
+                    for i in 0..T {
+                        let both = bt(std::array::from_fn(|a| by_rows[a][i]));
+                        for (j, value) in both.into_iter().enumerate() {
+                            out[i * T + j][q] = value;
+                        }
+                    }
+                }
+                let l = L.min(run.len - q0);
+                for (k, vals) in out.iter().enumerate() {
+                    let at = (k * c + ci) * nt + run.t + q0;
+                    copy_lanes(&mut v[at..at + l], vals);
+                }
+            }
+        }
+    }
+}
+
+/// Copies min(dst.len(), src.len()) ≤ L values; whole blocks of L as one fixed-size move (a call to memcpy per
+/// 16 values took a fifth of the forward's time).
+#[inline(always)]
+fn copy_lanes(dst: &mut [f32], src: &[f32]) {
+    match (<&mut [f32; L]>::try_from(&mut *dst), <&[f32; L]>::try_from(src)) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => {
+            let n = dst.len().min(src.len());
+            for (d, s) in dst[..n].iter_mut().zip(&src[..n]) {
+                *d = *s;
+            }
+        }
+    }
+}
+
+/// Input row `y` of `plane` (h × w), columns `x0 − pad ..` into `row`, zero outside the image.
+#[inline(always)]
+fn fill_row(plane: &[f32], (h, w): (usize, usize), y: isize, x0: usize, pad: usize, row: &mut [f32]) {
+    if y < 0 || y >= h as isize {
+        row.fill(0.0);
+        return;
+    }
+    let src = &plane[y as usize * w..][..w];
+    // Row position p holds column x0 − pad + p; the image's columns 0 .. w land at pad − x0 .. (clipped). Only
+    // the edges are zeroed: a memset per row was a few percent of the forward.
+    let first = pad.saturating_sub(x0).min(row.len());
+    let start = (x0 + first).saturating_sub(pad);
+    let n = (row.len() - first).min(w.saturating_sub(start));
+    for v in &mut row[..first] {
+        *v = 0.0;
+    }
+    row[first..first + n].copy_from_slice(&src[start..start + n]);
+    for v in &mut row[first + n..] {
+        *v = 0.0;
+    }
+}
+
+dispatch! {
+    /// `out[img][oc][4ty + r][4tx + s]` = act(b[oc] + (Aᵀ M A)[r][s]), or with `pool` the maxima of its 2×2
+    /// windows; positions past the output's edge are skipped.
+    #[allow(clippy::too_many_arguments)]
+    fn output_transform(
+        m: &[f32],
+        g: &ConvGeom,
+        runs: &[Run],
+        nt: usize,
+        bias: Option<&[f32]>,
+        relu: bool,
+        pool: bool,
+        outp: SendPtr,
+    ) => output_transform_body
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn output_transform_body(
+    m: &[f32],
+    g: &ConvGeom,
+    runs: &[Run],
+    nt: usize,
+    bias: Option<&[f32]>,
+    relu: bool,
+    pool: bool,
+    outp: SendPtr,
+) {
+    let o = g.o;
+    let padded = runs.iter().map(|r| r.len).max().unwrap_or(0).div_ceil(L) * L;
+    // A run's output rows: 4 rows of 4 values per tile (with pool, the first 2 rows hold 2 per tile).
+    let mut out_rows = vec![0f32; 4 * 4 * padded];
+    let mut mv = [[0f32; L]; K];
+    for oc in 0..o {
+        let b = bias.map_or(0.0, |b| b[oc]);
+        for run in runs {
+            let rows: [&mut [f32]; 4] = {
+                let mut it = out_rows.chunks_exact_mut(4 * padded);
+                std::array::from_fn(|_| it.next().expect("4 rows"))
+            };
+            let [r0, r1, r2, r3] = rows;
+            for q0 in (0..run.len).step_by(L) {
+                let l = L.min(run.len - q0);
+                for (k, row) in mv.iter_mut().enumerate() {
+                    let at = (k * o + oc) * nt + run.t + q0;
+                    copy_lanes(row, &m[at..at + l]);
+                }
+                // This block's outputs start at 4·q0 in each row (2·q0 pooled).
+                let first = if pool { 2 * q0 } else { 4 * q0 };
+                let mut dst: [&mut [f32; 4 * L]; 4] = [&mut *r0, &mut *r1, &mut *r2, &mut *r3]
+                    .map(|row| <&mut [f32; 4 * L]>::try_from(&mut row[first..first + 4 * L]).expect("4·L values"));
+                for q in 0..L {
+                    let y = tile_outputs(std::array::from_fn(|k| mv[k][q]), b, relu);
+                    if pool {
+                        for (pr, row) in dst.iter_mut().take(2).enumerate() {
+                            for pc in 0..2 {
+                                let (r, s) = (2 * pr, 2 * pc);
+                                let top = y[r][s].max(y[r][s + 1]);
+                                let bottom = y[r + 1][s].max(y[r + 1][s + 1]);
+                                row[2 * q + pc] = top.max(bottom);
+                            }
+                        }
+                    } else {
+                        for (r, row) in dst.iter_mut().enumerate() {
+                            row[4 * q..4 * q + 4].copy_from_slice(&y[r]);
+                        }
+                    }
+                }
+            }
+            store_run(&out_rows, 4 * padded, g, run, oc, pool, outp);
+        }
+    }
+}
+
+/// act(b + Aᵀ M A) for one tile: `[r][s]` is output (r, s).
+#[inline(always)]
+fn tile_outputs(m: [f32; K], b: f32, relu: bool) -> [[f32; 4]; 4] {
+    // Aᵀ over the rows of M (per column j), then over the columns.
+    let by_rows: [[f32; 4]; T] = std::array::from_fn(|j| at(std::array::from_fn(|i| m[i * T + j])));
+    std::array::from_fn(|r| {
+        at(std::array::from_fn(|j| by_rows[j][r])).map(|v| if relu { (v + b).max(0.0) } else { v + b })
+    })
+}
+
+/// Writes a run's output rows into plane (img, oc) of the output, clipped at its edges: `out_rows` holds 4 rows
+/// of 4 values per tile, or with `pool` 2 rows of 2 values per tile, each row starting at a multiple of `stride`.
+#[allow(clippy::too_many_arguments)]
+fn store_run(out_rows: &[f32], stride: usize, g: &ConvGeom, run: &Run, oc: usize, pool: bool, outp: SendPtr) {
+    let (per_tile, ho, wo) = if pool { (2, g.ho / 2, g.wo / 2) } else { (4, g.ho, g.wo) };
+    let x0 = per_tile * run.tx0;
+    if x0 >= wo {
+        return;
+    }
+    let ncols = (per_tile * run.len).min(wo - x0);
+    for r in 0..per_tile {
+        let y = per_tile * run.ty + r;
+        if y >= ho {
+            break;
+        }
+        let src = &out_rows[r * stride..r * stride + ncols];
+        // SAFETY: y < ho and x0 + ncols ≤ wo, img < n and oc < o, so the values lie in row y of plane (img, oc)
+        // of the N × O × ho × wo output (pooled sizes with `pool`; its length checked by `forward`). They belong
+        // to this run's tiles alone (each tile owns its 4×4 outputs, or its 2×2 pooled ones), and a tile is in
+        // one chunk; `src` is a checked slice of ncols values.
+        unsafe {
+            let dst = outp.get().add(((run.img * g.o + oc) * ho + y) * wo + x0);
+            std::ptr::copy_nonoverlapping(src.as_ptr(), dst, ncols);
+        }
+    }
+}
+
+/// The transforms in AVX-512 intrinsics, 16 tiles a vector (lane q: tile q of a run). The portable forms above
+/// leave the stride-4 reads of the input patches and the stride-4 writes of the output tiles to the compiler,
+/// which did them value by value; here they are permutes. F(4×4, 3×3) runs only where these do ([`chosen`]).
+mod avx512 {
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    use super::{fill_row, ConvGeom, Run, SendPtr, K, L, T};
+
+    /// True when this CPU runs the AVX-512 transforms.
+    pub fn available() -> bool {
+        super::super::winograd_input::available_f32()
+    }
+
+    /// Bᵀ d, 16 tiles at once.
+    #[inline(always)]
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn bt(d: [__m512; T]) -> [__m512; T] {
+        // SAFETY: only inlined into functions compiled with AVX-512 F, which their callers checked.
+        unsafe {
+            let (four, five, two) = (_mm512_set1_ps(4.0), _mm512_set1_ps(5.0), _mm512_set1_ps(2.0));
+            let d42 = _mm512_sub_ps(d[4], d[2]);
+            let d31 = _mm512_sub_ps(d[3], d[1]);
+            [
+                _mm512_add_ps(_mm512_fmsub_ps(four, d[0], _mm512_mul_ps(five, d[2])), d[4]),
+                _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4])),
+                _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3])),
+                _mm512_fmadd_ps(two, d31, d42),
+                _mm512_fnmadd_ps(two, d31, d42),
+                _mm512_add_ps(_mm512_fmsub_ps(four, d[1], _mm512_mul_ps(five, d[3])), d[5]),
+            ]
+        }
+    }
+
+    /// Aᵀ m, 16 tiles at once.
+    #[inline(always)]
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn at(m: [__m512; T]) -> [__m512; 4] {
+        // SAFETY: as for `bt`.
+        unsafe {
+            let (sum, diff) = (_mm512_add_ps(m[1], m[2]), _mm512_sub_ps(m[1], m[2]));
+            let (sum2, diff2) = (_mm512_add_ps(m[3], m[4]), _mm512_sub_ps(m[3], m[4]));
+            [
+                _mm512_add_ps(_mm512_add_ps(m[0], sum), sum2),
+                _mm512_fmadd_ps(_mm512_set1_ps(2.0), diff2, diff),
+                _mm512_fmadd_ps(_mm512_set1_ps(4.0), sum2, sum),
+                _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), diff2, diff), m[5]),
+            ]
+        }
+    }
+
+    /// Columns 4q + a (a = 0..6) of 16 tiles' patches from a row of at least 80 values: the 4 phases by two
+    /// permutes and a 128-bit shuffle each, columns 4 and 5 as phases 0 and 1 one tile on.
+    #[inline(always)]
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn patch_columns(row: &[f32; 80]) -> [__m512; T] {
+        // SAFETY: the loads read row[0 .. 80]; the rest as for `bt`.
+        unsafe {
+            let p = row.as_ptr();
+            let z = [0, 16, 32, 48, 64].map(|i| _mm512_loadu_ps(p.add(i)));
+            let phase = |a: i32| {
+                let idx = _mm512_set_epi32(
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    28 + a,
+                    24 + a,
+                    20 + a,
+                    16 + a,
+                    12 + a,
+                    8 + a,
+                    4 + a,
+                    a,
+                );
+                let lo = _mm512_permutex2var_ps(z[0], idx, z[1]);
+                let hi = _mm512_permutex2var_ps(z[2], idx, z[3]);
+                _mm512_shuffle_f32x4::<0b01_00_01_00>(lo, hi)
+            };
+            let (p0, p1, p2, p3) = (phase(0), phase(1), phase(2), phase(3));
+            let next = |a: i32| _mm512_set_epi32(16 + a, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
+            let p4 = _mm512_permutex2var_ps(p0, next(0), z[4]);
+            let p5 = _mm512_permutex2var_ps(p1, next(1), z[4]);
+            [p0, p1, p2, p3, p4, p5]
+        }
+    }
+
+    /// `out[4q + s] = y[s][q]`: 4 vectors of 16 tiles into 64 values, tile by tile.
+    #[inline(always)]
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn interleave4(y: [__m512; 4], out: &mut [f32; 64]) {
+        // SAFETY: the stores write out[0 .. 64]; the rest as for `bt`.
+        unsafe {
+            let (a, b) = (_mm512_unpacklo_ps(y[0], y[1]), _mm512_unpackhi_ps(y[0], y[1]));
+            let (c, d) = (_mm512_unpacklo_ps(y[2], y[3]), _mm512_unpackhi_ps(y[2], y[3]));
+            let pd = _mm512_castps_pd;
+            let ps = _mm512_castpd_ps;
+            // Per 128-bit block k: e = tile 4k, f = 4k + 1, g = 4k + 2, h = 4k + 3, each its 4 values.
+            let e = ps(_mm512_unpacklo_pd(pd(a), pd(c)));
+            let f = ps(_mm512_unpackhi_pd(pd(a), pd(c)));
+            let g = ps(_mm512_unpacklo_pd(pd(b), pd(d)));
+            let h = ps(_mm512_unpackhi_pd(pd(b), pd(d)));
+            let t0 = _mm512_shuffle_f32x4::<0b01_00_01_00>(e, f);
+            let t1 = _mm512_shuffle_f32x4::<0b01_00_01_00>(g, h);
+            let t2 = _mm512_shuffle_f32x4::<0b11_10_11_10>(e, f);
+            let t3 = _mm512_shuffle_f32x4::<0b11_10_11_10>(g, h);
+            let p = out.as_mut_ptr();
+            _mm512_storeu_ps(p, _mm512_shuffle_f32x4::<0b10_00_10_00>(t0, t1));
+            _mm512_storeu_ps(p.add(16), _mm512_shuffle_f32x4::<0b11_01_11_01>(t0, t1));
+            _mm512_storeu_ps(p.add(32), _mm512_shuffle_f32x4::<0b10_00_10_00>(t2, t3));
+            _mm512_storeu_ps(p.add(48), _mm512_shuffle_f32x4::<0b11_01_11_01>(t2, t3));
+        }
+    }
+
+    /// `out[2q + s] = y[s][q]`: 2 vectors of 16 tiles into 32 values.
+    #[inline(always)]
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn interleave2(y: [__m512; 2], out: &mut [f32; 32]) {
+        // SAFETY: the stores write out[0 .. 32]; the rest as for `bt`.
+        unsafe {
+            // Per 128-bit block k: lo = tiles 4k, 4k + 1; hi = tiles 4k + 2, 4k + 3.
+            let (lo, hi) = (_mm512_unpacklo_ps(y[0], y[1]), _mm512_unpackhi_ps(y[0], y[1]));
+            let first = _mm512_shuffle_f32x4::<0b01_00_01_00>(lo, hi);
+            let second = _mm512_shuffle_f32x4::<0b11_10_11_10>(lo, hi);
+            let p = out.as_mut_ptr();
+            _mm512_storeu_ps(p, _mm512_shuffle_f32x4::<0b11_01_10_00>(first, first));
+            _mm512_storeu_ps(p.add(16), _mm512_shuffle_f32x4::<0b11_01_10_00>(second, second));
+        }
+    }
+
+    /// The lanes of a block of `l` ≤ 16 tiles.
+    #[cfg(target_arch = "x86_64")]
+    fn lanes(l: usize) -> __mmask16 {
+        ((1u32 << l) - 1) as __mmask16
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512 F; `v` must hold 36 blocks of C × nt and the runs lie inside the chunk of nt
+    /// tiles and the batch of `x` (N × C × H × W of `g`).
+    // SAFETY (callers): see "# Safety"; the only caller is `super::forward`, which checks it.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn input_transform(x: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, v: &mut [f32]) {
+        let (c, h, w, pad) = (g.c, g.h, g.w, g.pad);
+        let padded = runs.iter().map(|r| r.len).max().unwrap_or(0).div_ceil(L) * L;
+        // The run's 6 input rows from column 4·tx0 − pad, and 16 more values for the last block's columns 4, 5.
+        let width = 4 * padded + L;
+        let mut rows = vec![0f32; T * width];
+        for run in runs {
+            for ci in 0..c {
+                let plane = &x[(run.img * c + ci) * h * w..][..h * w];
+                for (r, row) in rows.chunks_exact_mut(width).enumerate() {
+                    let y = (4 * run.ty + r) as isize - pad as isize;
+                    fill_row(plane, (h, w), y, 4 * run.tx0, pad, row);
+                }
+                for q0 in (0..run.len).step_by(L) {
+                    let l = L.min(run.len - q0);
+                    // d[r][a]: row r, column a of the 16 tiles' patches.
+                    let d: [[__m512; T]; T] = std::array::from_fn(|r| {
+                        let row = <&[f32; 80]>::try_from(&rows[r * width + 4 * q0..][..80]).expect("80 values");
+                        // SAFETY: this function runs with AVX-512 F.
+                        unsafe { patch_columns(row) }
+                    });
+                    // SAFETY: as above.
+                    let by_rows: [[__m512; T]; T] =
+                        std::array::from_fn(|a| unsafe { bt(std::array::from_fn(|r| d[r][a])) });
+                    let by_cols: [[__m512; T]; T] = std::array::from_fn(|i| std::array::from_fn(|a| by_rows[a][i]));
+                    for (i, col) in by_cols.into_iter().enumerate() {
+                        // SAFETY: as above.
+                        let both = unsafe { bt(col) };
+                        for (j, value) in both.into_iter().enumerate() {
+                            let at = ((i * T + j) * c + ci) * nt + run.t + q0;
+                            let dst = &mut v[at..at + l];
+                            // SAFETY: the mask writes the first l lanes, the l values of `dst`.
+                            unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), lanes(l), value) };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512 F; `m` must hold 36 blocks of O × nt, the runs lie inside the chunk and the batch,
+    /// and `outp` point to the N × O × Ho × Wo output of `g` (pooled sizes with `pool`), of which this chunk's
+    /// tiles are written by this call alone.
+    // SAFETY (callers): see "# Safety"; the only caller is `super::forward`, which checks it.
+    #[allow(clippy::too_many_arguments)]
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn output_transform(
+        m: &[f32],
+        g: &ConvGeom,
+        runs: &[Run],
+        nt: usize,
+        bias: Option<&[f32]>,
+        relu: bool,
+        pool: bool,
+        outp: SendPtr,
+    ) {
+        let o = g.o;
+        let padded = runs.iter().map(|r| r.len).max().unwrap_or(0).div_ceil(L) * L;
+        let stride = 4 * padded;
+        let mut out_rows = vec![0f32; 4 * stride];
+        let zero = _mm512_setzero_ps();
+        for oc in 0..o {
+            let b = _mm512_set1_ps(bias.map_or(0.0, |b| b[oc]));
+            for run in runs {
+                for q0 in (0..run.len).step_by(L) {
+                    let l = L.min(run.len - q0);
+                    let mv: [__m512; K] = std::array::from_fn(|k| {
+                        let at = (k * o + oc) * nt + run.t + q0;
+                        let src = &m[at..at + l];
+                        // SAFETY: the mask reads the first l lanes, the l values of `src`.
+                        unsafe { _mm512_maskz_loadu_ps(lanes(l), src.as_ptr()) }
+                    });
+                    // Aᵀ over the rows of M (per column j), then over the columns; bias and ReLU.
+                    // SAFETY: this function runs with AVX-512 F.
+                    let by_rows: [[__m512; 4]; T] =
+                        std::array::from_fn(|j| unsafe { at(std::array::from_fn(|i| mv[i * T + j])) });
+                    let y: [[__m512; 4]; 4] = std::array::from_fn(|r| {
+                        // SAFETY: as above.
+                        let row = unsafe { at(std::array::from_fn(|j| by_rows[j][r])) };
+                        row.map(|v| {
+                            if relu {
+                                _mm512_max_ps(_mm512_add_ps(v, b), zero)
+                            } else {
+                                _mm512_add_ps(v, b)
+                            }
+                        })
+                    });
+                    if pool {
+                        for pr in 0..2 {
+                            let both: [__m512; 4] =
+                                std::array::from_fn(|s| _mm512_max_ps(y[2 * pr][s], y[2 * pr + 1][s]));
+                            let pooled = [_mm512_max_ps(both[0], both[1]), _mm512_max_ps(both[2], both[3])];
+                            let dst = <&mut [f32; 32]>::try_from(&mut out_rows[pr * stride + 2 * q0..][..32])
+                                .expect("32 values");
+                            // SAFETY: as above.
+                            unsafe { interleave2(pooled, dst) };
+                        }
+                    } else {
+                        for (r, row) in y.into_iter().enumerate() {
+                            let dst = <&mut [f32; 64]>::try_from(&mut out_rows[r * stride + 4 * q0..][..64])
+                                .expect("64 values");
+                            // SAFETY: as above.
+                            unsafe { interleave4(row, dst) };
+                        }
+                    }
+                }
+                super::store_run(&out_rows, stride, g, run, oc, pool, outp);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The convolution in f64, bias and ReLU and pool as `forward`.
+    fn reference(x: &[f32], g: &ConvGeom, w: &[f32], b: &[f32], relu: bool, pool: bool) -> Vec<f64> {
+        let (n, c, h, wd, o, pad) = (g.n, g.c, g.h, g.w, g.o, g.pad as isize);
+        let mut y = vec![0f64; n * o * g.ho * g.wo];
+        for img in 0..n {
+            for oc in 0..o {
+                for yy in 0..g.ho {
+                    for xx in 0..g.wo {
+                        let mut s = f64::from(b[oc]);
+                        for ci in 0..c {
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let (iy, ix) = (yy as isize + ky - pad, xx as isize + kx - pad);
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    let xv = x[((img * c + ci) * h + iy as usize) * wd + ix as usize];
+                                    let wv = w[((oc * c + ci) * 3 + ky as usize) * 3 + kx as usize];
+                                    s += f64::from(xv) * f64::from(wv);
+                                }
+                            }
+                        }
+                        y[((img * o + oc) * g.ho + yy) * g.wo + xx] = if relu { s.max(0.0) } else { s };
+                    }
+                }
+            }
+        }
+        if !pool {
+            return y;
+        }
+        let (ph, pw) = (g.ho / 2, g.wo / 2);
+        let mut p = vec![0f64; n * o * ph * pw];
+        for plane in 0..n * o {
+            for py in 0..ph {
+                for px in 0..pw {
+                    let at = |dy: usize, dx: usize| y[(plane * g.ho + 2 * py + dy) * g.wo + 2 * px + dx];
+                    p[(plane * ph + py) * pw + px] = at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1));
+                }
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn f4x4_equals_the_convolution_to_f32_rounding_at_every_edge_padding_and_pool() {
+        // (n, c, h, w, o, pad): sizes that are and are not multiples of 4, runs longer than 16 tiles, padding
+        // 0–2, one-pixel images, and enough tiles for several chunks.
+        let cases = [
+            (2, 8, 16, 16, 8, 1),
+            (1, 5, 9, 11, 3, 1),
+            (3, 4, 7, 6, 5, 0),
+            (1, 3, 10, 13, 4, 2),
+            (1, 2, 1, 1, 2, 1),
+            (1, 4, 6, 70, 3, 1),
+            (5, 9, 37, 37, 10, 1),
+            (1, 64, 18, 20, 4, 1),
+        ];
+        for (i, &(n, c, h, w, o, pad)) in cases.iter().enumerate() {
+            let g = ConvGeom::new(n, c, h, w, o, 3, pad);
+            let x = noise(n * c * h * w, 1 + i as u64);
+            let wt = noise(o * c * 9, 100 + i as u64);
+            let b = noise(o, 200 + i as u64);
+            for (relu, pool) in [(false, false), (true, false), (true, true), (false, true)] {
+                let want = reference(&x, &g, &wt, &b, relu, pool);
+                let scale = want.iter().fold(1e-6f64, |s, v| s.max(v.abs()));
+                for simd in paths() {
+                    let mut got = vec![f32::NAN; g.output_len(pool)];
+                    forward_on(simd, &x, &g, &wt, Some(&b), relu, pool, &mut got);
+                    assert!(got.iter().all(|v| v.is_finite()), "case {i}: an output was not written");
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        .fold(0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
+                    // F(2×2) stays near 2e-7 here, F(4×4) near 3e-6 (its transforms' coefficients reach 5 and 1/24).
+                    assert!(
+                        worst / scale < 1e-5,
+                        "case {i} relu {relu} pool {pool} simd {simd}: max difference {worst} of {scale}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The transforms to test: the portable ones, and the AVX-512 ones where the CPU has them.
+    fn paths() -> Vec<bool> {
+        if avx512::available() {
+            vec![false, true]
+        } else {
+            eprintln!("winograd4: no AVX-512 on this CPU, its transforms skipped");
+            vec![false]
+        }
+    }
+
+    #[test]
+    fn wide_layers_are_chosen_and_block5_is_not() {
+        let simd = avx512::available();
+        assert_eq!(chosen(&ConvGeom::new(32, 256, 37, 37, 256, 3, 1)), simd);
+        assert_eq!(chosen(&ConvGeom::new(32, 64, 150, 150, 64, 3, 1)), simd);
+        assert!(!chosen(&ConvGeom::new(32, 512, 18, 18, 512, 3, 1)));
+        assert!(!chosen(&ConvGeom::new(32, 256, 18, 18, 512, 3, 1)));
+        assert!(!chosen(&ConvGeom::new(32, 512, 9, 9, 512, 3, 1)));
+        assert!(!chosen(&ConvGeom::new(32, 512, 18, 18, 512, 5, 2)));
+    }
+}
