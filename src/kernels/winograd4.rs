@@ -444,10 +444,9 @@ fn store_run(out_rows: &[f32], stride: usize, g: &ConvGeom, run: &Run, oc: usize
             break;
         }
         let src = &out_rows[r * stride..r * stride + ncols];
-        // SAFETY: y < ho and x0 + ncols ≤ wo, img < n and oc < o, so the values lie in row y of plane (img, oc)
-        // of the N × O × ho × wo output (pooled sizes with `pool`; its length checked by `forward`). They belong
-        // to this run's tiles alone (each tile owns its 4×4 outputs, or its 2×2 pooled ones), and a tile is in
-        // one chunk; `src` is a checked slice of ncols values.
+        // SAFETY: y < ho, x0 + ncols ≤ wo, img < n, oc < o: row y of plane (img, oc) of the output, whose length
+        // `forward` checked (pooled sizes with `pool`); only this run's tiles own these outputs (a tile is in one
+        // chunk), and `src` is a checked slice of ncols values.
         unsafe {
             let dst = outp.get().add(((run.img * g.o + oc) * ho + y) * wo + x0);
             std::ptr::copy_nonoverlapping(src.as_ptr(), dst, ncols);
@@ -470,6 +469,7 @@ mod avx512 {
     }
 
     /// Bᵀ d, 16 tiles at once.
+    // SAFETY (callers): needs AVX-512 F; only inlined into the AVX-512 transforms below, whose callers check it.
     #[inline(always)]
     #[cfg(target_arch = "x86_64")]
     unsafe fn bt(d: [__m512; T]) -> [__m512; T] {
@@ -490,6 +490,7 @@ mod avx512 {
     }
 
     /// Aᵀ m, 16 tiles at once.
+    // SAFETY (callers): as for `bt`.
     #[inline(always)]
     #[cfg(target_arch = "x86_64")]
     unsafe fn at(m: [__m512; T]) -> [__m512; 4] {
@@ -508,6 +509,7 @@ mod avx512 {
 
     /// Columns 4q + a (a = 0..6) of 16 tiles' patches from a row of at least 80 values: the 4 phases by two
     /// permutes and a 128-bit shuffle each, columns 4 and 5 as phases 0 and 1 one tile on.
+    // SAFETY (callers): as for `bt`; the row is a checked reference to 80 values.
     #[inline(always)]
     #[cfg(target_arch = "x86_64")]
     unsafe fn patch_columns(row: &[f32; 80]) -> [__m512; T] {
@@ -547,6 +549,7 @@ mod avx512 {
     }
 
     /// `out[4q + s] = y[s][q]`: 4 vectors of 16 tiles into 64 values, tile by tile.
+    // SAFETY (callers): as for `bt`; `out` is a checked reference to 64 values.
     #[inline(always)]
     #[cfg(target_arch = "x86_64")]
     unsafe fn interleave4(y: [__m512; 4], out: &mut [f32; 64]) {
@@ -574,6 +577,7 @@ mod avx512 {
     }
 
     /// `out[2q + s] = y[s][q]`: 2 vectors of 16 tiles into 32 values.
+    // SAFETY (callers): as for `bt`; `out` is a checked reference to 32 values.
     #[inline(always)]
     #[cfg(target_arch = "x86_64")]
     unsafe fn interleave2(y: [__m512; 2], out: &mut [f32; 32]) {
@@ -645,8 +649,8 @@ mod avx512 {
     /// The CPU must have AVX-512 F; `m` must hold 36 blocks of O × nt, the runs lie inside the chunk and the batch,
     /// and `outp` point to the N × O × Ho × Wo output of `g` (pooled sizes with `pool`), of which this chunk's
     /// tiles are written by this call alone.
-    // SAFETY (callers): see "# Safety"; the only caller is `super::forward`, which checks it.
     #[allow(clippy::too_many_arguments)]
+    // SAFETY (callers): see "# Safety"; the only caller is `super::forward`, which checks it.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn output_transform(
