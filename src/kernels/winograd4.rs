@@ -516,34 +516,30 @@ mod avx512 {
         // SAFETY: the loads read row[0 .. 80]; the rest as for `bt`.
         unsafe {
             let p = row.as_ptr();
-            let z = [0, 16, 32, 48, 64].map(|i| _mm512_loadu_ps(p.add(i)));
-            let phase = |a: i32| {
-                let idx = _mm512_set_epi32(
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    28 + a,
-                    24 + a,
-                    20 + a,
-                    16 + a,
-                    12 + a,
-                    8 + a,
-                    4 + a,
-                    a,
+            let z0 = _mm512_loadu_ps(p);
+            let z1 = _mm512_loadu_ps(p.add(16));
+            let z2 = _mm512_loadu_ps(p.add(32));
+            let z3 = _mm512_loadu_ps(p.add(48));
+            let z4 = _mm512_loadu_ps(p.add(64));
+            // Phase a: values a, a + 4, … of 32 from the first two registers in lanes 0–7, of the last two in
+            // lanes 0–7 of another, then both halves joined. (No closures here: they would not inherit this
+            // function's AVX-512 and the intrinsics would become calls.)
+            let mut phases = [z0; 4];
+            for (a, phase) in phases.iter_mut().enumerate() {
+                let a = a as i32;
+                let idx = _mm512_add_epi32(
+                    _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 28, 24, 20, 16, 12, 8, 4, 0),
+                    _mm512_set1_epi32(a),
                 );
-                let lo = _mm512_permutex2var_ps(z[0], idx, z[1]);
-                let hi = _mm512_permutex2var_ps(z[2], idx, z[3]);
-                _mm512_shuffle_f32x4::<0b01_00_01_00>(lo, hi)
-            };
-            let (p0, p1, p2, p3) = (phase(0), phase(1), phase(2), phase(3));
-            let next = |a: i32| _mm512_set_epi32(16 + a, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
-            let p4 = _mm512_permutex2var_ps(p0, next(0), z[4]);
-            let p5 = _mm512_permutex2var_ps(p1, next(1), z[4]);
+                let lo = _mm512_permutex2var_ps(z0, idx, z1);
+                let hi = _mm512_permutex2var_ps(z2, idx, z3);
+                *phase = _mm512_shuffle_f32x4::<0b01_00_01_00>(lo, hi);
+            }
+            let [p0, p1, p2, p3] = phases;
+            let next0 = _mm512_set_epi32(16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
+            let next1 = _mm512_set_epi32(17, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
+            let p4 = _mm512_permutex2var_ps(p0, next0, z4);
+            let p5 = _mm512_permutex2var_ps(p1, next1, z4);
             [p0, p1, p2, p3, p4, p5]
         }
     }
@@ -621,15 +617,25 @@ mod avx512 {
                 for q0 in (0..run.len).step_by(L) {
                     let l = L.min(run.len - q0);
                     // d[r][a]: row r, column a of the 16 tiles' patches.
-                    let d: [[__m512; T]; T] = std::array::from_fn(|r| {
+                    let mut d = [[_mm512_setzero_ps(); T]; T];
+                    for (r, dr) in d.iter_mut().enumerate() {
                         let row = <&[f32; 80]>::try_from(&rows[r * width + 4 * q0..][..80]).expect("80 values");
                         // SAFETY: this function runs with AVX-512 F.
-                        unsafe { patch_columns(row) }
-                    });
-                    // SAFETY: as above.
-                    let by_rows: [[__m512; T]; T] =
-                        std::array::from_fn(|a| unsafe { bt(std::array::from_fn(|r| d[r][a])) });
-                    let by_cols: [[__m512; T]; T] = std::array::from_fn(|i| std::array::from_fn(|a| by_rows[a][i]));
+                        *dr = unsafe { patch_columns(row) };
+                    }
+                    // Bᵀ over the rows for each patch column a, giving by_cols[i][a]; then over the columns.
+                    let mut by_cols = [[_mm512_setzero_ps(); T]; T];
+                    for a in 0..T {
+                        let mut column = [_mm512_setzero_ps(); T];
+                        for (value, dr) in column.iter_mut().zip(&d) {
+                            *value = dr[a];
+                        }
+                        // SAFETY: as above.
+                        let rows_done = unsafe { bt(column) };
+                        for (bc, value) in by_cols.iter_mut().zip(rows_done) {
+                            bc[a] = value;
+                        }
+                    }
                     for (i, col) in by_cols.into_iter().enumerate() {
                         // SAFETY: as above.
                         let both = unsafe { bt(col) };
@@ -673,32 +679,45 @@ mod avx512 {
             for run in runs {
                 for q0 in (0..run.len).step_by(L) {
                     let l = L.min(run.len - q0);
-                    let mv: [__m512; K] = std::array::from_fn(|k| {
+                    let mut mv = [zero; K];
+                    for (k, value) in mv.iter_mut().enumerate() {
                         let at = (k * o + oc) * nt + run.t + q0;
                         let src = &m[at..at + l];
                         // SAFETY: the mask reads the first l lanes, the l values of `src`.
-                        unsafe { _mm512_maskz_loadu_ps(lanes(l), src.as_ptr()) }
-                    });
-                    // Aᵀ over the rows of M (per column j), then over the columns; bias and ReLU.
-                    // SAFETY: this function runs with AVX-512 F.
-                    let by_rows: [[__m512; 4]; T] =
-                        std::array::from_fn(|j| unsafe { at(std::array::from_fn(|i| mv[i * T + j])) });
-                    let y: [[__m512; 4]; 4] = std::array::from_fn(|r| {
+                        *value = unsafe { _mm512_maskz_loadu_ps(lanes(l), src.as_ptr()) };
+                    }
+                    // Aᵀ over the rows of M for each column j, giving by_cols[r][j]; then over the columns; bias
+                    // and ReLU. (Plain loops, no closures: see `patch_columns`.)
+                    let mut by_cols = [[zero; T]; 4];
+                    for j in 0..T {
+                        let mut column = [zero; T];
+                        for (i, value) in column.iter_mut().enumerate() {
+                            *value = mv[i * T + j];
+                        }
+                        // SAFETY: this function runs with AVX-512 F.
+                        let rows_done = unsafe { at(column) };
+                        for (bc, value) in by_cols.iter_mut().zip(rows_done) {
+                            bc[j] = value;
+                        }
+                    }
+                    let mut y = [[zero; 4]; 4];
+                    for (yr, col) in y.iter_mut().zip(by_cols) {
                         // SAFETY: as above.
-                        let row = unsafe { at(std::array::from_fn(|j| by_rows[j][r])) };
-                        row.map(|v| {
+                        *yr = unsafe { at(col) };
+                        for value in yr.iter_mut() {
+                            *value = _mm512_add_ps(*value, b);
                             if relu {
-                                _mm512_max_ps(_mm512_add_ps(v, b), zero)
-                            } else {
-                                _mm512_add_ps(v, b)
+                                *value = _mm512_max_ps(*value, zero);
                             }
-                        })
-                    });
+                        }
+                    }
                     if pool {
                         for pr in 0..2 {
-                            let both: [__m512; 4] =
-                                std::array::from_fn(|s| _mm512_max_ps(y[2 * pr][s], y[2 * pr + 1][s]));
-                            let pooled = [_mm512_max_ps(both[0], both[1]), _mm512_max_ps(both[2], both[3])];
+                            let (top, bottom) = (y[2 * pr], y[2 * pr + 1]);
+                            let pooled = [
+                                _mm512_max_ps(_mm512_max_ps(top[0], top[1]), _mm512_max_ps(bottom[0], bottom[1])),
+                                _mm512_max_ps(_mm512_max_ps(top[2], top[3]), _mm512_max_ps(bottom[2], bottom[3])),
+                            ];
                             let dst = <&mut [f32; 32]>::try_from(&mut out_rows[pr * stride + 2 * q0..][..32])
                                 .expect("32 values");
                             // SAFETY: as above.
