@@ -741,18 +741,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::test_values as noise;
 
     /// The convolution in f64, bias and ReLU and pool as `forward`.
     fn reference(x: &[f32], g: &ConvGeom, w: &[f32], b: &[f32], relu: bool, pool: bool) -> Vec<f64> {
