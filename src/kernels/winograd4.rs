@@ -12,14 +12,13 @@ use rayon::prelude::*;
 
 use super::conv::ConvGeom;
 use super::raw::{Pool, SendPtr};
-use super::simd::dispatch;
 use super::winograd::{block_products, runs, with_buffers, Run};
 
 /// Tiles of 4×4 outputs from 6×6 input patches.
 const T: usize = 6;
 /// The 36 products.
 const K: usize = T * T;
-/// Tiles that the transforms handle at once, lane by lane, in fixed-size arrays so that the compiler vectorises.
+/// Tiles per vector in the AVX-512 transforms.
 const L: usize = 16;
 
 /// True when F(4×4, 3×3) computes `g`: 3×3 kernels with padding ≤ 2.
@@ -32,9 +31,9 @@ pub fn applicable(g: &ConvGeom) -> bool {
 /// weights stay within 16 MiB.
 ///
 /// Measured per VGG16 layer (AMD EPYC Zen 5, 2 threads, batch 32, `bench forward --layers`): block1_conv2 to
-/// block3_conv3 ran 1.19–1.31× faster than on F(2×2). block4 ran 0.85–0.9× as fast: its 36 blocks of 512 × 512 are
-/// 38 MB, more than the 32 MB L3, and every chunk of tiles streams them again. block5 (9×9 outputs) would save
-/// 1.23× the products at most: a 4×4 tile covers 12×12 there.
+/// block3_conv3 ran 1.32–1.59× faster than on F(2×2). block4 ran 0.85–0.9× as fast: its 36 blocks of 512 × 512 are
+/// 38 MB, more than the 32 MB L3, and every chunk of tiles streams them again. block5 (9×9 outputs) ran 0.57×:
+/// it saves 1.23× the products at most (a 4×4 tile covers 12×12 there) and has the same 38 MB of weights.
 pub fn chosen(g: &ConvGeom) -> bool {
     const MAX_WEIGHT_BYTES: usize = 16 << 20;
     applicable(g)
@@ -208,115 +207,32 @@ fn forward_on(
     TRANSFORMED.give(u, 1);
 }
 
-dispatch! {
-    /// `v[k][ci][t]` = (Bᵀ d B)[k / 6][k % 6] for the 6×6 input patch d of the chunk's tile t, channel ci.
-    fn input_transform(x: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, v: &mut [f32]) => input_transform_body
-}
+// The portable transforms, tile by tile: the reference for the AVX-512 ones (the tests hold both to an f64
+// convolution), and the path `forward` takes on CPUs without AVX-512, where `chosen` keeps F(2×2, 3×3).
 
-/// Scratch for a run's input rows: each of the 6 rows split into its 4 column phases (phase a holds columns
-/// a, a + 4, …), so that column a of tile q is element q (a < 4) or q + 1 (a = 4, 5) of a phase: the transform
-/// then reads every value as a contiguous vector lane instead of gathering at a stride of 4.
-struct Phases {
-    /// Values per phase: a run's tiles rounded up to whole blocks of L, plus one block for the q + 1 reads.
-    stride: usize,
-    /// 6 × 4 phases of `stride` values.
-    phases: Vec<f32>,
-    /// One input row, 4 · `stride` values.
-    row: Vec<f32>,
-}
-
-impl Phases {
-    fn new(widest_run: usize) -> Self {
-        let stride = widest_run.div_ceil(L) * L + L;
-        Phases {
-            stride,
-            phases: vec![0.0; T * 4 * stride],
-            row: vec![0.0; 4 * stride],
-        }
-    }
-
-    /// Row r of the patches of tiles `tx0 ..` (input row `y`, columns from 4·tx0 − pad) split into phases.
-    #[inline(always)]
-    fn fill(&mut self, r: usize, plane: &[f32], (h, w): (usize, usize), y: isize, x0: usize, pad: usize) {
-        fill_row(plane, (h, w), y, x0, pad, &mut self.row);
-        let phases = &mut self.phases[r * 4 * self.stride..(r + 1) * 4 * self.stride];
-        let (p0, rest) = phases.split_at_mut(self.stride);
-        let (p1, rest) = rest.split_at_mut(self.stride);
-        let (p2, p3) = rest.split_at_mut(self.stride);
-        // In fixed-size blocks, so that the compiler turns the stride-4 reads into shuffles.
-        let blocks = self.row.chunks_exact(4 * L).zip(p0.chunks_exact_mut(L));
-        for (((row, p0), p1), (p2, p3)) in blocks
-            .zip(p1.chunks_exact_mut(L))
-            .zip(p2.chunks_exact_mut(L).zip(p3.chunks_exact_mut(L)))
-        {
-            let row: &[f32; 4 * L] = row.try_into().expect("4·L values");
-            let p: [&mut [f32; L]; 4] = [p0, p1, p2, p3].map(|p| <&mut [f32; L]>::try_from(p).expect("L values"));
-            let [p0, p1, p2, p3] = p;
-            for q in 0..L {
-                p0[q] = row[4 * q];
-                p1[q] = row[4 * q + 1];
-                p2[q] = row[4 * q + 2];
-                p3[q] = row[4 * q + 3];
-            }
-        }
-    }
-
-    /// The 36 patch values of tiles q0 .. q0 + L, lane by lane: `[r][a]` is row r, column a.
-    #[inline(always)]
-    fn block(&self, q0: usize) -> [[&[f32; L]; T]; T] {
-        std::array::from_fn(|r| {
-            std::array::from_fn(|a| {
-                let start = (r * 4 + a % 4) * self.stride + q0 + a / 4;
-                <&[f32; L]>::try_from(&self.phases[start..start + L]).expect("L values")
-            })
-        })
-    }
-}
-
-#[inline(always)]
-fn input_transform_body(x: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, v: &mut [f32]) {
+/// `v[k][ci][t]` = (Bᵀ d B)[k / 6][k % 6] for the 6×6 input patch d of the chunk's tile t, channel ci.
+fn input_transform(x: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, v: &mut [f32]) {
     let (c, h, w, pad) = (g.c, g.h, g.w, g.pad);
-    let mut scratch = Phases::new(runs.iter().map(|r| r.len).max().unwrap_or(0));
-    let mut out = [[0f32; L]; K];
+    // A run's 6 input rows, from column 4·tx0 − pad.
+    let width = 4 * runs.iter().map(|r| r.len).max().unwrap_or(0) + 2;
+    let mut rows = vec![0f32; T * width];
     for run in runs {
         for ci in 0..c {
             let plane = &x[(run.img * c + ci) * h * w..][..h * w];
-            for r in 0..T {
+            for (r, row) in rows.chunks_exact_mut(width).enumerate() {
                 let y = (4 * run.ty + r) as isize - pad as isize;
-                scratch.fill(r, plane, (h, w), y, 4 * run.tx0, pad);
+                fill_row(plane, (h, w), y, 4 * run.tx0, pad, &mut row[..4 * run.len + 2]);
             }
-            for q0 in (0..run.len).step_by(L) {
-                let d = scratch.block(q0);
-                for q in 0..L {
-                    // Bᵀ over the rows (per patch column a), then over the columns.
-                    let by_rows: [[f32; T]; T] = std::array::from_fn(|a| bt(std::array::from_fn(|r| d[r][a][q])));
-                    for i in 0..T {
-                        let both = bt(std::array::from_fn(|a| by_rows[a][i]));
-                        for (j, value) in both.into_iter().enumerate() {
-                            out[i * T + j][q] = value;
-                        }
+            for q in 0..run.len {
+                // Bᵀ over each patch column a (giving cols[a][i]), then over each row i of the result.
+                let cols: [[f32; T]; T] =
+                    std::array::from_fn(|a| bt(std::array::from_fn(|r| rows[r * width + 4 * q + a])));
+                for i in 0..T {
+                    let both = bt(std::array::from_fn(|a| cols[a][i]));
+                    for (j, value) in both.into_iter().enumerate() {
+                        v[((i * T + j) * c + ci) * nt + run.t + q] = value;
                     }
                 }
-                let l = L.min(run.len - q0);
-                for (k, vals) in out.iter().enumerate() {
-                    let at = (k * c + ci) * nt + run.t + q0;
-                    copy_lanes(&mut v[at..at + l], vals);
-                }
-            }
-        }
-    }
-}
-
-/// Copies min(dst.len(), src.len()) ≤ L values; whole blocks of L as one fixed-size move (a call to memcpy per
-/// 16 values took a fifth of the forward's time).
-#[inline(always)]
-fn copy_lanes(dst: &mut [f32], src: &[f32]) {
-    match (<&mut [f32; L]>::try_from(&mut *dst), <&[f32; L]>::try_from(src)) {
-        (Ok(d), Ok(s)) => *d = *s,
-        _ => {
-            let n = dst.len().min(src.len());
-            for (d, s) in dst[..n].iter_mut().zip(&src[..n]) {
-                *d = *s;
             }
         }
     }
@@ -344,25 +260,10 @@ fn fill_row(plane: &[f32], (h, w): (usize, usize), y: isize, x0: usize, pad: usi
     }
 }
 
-dispatch! {
-    /// `out[img][oc][4ty + r][4tx + s]` = act(b[oc] + (Aᵀ M A)[r][s]), or with `pool` the maxima of its 2×2
-    /// windows; positions past the output's edge are skipped.
-    #[allow(clippy::too_many_arguments)]
-    fn output_transform(
-        m: &[f32],
-        g: &ConvGeom,
-        runs: &[Run],
-        nt: usize,
-        bias: Option<&[f32]>,
-        relu: bool,
-        pool: bool,
-        outp: SendPtr,
-    ) => output_transform_body
-}
-
+/// `out[img][oc][4ty + r][4tx + s]` = act(b[oc] + (Aᵀ M A)[r][s]), or with `pool` the maxima of its 2×2 windows;
+/// positions past the output's edge are skipped.
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn output_transform_body(
+fn output_transform(
     m: &[f32],
     g: &ConvGeom,
     runs: &[Run],
@@ -373,47 +274,29 @@ fn output_transform_body(
     outp: SendPtr,
 ) {
     let o = g.o;
-    let padded = runs.iter().map(|r| r.len).max().unwrap_or(0).div_ceil(L) * L;
-    // A run's output rows: 4 rows of 4 values per tile (with pool, the first 2 rows hold 2 per tile).
-    let mut out_rows = vec![0f32; 4 * 4 * padded];
-    let mut mv = [[0f32; L]; K];
+    // A run's output rows: 4 rows of 4 values per tile (with pool, 2 rows of 2 per tile).
+    let stride = 4 * runs.iter().map(|r| r.len).max().unwrap_or(0);
+    let mut out_rows = vec![0f32; 4 * stride];
     for oc in 0..o {
         let b = bias.map_or(0.0, |b| b[oc]);
         for run in runs {
-            let rows: [&mut [f32]; 4] = {
-                let mut it = out_rows.chunks_exact_mut(4 * padded);
-                std::array::from_fn(|_| it.next().expect("4 rows"))
-            };
-            let [r0, r1, r2, r3] = rows;
-            for q0 in (0..run.len).step_by(L) {
-                let l = L.min(run.len - q0);
-                for (k, row) in mv.iter_mut().enumerate() {
-                    let at = (k * o + oc) * nt + run.t + q0;
-                    copy_lanes(row, &m[at..at + l]);
-                }
-                // This block's outputs start at 4·q0 in each row (2·q0 pooled).
-                let first = if pool { 2 * q0 } else { 4 * q0 };
-                let mut dst: [&mut [f32; 4 * L]; 4] = [&mut *r0, &mut *r1, &mut *r2, &mut *r3]
-                    .map(|row| <&mut [f32; 4 * L]>::try_from(&mut row[first..first + 4 * L]).expect("4·L values"));
-                for q in 0..L {
-                    let y = tile_outputs(std::array::from_fn(|k| mv[k][q]), b, relu);
-                    if pool {
-                        for (pr, row) in dst.iter_mut().take(2).enumerate() {
-                            for pc in 0..2 {
-                                let (r, s) = (2 * pr, 2 * pc);
-                                let top = y[r][s].max(y[r][s + 1]);
-                                let bottom = y[r + 1][s].max(y[r + 1][s + 1]);
-                                row[2 * q + pc] = top.max(bottom);
-                            }
+            for q in 0..run.len {
+                let y = tile_outputs(std::array::from_fn(|k| m[(k * o + oc) * nt + run.t + q]), b, relu);
+                if pool {
+                    for pr in 0..2 {
+                        for pc in 0..2 {
+                            let (r, s) = (2 * pr, 2 * pc);
+                            let top = y[r][s].max(y[r][s + 1]);
+                            out_rows[pr * stride + 2 * q + pc] = top.max(y[r + 1][s].max(y[r + 1][s + 1]));
                         }
-                    } else {
-                        for (r, row) in dst.iter_mut().enumerate() {
-                            row[4 * q..4 * q + 4].copy_from_slice(&y[r]);
-                        }
+                    }
+                } else {
+                    for (r, row) in y.iter().enumerate() {
+                        out_rows[r * stride + 4 * q..][..4].copy_from_slice(row);
                     }
                 }
             }
-            store_run(&out_rows, 4 * padded, g, run, oc, pool, outp);
+            store_run(&out_rows, stride, g, run, oc, pool, outp);
         }
     }
 }
@@ -454,9 +337,10 @@ fn store_run(out_rows: &[f32], stride: usize, g: &ConvGeom, run: &Run, oc: usize
     }
 }
 
-/// The transforms in AVX-512 intrinsics, 16 tiles a vector (lane q: tile q of a run). The portable forms above
-/// leave the stride-4 reads of the input patches and the stride-4 writes of the output tiles to the compiler,
-/// which did them value by value; here they are permutes. F(4×4, 3×3) runs only where these do ([`chosen`]).
+/// The transforms in AVX-512 intrinsics, 16 tiles a vector (lane q: tile q of a run): the stride-4 reads of the
+/// input patches and the stride-4 writes of the output tiles are permutes. Portable Rust vectorised by the
+/// compiler did those value by value, and F(4×4) then gained only 1.19–1.31× on its layers instead of
+/// 1.32–1.59×; F(4×4, 3×3) runs only where these do ([`chosen`]).
 mod avx512 {
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::*;
