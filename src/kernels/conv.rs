@@ -431,6 +431,7 @@ fn winograd_forward(
             }
         }
         (Algo::Bf16(kernel), None) => super::winograd::forward_bf16(kernel, x, g, weight, bias, relu, pool, out),
+        _ if super::winograd3::chosen(g) => super::winograd3::forward(x, g, weight, bias, relu, pool, out),
         _ if super::winograd4::chosen(g) => super::winograd4::forward(x, g, weight, bias, relu, pool, out),
         _ => super::winograd::forward(x, g, weight, bias, relu, pool, out),
     }

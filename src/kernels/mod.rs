@@ -18,6 +18,7 @@ pub mod raw;
 pub mod simd;
 mod transpose;
 pub mod winograd;
+pub mod winograd3;
 pub mod winograd4;
 pub mod winograd_dw;
 pub mod winograd_input;

@@ -240,7 +240,7 @@ fn input_transform(x: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, v: &mut [f3
 
 /// Input row `y` of `plane` (h × w), columns `x0 − pad ..` into `row`, zero outside the image.
 #[inline(always)]
-fn fill_row(plane: &[f32], (h, w): (usize, usize), y: isize, x0: usize, pad: usize, row: &mut [f32]) {
+pub(super) fn fill_row(plane: &[f32], (h, w): (usize, usize), y: isize, x0: usize, pad: usize, row: &mut [f32]) {
     if y < 0 || y >= h as isize {
         row.fill(0.0);
         return;
@@ -316,6 +316,19 @@ fn tile_outputs(m: [f32; K], b: f32, relu: bool) -> [[f32; 4]; 4] {
 #[allow(clippy::too_many_arguments)]
 fn store_run(out_rows: &[f32], stride: usize, g: &ConvGeom, run: &Run, oc: usize, pool: bool, outp: SendPtr) {
     let (per_tile, ho, wo) = if pool { (2, g.ho / 2, g.wo / 2) } else { (4, g.ho, g.wo) };
+    store_rows(out_rows, stride, (per_tile, ho, wo), g.o, (run, oc), outp);
+}
+
+/// Writes a run's output rows, `per_tile` values of each of `per_tile` rows per tile, into plane (img, oc) of an
+/// N × O × ho × wo output, clipped at its edges; row r of `out_rows` starts at r · `stride`.
+pub(super) fn store_rows(
+    out_rows: &[f32],
+    stride: usize,
+    (per_tile, ho, wo): (usize, usize, usize),
+    o: usize,
+    (run, oc): (&Run, usize),
+    outp: SendPtr,
+) {
     let x0 = per_tile * run.tx0;
     if x0 >= wo {
         return;
@@ -328,10 +341,10 @@ fn store_run(out_rows: &[f32], stride: usize, g: &ConvGeom, run: &Run, oc: usize
         }
         let src = &out_rows[r * stride..r * stride + ncols];
         // SAFETY: y < ho, x0 + ncols ≤ wo, img < n, oc < o: row y of plane (img, oc) of the output, whose length
-        // `forward` checked (pooled sizes with `pool`); only this run's tiles own these outputs (a tile is in one
-        // chunk), and `src` is a checked slice of ncols values.
+        // the caller checked; only this run's tiles own these outputs (a tile is in one chunk), and `src` is a
+        // checked slice of ncols values.
         unsafe {
-            let dst = outp.get().add(((run.img * g.o + oc) * ho + y) * wo + x0);
+            let dst = outp.get().add(((run.img * o + oc) * ho + y) * wo + x0);
             std::ptr::copy_nonoverlapping(src.as_ptr(), dst, ncols);
         }
     }
@@ -623,12 +636,19 @@ mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::kernels::test_values as noise;
 
     /// The convolution in f64, bias and ReLU and pool as `forward`.
-    fn reference(x: &[f32], g: &ConvGeom, w: &[f32], b: &[f32], relu: bool, pool: bool) -> Vec<f64> {
+    pub(in crate::kernels) fn reference(
+        x: &[f32],
+        g: &ConvGeom,
+        w: &[f32],
+        b: &[f32],
+        relu: bool,
+        pool: bool,
+    ) -> Vec<f64> {
         let (n, c, h, wd, o, pad) = (g.n, g.c, g.h, g.w, g.o, g.pad as isize);
         let mut y = vec![0f64; n * o * g.ho * g.wo];
         for img in 0..n {

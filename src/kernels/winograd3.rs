@@ -1,0 +1,565 @@
+//! Winograd F(3×3, 3×3) in f32: the tile for VGG16's 18×18 and 9×9 layers in the f32 forward and input gradient.
+//!
+//! Each 3×3 block of outputs comes from a 5×5 input patch with 25 multiplications per channel pair instead of
+//! 81: 3.24× fewer than a direct convolution, 1.44× fewer than F(2×2, 3×3) on 18×18 and 1.78× fewer on 9×9,
+//! which 3 divides with no ragged tile (F(2×2) covers 9×9 with 10×10, F(4×4) with 12×12). Its 25 blocks of
+//! transformed weights are 26 MB at 512 × 512 channels (F(4×4)'s 36 are 38 MB). The matrices are Toom-Cook's
+//! for the points 0, 1, −1, 2 and ∞, derived and checked in f64 (`tests` below); the rounding error sits between
+//! F(2×2)'s and F(4×4)'s. A tile is not a pooling window, so the fused 2×2 max-pool stays on F(2×2).
+//! The structure is [`super::winograd4`]'s: chunks of tiles, transforms around one gemm per block.
+
+use rayon::prelude::*;
+
+use super::conv::ConvGeom;
+use super::raw::{Pool, SendPtr};
+use super::winograd::{block_products, runs, with_buffers, Run};
+use super::winograd4::{fill_row, store_rows};
+
+/// Tiles of 3×3 outputs from 5×5 input patches.
+const M: usize = 3;
+const T: usize = 5;
+/// The 25 products.
+const K: usize = T * T;
+/// Tiles per vector in the AVX-512 transforms.
+const L: usize = 16;
+
+/// True when the f32 forward of `g` runs here: 3×3 kernels, 8+ input channels, from 9
+/// outputs across up to 18 and AVX-512 for the transforms. See [`super::winograd4::chosen`] for the wider
+/// layers.
+pub fn chosen(g: &ConvGeom) -> bool {
+    g.k == 3 && g.pad <= 2 && g.c >= 8 && (9..=18).contains(&g.ho) && (9..=18).contains(&g.wo) && avx512::available()
+}
+
+/// `U[k][o][c]` = (G g Gᵀ)[k / 5][k % 5] for the 3×3 kernel g = w[o][c] (`u`'s old values do not matter).
+fn transform_weights_into(weight: &[f32], o: usize, c: usize, u: &mut Vec<f32>) {
+    assert_eq!(weight.len(), o * c * 9, "Winograd F(3×3): weight is not O × C × 3 × 3");
+    u.resize(K * o * c, 0.0);
+    let oc = o * c;
+    let up = SendPtr::new(u);
+    (0..o).into_par_iter().for_each_init(
+        || vec![0f32; K * c],
+        |rows, oi| {
+            for ci in 0..c {
+                let g = &weight[(oi * c + ci) * 9..][..9];
+                let cols: [[f32; T]; 3] = std::array::from_fn(|s| g_times([g[s], g[3 + s], g[6 + s]]));
+                for i in 0..T {
+                    let row = g_times([cols[0][i], cols[1][i], cols[2][i]]);
+                    for (j, v) in row.iter().enumerate() {
+                        rows[(i * T + j) * c + ci] = *v;
+                    }
+                }
+            }
+            for (k, row) in rows.chunks_exact(c).enumerate() {
+                // SAFETY: k < 25 and oi < o, so the c values from (k, oi, 0) end at most at 25·o·c = u.len(); row
+                // (k, oi) belongs to this task's oi alone, and `u` lives until the loop ends.
+                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), up.get().add(k * oc + oi * c), c) };
+            }
+        },
+    );
+}
+
+/// G g: G = [[1/2, 0, 0], [1/2, 1/2, 1/2], [1/6, −1/6, 1/6], [1/6, 1/3, 2/3], [0, 0, 1]].
+fn g_times(g: [f32; 3]) -> [f32; T] {
+    let (g0, g1, g2) = (g[0], g[1], g[2]);
+    [
+        g0 / 2.0,
+        (g0 + g1 + g2) / 2.0,
+        (g0 - g1 + g2) / 6.0,
+        g0 / 6.0 + g1 / 3.0 + g2 * (2.0 / 3.0),
+        g2,
+    ]
+}
+
+/// Bᵀ d: Bᵀ = [[2, −1, −2, 1, 0], [0, 2, 1, −1, 0], [0, −2, 3, −1, 0], [0, −1, 0, 1, 0], [0, 2, −1, −2, 1]].
+#[inline(always)]
+fn bt(d: [f32; T]) -> [f32; T] {
+    let (d0, d1, d2, d3, d4) = (d[0], d[1], d[2], d[3], d[4]);
+    [
+        2.0 * (d0 - d2) + (d3 - d1),
+        2.0 * d1 + (d2 - d3),
+        3.0 * d2 - 2.0 * d1 - d3,
+        d3 - d1,
+        2.0 * (d1 - d3) - d2 + d4,
+    ]
+}
+
+/// Aᵀ m: Aᵀ = [[1, 1, 1, 1, 0], [0, 1, −1, 2, 0], [0, 1, 1, 4, 1]].
+#[inline(always)]
+fn at(m: [f32; T]) -> [f32; M] {
+    let sum = m[1] + m[2];
+    [m[0] + sum + m[3], m[1] - m[2] + 2.0 * m[3], sum + 4.0 * m[3] + m[4]]
+}
+
+/// The transformed weights (25 · O · C floats), kept for the next call.
+static TRANSFORMED: Pool<f32> = Pool::new();
+
+/// Tiles per chunk: the larger transformed buffer near 3 MiB, at least 32 tiles, enough chunks for every thread.
+fn chunk_tiles(g: &ConvGeom, total: usize, threads: usize) -> usize {
+    let widest = g.c.max(g.o).max(1);
+    let by_cache = (3 * 1024 * 1024 / (K * 4 * widest)).clamp(32, 4096);
+    let by_threads = total.div_ceil(4 * threads.max(1)).max(32);
+    by_cache.min(by_threads).max(1)
+}
+
+/// Forward convolution with Winograd F(3×3, 3×3), bias and ReLU fused; the contract of
+/// [`super::winograd::forward`]. A 3×3 tile is not a pooling window, so with `pool` the full output goes
+/// through a scratch buffer and a separate 2×2/2 max-pool (floor mode): at 18×18 and 9×9 that extra pass costs
+/// less than F(2×2)'s 1.44–1.78× more products.
+///
+/// Panics when `g` is not a 3×3 geometry with padding ≤ 2 or a buffer's length does not fit `g`.
+pub fn forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, pool: bool, out: &mut [f32]) {
+    let simd = avx512::available();
+    if !pool {
+        return forward_on(simd, x, g, weight, bias, relu, out);
+    }
+    g.check_forward("Winograd F(3×3)", x, bias, out, true);
+    let mut full = UNPOOLED.take(g.output_len(false));
+    forward_on(simd, x, g, weight, bias, relu, &mut full);
+    super::pool::max_pool_planes(&full, g.ho, g.wo, 2, 2, out);
+    UNPOOLED.give(full, 1);
+}
+
+/// The unpooled output of a pooled [`forward`], kept for the next call.
+static UNPOOLED: Pool<f32> = Pool::new();
+
+/// [`forward`] with the AVX-512 transforms (`simd`, which the CPU must have) or the portable ones.
+fn forward_on(simd: bool, x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
+    assert!(!simd || avx512::available(), "Winograd F(3×3): this CPU lacks AVX-512");
+    assert!(
+        g.k == 3 && g.pad <= 2 && g.ho >= 1 && g.wo >= 1,
+        "Winograd F(3×3): {g:?} is not a 3×3 geometry with padding ≤ 2"
+    );
+    g.check_forward("Winograd F(3×3)", x, bias, out, false);
+    let (c, o) = (g.c, g.o);
+    let mut u = TRANSFORMED.take(K * o * c);
+    transform_weights_into(weight, o, c, &mut u);
+    let (th, tw) = (g.ho.div_ceil(M), g.wo.div_ceil(M));
+    let total = g.n * th * tw;
+    let threads = rayon::current_num_threads();
+    let tc = chunk_tiles(g, total, threads);
+    let nchunks = total.div_ceil(tc);
+    let par_chunks = nchunks >= 2 * threads || threads == 1;
+    let par = if par_chunks {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(threads)
+    };
+    let outp = SendPtr::new(out);
+    let run = |chunk: usize| {
+        let t0 = chunk * tc;
+        let nt = tc.min(total - t0);
+        with_buffers(K * c * nt, K * o * nt, |v, m| {
+            let runs = runs(t0, nt, th, tw);
+            if simd {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: available() saw AVX-512 F (asserted above); v holds 25 blocks of c × nt (with_buffers'
+                // size) and the runs are the chunk's (runs() of t0, nt), inside the batch check_forward measured.
+                unsafe {
+                    avx512::input_transform(x, g, &runs, nt, v)
+                };
+            } else {
+                input_transform(x, g, &runs, nt, v);
+            }
+            block_products(&u, v, (o, c, nt), par, m);
+            if simd {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as for the input transform; m holds 25 blocks of o × nt, and `outp` the output whose
+                // length check_forward checked; this chunk's tiles are written by this task alone.
+                unsafe {
+                    avx512::output_transform(m, g, &runs, nt, bias, relu, outp)
+                };
+            } else {
+                output_transform(m, g, &runs, nt, bias, relu, outp);
+            }
+        });
+    };
+    if par_chunks {
+        (0..nchunks).into_par_iter().for_each(run);
+    } else {
+        (0..nchunks).for_each(run);
+    }
+    TRANSFORMED.give(u, 1);
+}
+
+// The portable transforms, tile by tile: the reference for the AVX-512 ones.
+
+/// `v[k][ci][t]` = (Bᵀ d B)[k / 5][k % 5] for the 5×5 input patch d of the chunk's tile t, channel ci.
+fn input_transform(x: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, v: &mut [f32]) {
+    let (c, h, w, pad) = (g.c, g.h, g.w, g.pad);
+    let width = M * runs.iter().map(|r| r.len).max().unwrap_or(0) + 2;
+    let mut rows = vec![0f32; T * width];
+    for run in runs {
+        for ci in 0..c {
+            let plane = &x[(run.img * c + ci) * h * w..][..h * w];
+            for (r, row) in rows.chunks_exact_mut(width).enumerate() {
+                let y = (M * run.ty + r) as isize - pad as isize;
+                fill_row(plane, (h, w), y, M * run.tx0, pad, &mut row[..M * run.len + 2]);
+            }
+            for q in 0..run.len {
+                let cols: [[f32; T]; T] =
+                    std::array::from_fn(|a| bt(std::array::from_fn(|r| rows[r * width + M * q + a])));
+                for i in 0..T {
+                    let both = bt(std::array::from_fn(|a| cols[a][i]));
+                    for (j, value) in both.into_iter().enumerate() {
+                        v[((i * T + j) * c + ci) * nt + run.t + q] = value;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `out[img][oc][3ty + r][3tx + s]` = act(b[oc] + (Aᵀ M A)[r][s]), skipping positions past the output's edge.
+#[allow(clippy::too_many_arguments)]
+fn output_transform(m: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, bias: Option<&[f32]>, relu: bool, outp: SendPtr) {
+    let o = g.o;
+    let stride = M * runs.iter().map(|r| r.len).max().unwrap_or(0);
+    let mut out_rows = vec![0f32; M * stride];
+    for oc in 0..o {
+        let b = bias.map_or(0.0, |b| b[oc]);
+        for run in runs {
+            for q in 0..run.len {
+                let mt: [f32; K] = std::array::from_fn(|k| m[(k * o + oc) * nt + run.t + q]);
+                let by_rows: [[f32; M]; T] = std::array::from_fn(|j| at(std::array::from_fn(|i| mt[i * T + j])));
+                for r in 0..M {
+                    let row = at(std::array::from_fn(|j| by_rows[j][r]));
+                    for (s, value) in row.into_iter().enumerate() {
+                        let value = value + b;
+                        out_rows[r * stride + M * q + s] = if relu { value.max(0.0) } else { value };
+                    }
+                }
+            }
+            store_rows(&out_rows, stride, (M, g.ho, g.wo), o, (run, oc), outp);
+        }
+    }
+}
+
+/// The transforms in AVX-512 intrinsics, 16 tiles a vector (lane q: tile q of a run); the stride-3 reads and
+/// writes are permutes. Plain loops only: a closure would not inherit the AVX-512 of its function.
+mod avx512 {
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    use super::{fill_row, store_rows, ConvGeom, Run, SendPtr, K, L, M, T};
+
+    /// True when this CPU runs the AVX-512 transforms.
+    pub fn available() -> bool {
+        super::super::winograd_input::available_f32()
+    }
+
+    /// Bᵀ d, 16 tiles at once.
+    // SAFETY (callers): needs AVX-512 F; only inlined into the AVX-512 transforms below, whose callers check it.
+    #[inline(always)]
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn bt(d: [__m512; T]) -> [__m512; T] {
+        // SAFETY: only inlined into functions compiled with AVX-512 F, which their callers checked.
+        unsafe {
+            let two = _mm512_set1_ps(2.0);
+            let d31 = _mm512_sub_ps(d[3], d[1]);
+            [
+                _mm512_fmadd_ps(two, _mm512_sub_ps(d[0], d[2]), d31),
+                _mm512_fmadd_ps(two, d[1], _mm512_sub_ps(d[2], d[3])),
+                _mm512_sub_ps(
+                    _mm512_fmsub_ps(_mm512_set1_ps(3.0), d[2], _mm512_mul_ps(two, d[1])),
+                    d[3],
+                ),
+                d31,
+                _mm512_add_ps(
+                    _mm512_fnmadd_ps(two, d31, d[4]),
+                    _mm512_sub_ps(_mm512_setzero_ps(), d[2]),
+                ),
+            ]
+        }
+    }
+
+    /// Aᵀ m, 16 tiles at once.
+    // SAFETY (callers): as for `bt`.
+    #[inline(always)]
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn at(m: [__m512; T]) -> [__m512; M] {
+        // SAFETY: as for `bt`.
+        unsafe {
+            let sum = _mm512_add_ps(m[1], m[2]);
+            [
+                _mm512_add_ps(_mm512_add_ps(m[0], sum), m[3]),
+                _mm512_fmadd_ps(_mm512_set1_ps(2.0), m[3], _mm512_sub_ps(m[1], m[2])),
+                _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(4.0), m[3], sum), m[4]),
+            ]
+        }
+    }
+
+    /// Columns 3q + a (a = 0..5) of 16 tiles' patches from a row of at least 64 values: for each a, one permute
+    /// over the first 32 values and one over the next 32 (a permute reads the low 5 bits of each index), joined
+    /// by a mask.
+    // SAFETY (callers): as for `bt`; the row is a checked reference to 64 values.
+    #[inline(always)]
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn patch_columns(row: &[f32; 64]) -> [__m512; T] {
+        // SAFETY: the loads read row[0 .. 64]; the rest as for `bt`.
+        unsafe {
+            let p = row.as_ptr();
+            let z0 = _mm512_loadu_ps(p);
+            let z1 = _mm512_loadu_ps(p.add(16));
+            let z2 = _mm512_loadu_ps(p.add(32));
+            let z3 = _mm512_loadu_ps(p.add(48));
+            let base = _mm512_set_epi32(45, 42, 39, 36, 33, 30, 27, 24, 21, 18, 15, 12, 9, 6, 3, 0);
+            let mut cols = [z0; T];
+            for (a, col) in cols.iter_mut().enumerate() {
+                let idx = _mm512_add_epi32(base, _mm512_set1_epi32(a as i32));
+                // Lanes whose column 3q + a is 32 or more come from the second pair of registers.
+                let high = _mm512_cmpge_epi32_mask(idx, _mm512_set1_epi32(32));
+                let lo = _mm512_permutex2var_ps(z0, idx, z1);
+                let hi = _mm512_permutex2var_ps(z2, idx, z3);
+                *col = _mm512_mask_blend_ps(high, lo, hi);
+            }
+            cols
+        }
+    }
+
+    /// `out[3q + s] = y[s][q]`: 3 vectors of 16 tiles into 48 values, tile by tile.
+    // SAFETY (callers): as for `bt`; `out` is a checked reference to 48 values.
+    #[inline(always)]
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn interleave3(y: [__m512; M], out: &mut [f32; 48]) {
+        // SAFETY: the stores write out[0 .. 48]; the rest as for `bt`.
+        unsafe {
+            let p = out.as_mut_ptr();
+            for part in 0..3 {
+                let i01 = _mm512_loadu_si512(INTERLEAVE.from01[part].as_ptr().cast());
+                let i2 = _mm512_loadu_si512(INTERLEAVE.from2[part].as_ptr().cast());
+                let two = _mm512_permutex2var_ps(y[0], i01, y[1]);
+                let all = _mm512_mask_permutexvar_ps(two, INTERLEAVE.lanes2[part], i2, y[2]);
+                _mm512_storeu_ps(p.add(16 * part), all);
+            }
+        }
+    }
+
+    /// The permutes of [`interleave3`], per output vector `part`: value v = 16·part + lane is y[v % 3][v / 3];
+    /// y0 and y1 come by one two-source permute (index 16·s + q), y2 by a one-source permute over the lanes
+    /// where s = 2.
+    struct Interleave {
+        from01: [[i32; 16]; 3],
+        from2: [[i32; 16]; 3],
+        lanes2: [u16; 3],
+    }
+
+    const INTERLEAVE: Interleave = {
+        let mut t = Interleave {
+            from01: [[0; 16]; 3],
+            from2: [[0; 16]; 3],
+            lanes2: [0; 3],
+        };
+        let mut part = 0;
+        while part < 3 {
+            let mut lane = 0;
+            while lane < 16 {
+                let v = 16 * part + lane;
+                let (q, s) = ((v / 3) as i32, v % 3);
+                if s == 2 {
+                    t.from2[part][lane] = q;
+                    t.lanes2[part] |= 1 << lane;
+                } else {
+                    t.from01[part][lane] = 16 * s as i32 + q;
+                }
+                lane += 1;
+            }
+            part += 1;
+        }
+        t
+    };
+
+    /// The lanes of a block of `l` ≤ 16 tiles.
+    #[cfg(target_arch = "x86_64")]
+    fn lanes(l: usize) -> __mmask16 {
+        ((1u32 << l) - 1) as __mmask16
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512 F; `v` must hold 25 blocks of C × nt and the runs lie inside the chunk of nt
+    /// tiles and the batch of `x` (N × C × H × W of `g`).
+    // SAFETY (callers): see "# Safety"; the only caller is `super::forward_on`, which checks it.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn input_transform(x: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, v: &mut [f32]) {
+        let (c, h, w, pad) = (g.c, g.h, g.w, g.pad);
+        let padded = runs.iter().map(|r| r.len).max().unwrap_or(0).div_ceil(L) * L;
+        // The run's 5 input rows from column 3·tx0 − pad, and 16 more values for the last block's reads.
+        let width = M * padded + L;
+        let mut rows = vec![0f32; T * width];
+        for run in runs {
+            for ci in 0..c {
+                let plane = &x[(run.img * c + ci) * h * w..][..h * w];
+                for (r, row) in rows.chunks_exact_mut(width).enumerate() {
+                    let y = (M * run.ty + r) as isize - pad as isize;
+                    fill_row(plane, (h, w), y, M * run.tx0, pad, row);
+                }
+                for q0 in (0..run.len).step_by(L) {
+                    let l = L.min(run.len - q0);
+                    let mut d = [[_mm512_setzero_ps(); T]; T];
+                    for (r, dr) in d.iter_mut().enumerate() {
+                        let row = <&[f32; 64]>::try_from(&rows[r * width + M * q0..][..64]).expect("64 values");
+                        // SAFETY: this function runs with AVX-512 F.
+                        *dr = unsafe { patch_columns(row) };
+                    }
+                    let mut by_cols = [[_mm512_setzero_ps(); T]; T];
+                    for a in 0..T {
+                        let mut column = [_mm512_setzero_ps(); T];
+                        for (value, dr) in column.iter_mut().zip(&d) {
+                            *value = dr[a];
+                        }
+                        // SAFETY: as above.
+                        let rows_done = unsafe { bt(column) };
+                        for (bc, value) in by_cols.iter_mut().zip(rows_done) {
+                            bc[a] = value;
+                        }
+                    }
+                    for (i, col) in by_cols.into_iter().enumerate() {
+                        // SAFETY: as above.
+                        let both = unsafe { bt(col) };
+                        for (j, value) in both.into_iter().enumerate() {
+                            let at = ((i * T + j) * c + ci) * nt + run.t + q0;
+                            let dst = &mut v[at..at + l];
+                            // SAFETY: the mask writes the first l lanes, the l values of `dst`.
+                            unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), lanes(l), value) };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512 F; `m` must hold 25 blocks of O × nt, the runs lie inside the chunk and the batch,
+    /// and `outp` point to the N × O × Ho × Wo output of `g`, of which this chunk's tiles are written by this call
+    /// alone.
+    #[allow(clippy::too_many_arguments)]
+    // SAFETY (callers): see "# Safety"; the only caller is `super::forward_on`, which checks it.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn output_transform(
+        m: &[f32],
+        g: &ConvGeom,
+        runs: &[Run],
+        nt: usize,
+        bias: Option<&[f32]>,
+        relu: bool,
+        outp: SendPtr,
+    ) {
+        let o = g.o;
+        let padded = runs.iter().map(|r| r.len).max().unwrap_or(0).div_ceil(L) * L;
+        let stride = M * padded;
+        let mut out_rows = vec![0f32; M * stride];
+        let zero = _mm512_setzero_ps();
+        for oc in 0..o {
+            let b = _mm512_set1_ps(bias.map_or(0.0, |b| b[oc]));
+            for run in runs {
+                for q0 in (0..run.len).step_by(L) {
+                    let l = L.min(run.len - q0);
+                    let mut mv = [zero; K];
+                    for (k, value) in mv.iter_mut().enumerate() {
+                        let at = (k * o + oc) * nt + run.t + q0;
+                        let src = &m[at..at + l];
+                        // SAFETY: the mask reads the first l lanes, the l values of `src`.
+                        *value = unsafe { _mm512_maskz_loadu_ps(lanes(l), src.as_ptr()) };
+                    }
+                    let mut by_cols = [[zero; T]; M];
+                    for j in 0..T {
+                        let mut column = [zero; T];
+                        for (i, value) in column.iter_mut().enumerate() {
+                            *value = mv[i * T + j];
+                        }
+                        // SAFETY: this function runs with AVX-512 F.
+                        let rows_done = unsafe { at(column) };
+                        for (bc, value) in by_cols.iter_mut().zip(rows_done) {
+                            bc[j] = value;
+                        }
+                    }
+                    for (r, col) in by_cols.into_iter().enumerate() {
+                        // SAFETY: as above.
+                        let mut y = unsafe { at(col) };
+                        for value in y.iter_mut() {
+                            *value = _mm512_add_ps(*value, b);
+                            if relu {
+                                *value = _mm512_max_ps(*value, zero);
+                            }
+                        }
+                        let dst =
+                            <&mut [f32; 48]>::try_from(&mut out_rows[r * stride + M * q0..][..48]).expect("48 values");
+                        // SAFETY: as above.
+                        unsafe { interleave3(y, dst) };
+                    }
+                }
+                store_rows(&out_rows, stride, (M, g.ho, g.wo), o, (run, oc), outp);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::test_values as noise;
+    use crate::kernels::winograd4::tests::reference;
+
+    #[test]
+    fn f3x3_equals_the_convolution_to_f32_rounding_at_every_edge_and_padding() {
+        // (n, c, h, w, o, pad): sizes that are and are not multiples of 3, runs longer than 16 tiles, padding
+        // 0–2, one-pixel images, 9×9 and 18×18 as in VGG16, and enough tiles for several chunks.
+        let cases = [
+            (2, 8, 9, 9, 8, 1),
+            (1, 5, 10, 11, 3, 1),
+            (3, 4, 7, 6, 5, 0),
+            (1, 3, 10, 13, 4, 2),
+            (1, 2, 1, 1, 2, 1),
+            (1, 4, 5, 70, 3, 1),
+            (5, 9, 18, 18, 10, 1),
+            (1, 64, 9, 9, 4, 1),
+        ];
+        for (i, &(n, c, h, w, o, pad)) in cases.iter().enumerate() {
+            let g = ConvGeom::new(n, c, h, w, o, 3, pad);
+            let x = noise(n * c * h * w, 1 + i as u64);
+            let wt = noise(o * c * 9, 100 + i as u64);
+            let b = noise(o, 200 + i as u64);
+            for (relu, pool) in [(false, false), (true, false), (true, true)] {
+                let want = reference(&x, &g, &wt, &b, relu, pool);
+                let scale = want.iter().fold(1e-6f64, |s, v| s.max(v.abs()));
+                let mut paths = vec![false];
+                if avx512::available() {
+                    paths.push(true);
+                } else {
+                    eprintln!("winograd3: no AVX-512 on this CPU, its transforms skipped");
+                }
+                for simd in paths {
+                    let mut got = vec![f32::NAN; g.output_len(pool)];
+                    if pool {
+                        // The pooled path takes the CPU's transforms.
+                        if !simd && avx512::available() {
+                            continue;
+                        }
+                        forward(&x, &g, &wt, Some(&b), relu, true, &mut got);
+                    } else {
+                        forward_on(simd, &x, &g, &wt, Some(&b), relu, &mut got);
+                    }
+                    assert!(got.iter().all(|v| v.is_finite()), "case {i}: an output was not written");
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        .fold(0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
+                    assert!(
+                        worst / scale < 1e-5,
+                        "case {i} relu {relu} pool {pool} simd {simd}: max difference {worst} of {scale}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_18_and_9_pixel_layers_are_chosen() {
+        let simd = avx512::available();
+        assert_eq!(chosen(&ConvGeom::new(32, 512, 18, 18, 512, 3, 1)), simd);
+        assert_eq!(chosen(&ConvGeom::new(32, 512, 9, 9, 512, 3, 1)), simd);
+        assert!(!chosen(&ConvGeom::new(32, 256, 37, 37, 256, 3, 1)));
+        assert!(!chosen(&ConvGeom::new(32, 512, 18, 18, 512, 5, 2)));
+    }
+}
