@@ -12,8 +12,8 @@ use rayon::prelude::*;
 
 use super::conv::ConvGeom;
 use super::raw::{Pool, SendPtr};
-use super::winograd::{block_products, runs, with_buffers, Run};
-use super::winograd4::{fill_row, store_rows};
+use super::winograd::Run;
+use super::winograd4::{fill_row, over_chunks, store_rows};
 
 /// Tiles of 3×3 outputs from 5×5 input patches.
 const M: usize = 3;
@@ -93,14 +93,6 @@ fn at(m: [f32; T]) -> [f32; M] {
 /// The transformed weights (25 · O · C floats), kept for the next call.
 static TRANSFORMED: Pool<f32> = Pool::new();
 
-/// Tiles per chunk: the larger transformed buffer near 3 MiB, at least 32 tiles, enough chunks for every thread.
-fn chunk_tiles(g: &ConvGeom, total: usize, threads: usize) -> usize {
-    let widest = g.c.max(g.o).max(1);
-    let by_cache = (3 * 1024 * 1024 / (K * 4 * widest)).clamp(32, 4096);
-    let by_threads = total.div_ceil(4 * threads.max(1)).max(32);
-    by_cache.min(by_threads).max(1)
-}
-
 /// Forward convolution with Winograd F(3×3, 3×3), bias and ReLU fused; the contract of
 /// [`super::winograd::forward`]. A 3×3 tile is not a pooling window, so with `pool` the full output goes
 /// through a scratch buffer and a separate 2×2/2 max-pool (floor mode): at 18×18 and 9×9 that extra pass costs
@@ -133,51 +125,32 @@ fn forward_on(simd: bool, x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<
     let (c, o) = (g.c, g.o);
     let mut u = TRANSFORMED.take(K * o * c);
     transform_weights_into(weight, o, c, &mut u);
-    let (th, tw) = (g.ho.div_ceil(M), g.wo.div_ceil(M));
-    let total = g.n * th * tw;
-    let threads = rayon::current_num_threads();
-    let tc = chunk_tiles(g, total, threads);
-    let nchunks = total.div_ceil(tc);
-    let par_chunks = nchunks >= 2 * threads || threads == 1;
-    let par = if par_chunks {
-        gemm::Parallelism::None
-    } else {
-        gemm::Parallelism::Rayon(threads)
-    };
     let outp = SendPtr::new(out);
-    let run = |chunk: usize| {
-        let t0 = chunk * tc;
-        let nt = tc.min(total - t0);
-        with_buffers(K * c * nt, K * o * nt, |v, m| {
-            let runs = runs(t0, nt, th, tw);
-            if simd {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: available() saw AVX-512 F (asserted above); v holds 25 blocks of c × nt (with_buffers'
-                // size) and the runs are the chunk's (runs() of t0, nt), inside the batch check_forward measured.
-                unsafe {
-                    avx512::input_transform(x, g, &runs, nt, v)
-                };
-            } else {
-                input_transform(x, g, &runs, nt, v);
-            }
-            block_products(&u, v, (o, c, nt), par, m);
-            if simd {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as for the input transform; m holds 25 blocks of o × nt, and `outp` the output whose
-                // length check_forward checked; this chunk's tiles are written by this task alone.
-                unsafe {
-                    avx512::output_transform(m, g, &runs, nt, bias, relu, outp)
-                };
-            } else {
-                output_transform(m, g, &runs, nt, bias, relu, outp);
-            }
-        });
+    let input = |runs: &[Run], nt: usize, v: &mut [f32]| {
+        if simd {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: available() saw AVX-512 F (asserted above); v holds 25 blocks of c × nt and the runs are a
+            // chunk's, inside the batch check_forward measured (over_chunks).
+            unsafe {
+                avx512::input_transform(x, g, runs, nt, v)
+            };
+        } else {
+            input_transform(x, g, runs, nt, v);
+        }
     };
-    if par_chunks {
-        (0..nchunks).into_par_iter().for_each(run);
-    } else {
-        (0..nchunks).for_each(run);
-    }
+    let output = |m: &[f32], runs: &[Run], nt: usize| {
+        if simd {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as for the input transform; m holds 25 blocks of o × nt, and `outp` the output whose length
+            // check_forward checked; a chunk's tiles are written by its task alone (over_chunks).
+            unsafe {
+                avx512::output_transform(m, g, runs, nt, bias, relu, outp)
+            };
+        } else {
+            output_transform(m, g, runs, nt, bias, relu, outp);
+        }
+    };
+    over_chunks(g, (M, K), &u, &input, &output);
     TRANSFORMED.give(u, 1);
 }
 

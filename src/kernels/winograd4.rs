@@ -119,12 +119,12 @@ fn at(m: [f32; T]) -> [f32; 4] {
 /// The f32 forward's transformed weights (36 · O · C floats), kept for the next call as in [`super::winograd`].
 static TRANSFORMED: Pool<f32> = Pool::new();
 
-/// Tiles per chunk: the larger transformed buffer (36 × channels × tiles floats) near 3 MiB, at least 32 tiles,
+/// Tiles per chunk: the larger transformed buffer (blocks × channels × tiles floats) near 3 MiB, at least 32 tiles,
 /// and enough chunks to keep every thread busy. Chunks of 1, 2, 3, 4 and 8 MiB were timed on block1–block3
 /// (AMD EPYC Zen 5, 1 MiB L2 per core): 3 was best or near it on every layer, 8 up to 30% slower.
-fn chunk_tiles(g: &ConvGeom, total: usize, threads: usize) -> usize {
+fn chunk_tiles(g: &ConvGeom, blocks: usize, total: usize, threads: usize) -> usize {
     let widest = g.c.max(g.o).max(1);
-    let by_cache = (3 * 1024 * 1024 / (K * 4 * widest)).clamp(32, 4096);
+    let by_cache = (3 * 1024 * 1024 / (blocks * 4 * widest)).clamp(32, 4096);
     let by_threads = total.div_ceil(4 * threads.max(1)).max(32);
     by_cache.min(by_threads).max(1)
 }
@@ -159,10 +159,56 @@ fn forward_on(
     let (c, o) = (g.c, g.o);
     let mut u = TRANSFORMED.take(K * o * c);
     transform_weights_into(weight, o, c, &mut u);
-    let (th, tw) = (g.ho.div_ceil(4), g.wo.div_ceil(4));
+    let outp = SendPtr::new(out);
+    let input = |runs: &[Run], nt: usize, v: &mut [f32]| {
+        if simd {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: available() saw AVX-512 F (asserted above); v holds 36 blocks of c × nt and the runs are a
+            // chunk's, inside the batch check_forward measured (over_chunks).
+            unsafe {
+                avx512::input_transform(x, g, runs, nt, v)
+            };
+        } else {
+            input_transform(x, g, runs, nt, v);
+        }
+    };
+    let output = |m: &[f32], runs: &[Run], nt: usize| {
+        if simd {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as for the input transform; m holds 36 blocks of o × nt, and `outp` the output whose length
+            // check_forward checked; a chunk's tiles are written by its task alone (over_chunks).
+            unsafe {
+                avx512::output_transform(m, g, runs, nt, bias, relu, pool, outp)
+            };
+        } else {
+            output_transform(m, g, runs, nt, bias, relu, pool, outp);
+        }
+    };
+    over_chunks(g, (4, K), &u, &input, &output);
+    TRANSFORMED.give(u, 1);
+}
+
+/// A chunk's input transform: (its runs of tiles, nt, the transformed input to write).
+pub(super) type InputTransform<'a> = dyn Fn(&[Run], usize, &mut [f32]) + Sync + 'a;
+/// A chunk's output transform: (the products, its runs of tiles, nt).
+pub(super) type OutputTransform<'a> = dyn Fn(&[f32], &[Run], usize) + Sync + 'a;
+
+/// The chunk loop of the large-tile Winograd forwards (F(4×4) here, F(3×3) in [`super::winograd3`]): tiles of
+/// `side` × `side` outputs and `blocks` products with the transformed weights `u` (blocks × O × C). Per chunk of
+/// tiles, in parallel, `input` writes the transformed input (blocks × C × nt), one gemm per block makes the
+/// products (blocks × O × nt), and `output` transforms them into the output.
+pub(super) fn over_chunks(
+    g: &ConvGeom,
+    (side, blocks): (usize, usize),
+    u: &[f32],
+    input: &InputTransform,
+    output: &OutputTransform,
+) {
+    let (c, o) = (g.c, g.o);
+    let (th, tw) = (g.ho.div_ceil(side), g.wo.div_ceil(side));
     let total = g.n * th * tw;
     let threads = rayon::current_num_threads();
-    let tc = chunk_tiles(g, total, threads);
+    let tc = chunk_tiles(g, blocks, total, threads);
     let nchunks = total.div_ceil(tc);
     let par_chunks = nchunks >= 2 * threads || threads == 1;
     let par = if par_chunks {
@@ -170,33 +216,14 @@ fn forward_on(
     } else {
         gemm::Parallelism::Rayon(threads)
     };
-    let outp = SendPtr::new(out);
     let run = |chunk: usize| {
         let t0 = chunk * tc;
         let nt = tc.min(total - t0);
-        with_buffers(K * c * nt, K * o * nt, |v, m| {
+        with_buffers(blocks * c * nt, blocks * o * nt, |v, m| {
             let runs = runs(t0, nt, th, tw);
-            if simd {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: available() saw AVX-512 F (asserted above); v holds 36 blocks of c × nt (with_buffers'
-                // size) and the runs are the chunk's (runs() of t0, nt), inside the batch check_forward measured.
-                unsafe {
-                    avx512::input_transform(x, g, &runs, nt, v)
-                };
-            } else {
-                input_transform(x, g, &runs, nt, v);
-            }
-            block_products(&u, v, (o, c, nt), par, m);
-            if simd {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as for the input transform; m holds 36 blocks of o × nt, and `outp` the output whose
-                // length check_forward checked; this chunk's tiles are written by this task alone.
-                unsafe {
-                    avx512::output_transform(m, g, &runs, nt, bias, relu, pool, outp)
-                };
-            } else {
-                output_transform(m, g, &runs, nt, bias, relu, pool, outp);
-            }
+            input(&runs, nt, v);
+            block_products(u, v, (o, c, nt), par, m);
+            output(m, &runs, nt);
         });
     };
     if par_chunks {
@@ -204,7 +231,6 @@ fn forward_on(
     } else {
         (0..nchunks).for_each(run);
     }
-    TRANSFORMED.give(u, 1);
 }
 
 // The portable transforms, tile by tile: the reference for the AVX-512 ones (the tests hold both to an f64
