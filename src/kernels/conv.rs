@@ -643,6 +643,7 @@ pub fn conv_weight_grad_with(algo: Algo, x: &[f32], g: &ConvGeom, dy: &[f32], dw
             im2col_weight_grad(x, g, dy, matches!(algo, Algo::Bf16(_)), dw, db)
         }
         Algo::Bf16(kernel) => super::winograd::weight_grad_bf16(kernel, x, g, dy, dw, db),
+        _ if super::winograd3::chosen(g) => super::winograd3::weight_grad(x, g, dy, dw, db),
         _ => super::winograd::weight_grad(x, g, dy, dw, db),
     }
 }

@@ -11,8 +11,8 @@
 use rayon::prelude::*;
 
 use super::conv::ConvGeom;
-use super::raw::{Pool, SendPtr};
-use super::winograd::Run;
+use super::raw::{sgemm, Pool, SendPtr};
+use super::winograd::{bias_grad, check_weight_grad, runs, with_buffers, Run};
 use super::winograd4::{fill_row, over_chunks, store_rows};
 
 /// Tiles of 3×3 outputs from 5×5 input patches.
@@ -152,6 +152,172 @@ fn forward_on(simd: bool, x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<
     };
     over_chunks(g, (M, K), &u, &input, &output);
     TRANSFORMED.give(u, 1);
+}
+
+/// The weight gradient's per-thread sums of the 25 products (25 · O · C floats), kept between calls.
+static SUMS: Pool<f32> = Pool::new();
+
+/// Weight and bias gradients by Winograd F(3×3, 3×3): per tile, the transformed input `V = Bᵀ d B` (the
+/// forward's) and the transformed output gradient `Ŷ = A dy Aᵀ`; per block k, `S_k (O × C) = Σ_tiles Ŷ_k Vᵀ_k`
+/// as one gemm per chunk of tiles; then `dw = Gᵀ S G` for every kernel. `x` is N × C × H × W, `dy`
+/// N × O × Ho × Wo, `dw` O × C × 3 × 3, `db` O.
+///
+/// Panics when `g` is not a 3×3 geometry with padding ≤ 2 or a buffer does not fit it.
+pub fn weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
+    weight_grad_on(avx512::available(), x, g, dy, dw, db)
+}
+
+/// [`weight_grad`] with the AVX-512 transforms (`simd`, which the CPU must have) or the portable ones.
+fn weight_grad_on(simd: bool, x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
+    assert!(!simd || avx512::available(), "Winograd F(3×3): this CPU lacks AVX-512");
+    assert!(
+        g.k == 3 && g.pad <= 2 && g.ho >= 1 && g.wo >= 1,
+        "Winograd F(3×3): {g:?} is not a 3×3 geometry with padding ≤ 2"
+    );
+    check_weight_grad(x, g, dy, dw, db);
+    let (c, o) = (g.c, g.o);
+    let (th, tw) = (g.ho.div_ceil(M), g.wo.div_ceil(M));
+    let total = g.n * th * tw;
+    let threads = rayon::current_num_threads().max(1);
+    // One run of chunks per thread, each summing into its own 25 · O · C accumulators; chunks of tiles whose
+    // transformed input and gradient stay near 8 MiB each.
+    let per_thread = total.div_ceil(threads);
+    let tc = (8 * 1024 * 1024 / (K * 4 * c.max(o).max(1)))
+        .clamp(32, 4096)
+        .min(per_thread);
+    let groups = threads.min(total.div_ceil(tc)).max(1);
+    let par = if groups == 1 && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    let oc_len = o * c;
+    let mut partials: Vec<Vec<f32>> = (0..groups).map(|_| SUMS.take(K * oc_len)).collect();
+    partials.par_iter_mut().enumerate().for_each(|(gi, acc)| {
+        let (first, end) = (gi * total / groups, (gi + 1) * total / groups);
+        if first == end {
+            // An empty batch: nothing to sum.
+            acc.fill(0.0);
+            return;
+        }
+        // No zeroing: the first chunk's products overwrite every value (`accumulate` is false for it).
+        for (n, t0) in (first..end).step_by(tc).enumerate() {
+            let nt = tc.min(end - t0);
+            with_buffers(K * c * nt, K * o * nt, |v, yh| {
+                let runs = runs(t0, nt, th, tw);
+                if simd {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: available() saw AVX-512 F (asserted above); v holds 25 blocks of c × nt and yh 25 of
+                    // o × nt (with_buffers' sizes), the runs lie inside the batch (check_weight_grad).
+                    unsafe {
+                        avx512::input_transform(x, g, &runs, nt, v);
+                        avx512::grad_transform(dy, g, &runs, nt, yh);
+                    }
+                } else {
+                    input_transform(x, g, &runs, nt, v);
+                    grad_transform(dy, g, &runs, nt, yh);
+                }
+                for k in 0..K {
+                    // SAFETY: acc holds 25 blocks of o × c (SUMS.take above), yh 25 of o × nt and v 25 of c × nt
+                    // (with_buffers' sizes); block k of each is inside its buffer, and acc is this task's own.
+                    unsafe {
+                        sgemm(
+                            o,
+                            c,
+                            nt,
+                            acc.as_mut_ptr().add(k * oc_len),
+                            c as isize,
+                            n > 0,
+                            yh.as_ptr().add(k * o * nt),
+                            1,
+                            nt as isize,
+                            v.as_ptr().add(k * c * nt),
+                            nt as isize,
+                            1,
+                            par,
+                        );
+                    }
+                }
+            });
+        }
+    });
+    weights_from_sums(&partials, o, c, dw);
+    for acc in partials {
+        SUMS.give(acc, threads);
+    }
+    bias_grad(dy, g, db);
+}
+
+/// `dw[o][c] = Gᵀ S G` with S the sum over `parts` of the 25 products of kernel (o, c), in blocks of kernels so
+/// that the sums are read as contiguous runs.
+fn weights_from_sums(parts: &[Vec<f32>], o: usize, c: usize, dw: &mut [f32]) {
+    let oc_len = o * c;
+    assert!(
+        dw.len() == 9 * oc_len && parts.iter().all(|p| p.len() == K * oc_len),
+        "Winograd F(3×3): sums or weight gradient do not fit {o} × {c}"
+    );
+    const BLOCK: usize = 64;
+    dw.par_chunks_mut(9 * BLOCK).enumerate().for_each(|(blk, out)| {
+        let (idx0, count) = (blk * BLOCK, out.len() / 9);
+        let mut sums = [[0f32; BLOCK]; K];
+        for (k, row) in sums.iter_mut().enumerate() {
+            for part in parts {
+                for (s, v) in row.iter_mut().zip(&part[k * oc_len + idx0..][..count]) {
+                    *s += v;
+                }
+            }
+        }
+        for (j, kernel) in out.chunks_exact_mut(9).enumerate() {
+            // Gᵀ over the columns of S (per column b), then over the rows of the result.
+            let cols: [[f32; 3]; T] = std::array::from_fn(|b| gt_times(std::array::from_fn(|a| sums[a * T + b][j])));
+            for (i, row) in kernel.chunks_exact_mut(3).enumerate() {
+                row.copy_from_slice(&gt_times(std::array::from_fn(|b| cols[b][i])));
+            }
+        }
+    });
+}
+
+/// Gᵀ s: Gᵀ = [[1/2, 1/2, 1/6, 1/6, 0], [0, 1/2, −1/6, 1/3, 0], [0, 1/2, 1/6, 2/3, 1]].
+fn gt_times(s: [f32; T]) -> [f32; 3] {
+    [
+        (s[0] + s[1]) / 2.0 + (s[2] + s[3]) / 6.0,
+        (s[1] / 2.0 - s[2] / 6.0) + s[3] / 3.0,
+        (s[1] / 2.0 + s[2] / 6.0) + (s[3] * (2.0 / 3.0) + s[4]),
+    ]
+}
+
+/// A g for an output-gradient column (or row) g: A = [[1, 0, 0], [1, 1, 1], [1, −1, 1], [1, 2, 4], [0, 0, 1]].
+#[inline(always)]
+fn a_times(g: [f32; M]) -> [f32; T] {
+    let (g0, g1, g2) = (g[0], g[1], g[2]);
+    [g0, g0 + g1 + g2, g0 - g1 + g2, g0 + 2.0 * g1 + 4.0 * g2, g2]
+}
+
+/// `yh[k][oc][t]` = (A dy Aᵀ)[k / 5][k % 5] for the 3×3 output-gradient tile dy of the chunk's tile t (zero past
+/// the output's edge).
+fn grad_transform(dy: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, yh: &mut [f32]) {
+    let (o, ho, wo) = (g.o, g.ho, g.wo);
+    let width = M * runs.iter().map(|r| r.len).max().unwrap_or(0);
+    let mut rows = vec![0f32; M * width];
+    for run in runs {
+        for oc in 0..o {
+            let plane = &dy[(run.img * o + oc) * ho * wo..][..ho * wo];
+            for (r, row) in rows.chunks_exact_mut(width).enumerate() {
+                let y = (M * run.ty + r) as isize;
+                fill_row(plane, (ho, wo), y, M * run.tx0, 0, &mut row[..M * run.len]);
+            }
+            for q in 0..run.len {
+                let cols: [[f32; T]; M] =
+                    std::array::from_fn(|s| a_times(std::array::from_fn(|r| rows[r * width + M * q + s])));
+                for i in 0..T {
+                    let both = a_times(std::array::from_fn(|s| cols[s][i]));
+                    for (j, value) in both.into_iter().enumerate() {
+                        yh[((i * T + j) * o + oc) * nt + run.t + q] = value;
+                    }
+                }
+            }
+        }
+    }
 }
 
 // The portable transforms, tile by tile: the reference for the AVX-512 ones.
@@ -401,6 +567,84 @@ mod avx512 {
         }
     }
 
+    /// A g, 16 tiles at once.
+    // SAFETY (callers): as for `bt`.
+    #[inline(always)]
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn a_times(g: [__m512; M]) -> [__m512; T] {
+        // SAFETY: as for `bt`.
+        unsafe {
+            let ends = _mm512_add_ps(g[0], g[2]);
+            [
+                g[0],
+                _mm512_add_ps(ends, g[1]),
+                _mm512_sub_ps(ends, g[1]),
+                _mm512_fmadd_ps(
+                    _mm512_set1_ps(4.0),
+                    g[2],
+                    _mm512_fmadd_ps(_mm512_set1_ps(2.0), g[1], g[0]),
+                ),
+                g[2],
+            ]
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512 F; `yh` must hold 25 blocks of O × nt and the runs lie inside the chunk of nt
+    /// tiles and the batch of `dy` (N × O × Ho × Wo of `g`).
+    // SAFETY (callers): see "# Safety"; the only caller is `super::weight_grad_on`, which checks it.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn grad_transform(dy: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, yh: &mut [f32]) {
+        let (o, ho, wo) = (g.o, g.ho, g.wo);
+        let padded = runs.iter().map(|r| r.len).max().unwrap_or(0).div_ceil(L) * L;
+        // The run's 3 output-gradient rows from column 3·tx0, and 16 more values for the last block's reads.
+        let width = M * padded + L;
+        let mut rows = vec![0f32; M * width];
+        for run in runs {
+            for oc in 0..o {
+                let plane = &dy[(run.img * o + oc) * ho * wo..][..ho * wo];
+                for (r, row) in rows.chunks_exact_mut(width).enumerate() {
+                    fill_row(plane, (ho, wo), (M * run.ty + r) as isize, M * run.tx0, 0, row);
+                }
+                for q0 in (0..run.len).step_by(L) {
+                    let l = L.min(run.len - q0);
+                    // d[r][s]: row r, column s of the 16 tiles' gradients (the first 3 of patch_columns' 5).
+                    let mut d = [[_mm512_setzero_ps(); M]; M];
+                    for (r, dr) in d.iter_mut().enumerate() {
+                        let row = <&[f32; 64]>::try_from(&rows[r * width + M * q0..][..64]).expect("64 values");
+                        // SAFETY: this function runs with AVX-512 F.
+                        let cols = unsafe { patch_columns(row) };
+                        dr.copy_from_slice(&cols[..M]);
+                    }
+                    // A over the rows for each column s (by_cols[i][s]), then over the columns.
+                    let mut by_cols = [[_mm512_setzero_ps(); M]; T];
+                    for s in 0..M {
+                        let mut column = [_mm512_setzero_ps(); M];
+                        for (value, dr) in column.iter_mut().zip(&d) {
+                            *value = dr[s];
+                        }
+                        // SAFETY: as above.
+                        let rows_done = unsafe { a_times(column) };
+                        for (bc, value) in by_cols.iter_mut().zip(rows_done) {
+                            bc[s] = value;
+                        }
+                    }
+                    for (i, col) in by_cols.into_iter().enumerate() {
+                        // SAFETY: as above.
+                        let both = unsafe { a_times(col) };
+                        for (j, value) in both.into_iter().enumerate() {
+                            let at = ((i * T + j) * o + oc) * nt + run.t + q0;
+                            let dst = &mut yh[at..at + l];
+                            // SAFETY: the mask writes the first l lanes, the l values of `dst`.
+                            unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), lanes(l), value) };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// # Safety
     /// The CPU must have AVX-512 F; `m` must hold 25 blocks of O × nt, the runs lie inside the chunk and the batch,
     /// and `outp` point to the N × O × Ho × Wo output of `g`, of which this chunk's tiles are written by this call
@@ -521,6 +765,83 @@ mod tests {
                     assert!(
                         worst / scale < 1e-5,
                         "case {i} relu {relu} pool {pool} simd {simd}: max difference {worst} of {scale}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The weight and bias gradients of `sum(y · dy)` in f64.
+    fn reference_grads(x: &[f32], g: &ConvGeom, dy: &[f32]) -> (Vec<f64>, Vec<f64>) {
+        let (n, c, h, w, o, pad) = (g.n, g.c, g.h, g.w, g.o, g.pad as isize);
+        let mut dw = vec![0f64; o * c * 9];
+        let mut db = vec![0f64; o];
+        for img in 0..n {
+            for oc in 0..o {
+                for yy in 0..g.ho {
+                    for xx in 0..g.wo {
+                        let d = f64::from(dy[((img * o + oc) * g.ho + yy) * g.wo + xx]);
+                        db[oc] += d;
+                        for ci in 0..c {
+                            for tap in 0..9 {
+                                let (iy, ix) = (
+                                    yy as isize + tap as isize / 3 - pad,
+                                    xx as isize + tap as isize % 3 - pad,
+                                );
+                                if iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize {
+                                    let v = x[((img * c + ci) * h + iy as usize) * w + ix as usize];
+                                    dw[(oc * c + ci) * 9 + tap] += d * f64::from(v);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (dw, db)
+    }
+
+    #[test]
+    fn the_f3x3_weight_gradient_equals_the_f64_one() {
+        // (n, c, h, w, o, pad): edges, padding 0–2, runs past 16 tiles, several tiles per thread.
+        let cases = [
+            (2, 8, 9, 9, 8, 1),
+            (1, 5, 10, 11, 3, 1),
+            (3, 4, 7, 6, 5, 0),
+            (1, 3, 10, 13, 4, 2),
+            (1, 2, 1, 1, 2, 1),
+            (1, 4, 5, 70, 3, 1),
+            (5, 9, 18, 18, 10, 1),
+        ];
+        for (i, &(n, c, h, w, o, pad)) in cases.iter().enumerate() {
+            let g = ConvGeom::new(n, c, h, w, o, 3, pad);
+            let x = noise(n * c * h * w, 1 + i as u64);
+            let dy = noise(n * o * g.ho * g.wo, 300 + i as u64);
+            let (want_w, want_b) = reference_grads(&x, &g, &dy);
+            let scale = want_w.iter().fold(1e-6f64, |s, v| s.max(v.abs()));
+            let mut paths = vec![false];
+            if avx512::available() {
+                paths.push(true);
+            }
+            for simd in paths {
+                let (mut dw, mut db) = (vec![f32::NAN; o * c * 9], vec![f32::NAN; o]);
+                weight_grad_on(simd, &x, &g, &dy, &mut dw, &mut db);
+                let worst = dw
+                    .iter()
+                    .zip(&want_w)
+                    .fold(0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
+                assert!(
+                    dw.iter().all(|v| v.is_finite()),
+                    "case {i}: a weight gradient was not written"
+                );
+                assert!(
+                    worst / scale < 1e-5,
+                    "case {i} simd {simd}: weight gradient off by {worst} of {scale}"
+                );
+                for (a, b) in db.iter().zip(&want_b) {
+                    assert!(
+                        (f64::from(*a) - b).abs() < 1e-4 * (1.0 + b.abs()),
+                        "case {i}: bias gradient {a} vs {b}"
                     );
                 }
             }
