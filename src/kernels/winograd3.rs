@@ -1,12 +1,14 @@
-//! Winograd F(3×3, 3×3) in f32: the tile for VGG16's 18×18 and 9×9 layers in the f32 forward and input gradient.
+//! Winograd F(3×3, 3×3) in f32: the tile for VGG16's 18×18 and 9×9 layers in the f32 forward, input gradient
+//! and weight gradient.
 //!
 //! Each 3×3 block of outputs comes from a 5×5 input patch with 25 multiplications per channel pair instead of
 //! 81: 3.24× fewer than a direct convolution, 1.44× fewer than F(2×2, 3×3) on 18×18 and 1.78× fewer on 9×9,
 //! which 3 divides with no ragged tile (F(2×2) covers 9×9 with 10×10, F(4×4) with 12×12). Its 25 blocks of
 //! transformed weights are 26 MB at 512 × 512 channels (F(4×4)'s 36 are 38 MB). The matrices are Toom-Cook's
 //! for the points 0, 1, −1, 2 and ∞, derived and checked in f64 (`tests` below); the rounding error sits between
-//! F(2×2)'s and F(4×4)'s. A tile is not a pooling window, so the fused 2×2 max-pool stays on F(2×2).
-//! The structure is [`super::winograd4`]'s: chunks of tiles, transforms around one gemm per block.
+//! F(2×2)'s and F(4×4)'s (about 2e-6 of a layer's largest output here). A tile is not a pooling window, so a
+//! pooled forward pools its full output separately ([`forward`]). The forward runs on
+//! [`super::winograd4::over_chunks`]: chunks of tiles, transforms around one gemm per block.
 
 use rayon::prelude::*;
 
@@ -23,9 +25,9 @@ const K: usize = T * T;
 /// Tiles per vector in the AVX-512 transforms.
 const L: usize = 16;
 
-/// True when the f32 forward of `g` runs here: 3×3 kernels, 8+ input channels, from 9
-/// outputs across up to 18 and AVX-512 for the transforms. See [`super::winograd4::chosen`] for the wider
-/// layers.
+/// True when the f32 forward, input gradient or weight gradient of `g` runs here: 3×3 kernels, 8+ input
+/// channels, 9 to 18 outputs across, and AVX-512 for the transforms (the portable ones cost more than the
+/// products save). [`super::winograd4::chosen`] takes the wider layers; below 9, F(2×2) wastes less.
 pub fn chosen(g: &ConvGeom) -> bool {
     g.k == 3 && g.pad <= 2 && g.c >= 8 && (9..=18).contains(&g.ho) && (9..=18).contains(&g.wo) && avx512::available()
 }
