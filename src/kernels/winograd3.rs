@@ -8,7 +8,7 @@
 //! for the points 0, 1, −1, 2 and ∞, derived and checked in f64 (`tests` below); the rounding error sits between
 //! F(2×2)'s and F(4×4)'s (about 2e-6 of a layer's largest output here). A tile is not a pooling window, so a
 //! pooled forward pools its full output separately ([`forward`]). The forward runs on
-//! [`super::winograd4::over_chunks`]: chunks of tiles, transforms around one gemm per block.
+//! `winograd4::over_chunks`: chunks of tiles, transforms around one gemm per block.
 
 use rayon::prelude::*;
 

@@ -45,7 +45,7 @@ pub fn chosen(g: &ConvGeom) -> bool {
 }
 
 /// `U[k][o][c]` = (G g Gᵀ)[k / 6][k % 6] for the 3×3 kernel g = w[o][c] (`u`'s old values do not matter).
-pub fn transform_weights_into(weight: &[f32], o: usize, c: usize, u: &mut Vec<f32>) {
+fn transform_weights_into(weight: &[f32], o: usize, c: usize, u: &mut Vec<f32>) {
     assert_eq!(weight.len(), o * c * 9, "Winograd F(4×4): weight is not O × C × 3 × 3");
     u.resize(K * o * c, 0.0);
     let oc = o * c;
