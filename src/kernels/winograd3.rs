@@ -186,7 +186,8 @@ fn weight_grad_on(simd: bool, x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32
     let per_thread = total.div_ceil(threads);
     let tc = (8 * 1024 * 1024 / (K * 4 * c.max(o).max(1)))
         .clamp(32, 4096)
-        .min(per_thread);
+        .min(per_thread)
+        .max(1);
     let groups = threads.min(total.div_ceil(tc)).max(1);
     let par = if groups == 1 && threads > 1 {
         gemm::Parallelism::Rayon(threads)
@@ -814,6 +815,7 @@ mod tests {
             (1, 2, 1, 1, 2, 1),
             (1, 4, 5, 70, 3, 1),
             (5, 9, 18, 18, 10, 1),
+            (0, 8, 9, 9, 8, 1),
         ];
         for (i, &(n, c, h, w, o, pad)) in cases.iter().enumerate() {
             let g = ConvGeom::new(n, c, h, w, o, 3, pad);
