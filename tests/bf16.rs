@@ -1015,3 +1015,28 @@ fn the_first_layers_direct_kernel_equals_the_references_in_both_precisions() {
         }
     }
 }
+
+#[test]
+fn an_empty_batch_gives_zero_weight_gradients_in_bf16_even_after_a_full_one() {
+    let Some(kernel) = kernel_or_skip("empty batch bf16") else {
+        return;
+    };
+    // A full batch first, so that the kernels' kept scratch holds sums an empty batch must not reuse.
+    for n in [2usize, 0] {
+        let g = conv::ConvGeom::new(n, 16, 9, 9, 16, 3, 1);
+        let x = vec![1.0f32; n * 16 * 81];
+        let dy = vec![1.0f32; n * 16 * 81];
+        let (mut dw, mut db) = (vec![f32::NAN; 16 * 16 * 9], vec![f32::NAN; 16]);
+        conv::conv_weight_grad_with(conv::Algo::Bf16(kernel), &x, &g, &dy, &mut dw, &mut db);
+        assert!(
+            dw.iter().chain(&db).all(|v| v.is_finite()),
+            "batch of {n}: gradients not written"
+        );
+        if n == 0 {
+            assert!(
+                dw.iter().chain(&db).all(|&v| v == 0.0),
+                "an empty batch: gradients not zero"
+            );
+        }
+    }
+}

@@ -363,3 +363,22 @@ fn winograd_transforms_agree_with_candles_conv_at_every_simd_level_the_cpu_has()
         assert!(d < 1e-4, "{name}: {d}");
     }
 }
+
+#[test]
+fn an_empty_batch_gives_zero_weight_gradients_on_every_path() {
+    use catdog::kernels::conv::{conv_weight_grad_with, Algo, ConvGeom};
+    let g = ConvGeom::new(0, 8, 9, 9, 12, 3, 1);
+    type WeightGrad = fn(&[f32], &ConvGeom, &[f32], &mut [f32], &mut [f32]);
+    let paths: [(&str, WeightGrad); 3] = [
+        ("winograd F(2x2)", catdog::kernels::winograd::weight_grad),
+        ("winograd F(3x3)", catdog::kernels::winograd3::weight_grad),
+        ("im2col", |x, g, dy, dw, db| {
+            conv_weight_grad_with(Algo::Im2col, x, g, dy, dw, db)
+        }),
+    ];
+    for (name, path) in paths {
+        let (mut dw, mut db) = (vec![f32::NAN; 12 * 8 * 9], vec![f32::NAN; 12]);
+        path(&[], &g, &[], &mut dw, &mut db);
+        assert!(dw.iter().chain(&db).all(|&v| v == 0.0), "{name}: not all zero");
+    }
+}

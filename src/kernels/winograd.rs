@@ -125,7 +125,8 @@ fn cache_tiles(g: &ConvGeom) -> usize {
 /// accumulator gets the same work.
 fn weight_grad_chunk_tiles(g: &ConvGeom, total: usize, threads: usize) -> usize {
     let threads = threads.max(1);
-    let per_thread = total.div_ceil(threads).div_ceil(cache_tiles(g));
+    // At least one chunk per thread (an empty batch has no tiles, and 0 here divided by zero below).
+    let per_thread = total.div_ceil(threads).div_ceil(cache_tiles(g)).max(1);
     total.div_ceil(threads * per_thread).max(1)
 }
 
@@ -1104,7 +1105,9 @@ fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f
     // chunks: in bf16 those passes dominated, and at 4× the 512-channel layers' weight gradient went 39 → 24 ms at
     // 9×9 and 103 → 76 ms at 18×18 (batch 32, AMD EPYC Zen 4, 2 threads). f32 took the same rule later: the fp32
     // cached block5 step 144–151 → 155–160 images/s (AMD EPYC Zen 5, 2 threads, three alternating rounds).
-    let tc = (4 * weight_grad_chunk_tiles(g, total, threads)).min(total.div_ceil(threads.max(1)));
+    let tc = (4 * weight_grad_chunk_tiles(g, total, threads))
+        .min(total.div_ceil(threads.max(1)))
+        .max(1);
     let nchunks = total.div_ceil(tc);
     let groups = threads.min(nchunks).max(1);
     let par = if groups == 1 && threads > 1 {

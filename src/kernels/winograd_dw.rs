@@ -82,6 +82,10 @@ fn weight_grad_in_chunks(
     let (c, o) = (g.c, g.o);
     let total = g.n * g.ho.div_ceil(2) * g.wo.div_ceil(2);
     let mut sums = SUMS.take(16 * o * c);
+    if total == 0 {
+        // The first chunk overwrites the kept sums; an empty batch has none, and read the last call's sums.
+        sums.fill(0.0);
+    }
     for (i, t0) in (0..total).step_by(tc).enumerate() {
         let nt = tc.min(total - t0);
         let kp = nt.div_ceil(2);
