@@ -1146,27 +1146,7 @@ fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f
                     }
                     return;
                 }
-                for k in 0..16 {
-                    // SAFETY: acc holds 16 blocks of o × c (allocated above), yh 16 of o × nt and v 16 of c × nt
-                    // (with_buffers' sizes); block k of each is inside its buffer, and acc is this task's own.
-                    unsafe {
-                        sgemm(
-                            o,
-                            c,
-                            nt,
-                            acc.as_mut_ptr().add(k * oc_len),
-                            c as isize,
-                            n > 0,
-                            yh.as_ptr().add(k * o * nt),
-                            1,
-                            nt as isize,
-                            v.as_ptr().add(k * c * nt),
-                            nt as isize,
-                            1,
-                            par,
-                        );
-                    }
-                }
+                grad_products(yh, v, (o, c, nt), n > 0, par, acc);
             });
         }
     });
@@ -1178,20 +1158,89 @@ fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f
     bias_grad(dy, g, db);
 }
 
+/// The weight gradient's products as one gemm per block: `acc[k]` (O × C) [+]= `yh[k]` (O × nt) · `v[k]`ᵀ
+/// (nt × C), the tiles the inner dimension, for every block k (`acc.len() / (O · C)` of them: 16 for F(2×2), 25
+/// for F(3×3)); `accumulate` false overwrites.
+///
+/// Panics when the buffers do not hold the same number of whole blocks.
+pub(super) fn grad_products(
+    yh: &[f32],
+    v: &[f32],
+    (o, c, nt): (usize, usize, usize),
+    accumulate: bool,
+    par: gemm::Parallelism,
+    acc: &mut [f32],
+) {
+    let blocks = acc.len() / (o * c).max(1);
+    assert!(
+        acc.len() == blocks * o * c && yh.len() >= blocks * o * nt && v.len() >= blocks * c * nt,
+        "Winograd: {blocks} weight-gradient blocks do not fit O = {o}, C = {c}, {nt} tiles"
+    );
+    for k in 0..blocks {
+        // SAFETY: block k of acc (o × c), yh (o × nt) and v (c × nt) lies inside its buffer (asserted above), and
+        // acc is borrowed mutably, so no one else writes it.
+        unsafe {
+            sgemm(
+                o,
+                c,
+                nt,
+                acc.as_mut_ptr().add(k * o * c),
+                c as isize,
+                accumulate,
+                yh.as_ptr().add(k * o * nt),
+                1,
+                nt as isize,
+                v.as_ptr().add(k * c * nt),
+                nt as isize,
+                1,
+                par,
+            );
+        }
+    }
+}
+
 /// `dw = Gᵀ M G` per (o, c), M being the 16 sums of products (16 blocks of O × C) added over `parts` (the
 /// threads' partial sums, added in this order). G = [[1,0,0],[½,½,½],[½,−½,½],[0,0,1]].
 pub(super) fn weights_from_sums(parts: &[&[f32]], o: usize, c: usize, dw: &mut [f32]) {
+    kernels_from_sums::<16>(parts, o, c, dw, |sums| {
+        let m: [[f32; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|c| sums[i * 4 + c]));
+        // t = Gᵀ M (3×4): rows m0 + ½(m1 + m2), ½(m1 − m2), ½(m1 + m2) + m3.
+        let mut t = [[0f32; 4]; 3];
+        for c in 0..4 {
+            t[0][c] = m[0][c] + 0.5 * (m[1][c] + m[2][c]);
+            t[1][c] = 0.5 * (m[1][c] - m[2][c]);
+            t[2][c] = 0.5 * (m[1][c] + m[2][c]) + m[3][c];
+        }
+        let mut kernel = [0f32; 9];
+        for (i, r) in t.iter().enumerate() {
+            kernel[i * 3] = r[0] + 0.5 * (r[1] + r[2]);
+            kernel[i * 3 + 1] = 0.5 * (r[1] - r[2]);
+            kernel[i * 3 + 2] = 0.5 * (r[1] + r[2]) + r[3];
+        }
+        kernel
+    });
+}
+
+/// `dw[o][c] = to_kernel(S)` for every kernel, S its `B` sums of products (B blocks of O × C) added over `parts`
+/// (the threads' partial sums, added in this order): the final step of every Winograd weight gradient.
+pub(super) fn kernels_from_sums<const B: usize>(
+    parts: &[&[f32]],
+    o: usize,
+    c: usize,
+    dw: &mut [f32],
+    to_kernel: impl Fn([f32; B]) -> [f32; 9] + Sync,
+) {
     let oc_len = o * c;
     assert!(
-        dw.len() == 9 * oc_len && parts.iter().all(|p| p.len() >= 16 * oc_len),
+        dw.len() == 9 * oc_len && parts.iter().all(|p| p.len() >= B * oc_len),
         "Winograd: sums or weight gradient do not fit {o} × {c}"
     );
-    // Blocks of kernels, so that the 16 sums are read as contiguous runs (one kernel at a time read 16 values
+    // Blocks of kernels, so that the sums are read as contiguous runs (one kernel at a time read 16 values
     // 16·O·C apart per group: a seventh of the weight gradient's time). The groups are added in the same order.
     const BLOCK: usize = 64;
     dw.par_chunks_mut(9 * BLOCK).enumerate().for_each(|(blk, out)| {
         let (idx0, count) = (blk * BLOCK, out.len() / 9);
-        let mut sums = [[0f32; BLOCK]; 16];
+        let mut sums = [[0f32; BLOCK]; B];
         for (k, row) in sums.iter_mut().enumerate() {
             for part in parts {
                 for (s, v) in row.iter_mut().zip(&part[k * oc_len + idx0..][..count]) {
@@ -1200,19 +1249,7 @@ pub(super) fn weights_from_sums(parts: &[&[f32]], o: usize, c: usize, dw: &mut [
             }
         }
         for (j, kernel) in out.chunks_exact_mut(9).enumerate() {
-            let m: [[f32; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|c| sums[i * 4 + c][j]));
-            // t = Gᵀ M (3×4): rows m0 + ½(m1 + m2), ½(m1 − m2), ½(m1 + m2) + m3.
-            let mut t = [[0f32; 4]; 3];
-            for c in 0..4 {
-                t[0][c] = m[0][c] + 0.5 * (m[1][c] + m[2][c]);
-                t[1][c] = 0.5 * (m[1][c] - m[2][c]);
-                t[2][c] = 0.5 * (m[1][c] + m[2][c]) + m[3][c];
-            }
-            for (i, r) in t.iter().enumerate() {
-                kernel[i * 3] = r[0] + 0.5 * (r[1] + r[2]);
-                kernel[i * 3 + 1] = 0.5 * (r[1] - r[2]);
-                kernel[i * 3 + 2] = 0.5 * (r[1] + r[2]) + r[3];
-            }
+            kernel.copy_from_slice(&to_kernel(std::array::from_fn(|k| sums[k][j])));
         }
     });
 }

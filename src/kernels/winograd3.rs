@@ -13,8 +13,8 @@
 use rayon::prelude::*;
 
 use super::conv::ConvGeom;
-use super::raw::{sgemm, Pool, SendPtr};
-use super::winograd::{bias_grad, check_weight_grad, runs, with_buffers, Run};
+use super::raw::{Pool, SendPtr};
+use super::winograd::{bias_grad, check_weight_grad, grad_products, kernels_from_sums, runs, with_buffers, Run};
 use super::winograd4::{fill_row, over_chunks, store_rows};
 
 /// Tiles of 3×3 outputs from 5×5 input patches.
@@ -220,27 +220,7 @@ fn weight_grad_on(simd: bool, x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32
                     input_transform(x, g, &runs, nt, v);
                     grad_transform(dy, g, &runs, nt, yh);
                 }
-                for k in 0..K {
-                    // SAFETY: acc holds 25 blocks of o × c (SUMS.take above), yh 25 of o × nt and v 25 of c × nt
-                    // (with_buffers' sizes); block k of each is inside its buffer, and acc is this task's own.
-                    unsafe {
-                        sgemm(
-                            o,
-                            c,
-                            nt,
-                            acc.as_mut_ptr().add(k * oc_len),
-                            c as isize,
-                            n > 0,
-                            yh.as_ptr().add(k * o * nt),
-                            1,
-                            nt as isize,
-                            v.as_ptr().add(k * c * nt),
-                            nt as isize,
-                            1,
-                            par,
-                        );
-                    }
-                }
+                grad_products(yh, v, (o, c, nt), n > 0, par, acc);
             });
         }
     });
@@ -251,32 +231,17 @@ fn weight_grad_on(simd: bool, x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32
     bias_grad(dy, g, db);
 }
 
-/// `dw[o][c] = Gᵀ S G` with S the sum over `parts` of the 25 products of kernel (o, c), in blocks of kernels so
-/// that the sums are read as contiguous runs.
+/// `dw[o][c] = Gᵀ S G` with S the sum over `parts` of the 25 products of kernel (o, c).
 fn weights_from_sums(parts: &[Vec<f32>], o: usize, c: usize, dw: &mut [f32]) {
-    let oc_len = o * c;
-    assert!(
-        dw.len() == 9 * oc_len && parts.iter().all(|p| p.len() == K * oc_len),
-        "Winograd F(3×3): sums or weight gradient do not fit {o} × {c}"
-    );
-    const BLOCK: usize = 64;
-    dw.par_chunks_mut(9 * BLOCK).enumerate().for_each(|(blk, out)| {
-        let (idx0, count) = (blk * BLOCK, out.len() / 9);
-        let mut sums = [[0f32; BLOCK]; K];
-        for (k, row) in sums.iter_mut().enumerate() {
-            for part in parts {
-                for (s, v) in row.iter_mut().zip(&part[k * oc_len + idx0..][..count]) {
-                    *s += v;
-                }
-            }
+    let parts: Vec<&[f32]> = parts.iter().map(|p| &p[..]).collect();
+    kernels_from_sums::<K>(&parts, o, c, dw, |sums| {
+        // Gᵀ over the columns of S (per column b), then over the rows of the result.
+        let cols: [[f32; 3]; T] = std::array::from_fn(|b| gt_times(std::array::from_fn(|a| sums[a * T + b])));
+        let mut kernel = [0f32; 9];
+        for (i, row) in kernel.chunks_exact_mut(3).enumerate() {
+            row.copy_from_slice(&gt_times(std::array::from_fn(|b| cols[b][i])));
         }
-        for (j, kernel) in out.chunks_exact_mut(9).enumerate() {
-            // Gᵀ over the columns of S (per column b), then over the rows of the result.
-            let cols: [[f32; 3]; T] = std::array::from_fn(|b| gt_times(std::array::from_fn(|a| sums[a * T + b][j])));
-            for (i, row) in kernel.chunks_exact_mut(3).enumerate() {
-                row.copy_from_slice(&gt_times(std::array::from_fn(|b| cols[b][i])));
-            }
-        }
+        kernel
     });
 }
 
