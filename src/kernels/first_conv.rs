@@ -22,20 +22,10 @@ const CHANNELS: usize = 32;
 const LANES: usize = 16;
 
 /// Whether this kernel computes `g` here: 3×3, padding 1, at most 4 input channels, output channels a multiple of
-/// 32, and a CPU with AVX-512 F.
+/// 32, and a CPU with AVX-512 that `CATDOG_SIMD` lets it use ([`super::simd::avx512_kernels`]).
 pub fn applicable(g: &ConvGeom) -> bool {
-    g.k == 3 && g.pad == 1 && (1..=4).contains(&g.c) && g.o > 0 && g.o.is_multiple_of(CHANNELS) && has_avx512()
-}
-
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    let shape = g.k == 3 && g.pad == 1 && (1..=4).contains(&g.c) && g.o > 0 && g.o.is_multiple_of(CHANNELS);
+    shape && super::simd::avx512_kernels()
 }
 
 /// `out = act(b + w ⊛ x)` (NCHW f32), with the inputs rounded to bf16 first when `bf16`; with `pool`, its 2×2/2

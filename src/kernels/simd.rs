@@ -32,6 +32,17 @@ pub fn detected() -> Level {
     Level::Generic
 }
 
+/// The level `CATDOG_SIMD=generic|avx2|avx512` asks for, if set to one of them (read once).
+fn requested() -> Option<Level> {
+    static REQUESTED: std::sync::OnceLock<Option<Level>> = std::sync::OnceLock::new();
+    *REQUESTED.get_or_init(|| match std::env::var("CATDOG_SIMD").ok().as_deref().map(str::trim) {
+        Some("generic") => Some(Level::Generic),
+        Some("avx2") => Some(Level::Avx2),
+        Some("avx512") => Some(Level::Avx512),
+        _ => None,
+    })
+}
+
 /// The level in use: AVX2 where the CPU has it, baseline otherwise; `CATDOG_SIMD=generic|avx2|avx512` picks
 /// another (for comparisons and tests; a level the CPU lacks is never used).
 ///
@@ -40,15 +51,15 @@ pub fn detected() -> Level {
 /// faster (AMD EPYC Zen 4, 2 threads, batch 16, 150×150, same run; `bench forward` 35.6 / 37.7 / 38.2 images/s for
 /// avx512 / generic / avx2).
 pub fn level() -> Level {
-    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        let wanted = match std::env::var("CATDOG_SIMD").ok().as_deref().map(str::trim) {
-            Some("generic") => Level::Generic,
-            Some("avx512") => Level::Avx512,
-            _ => Level::Avx2,
-        };
-        wanted.min(detected())
-    })
+    requested().unwrap_or(Level::Avx2).min(detected())
+}
+
+/// Whether the hand-written AVX-512 f32 kernels (the first convolution, the Winograd input transform, F(4×4) and
+/// F(3×3)) may run: the CPU has AVX-512 and `CATDOG_SIMD` does not ask for a narrower level. So
+/// `CATDOG_SIMD=avx2` (or `generic`) on an AVX-512 CPU runs what an AVX2 (or older) CPU runs, for the tests and
+/// for comparisons. The bf16 kernels have their own switch (`CATDOG_BF16`).
+pub fn avx512_kernels() -> bool {
+    requested().unwrap_or(Level::Avx512).min(detected()) == Level::Avx512
 }
 
 /// `dispatch!(fn name(args…) => body);` defines `name`, which calls `body` (an `#[inline(always)]` function with

@@ -49,12 +49,10 @@ pub(super) fn pack(x: &[f32], g: &ConvGeom, (t0, nt): (usize, usize), block: usi
     }
 }
 
-/// True when this CPU runs [`transform_f32`]: AVX-512 F.
+/// True when [`transform_f32`] may run: this CPU has AVX-512 and `CATDOG_SIMD` allows it
+/// ([`super::simd::avx512_kernels`]).
 pub fn available_f32() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    super::simd::avx512_kernels()
 }
 
 /// The f32 Winograd's transformed input of the chunk's tiles `t0 .. t0 + nt`: `v[k][ci][t]`, block k at
