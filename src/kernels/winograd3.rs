@@ -22,8 +22,6 @@ const M: usize = 3;
 const T: usize = 5;
 /// The 25 products.
 const K: usize = T * T;
-/// Tiles per vector in the AVX-512 transforms.
-const L: usize = 16;
 
 /// True when the f32 forward, input gradient or weight gradient of `g` runs here: 3×3 kernels, 8+ input
 /// channels, 9 to 18 outputs across, and AVX-512 for the transforms (the portable ones cost more than the
@@ -347,62 +345,129 @@ mod avx512 {
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::*;
 
-    use super::{fill_row, store_rows, ConvGeom, Run, SendPtr, K, L, M, T};
+    #[cfg(target_arch = "x86_64")]
+    use super::super::winograd_avx512::{gather, output_tiles, Gather, Side, L};
+    use super::{store_rows, ConvGeom, Run, SendPtr, M, T};
 
     /// True when this CPU runs the AVX-512 transforms.
     pub fn available() -> bool {
         super::super::winograd_input::available_f32()
     }
 
-    /// Bᵀ d, 16 tiles at once.
-    // SAFETY (callers): needs AVX-512 F; only inlined into the AVX-512 transforms below, whose callers check it.
-    #[inline(always)]
+    /// The input transform: Bᵀ, over 5×5 patches of tiles 3 pixels apart.
+    struct Input;
+
+    /// The weight gradient's transform of the output gradient: A, over its 3×3 tiles.
+    struct Grad;
+
+    /// The output transform: Aᵀ.
+    struct Output;
+
     #[cfg(target_arch = "x86_64")]
-    unsafe fn bt(d: [__m512; T]) -> [__m512; T] {
-        // SAFETY: only inlined into functions compiled with AVX-512 F, which their callers checked.
-        unsafe {
-            let two = _mm512_set1_ps(2.0);
-            let d31 = _mm512_sub_ps(d[3], d[1]);
-            [
-                _mm512_fmadd_ps(two, _mm512_sub_ps(d[0], d[2]), d31),
-                _mm512_fmadd_ps(two, d[1], _mm512_sub_ps(d[2], d[3])),
-                _mm512_sub_ps(
-                    _mm512_fmsub_ps(_mm512_set1_ps(3.0), d[2], _mm512_mul_ps(two, d[1])),
-                    d[3],
-                ),
-                d31,
-                _mm512_add_ps(
-                    _mm512_fnmadd_ps(two, d31, d[4]),
-                    _mm512_sub_ps(_mm512_setzero_ps(), d[2]),
-                ),
-            ]
+    impl Side<T, T> for Input {
+        /// Bᵀ d, 16 tiles at once.
+        // SAFETY (callers): needs AVX-512 F; only inlined into the AVX-512 transforms below, whose callers check it.
+        #[inline(always)]
+        unsafe fn apply(d: [__m512; T]) -> [__m512; T] {
+            // SAFETY: only inlined into functions compiled with AVX-512 F, which their callers checked.
+            unsafe {
+                let two = _mm512_set1_ps(2.0);
+                let d31 = _mm512_sub_ps(d[3], d[1]);
+                [
+                    _mm512_fmadd_ps(two, _mm512_sub_ps(d[0], d[2]), d31),
+                    _mm512_fmadd_ps(two, d[1], _mm512_sub_ps(d[2], d[3])),
+                    _mm512_sub_ps(
+                        _mm512_fmsub_ps(_mm512_set1_ps(3.0), d[2], _mm512_mul_ps(two, d[1])),
+                        d[3],
+                    ),
+                    d31,
+                    _mm512_add_ps(
+                        _mm512_fnmadd_ps(two, d31, d[4]),
+                        _mm512_sub_ps(_mm512_setzero_ps(), d[2]),
+                    ),
+                ]
+            }
         }
     }
 
-    /// Aᵀ m, 16 tiles at once.
-    // SAFETY (callers): as for `bt`.
-    #[inline(always)]
     #[cfg(target_arch = "x86_64")]
-    unsafe fn at(m: [__m512; T]) -> [__m512; M] {
-        // SAFETY: as for `bt`.
-        unsafe {
-            let sum = _mm512_add_ps(m[1], m[2]);
-            [
-                _mm512_add_ps(_mm512_add_ps(m[0], sum), m[3]),
-                _mm512_fmadd_ps(_mm512_set1_ps(2.0), m[3], _mm512_sub_ps(m[1], m[2])),
-                _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(4.0), m[3], sum), m[4]),
-            ]
+    impl Gather<T, T> for Input {
+        const STEP: usize = M;
+        const READS: usize = 64;
+
+        // SAFETY (callers): as for `apply`.
+        #[inline(always)]
+        unsafe fn columns(row: &[f32]) -> [__m512; T] {
+            // SAFETY: as for `apply`.
+            unsafe { patch_columns(row) }
         }
     }
 
-    /// Columns 3q + a (a = 0..5) of 16 tiles' patches from a row of at least 64 values: for each a, one permute
-    /// over the first 32 values and one over the next 32 (a permute reads the low 5 bits of each index), joined
-    /// by a mask.
-    // SAFETY (callers): as for `bt`; the row is a checked reference to 64 values.
+    #[cfg(target_arch = "x86_64")]
+    impl Side<M, T> for Grad {
+        /// A g, 16 tiles at once.
+        // SAFETY (callers): as for `Input::apply`.
+        #[inline(always)]
+        unsafe fn apply(g: [__m512; M]) -> [__m512; T] {
+            // SAFETY: as for `Input::apply`.
+            unsafe {
+                let ends = _mm512_add_ps(g[0], g[2]);
+                [
+                    g[0],
+                    _mm512_add_ps(ends, g[1]),
+                    _mm512_sub_ps(ends, g[1]),
+                    _mm512_fmadd_ps(
+                        _mm512_set1_ps(4.0),
+                        g[2],
+                        _mm512_fmadd_ps(_mm512_set1_ps(2.0), g[1], g[0]),
+                    ),
+                    g[2],
+                ]
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    impl Gather<M, T> for Grad {
+        const STEP: usize = M;
+        const READS: usize = 64;
+
+        /// The first 3 of [`patch_columns`]' 5: the tiles' own columns.
+        // SAFETY (callers): as for `Input::apply`.
+        #[inline(always)]
+        unsafe fn columns(row: &[f32]) -> [__m512; M] {
+            // SAFETY: as for `Input::apply`.
+            let [c0, c1, c2, _, _] = unsafe { patch_columns(row) };
+            [c0, c1, c2]
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    impl Side<T, M> for Output {
+        /// Aᵀ m, 16 tiles at once.
+        // SAFETY (callers): as for `Input::apply`.
+        #[inline(always)]
+        unsafe fn apply(m: [__m512; T]) -> [__m512; M] {
+            // SAFETY: as for `Input::apply`.
+            unsafe {
+                let sum = _mm512_add_ps(m[1], m[2]);
+                [
+                    _mm512_add_ps(_mm512_add_ps(m[0], sum), m[3]),
+                    _mm512_fmadd_ps(_mm512_set1_ps(2.0), m[3], _mm512_sub_ps(m[1], m[2])),
+                    _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(4.0), m[3], sum), m[4]),
+                ]
+            }
+        }
+    }
+
+    /// Columns 3q + a (a = 0..5) of 16 tiles' patches from a row of 64 values: for each a, one permute over the
+    /// first 32 values and one over the next 32 (a permute reads the low 5 bits of each index), joined by a mask.
+    // SAFETY (callers): as for `Input::apply`; the row is checked to hold 64 values.
     #[inline(always)]
     #[cfg(target_arch = "x86_64")]
-    unsafe fn patch_columns(row: &[f32; 64]) -> [__m512; T] {
-        // SAFETY: the loads read row[0 .. 64]; the rest as for `bt`.
+    unsafe fn patch_columns(row: &[f32]) -> [__m512; T] {
+        let row = <&[f32; 64]>::try_from(&row[..64]).expect("64 values");
+        // SAFETY: the loads read row[0 .. 64]; the rest as for `Input::apply`.
         unsafe {
             let p = row.as_ptr();
             let z0 = _mm512_loadu_ps(p);
@@ -424,11 +489,11 @@ mod avx512 {
     }
 
     /// `out[3q + s] = y[s][q]`: 3 vectors of 16 tiles into 48 values, tile by tile.
-    // SAFETY (callers): as for `bt`; `out` is a checked reference to 48 values.
+    // SAFETY (callers): as for `Input::apply`; `out` is a checked reference to 48 values.
     #[inline(always)]
     #[cfg(target_arch = "x86_64")]
     unsafe fn interleave3(y: [__m512; M], out: &mut [f32; 48]) {
-        // SAFETY: the stores write out[0 .. 48]; the rest as for `bt`.
+        // SAFETY: the stores write out[0 .. 48]; the rest as for `Input::apply`.
         unsafe {
             let p = out.as_mut_ptr();
             for part in 0..3 {
@@ -475,12 +540,6 @@ mod avx512 {
         t
     };
 
-    /// The lanes of a block of `l` ≤ 16 tiles.
-    #[cfg(target_arch = "x86_64")]
-    fn lanes(l: usize) -> __mmask16 {
-        ((1u32 << l) - 1) as __mmask16
-    }
-
     /// # Safety
     /// The CPU must have AVX-512 F; `v` must hold 25 blocks of C × nt and the runs lie inside the chunk of nt
     /// tiles and the batch of `x` (N × C × H × W of `g`).
@@ -488,73 +547,8 @@ mod avx512 {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn input_transform(x: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, v: &mut [f32]) {
-        let (c, h, w, pad) = (g.c, g.h, g.w, g.pad);
-        let padded = runs.iter().map(|r| r.len).max().unwrap_or(0).div_ceil(L) * L;
-        // The run's 5 input rows from column 3·tx0 − pad, and 16 more values for the last block's reads.
-        let width = M * padded + L;
-        let mut rows = vec![0f32; T * width];
-        for run in runs {
-            for ci in 0..c {
-                let plane = &x[(run.img * c + ci) * h * w..][..h * w];
-                for (r, row) in rows.chunks_exact_mut(width).enumerate() {
-                    let y = (M * run.ty + r) as isize - pad as isize;
-                    fill_row(plane, (h, w), y, M * run.tx0, pad, row);
-                }
-                for q0 in (0..run.len).step_by(L) {
-                    let l = L.min(run.len - q0);
-                    let mut d = [[_mm512_setzero_ps(); T]; T];
-                    for (r, dr) in d.iter_mut().enumerate() {
-                        let row = <&[f32; 64]>::try_from(&rows[r * width + M * q0..][..64]).expect("64 values");
-                        // SAFETY: this function runs with AVX-512 F.
-                        *dr = unsafe { patch_columns(row) };
-                    }
-                    let mut by_cols = [[_mm512_setzero_ps(); T]; T];
-                    for a in 0..T {
-                        let mut column = [_mm512_setzero_ps(); T];
-                        for (value, dr) in column.iter_mut().zip(&d) {
-                            *value = dr[a];
-                        }
-                        // SAFETY: as above.
-                        let rows_done = unsafe { bt(column) };
-                        for (bc, value) in by_cols.iter_mut().zip(rows_done) {
-                            bc[a] = value;
-                        }
-                    }
-                    for (i, col) in by_cols.into_iter().enumerate() {
-                        // SAFETY: as above.
-                        let both = unsafe { bt(col) };
-                        for (j, value) in both.into_iter().enumerate() {
-                            let at = ((i * T + j) * c + ci) * nt + run.t + q0;
-                            let dst = &mut v[at..at + l];
-                            // SAFETY: the mask writes the first l lanes, the l values of `dst`.
-                            unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), lanes(l), value) };
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// A g, 16 tiles at once.
-    // SAFETY (callers): as for `bt`.
-    #[inline(always)]
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn a_times(g: [__m512; M]) -> [__m512; T] {
-        // SAFETY: as for `bt`.
-        unsafe {
-            let ends = _mm512_add_ps(g[0], g[2]);
-            [
-                g[0],
-                _mm512_add_ps(ends, g[1]),
-                _mm512_sub_ps(ends, g[1]),
-                _mm512_fmadd_ps(
-                    _mm512_set1_ps(4.0),
-                    g[2],
-                    _mm512_fmadd_ps(_mm512_set1_ps(2.0), g[1], g[0]),
-                ),
-                g[2],
-            ]
-        }
+        // SAFETY: this function runs with AVX-512 F; v and the runs as the caller promised.
+        unsafe { gather::<T, T, Input>(x, (g.c, g.h, g.w), g.pad, runs, nt, v) }
     }
 
     /// # Safety
@@ -564,53 +558,8 @@ mod avx512 {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn grad_transform(dy: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, yh: &mut [f32]) {
-        let (o, ho, wo) = (g.o, g.ho, g.wo);
-        let padded = runs.iter().map(|r| r.len).max().unwrap_or(0).div_ceil(L) * L;
-        // The run's 3 output-gradient rows from column 3·tx0, and 16 more values for the last block's reads.
-        let width = M * padded + L;
-        let mut rows = vec![0f32; M * width];
-        for run in runs {
-            for oc in 0..o {
-                let plane = &dy[(run.img * o + oc) * ho * wo..][..ho * wo];
-                for (r, row) in rows.chunks_exact_mut(width).enumerate() {
-                    fill_row(plane, (ho, wo), (M * run.ty + r) as isize, M * run.tx0, 0, row);
-                }
-                for q0 in (0..run.len).step_by(L) {
-                    let l = L.min(run.len - q0);
-                    // d[r][s]: row r, column s of the 16 tiles' gradients (the first 3 of patch_columns' 5).
-                    let mut d = [[_mm512_setzero_ps(); M]; M];
-                    for (r, dr) in d.iter_mut().enumerate() {
-                        let row = <&[f32; 64]>::try_from(&rows[r * width + M * q0..][..64]).expect("64 values");
-                        // SAFETY: this function runs with AVX-512 F.
-                        let cols = unsafe { patch_columns(row) };
-                        dr.copy_from_slice(&cols[..M]);
-                    }
-                    // A over the rows for each column s (by_cols[i][s]), then over the columns.
-                    let mut by_cols = [[_mm512_setzero_ps(); M]; T];
-                    for s in 0..M {
-                        let mut column = [_mm512_setzero_ps(); M];
-                        for (value, dr) in column.iter_mut().zip(&d) {
-                            *value = dr[s];
-                        }
-                        // SAFETY: as above.
-                        let rows_done = unsafe { a_times(column) };
-                        for (bc, value) in by_cols.iter_mut().zip(rows_done) {
-                            bc[s] = value;
-                        }
-                    }
-                    for (i, col) in by_cols.into_iter().enumerate() {
-                        // SAFETY: as above.
-                        let both = unsafe { a_times(col) };
-                        for (j, value) in both.into_iter().enumerate() {
-                            let at = ((i * T + j) * o + oc) * nt + run.t + q0;
-                            let dst = &mut yh[at..at + l];
-                            // SAFETY: the mask writes the first l lanes, the l values of `dst`.
-                            unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), lanes(l), value) };
-                        }
-                    }
-                }
-            }
-        }
+        // SAFETY: this function runs with AVX-512 F; yh and the runs as the caller promised.
+        unsafe { gather::<M, T, Grad>(dy, (g.o, g.ho, g.wo), 0, runs, nt, yh) }
     }
 
     /// # Safety
@@ -634,40 +583,14 @@ mod avx512 {
         let padded = runs.iter().map(|r| r.len).max().unwrap_or(0).div_ceil(L) * L;
         let stride = M * padded;
         let mut out_rows = vec![0f32; M * stride];
-        let zero = _mm512_setzero_ps();
         for oc in 0..o {
             let b = _mm512_set1_ps(bias.map_or(0.0, |b| b[oc]));
             for run in runs {
                 for q0 in (0..run.len).step_by(L) {
                     let l = L.min(run.len - q0);
-                    let mut mv = [zero; K];
-                    for (k, value) in mv.iter_mut().enumerate() {
-                        let at = (k * o + oc) * nt + run.t + q0;
-                        let src = &m[at..at + l];
-                        // SAFETY: the mask reads the first l lanes, the l values of `src`.
-                        *value = unsafe { _mm512_maskz_loadu_ps(lanes(l), src.as_ptr()) };
-                    }
-                    let mut by_cols = [[zero; T]; M];
-                    for j in 0..T {
-                        let mut column = [zero; T];
-                        for (i, value) in column.iter_mut().enumerate() {
-                            *value = mv[i * T + j];
-                        }
-                        // SAFETY: this function runs with AVX-512 F.
-                        let rows_done = unsafe { at(column) };
-                        for (bc, value) in by_cols.iter_mut().zip(rows_done) {
-                            bc[j] = value;
-                        }
-                    }
-                    for (r, col) in by_cols.into_iter().enumerate() {
-                        // SAFETY: as above.
-                        let mut y = unsafe { at(col) };
-                        for value in y.iter_mut() {
-                            *value = _mm512_add_ps(*value, b);
-                            if relu {
-                                *value = _mm512_max_ps(*value, zero);
-                            }
-                        }
+                    // SAFETY: this function runs with AVX-512 F; output_tiles checks its reads of m.
+                    let y = unsafe { output_tiles::<T, M, Output>(m, (o, oc), nt, (run.t + q0, l), b, relu) };
+                    for (r, y) in y.into_iter().enumerate() {
                         let dst =
                             <&mut [f32; 48]>::try_from(&mut out_rows[r * stride + M * q0..][..48]).expect("48 values");
                         // SAFETY: as above.

@@ -18,8 +18,6 @@ use super::winograd::{block_products, runs, with_buffers, Run};
 const T: usize = 6;
 /// The 36 products.
 const K: usize = T * T;
-/// Tiles per vector in the AVX-512 transforms.
-const L: usize = 16;
 
 /// True when F(4×4, 3×3) computes `g`: 3×3 kernels with padding ≤ 2.
 pub fn applicable(g: &ConvGeom) -> bool {
@@ -384,95 +382,113 @@ mod avx512 {
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::*;
 
-    use super::{fill_row, ConvGeom, Run, SendPtr, K, L, T};
+    #[cfg(target_arch = "x86_64")]
+    use super::super::winograd_avx512::{gather, output_tiles, Gather, Side, L};
+    use super::{ConvGeom, Run, SendPtr, T};
 
     /// True when this CPU runs the AVX-512 transforms.
     pub fn available() -> bool {
         super::super::winograd_input::available_f32()
     }
 
-    /// Bᵀ d, 16 tiles at once.
-    // SAFETY (callers): needs AVX-512 F; only inlined into the AVX-512 transforms below, whose callers check it.
-    #[inline(always)]
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn bt(d: [__m512; T]) -> [__m512; T] {
-        // SAFETY: only inlined into functions compiled with AVX-512 F, which their callers checked.
-        unsafe {
-            let (four, five, two) = (_mm512_set1_ps(4.0), _mm512_set1_ps(5.0), _mm512_set1_ps(2.0));
-            let d42 = _mm512_sub_ps(d[4], d[2]);
-            let d31 = _mm512_sub_ps(d[3], d[1]);
-            [
-                _mm512_add_ps(_mm512_fmsub_ps(four, d[0], _mm512_mul_ps(five, d[2])), d[4]),
-                _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4])),
-                _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3])),
-                _mm512_fmadd_ps(two, d31, d42),
-                _mm512_fnmadd_ps(two, d31, d42),
-                _mm512_add_ps(_mm512_fmsub_ps(four, d[1], _mm512_mul_ps(five, d[3])), d[5]),
-            ]
-        }
-    }
+    /// The input transform: Bᵀ, over 6×6 patches of tiles 4 pixels apart.
+    struct Input;
 
-    /// Aᵀ m, 16 tiles at once.
-    // SAFETY (callers): as for `bt`.
-    #[inline(always)]
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn at(m: [__m512; T]) -> [__m512; 4] {
-        // SAFETY: as for `bt`.
-        unsafe {
-            let (sum, diff) = (_mm512_add_ps(m[1], m[2]), _mm512_sub_ps(m[1], m[2]));
-            let (sum2, diff2) = (_mm512_add_ps(m[3], m[4]), _mm512_sub_ps(m[3], m[4]));
-            [
-                _mm512_add_ps(_mm512_add_ps(m[0], sum), sum2),
-                _mm512_fmadd_ps(_mm512_set1_ps(2.0), diff2, diff),
-                _mm512_fmadd_ps(_mm512_set1_ps(4.0), sum2, sum),
-                _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), diff2, diff), m[5]),
-            ]
-        }
-    }
+    /// The output transform: Aᵀ.
+    struct Output;
 
-    /// Columns 4q + a (a = 0..6) of 16 tiles' patches from a row of at least 80 values: the 4 phases by two
-    /// permutes and a 128-bit shuffle each, columns 4 and 5 as phases 0 and 1 one tile on.
-    // SAFETY (callers): as for `bt`; the row is a checked reference to 80 values.
-    #[inline(always)]
     #[cfg(target_arch = "x86_64")]
-    unsafe fn patch_columns(row: &[f32; 80]) -> [__m512; T] {
-        // SAFETY: the loads read row[0 .. 80]; the rest as for `bt`.
-        unsafe {
-            let p = row.as_ptr();
-            let z0 = _mm512_loadu_ps(p);
-            let z1 = _mm512_loadu_ps(p.add(16));
-            let z2 = _mm512_loadu_ps(p.add(32));
-            let z3 = _mm512_loadu_ps(p.add(48));
-            let z4 = _mm512_loadu_ps(p.add(64));
-            // Phase a: values a, a + 4, … of 32 from the first two registers in lanes 0–7, of the last two in
-            // lanes 0–7 of another, then both halves joined. (No closures here: they would not inherit this
-            // function's AVX-512 and the intrinsics would become calls.)
-            let mut phases = [z0; 4];
-            for (a, phase) in phases.iter_mut().enumerate() {
-                let a = a as i32;
-                let idx = _mm512_add_epi32(
-                    _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 28, 24, 20, 16, 12, 8, 4, 0),
-                    _mm512_set1_epi32(a),
-                );
-                let lo = _mm512_permutex2var_ps(z0, idx, z1);
-                let hi = _mm512_permutex2var_ps(z2, idx, z3);
-                *phase = _mm512_shuffle_f32x4::<0b01_00_01_00>(lo, hi);
+    impl Side<T, T> for Input {
+        /// Bᵀ d, 16 tiles at once.
+        // SAFETY (callers): needs AVX-512 F; only inlined into the AVX-512 transforms below, whose callers check it.
+        #[inline(always)]
+        unsafe fn apply(d: [__m512; T]) -> [__m512; T] {
+            // SAFETY: only inlined into functions compiled with AVX-512 F, which their callers checked.
+            unsafe {
+                let (four, five, two) = (_mm512_set1_ps(4.0), _mm512_set1_ps(5.0), _mm512_set1_ps(2.0));
+                let d42 = _mm512_sub_ps(d[4], d[2]);
+                let d31 = _mm512_sub_ps(d[3], d[1]);
+                [
+                    _mm512_add_ps(_mm512_fmsub_ps(four, d[0], _mm512_mul_ps(five, d[2])), d[4]),
+                    _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4])),
+                    _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3])),
+                    _mm512_fmadd_ps(two, d31, d42),
+                    _mm512_fnmadd_ps(two, d31, d42),
+                    _mm512_add_ps(_mm512_fmsub_ps(four, d[1], _mm512_mul_ps(five, d[3])), d[5]),
+                ]
             }
-            let [p0, p1, p2, p3] = phases;
-            let next0 = _mm512_set_epi32(16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
-            let next1 = _mm512_set_epi32(17, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
-            let p4 = _mm512_permutex2var_ps(p0, next0, z4);
-            let p5 = _mm512_permutex2var_ps(p1, next1, z4);
-            [p0, p1, p2, p3, p4, p5]
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    impl Gather<T, T> for Input {
+        const STEP: usize = 4;
+        const READS: usize = 80;
+
+        /// Columns 4q + a (a = 0..6) of 16 tiles' patches from a row of 80 values: the 4 phases by two permutes
+        /// and a 128-bit shuffle each, columns 4 and 5 as phases 0 and 1 one tile on.
+        // SAFETY (callers): as for `apply`; the row is checked to hold 80 values.
+        #[inline(always)]
+        unsafe fn columns(row: &[f32]) -> [__m512; T] {
+            let row = <&[f32; 80]>::try_from(&row[..80]).expect("80 values");
+            // SAFETY: the loads read row[0 .. 80]; the rest as for `apply`.
+            unsafe {
+                let p = row.as_ptr();
+                let z0 = _mm512_loadu_ps(p);
+                let z1 = _mm512_loadu_ps(p.add(16));
+                let z2 = _mm512_loadu_ps(p.add(32));
+                let z3 = _mm512_loadu_ps(p.add(48));
+                let z4 = _mm512_loadu_ps(p.add(64));
+                // Phase a: values a, a + 4, … of 32 from the first two registers in lanes 0–7, of the last two in
+                // lanes 0–7 of another, then both halves joined. (No closures here: they would not inherit this
+                // function's AVX-512 and the intrinsics would become calls.)
+                let mut phases = [z0; 4];
+                for (a, phase) in phases.iter_mut().enumerate() {
+                    let a = a as i32;
+                    let idx = _mm512_add_epi32(
+                        _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 28, 24, 20, 16, 12, 8, 4, 0),
+                        _mm512_set1_epi32(a),
+                    );
+                    let lo = _mm512_permutex2var_ps(z0, idx, z1);
+                    let hi = _mm512_permutex2var_ps(z2, idx, z3);
+                    *phase = _mm512_shuffle_f32x4::<0b01_00_01_00>(lo, hi);
+                }
+                let [p0, p1, p2, p3] = phases;
+                let next0 = _mm512_set_epi32(16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
+                let next1 = _mm512_set_epi32(17, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
+                let p4 = _mm512_permutex2var_ps(p0, next0, z4);
+                let p5 = _mm512_permutex2var_ps(p1, next1, z4);
+                [p0, p1, p2, p3, p4, p5]
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    impl Side<T, 4> for Output {
+        /// Aᵀ m, 16 tiles at once.
+        // SAFETY (callers): as for `Input::apply`.
+        #[inline(always)]
+        unsafe fn apply(m: [__m512; T]) -> [__m512; 4] {
+            // SAFETY: as for `Input::apply`.
+            unsafe {
+                let (sum, diff) = (_mm512_add_ps(m[1], m[2]), _mm512_sub_ps(m[1], m[2]));
+                let (sum2, diff2) = (_mm512_add_ps(m[3], m[4]), _mm512_sub_ps(m[3], m[4]));
+                [
+                    _mm512_add_ps(_mm512_add_ps(m[0], sum), sum2),
+                    _mm512_fmadd_ps(_mm512_set1_ps(2.0), diff2, diff),
+                    _mm512_fmadd_ps(_mm512_set1_ps(4.0), sum2, sum),
+                    _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), diff2, diff), m[5]),
+                ]
+            }
         }
     }
 
     /// `out[4q + s] = y[s][q]`: 4 vectors of 16 tiles into 64 values, tile by tile.
-    // SAFETY (callers): as for `bt`; `out` is a checked reference to 64 values.
+    // SAFETY (callers): as for `Input::apply`; `out` is a checked reference to 64 values.
     #[inline(always)]
     #[cfg(target_arch = "x86_64")]
     unsafe fn interleave4(y: [__m512; 4], out: &mut [f32; 64]) {
-        // SAFETY: the stores write out[0 .. 64]; the rest as for `bt`.
+        // SAFETY: the stores write out[0 .. 64]; the rest as for `Input::apply`.
         unsafe {
             let (a, b) = (_mm512_unpacklo_ps(y[0], y[1]), _mm512_unpackhi_ps(y[0], y[1]));
             let (c, d) = (_mm512_unpacklo_ps(y[2], y[3]), _mm512_unpackhi_ps(y[2], y[3]));
@@ -496,11 +512,11 @@ mod avx512 {
     }
 
     /// `out[2q + s] = y[s][q]`: 2 vectors of 16 tiles into 32 values.
-    // SAFETY (callers): as for `bt`; `out` is a checked reference to 32 values.
+    // SAFETY (callers): as for `Input::apply`; `out` is a checked reference to 32 values.
     #[inline(always)]
     #[cfg(target_arch = "x86_64")]
     unsafe fn interleave2(y: [__m512; 2], out: &mut [f32; 32]) {
-        // SAFETY: the stores write out[0 .. 32]; the rest as for `bt`.
+        // SAFETY: the stores write out[0 .. 32]; the rest as for `Input::apply`.
         unsafe {
             // Per 128-bit block k: lo = tiles 4k, 4k + 1; hi = tiles 4k + 2, 4k + 3.
             let (lo, hi) = (_mm512_unpacklo_ps(y[0], y[1]), _mm512_unpackhi_ps(y[0], y[1]));
@@ -512,12 +528,6 @@ mod avx512 {
         }
     }
 
-    /// The lanes of a block of `l` ≤ 16 tiles.
-    #[cfg(target_arch = "x86_64")]
-    fn lanes(l: usize) -> __mmask16 {
-        ((1u32 << l) - 1) as __mmask16
-    }
-
     /// # Safety
     /// The CPU must have AVX-512 F; `v` must hold 36 blocks of C × nt and the runs lie inside the chunk of nt
     /// tiles and the batch of `x` (N × C × H × W of `g`).
@@ -525,53 +535,8 @@ mod avx512 {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn input_transform(x: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, v: &mut [f32]) {
-        let (c, h, w, pad) = (g.c, g.h, g.w, g.pad);
-        let padded = runs.iter().map(|r| r.len).max().unwrap_or(0).div_ceil(L) * L;
-        // The run's 6 input rows from column 4·tx0 − pad, and 16 more values for the last block's columns 4, 5.
-        let width = 4 * padded + L;
-        let mut rows = vec![0f32; T * width];
-        for run in runs {
-            for ci in 0..c {
-                let plane = &x[(run.img * c + ci) * h * w..][..h * w];
-                for (r, row) in rows.chunks_exact_mut(width).enumerate() {
-                    let y = (4 * run.ty + r) as isize - pad as isize;
-                    fill_row(plane, (h, w), y, 4 * run.tx0, pad, row);
-                }
-                for q0 in (0..run.len).step_by(L) {
-                    let l = L.min(run.len - q0);
-                    // d[r][a]: row r, column a of the 16 tiles' patches.
-                    let mut d = [[_mm512_setzero_ps(); T]; T];
-                    for (r, dr) in d.iter_mut().enumerate() {
-                        let row = <&[f32; 80]>::try_from(&rows[r * width + 4 * q0..][..80]).expect("80 values");
-                        // SAFETY: this function runs with AVX-512 F.
-                        *dr = unsafe { patch_columns(row) };
-                    }
-                    // Bᵀ over the rows for each patch column a, giving by_cols[i][a]; then over the columns.
-                    let mut by_cols = [[_mm512_setzero_ps(); T]; T];
-                    for a in 0..T {
-                        let mut column = [_mm512_setzero_ps(); T];
-                        for (value, dr) in column.iter_mut().zip(&d) {
-                            *value = dr[a];
-                        }
-                        // SAFETY: as above.
-                        let rows_done = unsafe { bt(column) };
-                        for (bc, value) in by_cols.iter_mut().zip(rows_done) {
-                            bc[a] = value;
-                        }
-                    }
-                    for (i, col) in by_cols.into_iter().enumerate() {
-                        // SAFETY: as above.
-                        let both = unsafe { bt(col) };
-                        for (j, value) in both.into_iter().enumerate() {
-                            let at = ((i * T + j) * c + ci) * nt + run.t + q0;
-                            let dst = &mut v[at..at + l];
-                            // SAFETY: the mask writes the first l lanes, the l values of `dst`.
-                            unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), lanes(l), value) };
-                        }
-                    }
-                }
-            }
-        }
+        // SAFETY: this function runs with AVX-512 F; v and the runs as the caller promised.
+        unsafe { gather::<T, T, Input>(x, (g.c, g.h, g.w), g.pad, runs, nt, v) }
     }
 
     /// # Safety
@@ -596,44 +561,13 @@ mod avx512 {
         let padded = runs.iter().map(|r| r.len).max().unwrap_or(0).div_ceil(L) * L;
         let stride = 4 * padded;
         let mut out_rows = vec![0f32; 4 * stride];
-        let zero = _mm512_setzero_ps();
         for oc in 0..o {
             let b = _mm512_set1_ps(bias.map_or(0.0, |b| b[oc]));
             for run in runs {
                 for q0 in (0..run.len).step_by(L) {
                     let l = L.min(run.len - q0);
-                    let mut mv = [zero; K];
-                    for (k, value) in mv.iter_mut().enumerate() {
-                        let at = (k * o + oc) * nt + run.t + q0;
-                        let src = &m[at..at + l];
-                        // SAFETY: the mask reads the first l lanes, the l values of `src`.
-                        *value = unsafe { _mm512_maskz_loadu_ps(lanes(l), src.as_ptr()) };
-                    }
-                    // Aᵀ over the rows of M for each column j, giving by_cols[r][j]; then over the columns; bias
-                    // and ReLU. (Plain loops, no closures: see `patch_columns`.)
-                    let mut by_cols = [[zero; T]; 4];
-                    for j in 0..T {
-                        let mut column = [zero; T];
-                        for (i, value) in column.iter_mut().enumerate() {
-                            *value = mv[i * T + j];
-                        }
-                        // SAFETY: this function runs with AVX-512 F.
-                        let rows_done = unsafe { at(column) };
-                        for (bc, value) in by_cols.iter_mut().zip(rows_done) {
-                            bc[j] = value;
-                        }
-                    }
-                    let mut y = [[zero; 4]; 4];
-                    for (yr, col) in y.iter_mut().zip(by_cols) {
-                        // SAFETY: as above.
-                        *yr = unsafe { at(col) };
-                        for value in yr.iter_mut() {
-                            *value = _mm512_add_ps(*value, b);
-                            if relu {
-                                *value = _mm512_max_ps(*value, zero);
-                            }
-                        }
-                    }
+                    // SAFETY: this function runs with AVX-512 F; output_tiles checks its reads of m.
+                    let y = unsafe { output_tiles::<T, 4, Output>(m, (o, oc), nt, (run.t + q0, l), b, relu) };
                     if pool {
                         for pr in 0..2 {
                             let (top, bottom) = (y[2 * pr], y[2 * pr + 1]);
