@@ -20,9 +20,9 @@ mod transpose;
 pub mod winograd;
 pub mod winograd3;
 pub mod winograd4;
-mod winograd_avx512;
 pub mod winograd_dw;
 pub mod winograd_input;
+mod winograd_tiles;
 
 use candle_core::Device;
 use serde::{Deserialize, Serialize};

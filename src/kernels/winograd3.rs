@@ -8,14 +8,14 @@
 //! for the points 0, 1, −1, 2 and ∞, derived and checked in f64 (`tests` below); the rounding error sits between
 //! F(2×2)'s and F(4×4)'s (about 2e-6 of a layer's largest output here). A tile is not a pooling window, so a
 //! pooled forward pools its full output separately ([`forward`]). The forward runs on
-//! `winograd4::over_chunks`: chunks of tiles, transforms around one gemm per block.
+//! `winograd_tiles::over_chunks`: chunks of tiles, transforms around one gemm per block.
 
 use rayon::prelude::*;
 
 use super::conv::ConvGeom;
 use super::raw::{Pool, SendPtr};
 use super::winograd::{bias_grad, check_weight_grad, grad_products, kernels_from_sums, runs, with_buffers, Run};
-use super::winograd4::{fill_row, over_chunks, store_rows};
+use super::winograd_tiles::{gather, over_chunks, store_rows, tile_outputs, tile_products, transform_weights_into};
 
 /// Tiles of 3×3 outputs from 5×5 input patches.
 const M: usize = 3;
@@ -28,34 +28,6 @@ const K: usize = T * T;
 /// products save). [`super::winograd4::chosen`] takes the wider layers; below 9, F(2×2) wastes less.
 pub fn chosen(g: &ConvGeom) -> bool {
     g.k == 3 && g.pad <= 2 && g.c >= 8 && (9..=18).contains(&g.ho) && (9..=18).contains(&g.wo) && avx512::available()
-}
-
-/// `U[k][o][c]` = (G g Gᵀ)[k / 5][k % 5] for the 3×3 kernel g = w[o][c] (`u`'s old values do not matter).
-fn transform_weights_into(weight: &[f32], o: usize, c: usize, u: &mut Vec<f32>) {
-    assert_eq!(weight.len(), o * c * 9, "Winograd F(3×3): weight is not O × C × 3 × 3");
-    u.resize(K * o * c, 0.0);
-    let oc = o * c;
-    let up = SendPtr::new(u);
-    (0..o).into_par_iter().for_each_init(
-        || vec![0f32; K * c],
-        |rows, oi| {
-            for ci in 0..c {
-                let g = &weight[(oi * c + ci) * 9..][..9];
-                let cols: [[f32; T]; 3] = std::array::from_fn(|s| g_times([g[s], g[3 + s], g[6 + s]]));
-                for i in 0..T {
-                    let row = g_times([cols[0][i], cols[1][i], cols[2][i]]);
-                    for (j, v) in row.iter().enumerate() {
-                        rows[(i * T + j) * c + ci] = *v;
-                    }
-                }
-            }
-            for (k, row) in rows.chunks_exact(c).enumerate() {
-                // SAFETY: k < 25 and oi < o, so the c values from (k, oi, 0) end at most at 25·o·c = u.len(); row
-                // (k, oi) belongs to this task's oi alone, and `u` lives until the loop ends.
-                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), up.get().add(k * oc + oi * c), c) };
-            }
-        },
-    );
 }
 
 /// G g: G = [[1/2, 0, 0], [1/2, 1/2, 1/2], [1/6, −1/6, 1/6], [1/6, 1/3, 2/3], [0, 0, 1]].
@@ -124,7 +96,7 @@ fn forward_on(simd: bool, x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<
     g.check_forward("Winograd F(3×3)", x, bias, out, false);
     let (c, o) = (g.c, g.o);
     let mut u = TRANSFORMED.take(K * o * c);
-    transform_weights_into(weight, o, c, &mut u);
+    transform_weights_into(weight, (o, c), g_times, &mut u);
     let outp = SendPtr::new(out);
     let input = |runs: &[Run], nt: usize, v: &mut [f32]| {
         if simd {
@@ -135,7 +107,7 @@ fn forward_on(simd: bool, x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<
                 avx512::input_transform(x, g, runs, nt, v)
             };
         } else {
-            input_transform(x, g, runs, nt, v);
+            gather(x, (c, g.h, g.w), (M, g.pad), runs, nt, bt, v);
         }
     };
     let output = |m: &[f32], runs: &[Run], nt: usize| {
@@ -215,8 +187,8 @@ fn weight_grad_on(simd: bool, x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32
                         avx512::grad_transform(dy, g, &runs, nt, yh);
                     }
                 } else {
-                    input_transform(x, g, &runs, nt, v);
-                    grad_transform(dy, g, &runs, nt, yh);
+                    gather(x, (c, g.h, g.w), (M, g.pad), &runs, nt, bt, v);
+                    gather(dy, (o, g.ho, g.wo), (M, 0), &runs, nt, a_times, yh);
                 }
                 grad_products(yh, v, (o, c, nt), n > 0, par, acc);
             });
@@ -259,60 +231,7 @@ fn a_times(g: [f32; M]) -> [f32; T] {
     [g0, g0 + g1 + g2, g0 - g1 + g2, g0 + 2.0 * g1 + 4.0 * g2, g2]
 }
 
-/// `yh[k][oc][t]` = (A dy Aᵀ)[k / 5][k % 5] for the 3×3 output-gradient tile dy of the chunk's tile t (zero past
-/// the output's edge).
-fn grad_transform(dy: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, yh: &mut [f32]) {
-    let (o, ho, wo) = (g.o, g.ho, g.wo);
-    let width = M * runs.iter().map(|r| r.len).max().unwrap_or(0);
-    let mut rows = vec![0f32; M * width];
-    for run in runs {
-        for oc in 0..o {
-            let plane = &dy[(run.img * o + oc) * ho * wo..][..ho * wo];
-            for (r, row) in rows.chunks_exact_mut(width).enumerate() {
-                let y = (M * run.ty + r) as isize;
-                fill_row(plane, (ho, wo), y, M * run.tx0, 0, &mut row[..M * run.len]);
-            }
-            for q in 0..run.len {
-                let cols: [[f32; T]; M] =
-                    std::array::from_fn(|s| a_times(std::array::from_fn(|r| rows[r * width + M * q + s])));
-                for i in 0..T {
-                    let both = a_times(std::array::from_fn(|s| cols[s][i]));
-                    for (j, value) in both.into_iter().enumerate() {
-                        yh[((i * T + j) * o + oc) * nt + run.t + q] = value;
-                    }
-                }
-            }
-        }
-    }
-}
-
 // The portable transforms, tile by tile: the reference for the AVX-512 ones.
-
-/// `v[k][ci][t]` = (Bᵀ d B)[k / 5][k % 5] for the 5×5 input patch d of the chunk's tile t, channel ci.
-fn input_transform(x: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, v: &mut [f32]) {
-    let (c, h, w, pad) = (g.c, g.h, g.w, g.pad);
-    let width = M * runs.iter().map(|r| r.len).max().unwrap_or(0) + 2;
-    let mut rows = vec![0f32; T * width];
-    for run in runs {
-        for ci in 0..c {
-            let plane = &x[(run.img * c + ci) * h * w..][..h * w];
-            for (r, row) in rows.chunks_exact_mut(width).enumerate() {
-                let y = (M * run.ty + r) as isize - pad as isize;
-                fill_row(plane, (h, w), y, M * run.tx0, pad, &mut row[..M * run.len + 2]);
-            }
-            for q in 0..run.len {
-                let cols: [[f32; T]; T] =
-                    std::array::from_fn(|a| bt(std::array::from_fn(|r| rows[r * width + M * q + a])));
-                for i in 0..T {
-                    let both = bt(std::array::from_fn(|a| cols[a][i]));
-                    for (j, value) in both.into_iter().enumerate() {
-                        v[((i * T + j) * c + ci) * nt + run.t + q] = value;
-                    }
-                }
-            }
-        }
-    }
-}
 
 /// `out[img][oc][3ty + r][3tx + s]` = act(b[oc] + (Aᵀ M A)[r][s]), skipping positions past the output's edge.
 #[allow(clippy::too_many_arguments)]
@@ -324,14 +243,9 @@ fn output_transform(m: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, bias: Opti
         let b = bias.map_or(0.0, |b| b[oc]);
         for run in runs {
             for q in 0..run.len {
-                let mt: [f32; K] = std::array::from_fn(|k| m[(k * o + oc) * nt + run.t + q]);
-                let by_rows: [[f32; M]; T] = std::array::from_fn(|j| at(std::array::from_fn(|i| mt[i * T + j])));
-                for r in 0..M {
-                    let row = at(std::array::from_fn(|j| by_rows[j][r]));
-                    for (s, value) in row.into_iter().enumerate() {
-                        let value = value + b;
-                        out_rows[r * stride + M * q + s] = if relu { value.max(0.0) } else { value };
-                    }
+                let y = tile_outputs(tile_products::<T>(m, (o, oc), nt, run.t + q), at, b, relu);
+                for (r, row) in y.iter().enumerate() {
+                    out_rows[r * stride + M * q..][..M].copy_from_slice(row);
                 }
             }
             store_rows(&out_rows, stride, (M, g.ho, g.wo), o, (run, oc), outp);
@@ -346,7 +260,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     #[cfg(target_arch = "x86_64")]
-    use super::super::winograd_avx512::{gather, output_tiles, Gather, Side, L};
+    use super::super::winograd_tiles::avx512::{gather, output_tiles, Gather, Side, L};
     use super::{store_rows, ConvGeom, Run, SendPtr, M, T};
 
     /// True when this CPU runs the AVX-512 transforms.

@@ -8,11 +8,10 @@
 //! rounding, so it runs in f32 only: in bf16 the same coefficients would amplify the operands' rounding.
 //! [`chosen`] says where it wins.
 
-use rayon::prelude::*;
-
 use super::conv::ConvGeom;
 use super::raw::{Pool, SendPtr};
-use super::winograd::{block_products, runs, with_buffers, Run};
+use super::winograd::Run;
+use super::winograd_tiles::{gather, over_chunks, store_rows, tile_outputs, tile_products, transform_weights_into};
 
 /// Tiles of 4×4 outputs from 6×6 input patches.
 const T: usize = 6;
@@ -40,36 +39,6 @@ pub fn chosen(g: &ConvGeom) -> bool {
         && g.wo >= 16
         && K * g.o * g.c * 4 <= MAX_WEIGHT_BYTES
         && avx512::available()
-}
-
-/// `U[k][o][c]` = (G g Gᵀ)[k / 6][k % 6] for the 3×3 kernel g = w[o][c] (`u`'s old values do not matter).
-fn transform_weights_into(weight: &[f32], o: usize, c: usize, u: &mut Vec<f32>) {
-    assert_eq!(weight.len(), o * c * 9, "Winograd F(4×4): weight is not O × C × 3 × 3");
-    u.resize(K * o * c, 0.0);
-    let oc = o * c;
-    let up = SendPtr::new(u);
-    // One output channel per task; its 36 rows of C values are built locally and written contiguously.
-    (0..o).into_par_iter().for_each_init(
-        || vec![0f32; K * c],
-        |rows, oi| {
-            for ci in 0..c {
-                let g = &weight[(oi * c + ci) * 9..][..9];
-                // t = G g (6×3), then U = t Gᵀ (6×6).
-                let cols: [[f32; T]; 3] = std::array::from_fn(|s| g_times([g[s], g[3 + s], g[6 + s]]));
-                for i in 0..T {
-                    let row = g_times([cols[0][i], cols[1][i], cols[2][i]]);
-                    for (j, v) in row.iter().enumerate() {
-                        rows[(i * T + j) * c + ci] = *v;
-                    }
-                }
-            }
-            for (k, row) in rows.chunks_exact(c).enumerate() {
-                // SAFETY: k < 36 and oi < o, so the c values from (k, oi, 0) end at most at 36·o·c = u.len(); row
-                // (k, oi) belongs to this task's oi alone, and `u` lives until the loop ends.
-                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), up.get().add(k * oc + oi * c), c) };
-            }
-        },
-    );
 }
 
 /// G g for a kernel column (or row) g: G = [[1/4, 0, 0], [−1/6, −1/6, −1/6], [−1/6, 1/6, −1/6],
@@ -117,16 +86,6 @@ fn at(m: [f32; T]) -> [f32; 4] {
 /// The f32 forward's transformed weights (36 · O · C floats), kept for the next call as in [`super::winograd`].
 static TRANSFORMED: Pool<f32> = Pool::new();
 
-/// Tiles per chunk: the larger transformed buffer (blocks × channels × tiles floats) near 3 MiB, at least 32 tiles,
-/// and enough chunks to keep every thread busy. Chunks of 1, 2, 3, 4 and 8 MiB were timed on block1–block3
-/// (AMD EPYC Zen 5, 1 MiB L2 per core): 3 was best or near it on every layer, 8 up to 30% slower.
-fn chunk_tiles(g: &ConvGeom, blocks: usize, total: usize, threads: usize) -> usize {
-    let widest = g.c.max(g.o).max(1);
-    let by_cache = (3 * 1024 * 1024 / (blocks * 4 * widest)).clamp(32, 4096);
-    let by_threads = total.div_ceil(4 * threads.max(1)).max(32);
-    by_cache.min(by_threads).max(1)
-}
-
 /// Forward convolution with Winograd F(4×4, 3×3); the contract of [`super::winograd::forward`] (bias and ReLU
 /// fused, and with `pool` a 2×2/2 max-pool in floor mode: `out` is then `N × O × ⌊Ho/2⌋ × ⌊Wo/2⌋`).
 ///
@@ -156,7 +115,7 @@ fn forward_on(
     g.check_forward("Winograd F(4×4)", x, bias, out, pool);
     let (c, o) = (g.c, g.o);
     let mut u = TRANSFORMED.take(K * o * c);
-    transform_weights_into(weight, o, c, &mut u);
+    transform_weights_into(weight, (o, c), g_times, &mut u);
     let outp = SendPtr::new(out);
     let input = |runs: &[Run], nt: usize, v: &mut [f32]| {
         if simd {
@@ -167,7 +126,7 @@ fn forward_on(
                 avx512::input_transform(x, g, runs, nt, v)
             };
         } else {
-            input_transform(x, g, runs, nt, v);
+            gather(x, (c, g.h, g.w), (4, g.pad), runs, nt, bt, v);
         }
     };
     let output = |m: &[f32], runs: &[Run], nt: usize| {
@@ -186,103 +145,8 @@ fn forward_on(
     TRANSFORMED.give(u, 1);
 }
 
-/// A chunk's input transform: (its runs of tiles, nt, the transformed input to write).
-pub(super) type InputTransform<'a> = dyn Fn(&[Run], usize, &mut [f32]) + Sync + 'a;
-/// A chunk's output transform: (the products, its runs of tiles, nt).
-pub(super) type OutputTransform<'a> = dyn Fn(&[f32], &[Run], usize) + Sync + 'a;
-
-/// The chunk loop of the large-tile Winograd forwards (F(4×4) here, F(3×3) in [`super::winograd3`]): tiles of
-/// `side` × `side` outputs and `blocks` products with the transformed weights `u` (blocks × O × C). Per chunk of
-/// tiles, in parallel, `input` writes the transformed input (blocks × C × nt), one gemm per block makes the
-/// products (blocks × O × nt), and `output` transforms them into the output.
-pub(super) fn over_chunks(
-    g: &ConvGeom,
-    (side, blocks): (usize, usize),
-    u: &[f32],
-    input: &InputTransform,
-    output: &OutputTransform,
-) {
-    let (c, o) = (g.c, g.o);
-    let (th, tw) = (g.ho.div_ceil(side), g.wo.div_ceil(side));
-    let total = g.n * th * tw;
-    let threads = rayon::current_num_threads();
-    let tc = chunk_tiles(g, blocks, total, threads);
-    let nchunks = total.div_ceil(tc);
-    let par_chunks = nchunks >= 2 * threads || threads == 1;
-    let par = if par_chunks {
-        gemm::Parallelism::None
-    } else {
-        gemm::Parallelism::Rayon(threads)
-    };
-    let run = |chunk: usize| {
-        let t0 = chunk * tc;
-        let nt = tc.min(total - t0);
-        with_buffers(blocks * c * nt, blocks * o * nt, |v, m| {
-            let runs = runs(t0, nt, th, tw);
-            input(&runs, nt, v);
-            block_products(u, v, (o, c, nt), par, m);
-            output(m, &runs, nt);
-        });
-    };
-    if par_chunks {
-        (0..nchunks).into_par_iter().for_each(run);
-    } else {
-        (0..nchunks).for_each(run);
-    }
-}
-
 // The portable transforms, tile by tile: the reference for the AVX-512 ones (the tests hold both to an f64
 // convolution), and the path `forward` takes on CPUs without AVX-512, where `chosen` keeps F(2×2, 3×3).
-
-/// `v[k][ci][t]` = (Bᵀ d B)[k / 6][k % 6] for the 6×6 input patch d of the chunk's tile t, channel ci.
-fn input_transform(x: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, v: &mut [f32]) {
-    let (c, h, w, pad) = (g.c, g.h, g.w, g.pad);
-    // A run's 6 input rows, from column 4·tx0 − pad.
-    let width = 4 * runs.iter().map(|r| r.len).max().unwrap_or(0) + 2;
-    let mut rows = vec![0f32; T * width];
-    for run in runs {
-        for ci in 0..c {
-            let plane = &x[(run.img * c + ci) * h * w..][..h * w];
-            for (r, row) in rows.chunks_exact_mut(width).enumerate() {
-                let y = (4 * run.ty + r) as isize - pad as isize;
-                fill_row(plane, (h, w), y, 4 * run.tx0, pad, &mut row[..4 * run.len + 2]);
-            }
-            for q in 0..run.len {
-                // Bᵀ over each patch column a (giving cols[a][i]), then over each row i of the result.
-                let cols: [[f32; T]; T] =
-                    std::array::from_fn(|a| bt(std::array::from_fn(|r| rows[r * width + 4 * q + a])));
-                for i in 0..T {
-                    let both = bt(std::array::from_fn(|a| cols[a][i]));
-                    for (j, value) in both.into_iter().enumerate() {
-                        v[((i * T + j) * c + ci) * nt + run.t + q] = value;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Input row `y` of `plane` (h × w), columns `x0 − pad ..` into `row`, zero outside the image.
-#[inline(always)]
-pub(super) fn fill_row(plane: &[f32], (h, w): (usize, usize), y: isize, x0: usize, pad: usize, row: &mut [f32]) {
-    if y < 0 || y >= h as isize {
-        row.fill(0.0);
-        return;
-    }
-    let src = &plane[y as usize * w..][..w];
-    // Row position p holds column x0 − pad + p; the image's columns 0 .. w land at pad − x0 .. (clipped). Only
-    // the edges are zeroed: a memset per row was a few percent of the forward.
-    let first = pad.saturating_sub(x0).min(row.len());
-    let start = (x0 + first).saturating_sub(pad);
-    let n = (row.len() - first).min(w.saturating_sub(start));
-    for v in &mut row[..first] {
-        *v = 0.0;
-    }
-    row[first..first + n].copy_from_slice(&src[start..start + n]);
-    for v in &mut row[first + n..] {
-        *v = 0.0;
-    }
-}
 
 /// `out[img][oc][4ty + r][4tx + s]` = act(b[oc] + (Aᵀ M A)[r][s]), or with `pool` the maxima of its 2×2 windows;
 /// positions past the output's edge are skipped.
@@ -305,7 +169,7 @@ fn output_transform(
         let b = bias.map_or(0.0, |b| b[oc]);
         for run in runs {
             for q in 0..run.len {
-                let y = tile_outputs(std::array::from_fn(|k| m[(k * o + oc) * nt + run.t + q]), b, relu);
+                let y = tile_outputs(tile_products::<T>(m, (o, oc), nt, run.t + q), at, b, relu);
                 if pool {
                     for pr in 0..2 {
                         for pc in 0..2 {
@@ -325,53 +189,12 @@ fn output_transform(
     }
 }
 
-/// act(b + Aᵀ M A) for one tile: `[r][s]` is output (r, s).
-#[inline(always)]
-fn tile_outputs(m: [f32; K], b: f32, relu: bool) -> [[f32; 4]; 4] {
-    // Aᵀ over the rows of M (per column j), then over the columns.
-    let by_rows: [[f32; 4]; T] = std::array::from_fn(|j| at(std::array::from_fn(|i| m[i * T + j])));
-    std::array::from_fn(|r| {
-        at(std::array::from_fn(|j| by_rows[j][r])).map(|v| if relu { (v + b).max(0.0) } else { v + b })
-    })
-}
-
 /// Writes a run's output rows into plane (img, oc) of the output, clipped at its edges: `out_rows` holds 4 rows
 /// of 4 values per tile, or with `pool` 2 rows of 2 values per tile, each row starting at a multiple of `stride`.
 #[allow(clippy::too_many_arguments)]
 fn store_run(out_rows: &[f32], stride: usize, g: &ConvGeom, run: &Run, oc: usize, pool: bool, outp: SendPtr) {
     let (per_tile, ho, wo) = if pool { (2, g.ho / 2, g.wo / 2) } else { (4, g.ho, g.wo) };
     store_rows(out_rows, stride, (per_tile, ho, wo), g.o, (run, oc), outp);
-}
-
-/// Writes a run's output rows, `per_tile` values of each of `per_tile` rows per tile, into plane (img, oc) of an
-/// N × O × ho × wo output, clipped at its edges; row r of `out_rows` starts at r · `stride`.
-pub(super) fn store_rows(
-    out_rows: &[f32],
-    stride: usize,
-    (per_tile, ho, wo): (usize, usize, usize),
-    o: usize,
-    (run, oc): (&Run, usize),
-    outp: SendPtr,
-) {
-    let x0 = per_tile * run.tx0;
-    if x0 >= wo {
-        return;
-    }
-    let ncols = (per_tile * run.len).min(wo - x0);
-    for r in 0..per_tile {
-        let y = per_tile * run.ty + r;
-        if y >= ho {
-            break;
-        }
-        let src = &out_rows[r * stride..r * stride + ncols];
-        // SAFETY: y < ho, x0 + ncols ≤ wo, img < n, oc < o: row y of plane (img, oc) of the output, whose length
-        // the caller checked; only this run's tiles own these outputs (a tile is in one chunk), and `src` is a
-        // checked slice of ncols values.
-        unsafe {
-            let dst = outp.get().add(((run.img * o + oc) * ho + y) * wo + x0);
-            std::ptr::copy_nonoverlapping(src.as_ptr(), dst, ncols);
-        }
-    }
 }
 
 /// The transforms in AVX-512 intrinsics, 16 tiles a vector (lane q: tile q of a run): the stride-4 reads of the
@@ -383,7 +206,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     #[cfg(target_arch = "x86_64")]
-    use super::super::winograd_avx512::{gather, output_tiles, Gather, Side, L};
+    use super::super::winograd_tiles::avx512::{gather, output_tiles, Gather, Side, L};
     use super::{ConvGeom, Run, SendPtr, T};
 
     /// True when this CPU runs the AVX-512 transforms.
