@@ -394,6 +394,12 @@ fn numbers_that_would_exhaust_the_machine_are_refused_before_any_work() {
         "{}",
         stderr(&o)
     );
+    // The CPU kernels' per-thread buffers are part of it, and --threads is one way down.
+    assert!(
+        stderr(&o).contains("kernel buffers for") && stderr(&o).contains("--threads"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!runs.join("mem").exists(), "a refused run leaves no empty folder");
     let o = catdog(
         &["--threads", "100000", "data", "check", data.to_str().unwrap()],

@@ -355,19 +355,28 @@ fn check_run_memory(cfg: &TrainConfig, base: &Vgg16, splits: &Splits) -> Result<
     let image_bytes = 3 * (cfg.size as u64).pow(2);
     let image_cache = (n_train * image_bytes).min(cfg.image_cache_mb as u64 * mib);
     let weights = base.parameter_count() as u64 * 4 * 4; // values, gradients, two optimizer slots
-    let total = act + feature_cache + image_cache + weights;
+    let threads = rayon::current_num_threads();
+    let fp32 = cfg.precision == catdog::kernels::precision::Precision::Fp32;
+    let scratch = if cfg.device == "cpu" {
+        catdog::limits::kernel_scratch_bytes(&widths, trainable_block, threads, fp32)
+    } else {
+        0
+    };
+    let total = act + feature_cache + image_cache + weights + scratch;
     let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
     catdog::limits::check_memory(
         "this run",
         total,
         &format!(
-            "activations for batch {} at {}px {}, feature cache {}, image cache {}, weights and optimizer {}",
+            "activations for batch {} at {}px {}, feature cache {}, image cache {}, weights and optimizer {}, \
+             kernel buffers for {threads} threads {}",
             cfg.batch_size,
             cfg.size,
             gib(act),
             gib(feature_cache),
             gib(image_cache),
-            gib(weights)
+            gib(weights),
+            gib(scratch)
         ),
     )
     .map_err(usage)
