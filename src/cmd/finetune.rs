@@ -354,7 +354,10 @@ fn check_run_memory(cfg: &TrainConfig, base: &Vgg16, splits: &Splits) -> Result<
     let feature_cache = ((n_train + n_val) * feature_bytes).min(2 * cfg.feature_cache_mb as u64 * mib);
     let image_bytes = 3 * (cfg.size as u64).pow(2);
     let image_cache = (n_train * image_bytes).min(cfg.image_cache_mb as u64 * mib);
-    let weights = base.parameter_count() as u64 * 4 * 4; // values, gradients, two optimizer slots
+    // The head too: Flatten of block5_pool → Dense(hidden) → Dense(1) (134M weights at 1024 px).
+    let (bc, bh, bw) = base.output_shape(catdog::model::vgg16::LAYERS.len() - 1, cfg.size as usize);
+    let head = (bc * bh * bw + 2) * cfg.hidden + 1;
+    let weights = (base.parameter_count() + head) as u64 * 4 * 4; // values, gradients, two optimizer slots
     let threads = rayon::current_num_threads();
     let fp32 = cfg.precision == catdog::kernels::precision::Precision::Fp32;
     let scratch = if cfg.device == "cpu" {
