@@ -8,8 +8,11 @@
 #      (CATDOG_BF16_CONV), so that each layer's choice rests on one run's figures (the first direct run with
 #      `--backward`: each layer's input and weight gradients too);
 #   3. `bench train --mode finetune --precision bf16` with each, and the head alone (`--mode extract --cache on`);
-#   4. PyTorch's autocast + channels_last forward and training step in the same run (scripts/bench_torch.py), if
-#      torch is there.
+#   4. the fp32 forward per layer with the hand-written AVX-512 kernels (Winograd F(4×4) and F(3×3), chosen on
+#      AMD's caches) and without them (`CATDOG_SIMD=avx2`: F(2×2) everywhere), so that their choice can be
+#      checked on this CPU's caches;
+#   5. PyTorch's fp32 (NCHW and channels_last) and autocast + channels_last forward and training step in the same
+#      run (scripts/bench_torch.py), if torch is there.
 # Everything is pinned to the first CATDOG_AMX_THREADS cores (default 2, as on the development machines) and goes
 # to target/amx-check/ too (CATDOG_AMX_OUT overrides), one log per step.
 #
@@ -70,9 +73,13 @@ done
 # The head alone (feature extraction from cached block5_pool), bf16 and fp32 side by side.
 step extract "${pin[@]}" "$bin" bench train --mode extract --cache on --precision bf16 --threads "$threads" \
   --quiet --steps 200
+fp32=(bench forward --threads "$threads" --quiet --no-compare --layers)
+step forward-fp32 "${pin[@]}" "$bin" "${fp32[@]}" --backward
+step forward-fp32-avx2 env CATDOG_SIMD=avx2 "${pin[@]}" "$bin" "${fp32[@]}"
 if python3 -c 'import torch' 2>/dev/null; then
   for what in forward train; do
-    step "torch-$what" "${pin[@]}" python3 scripts/bench_torch.py $what --threads "$threads" --variants bf16-cl
+    step "torch-$what" "${pin[@]}" python3 scripts/bench_torch.py $what --threads "$threads" \
+      --variants fp32,fp32-cl,bf16-cl
   done
 fi
 if [ ${#failed[@]} -gt 0 ]; then
