@@ -3,13 +3,17 @@
 //! Scenarios: a server that accepts connections and never answers (listing and download must fail within
 //! `CATDOG_HUB_TIMEOUT`, not hang); the same server with the data set already in the cache (the cache wins, with a
 //! warning); a server that refuses with the hub's `X-Error-Code` (GatedRepo, RepoNotFound: each its own advice);
-//! that server as an HTTP proxy in front of a hub whose name does not resolve (only the proxy can reach it).
+//! that server as an HTTP proxy in front of a hub whose name does not resolve (only the proxy can reach it); an
+//! HTTPS hub behind a CONNECT proxy, its certificate from a test authority that only `REQUESTS_CA_BUNDLE` names
+//! (a company proxy that inspects HTTPS).
 
 mod common;
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Output;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::mock_hub::{refusing_server, run_catdog, serve};
@@ -171,4 +175,140 @@ fn behind_a_proxy_the_hub_is_reached_through_it_even_when_only_the_proxy_resolve
     );
     assert!(!e.contains("cannot resolve"), "{e}");
     assert!(took < Duration::from_secs(15), "{took:?}");
+}
+
+/// A certificate authority of its own and an HTTPS "hub" for `hub.test` with a certificate it signed, answering
+/// every request with the hub's RepoNotFound. Returns the hub's port and the authority's certificate (PEM).
+fn https_hub() -> (u16, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "catdog test authority");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["hub.test".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca_cert, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let config = Arc::new(config);
+    let url = serve(move |tcp| {
+        let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+            return;
+        };
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        // The request head, then the hub's refusal (a failed handshake just ends the connection).
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && tls.read(&mut byte).is_ok_and(|n| n == 1) {
+            head.push(byte[0]);
+        }
+        let _ = tls.write_all(
+            b"HTTP/1.1 404 Not Found\r\nX-Error-Code: RepoNotFound\r\nX-Error-Message: Repository not found\r\n\
+              Content-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        let _ = tls.flush();
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+    });
+    let port = url.rsplit(':').next().unwrap().parse().unwrap();
+    (port, ca_cert.pem())
+}
+
+/// An HTTP proxy that serves CONNECT only, sending every tunnel to 127.0.0.1:`port` whatever host it names (the
+/// hub's name resolves nowhere else); `tunnels` gets each CONNECT target.
+fn connect_proxy(port: u16, tunnels: Arc<Mutex<Vec<String>>>) -> String {
+    serve(move |client| {
+        let mut reader = BufReader::new(client.try_clone().unwrap());
+        let mut request = String::new();
+        if reader.read_line(&mut request).is_err() || !request.starts_with("CONNECT ") {
+            return;
+        }
+        // The rest of the head, up to its empty line.
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line.trim_end() != "" {
+            line.clear();
+        }
+        let target = request.split_whitespace().nth(1).unwrap_or("").to_string();
+        tunnels.lock().unwrap().push(target);
+        let mut client = client;
+        let Ok(upstream) = TcpStream::connect(("127.0.0.1", port)) else {
+            return;
+        };
+        let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+        let (mut up_read, mut up_write) = (upstream.try_clone().unwrap(), upstream);
+        let mut client_write = client.try_clone().unwrap();
+        let to_hub = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut reader, &mut up_write);
+            let _ = up_write.shutdown(std::net::Shutdown::Write);
+        });
+        let _ = std::io::copy(&mut up_read, &mut client_write);
+        let _ = client_write.shutdown(std::net::Shutdown::Write);
+        let _ = to_hub.join();
+    })
+}
+
+#[test]
+fn an_https_hub_behind_a_connect_proxy_is_reached_with_the_organisations_certificate_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, ca_pem) = https_hub();
+    let bundle = tmp.path().join("company-ca.pem");
+    std::fs::write(&bundle, ca_pem).unwrap();
+    let tunnels = Arc::new(Mutex::new(Vec::new()));
+    let proxy = connect_proxy(port, tunnels.clone());
+    let endpoint = format!("https://hub.test:{port}");
+    let fetch = ["weights", "fetch", "someone/model", "--quiet"];
+    // With the bundle: TLS through the tunnel verifies, and the hub's own answer comes back.
+    let (o, took) = run_catdog(
+        &endpoint,
+        tmp.path(),
+        &fetch,
+        &[
+            ("HTTPS_PROXY", proxy.as_str()),
+            ("REQUESTS_CA_BUNDLE", bundle.to_str().unwrap()),
+        ],
+    );
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        e.contains("no such repository"),
+        "the hub's answer should come through the tunnel: {e}"
+    );
+    assert!(
+        tunnels.lock().unwrap().iter().any(|t| t == &format!("hub.test:{port}")),
+        "the proxy saw no CONNECT to the hub: {:?}",
+        tunnels.lock().unwrap()
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    // Without it the certificate is unknown: the error says which variable to set.
+    let (o, _) = run_catdog(&endpoint, tmp.path(), &fetch, &[("HTTPS_PROXY", proxy.as_str())]);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        e.contains("REQUESTS_CA_BUNDLE") && !e.contains("no such repository"),
+        "{e}"
+    );
+    // A bundle that is not one is refused by name.
+    let (o, _) = run_catdog(
+        &endpoint,
+        tmp.path(),
+        &fetch,
+        &[
+            ("HTTPS_PROXY", proxy.as_str()),
+            ("SSL_CERT_FILE", "/nonexistent/ca.pem"),
+        ],
+    );
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(e.contains("SSL_CERT_FILE=/nonexistent/ca.pem cannot be read"), "{e}");
 }

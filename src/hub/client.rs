@@ -80,6 +80,11 @@ impl Client {
                 .map_err(|e| Failure::Refused(format!("the proxy setting '{p}' cannot be used ({e}); fix it")))?;
             builder = builder.proxy(proxy);
         }
+        if url.starts_with("https://") {
+            if let Some(tls) = super::tls::process_config().map_err(Failure::Refused)? {
+                builder = builder.tls_config(tls);
+            }
+        }
         Ok(builder.build())
     }
 
@@ -161,6 +166,8 @@ impl Client {
     pub fn describe_transport(&self, t: &ureq::Transport) -> String {
         if is_timeout(t) {
             format!("no answer within {} s (CATDOG_HUB_TIMEOUT)", self.timeout.as_secs_f64())
+        } else if t.to_string().contains("UnknownIssuer") {
+            format!("{t}: {}", super::tls::UNKNOWN_CERTIFICATE_ADVICE)
         } else {
             t.to_string()
         }

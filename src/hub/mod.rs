@@ -1,6 +1,7 @@
 //! The Hugging Face Hub and its standard cache, shared by the weights and `catdog data fetch`: cached files are
 //! used without network; `HF_HOME`, `HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_TOKEN` (and the token file) and
-//! `HF_HUB_OFFLINE` are honoured as huggingface_hub honours them; proxies (`HTTPS_PROXY`, `NO_PROXY`, …),
+//! `HF_HUB_OFFLINE` are honoured as huggingface_hub honours them; proxies (`HTTPS_PROXY`, `NO_PROXY`, …) and
+//! an organisation's certificate bundle (`REQUESTS_CA_BUNDLE`, [`tls`]),
 //! timeouts, retries, resumed downloads and sha256 checks are [`client`]'s and [`download`]'s; an unreachable hub
 //! is one clear error within a bounded time, and a cached copy wins over a broken hub.
 
@@ -8,6 +9,7 @@ mod cache;
 mod client;
 mod download;
 mod proxy;
+mod tls;
 mod token;
 
 use std::net::{TcpStream, ToSocketAddrs};

@@ -384,8 +384,8 @@ impl State {
     }
 }
 
-/// Runs catdog against the hub at `endpoint` with the cache in `hf_home`, a 2-second hub timeout, no proxy
-/// variables but those in `vars`, and no `HF_TOKEN` unless `vars` sets it; kills it after 60 s so that a hang
+/// Runs catdog against the hub at `endpoint` with the cache in `hf_home`, a 2-second hub timeout, no proxy or
+/// certificate-bundle variables but those in `vars`, and no `HF_TOKEN` unless `vars` sets it; kills it after 60 s so that a hang
 /// fails the test instead of the CI job. Returns the output and how long it took.
 pub fn run_catdog(endpoint: &str, hf_home: &Path, args: &[&str], vars: &[(&str, &str)]) -> (Output, Duration) {
     let start = Instant::now();
@@ -403,6 +403,9 @@ pub fn run_catdog(endpoint: &str, hf_home: &Path, args: &[&str], vars: &[(&str, 
         "HF_TOKEN_PATH",
         "HF_HUB_CACHE",
         "HF_HUB_OFFLINE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "SSL_CERT_FILE",
     ] {
         command.env_remove(k);
     }
