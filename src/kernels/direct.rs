@@ -135,10 +135,12 @@ pub fn chosen(kernel: Bf16Kernel, g: &ConvGeom) -> bool {
     }
     match kernel {
         Bf16Kernel::Amx => true,
-        // AMD EPYC (Zen 5), 2 threads, batch 32, two alternating runs of `bench forward --layers`, GFLOP/s direct
-        // against Winograd: block1_conv2 700–713 / 499–517, block2_conv1 741–751 / 626–632, block2_conv2
-        // 806–811 / 793–802, block3 814–847 / 887–1066, block4 751–775 / 1141–1273, block5 550–574 / 734–868.
-        Bf16Kernel::Avx512Bf16 => g.c <= 64,
+        // Winograd on every layer. AMD EPYC (Zen 5), 2 threads, batch 32, two alternating runs of `bench forward
+        // --layers --backward` (2026-11-26), GFLOP/s direct against Winograd: block1_conv2 718–722 / 900–905 (its
+        // input gradient 733–747 / 946–954), block2_conv1 749–751 / 941–950; the whole forward 86.3–87.2 against
+        // 90.4–93.8 images/s. (Direct won the 64-channel layers before the bf16 Winograd's AVX-512 input
+        // transform and fused output: 700–713 / 499–517 on block1_conv2; block3–5 were Winograd's already.)
+        Bf16Kernel::Avx512Bf16 => false,
         // The tests call `forward` on it themselves.
         Bf16Kernel::AmxEmulated => false,
     }
