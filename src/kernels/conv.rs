@@ -631,7 +631,8 @@ pub fn conv_weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db:
 
 /// [`conv_weight_grad`] with an explicit algorithm (Winograd for 3×3 kernels with 8+ channels on both sides).
 pub fn conv_weight_grad_with(algo: Algo, x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
-    // Measured on VGG16 layers: the f32 Winograd weight gradient wins from 256 channels on both sides; below, its
+    // Measured on VGG16 layers: in f32 on AVX-512 CPUs, F(3×3)'s weight gradient wins on every layer from 9 pixels
+    // (`winograd3::weight_grad_chosen`); elsewhere F(2×2)'s wins from 256 channels on both sides and below, its
     // transforms cost more than the flops it saves. The bf16 one with channel-vectorised transforms wins on every
     // layer from block1_conv2 on (AMD EPYC Zen 5, 2 threads, batch 32, GFLOP/s against im2col: block1_conv2
     // 326–363 / 244–247, block2_conv2 573–616 / 310–314, block3_conv1 617–630 / 370–375).
@@ -639,11 +640,13 @@ pub fn conv_weight_grad_with(algo: Algo, x: &[f32], g: &ConvGeom, dy: &[f32], dw
         Algo::Bf16(kernel) if algo.use_winograd(g) && super::winograd_dw::applicable(g) => {
             super::winograd_dw::weight_grad(kernel, x, g, dy, dw, db)
         }
+        Algo::Auto if algo.use_winograd(g) && super::winograd3::weight_grad_chosen(g) => {
+            super::winograd3::weight_grad(x, g, dy, dw, db)
+        }
         _ if !(algo.use_winograd(g) && g.c >= 256 && g.o >= 256) => {
             im2col_weight_grad(x, g, dy, matches!(algo, Algo::Bf16(_)), dw, db)
         }
         Algo::Bf16(kernel) => super::winograd::weight_grad_bf16(kernel, x, g, dy, dw, db),
-        _ if super::winograd3::chosen(g) => super::winograd3::weight_grad(x, g, dy, dw, db),
         _ => super::winograd::weight_grad(x, g, dy, dw, db),
     }
 }
