@@ -100,4 +100,15 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn a_system_bundle_loads() {
+        // Debian's bundle (what REQUESTS_CA_BUNDLE names on many machines): ~150 certificates in one PEM file.
+        let system = "/etc/ssl/certs/ca-certificates.crt";
+        if !std::path::Path::new(system).exists() {
+            eprintln!("skipped: no {system} here");
+            return;
+        }
+        assert!(config(&env_of(&[("REQUESTS_CA_BUNDLE", system)])).unwrap().is_some());
+    }
 }
