@@ -531,7 +531,7 @@ mod avx512 {
 mod tests {
     use super::*;
     use crate::kernels::test_values as noise;
-    use crate::kernels::winograd4::tests::reference;
+    use crate::kernels::winograd_tiles::tests::check_forward;
 
     #[test]
     fn f3x3_equals_the_convolution_to_f32_rounding_at_every_edge_and_padding() {
@@ -547,43 +547,24 @@ mod tests {
             (5, 9, 18, 18, 10, 1),
             (1, 64, 9, 9, 4, 1),
         ];
-        for (i, &(n, c, h, w, o, pad)) in cases.iter().enumerate() {
-            let g = ConvGeom::new(n, c, h, w, o, 3, pad);
-            let x = noise(n * c * h * w, 1 + i as u64);
-            let wt = noise(o * c * 9, 100 + i as u64);
-            let b = noise(o, 200 + i as u64);
-            for (relu, pool) in [(false, false), (true, false), (true, true)] {
-                let want = reference(&x, &g, &wt, &b, relu, pool);
-                let scale = want.iter().fold(1e-6f64, |s, v| s.max(v.abs()));
-                let mut paths = vec![false];
-                if avx512::available() {
-                    paths.push(true);
-                } else {
-                    eprintln!("winograd3: no AVX-512 on this CPU, its transforms skipped");
-                }
-                for simd in paths {
-                    let mut got = vec![f32::NAN; g.output_len(pool)];
-                    if pool {
-                        // The pooled path takes the CPU's transforms.
-                        if !simd && avx512::available() {
-                            continue;
-                        }
-                        forward(&x, &g, &wt, Some(&b), relu, true, &mut got);
-                    } else {
-                        forward_on(simd, &x, &g, &wt, Some(&b), relu, &mut got);
-                    }
-                    assert!(got.iter().all(|v| v.is_finite()), "case {i}: an output was not written");
-                    let worst = got
-                        .iter()
-                        .zip(&want)
-                        .fold(0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
-                    assert!(
-                        worst / scale < 1e-5,
-                        "case {i} relu {relu} pool {pool} simd {simd}: max difference {worst} of {scale}"
-                    );
-                }
-            }
+        let mut paths = vec![false];
+        if avx512::available() {
+            paths.push(true);
+        } else {
+            eprintln!("winograd3: no AVX-512 on this CPU, its transforms skipped");
         }
+        let activations = [(false, false), (true, false), (true, true)];
+        check_forward(&cases, &activations, &paths, |simd, x, g, w, b, (relu, pool), out| {
+            if !pool {
+                forward_on(simd, x, g, w, Some(b), relu, out);
+            } else if simd == avx512::available() {
+                // The pooled path takes the CPU's transforms.
+                forward(x, g, w, Some(b), relu, true, out);
+            } else {
+                return false;
+            }
+            true
+        });
     }
 
     /// The weight and bias gradients of `sum(y · dy)` in f64.

@@ -419,64 +419,15 @@ mod avx512 {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
-    use crate::kernels::test_values as noise;
-
-    /// The convolution in f64, bias and ReLU and pool as `forward`.
-    pub(in crate::kernels) fn reference(
-        x: &[f32],
-        g: &ConvGeom,
-        w: &[f32],
-        b: &[f32],
-        relu: bool,
-        pool: bool,
-    ) -> Vec<f64> {
-        let (n, c, h, wd, o, pad) = (g.n, g.c, g.h, g.w, g.o, g.pad as isize);
-        let mut y = vec![0f64; n * o * g.ho * g.wo];
-        for img in 0..n {
-            for oc in 0..o {
-                for yy in 0..g.ho {
-                    for xx in 0..g.wo {
-                        let mut s = f64::from(b[oc]);
-                        for ci in 0..c {
-                            for ky in 0..3 {
-                                for kx in 0..3 {
-                                    let (iy, ix) = (yy as isize + ky - pad, xx as isize + kx - pad);
-                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
-                                        continue;
-                                    }
-                                    let xv = x[((img * c + ci) * h + iy as usize) * wd + ix as usize];
-                                    let wv = w[((oc * c + ci) * 3 + ky as usize) * 3 + kx as usize];
-                                    s += f64::from(xv) * f64::from(wv);
-                                }
-                            }
-                        }
-                        y[((img * o + oc) * g.ho + yy) * g.wo + xx] = if relu { s.max(0.0) } else { s };
-                    }
-                }
-            }
-        }
-        if !pool {
-            return y;
-        }
-        let (ph, pw) = (g.ho / 2, g.wo / 2);
-        let mut p = vec![0f64; n * o * ph * pw];
-        for plane in 0..n * o {
-            for py in 0..ph {
-                for px in 0..pw {
-                    let at = |dy: usize, dx: usize| y[(plane * g.ho + 2 * py + dy) * g.wo + 2 * px + dx];
-                    p[(plane * ph + py) * pw + px] = at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1));
-                }
-            }
-        }
-        p
-    }
+    use crate::kernels::winograd_tiles::tests::check_forward;
 
     #[test]
     fn f4x4_equals_the_convolution_to_f32_rounding_at_every_edge_padding_and_pool() {
         // (n, c, h, w, o, pad): sizes that are and are not multiples of 4, runs longer than 16 tiles, padding
-        // 0–2, one-pixel images, and enough tiles for several chunks.
+        // 0–2, one-pixel images, and enough tiles for several chunks. F(2×2) stays near 2e-7 of the largest
+        // output here, F(4×4) near 3e-6 (its transforms' coefficients reach 5 and 1/24).
         let cases = [
             (2, 8, 16, 16, 8, 1),
             (1, 5, 9, 11, 3, 1),
@@ -487,30 +438,11 @@ pub(super) mod tests {
             (5, 9, 37, 37, 10, 1),
             (1, 64, 18, 20, 4, 1),
         ];
-        for (i, &(n, c, h, w, o, pad)) in cases.iter().enumerate() {
-            let g = ConvGeom::new(n, c, h, w, o, 3, pad);
-            let x = noise(n * c * h * w, 1 + i as u64);
-            let wt = noise(o * c * 9, 100 + i as u64);
-            let b = noise(o, 200 + i as u64);
-            for (relu, pool) in [(false, false), (true, false), (true, true), (false, true)] {
-                let want = reference(&x, &g, &wt, &b, relu, pool);
-                let scale = want.iter().fold(1e-6f64, |s, v| s.max(v.abs()));
-                for simd in paths() {
-                    let mut got = vec![f32::NAN; g.output_len(pool)];
-                    forward_on(simd, &x, &g, &wt, Some(&b), relu, pool, &mut got);
-                    assert!(got.iter().all(|v| v.is_finite()), "case {i}: an output was not written");
-                    let worst = got
-                        .iter()
-                        .zip(&want)
-                        .fold(0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
-                    // F(2×2) stays near 2e-7 here, F(4×4) near 3e-6 (its transforms' coefficients reach 5 and 1/24).
-                    assert!(
-                        worst / scale < 1e-5,
-                        "case {i} relu {relu} pool {pool} simd {simd}: max difference {worst} of {scale}"
-                    );
-                }
-            }
-        }
+        let activations = [(false, false), (true, false), (true, true), (false, true)];
+        check_forward(&cases, &activations, &paths(), |simd, x, g, w, b, (relu, pool), out| {
+            forward_on(simd, x, g, w, Some(b), relu, pool, out);
+            true
+        });
     }
 
     /// The transforms to test: the portable ones, and the AVX-512 ones where the CPU has them.
