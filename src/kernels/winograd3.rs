@@ -531,7 +531,7 @@ mod avx512 {
 mod tests {
     use super::*;
     use crate::kernels::test_values as noise;
-    use crate::kernels::winograd_tiles::tests::check_forward;
+    use crate::kernels::winograd_tiles::tests::{check_forward, paths};
 
     #[test]
     fn f3x3_equals_the_convolution_to_f32_rounding_at_every_edge_and_padding() {
@@ -547,13 +547,8 @@ mod tests {
             (5, 9, 18, 18, 10, 1),
             (1, 64, 9, 9, 4, 1),
         ];
-        let mut paths = vec![false];
-        if avx512::available() {
-            paths.push(true);
-        } else {
-            eprintln!("winograd3: no AVX-512 on this CPU, its transforms skipped");
-        }
         let activations = [(false, false), (true, false), (true, true)];
+        let paths = paths("winograd3", avx512::available());
         check_forward(&cases, &activations, &paths, |simd, x, g, w, b, (relu, pool), out| {
             if !pool {
                 forward_on(simd, x, g, w, Some(b), relu, out);
@@ -618,11 +613,7 @@ mod tests {
             let dy = noise(n * o * g.ho * g.wo, 300 + i as u64);
             let (want_w, want_b) = reference_grads(&x, &g, &dy);
             let scale = want_w.iter().fold(1e-6f64, |s, v| s.max(v.abs()));
-            let mut paths = vec![false];
-            if avx512::available() {
-                paths.push(true);
-            }
-            for simd in paths {
+            for simd in paths("winograd3", avx512::available()) {
                 let (mut dw, mut db) = (vec![f32::NAN; o * c * 9], vec![f32::NAN; o]);
                 weight_grad_on(simd, &x, &g, &dy, &mut dw, &mut db);
                 let worst = dw

@@ -421,7 +421,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::winograd_tiles::tests::check_forward;
+    use crate::kernels::winograd_tiles::tests::{check_forward, paths};
 
     #[test]
     fn f4x4_equals_the_convolution_to_f32_rounding_at_every_edge_padding_and_pool() {
@@ -439,20 +439,15 @@ mod tests {
             (1, 64, 18, 20, 4, 1),
         ];
         let activations = [(false, false), (true, false), (true, true), (false, true)];
-        check_forward(&cases, &activations, &paths(), |simd, x, g, w, b, (relu, pool), out| {
-            forward_on(simd, x, g, w, Some(b), relu, pool, out);
-            true
-        });
-    }
-
-    /// The transforms to test: the portable ones, and the AVX-512 ones where the CPU has them.
-    fn paths() -> Vec<bool> {
-        if avx512::available() {
-            vec![false, true]
-        } else {
-            eprintln!("winograd4: no AVX-512 on this CPU, its transforms skipped");
-            vec![false]
-        }
+        check_forward(
+            &cases,
+            &activations,
+            &paths("winograd4", avx512::available()),
+            |simd, x, g, w, b, (relu, pool), out| {
+                forward_on(simd, x, g, w, Some(b), relu, pool, out);
+                true
+            },
+        );
     }
 
     #[test]

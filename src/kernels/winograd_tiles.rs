@@ -447,6 +447,16 @@ pub(super) mod tests {
         p
     }
 
+    /// The transforms to test: the portable ones (false), and the AVX-512 ones (true) where `simd` says the CPU
+    /// runs them; `name`'s skip is said on stderr.
+    pub(in crate::kernels) fn paths(name: &str, simd: bool) -> Vec<bool> {
+        if simd {
+            return vec![false, true];
+        }
+        eprintln!("{name}: no AVX-512 on this CPU, its transforms skipped");
+        vec![false]
+    }
+
     /// Holds `run` to the f64 convolution, within 1e-5 of the largest output, for each case (n, c, h, w, o, pad),
     /// each (relu, pool) and each transform path in `paths` (false: portable, true: AVX-512).
     pub(in crate::kernels) fn check_forward(
