@@ -384,3 +384,66 @@ fn an_empty_batch_gives_zero_weight_gradients_on_every_path() {
         assert!(dw.iter().chain(&db).all(|&v| v == 0.0), "{name}: not all zero");
     }
 }
+
+/// The conv ops allocate each layer's output without zeroing it (`kernels::raw::Out`), which is sound only while
+/// every forward path stores every value: here each path the CPU has writes into NaN and must leave none.
+#[test]
+fn every_forward_path_stores_every_output_value() {
+    use catdog::kernels::bf16;
+    use catdog::kernels::conv::{conv_forward_with, conv_relu_pool_forward_with, Algo, ConvGeom};
+    let (kernels, skipped) = bf16::available();
+    for why in skipped {
+        eprintln!("skipped bf16 kernel: {why}");
+    }
+    let algos: Vec<Algo> = [Algo::Auto, Algo::Im2col]
+        .into_iter()
+        .chain(
+            kernels
+                .into_iter()
+                .chain([bf16::Bf16Kernel::AmxEmulated])
+                .map(Algo::Bf16),
+        )
+        .collect();
+    // (n, c, h, w, o, k, pad): a first layer (3 inputs, 32 outputs), F(2×2), F(3×3) (9–18 px) and F(4×4)
+    // (≥ 16 px) sizes with ragged edges, padding 0 and 2, a 1×1 kernel, too few channels for Winograd, and
+    // 32-channel multiples (the direct kernels' shape).
+    let geometries = [
+        (2, 3, 11, 13, 32, 3, 1),
+        (2, 8, 7, 5, 12, 3, 1),
+        (2, 16, 9, 11, 8, 3, 1),
+        (1, 16, 20, 17, 8, 3, 1),
+        (1, 12, 19, 21, 6, 3, 0),
+        (1, 8, 10, 9, 4, 3, 2),
+        (2, 6, 9, 9, 5, 3, 1),
+        (1, 5, 6, 7, 3, 1, 0),
+        (1, 32, 10, 14, 32, 3, 1),
+    ];
+    for (i, &(n, c, h, w, o, k, pad)) in geometries.iter().enumerate() {
+        let g = ConvGeom::new(n, c, h, w, o, k, pad);
+        let x = rand(&[n, c, h, w], 70 + i as u64)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let wt = rand(&[o, c, k, k], 80 + i as u64)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = rand(&[o], 90 + i as u64).to_vec1::<f32>().unwrap();
+        for &algo in &algos {
+            for relu in [false, true] {
+                let mut out = vec![f32::NAN; g.output_len(false)];
+                conv_forward_with(algo, &x, &g, &wt, Some(&b), relu, &mut out);
+                let missed = out.iter().filter(|v| v.is_nan()).count();
+                assert_eq!(missed, 0, "{g:?} {algo:?} relu {relu}: {missed} outputs not stored");
+            }
+            if k == 3 && pad == 1 {
+                let mut out = vec![f32::NAN; g.output_len(true)];
+                conv_relu_pool_forward_with(algo, &x, &g, &wt, &b, &mut out);
+                let missed = out.iter().filter(|v| v.is_nan()).count();
+                assert_eq!(missed, 0, "{g:?} {algo:?} pooled: {missed} outputs not stored");
+            }
+        }
+    }
+}

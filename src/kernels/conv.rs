@@ -18,7 +18,7 @@
 //! `conv2d` + bias + ReLU (the portable twin).
 
 use std::cell::RefCell;
-
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, TensorId};
@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use super::bf16::{self, Bf16Kernel, PackedA};
 use super::direct::DirectWeights;
 use super::pool::{max_pool2d, max_pool_planes};
-use super::raw::{sgemm, SendPtr};
+use super::raw::{sgemm, stored_by, Out, SendPtr};
 use super::{Compute, Kernels, Precision};
 
 /// Geometry of one convolution call.
@@ -79,12 +79,12 @@ impl ConvGeom {
 
     /// The checks every forward kernel (`who`) makes before its unsafe writes rely on them: the input, bias and
     /// output lengths fit this geometry. Panics when one does not.
-    pub(super) fn check_forward(&self, who: &str, x: &[f32], bias: Option<&[f32]>, out: &[f32], pool: bool) {
+    pub(super) fn check_forward(&self, who: &str, x: &[f32], bias: Option<&[f32]>, out_len: usize, pool: bool) {
         let g = self;
         assert_eq!(x.len(), g.n * g.c * g.h * g.w, "{who}: input does not fit {g:?}");
         assert!(bias.is_none_or(|b| b.len() == g.o), "{who}: bias does not fit {g:?}");
         assert_eq!(
-            out.len(),
+            out_len,
             g.output_len(pool),
             "{who}: output does not fit {g:?} (pool {pool})"
         );
@@ -270,14 +270,14 @@ fn parallelism(nchunks: usize, threads: usize) -> (bool, gemm::Parallelism) {
 }
 
 #[inline]
-pub(super) fn store_act(dst: &mut [f32], src: &[f32], b: f32, relu: bool) {
+pub(super) fn store_act(dst: &mut [MaybeUninit<f32>], src: &[f32], b: f32, relu: bool) {
     if relu {
         for (d, s) in dst.iter_mut().zip(src) {
-            *d = (s + b).max(0.0);
+            d.write((s + b).max(0.0));
         }
     } else {
         for (d, s) in dst.iter_mut().zip(src) {
-            *d = s + b;
+            d.write(s + b);
         }
     }
 }
@@ -309,21 +309,56 @@ pub fn conv_forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]
     conv_forward_with(Algo::Auto, x, g, weight, bias, relu, out)
 }
 
-/// [`conv_forward`] with an explicit algorithm.
-pub fn conv_forward_with(
+/// [`conv_forward`] with an explicit algorithm. Stores every value of `out`, which need not be initialised.
+pub fn conv_forward_with<'o>(
     algo: Algo,
     x: &[f32],
     g: &ConvGeom,
     weight: &[f32],
     bias: Option<&[f32]>,
     relu: bool,
-    out: &mut [f32],
+    out: impl Into<Out<'o>>,
 ) {
-    if !first_forward(algo, x, g, weight, bias, relu, false, out)
-        && !direct_forward(algo, None, x, g, weight, bias, relu, false, out)
-        && !winograd_forward(algo, None, x, g, weight, bias, relu, false, out)
+    let mut out = out.into();
+    if !first_forward(algo, x, g, weight, bias, relu, false, &mut out)
+        && !direct_forward(algo, None, x, g, weight, bias, relu, false, &mut out)
+        && !winograd_forward(algo, None, x, g, weight, bias, relu, false, &mut out)
     {
-        im2col_forward_as(algo, x, g, weight, bias, relu, out)
+        im2col_forward_as(algo, x, g, weight, bias, relu, out.zeroed())
+    }
+}
+
+/// The forward of a conv + bias + ReLU + 2×2/2 max-pool (floor mode), fused where a kernel can, else im2col and
+/// a separate pool. `out` is N × O × ⌊Ho/2⌋ × ⌊Wo/2⌋; every value is stored, so it need not be initialised.
+pub fn conv_relu_pool_forward_with<'o>(
+    algo: Algo,
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    bias: &[f32],
+    out: impl Into<Out<'o>>,
+) {
+    pooled_forward(algo, None, x, g, weight, bias, out.into())
+}
+
+/// [`conv_relu_pool_forward_with`] with the packed bf16 weights kept in `cache` when one is given.
+fn pooled_forward(
+    algo: Algo,
+    cache: Option<&(TensorId, Arc<WeightCache>)>,
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    bias: &[f32],
+    mut out: Out,
+) {
+    let bias = Some(bias);
+    if !first_forward(algo, x, g, weight, bias, true, true, &mut out)
+        && !direct_forward(algo, cache, x, g, weight, bias, true, true, &mut out)
+        && !winograd_forward(algo, cache, x, g, weight, bias, true, true, &mut out)
+    {
+        let mut full = vec![0f32; g.n * g.o * g.p()];
+        im2col_forward_as(algo, x, g, weight, bias, true, &mut full);
+        max_pool_planes(&full, g.ho, g.wo, 2, 2, out.zeroed());
     }
 }
 
@@ -338,7 +373,7 @@ fn first_forward(
     bias: Option<&[f32]>,
     relu: bool,
     pool: bool,
-    out: &mut [f32],
+    out: &mut Out,
 ) -> bool {
     let bf16 = match algo {
         Algo::Auto => false,
@@ -348,7 +383,7 @@ fn first_forward(
     if !super::first_conv::applicable(g) {
         return false;
     }
-    super::first_conv::forward(x, g, weight, bias, relu, pool, bf16, out);
+    super::first_conv::forward(x, g, weight, bias, relu, pool, bf16, out.reborrow());
     true
 }
 
@@ -364,7 +399,7 @@ fn direct_forward(
     bias: Option<&[f32]>,
     relu: bool,
     pool: bool,
-    out: &mut [f32],
+    out: &mut Out,
 ) -> bool {
     let Algo::Bf16(kernel) = algo else {
         return false;
@@ -380,7 +415,7 @@ fn direct_forward(
     let Packed::Direct(weights) = &*packed else {
         unreachable!("the cache gives back what `pack` made for this kernel")
     };
-    super::direct::forward(kernel, x, g, weights, bias, relu, pool, out);
+    super::direct::forward(kernel, x, g, weights, bias, relu, pool, out.reborrow());
     true
 }
 
@@ -415,7 +450,7 @@ fn winograd_forward(
     bias: Option<&[f32]>,
     relu: bool,
     pool: bool,
-    out: &mut [f32],
+    out: &mut Out,
 ) -> bool {
     if !algo.use_winograd(g) {
         return false;
@@ -425,15 +460,17 @@ fn winograd_forward(
             let pack = || Packed::Winograd(super::winograd::pack_weights_bf16(weight, g.o, g.c));
             match &*cache.packed(*id, kernel, false, pack) {
                 Packed::Winograd(blocks) => {
-                    super::winograd::forward_bf16_packed(kernel, x, g, blocks, bias, relu, pool, out)
+                    super::winograd::forward_bf16_packed(kernel, x, g, blocks, bias, relu, pool, out.reborrow())
                 }
                 Packed::Direct(_) => unreachable!("the cache gives back what `pack` made"),
             }
         }
-        (Algo::Bf16(kernel), None) => super::winograd::forward_bf16(kernel, x, g, weight, bias, relu, pool, out),
-        _ if super::winograd3::chosen(g) => super::winograd3::forward(x, g, weight, bias, relu, pool, out),
-        _ if super::winograd4::chosen(g) => super::winograd4::forward(x, g, weight, bias, relu, pool, out),
-        _ => super::winograd::forward(x, g, weight, bias, relu, pool, out),
+        (Algo::Bf16(kernel), None) => {
+            super::winograd::forward_bf16(kernel, x, g, weight, bias, relu, pool, out.reborrow())
+        }
+        _ if super::winograd3::chosen(g) => super::winograd3::forward(x, g, weight, bias, relu, pool, out.reborrow()),
+        _ if super::winograd4::chosen(g) => super::winograd4::forward(x, g, weight, bias, relu, pool, out.reborrow()),
+        _ => super::winograd::forward(x, g, weight, bias, relu, pool, out.reborrow()),
     }
     true
 }
@@ -582,7 +619,7 @@ fn store_chunk(outp: SendPtr, g: &ConvGeom, ch: &Chunk, tmp: &[f32], bias: Optio
             // SAFETY: `outp` is the N × O × P output the caller asserted; img0 + i < n and p0 + len ≤ p by the
             // chunk plan, so the row lies inside it; chunks cover disjoint (image, position) ranges, so no other
             // task writes it.
-            let dst = unsafe { std::slice::from_raw_parts_mut(outp.get().add(((img0 + i) * o + oc) * p + p0), len) };
+            let dst = unsafe { outp.row(((img0 + i) * o + oc) * p + p0, len) };
             let b = bias.map_or(0.0, |b| b[oc]);
             store_act(dst, &tmp[oc * t + i * len..][..len], b, relu);
         }
@@ -793,8 +830,12 @@ impl CustomOp3 for ConvOp {
         if b.len() != g.o {
             candle_core::bail!("fast conv: bias has {} values for {} output channels", b.len(), g.o);
         }
-        let mut out = vec![0f32; g.n * g.o * g.p()];
-        conv_forward_with(self.algo, x, &g, w, Some(b), self.relu, &mut out);
+        // SAFETY: conv_forward_with stores every value of its output (see `Out`).
+        let out = unsafe {
+            stored_by(g.output_len(false), |out| {
+                conv_forward_with(self.algo, x, &g, w, Some(b), self.relu, out)
+            })
+        };
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.o, g.ho, g.wo))))
     }
 
@@ -1078,16 +1119,13 @@ impl CustomOp3 for ConvPoolOp {
             candle_core::bail!("fast conv: bias has {} values for {} output channels", b.len(), g.o);
         }
         let (ph, pw) = (g.ho / 2, g.wo / 2);
-        let mut out = vec![0f32; g.n * g.o * ph * pw];
         let cache = self.cache.as_ref();
-        if !first_forward(self.algo, x, &g, w, Some(b), true, true, &mut out)
-            && !direct_forward(self.algo, cache, x, &g, w, Some(b), true, true, &mut out)
-            && !winograd_forward(self.algo, cache, x, &g, w, Some(b), true, true, &mut out)
-        {
-            let mut full = vec![0f32; g.n * g.o * g.p()];
-            im2col_forward_as(self.algo, x, &g, w, Some(b), true, &mut full);
-            max_pool_planes(&full, g.ho, g.wo, 2, 2, &mut out);
-        }
+        // SAFETY: pooled_forward stores every value of its output (see `Out`).
+        let out = unsafe {
+            stored_by(g.output_len(true), |out| {
+                pooled_forward(self.algo, cache, x, &g, w, b, out)
+            })
+        };
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.o, ph, pw))))
     }
 }

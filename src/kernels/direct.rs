@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use super::amx::{self, ConvCall, STEP, TAPS};
 use super::bf16::{self, Bf16Kernel, RunnableKernel, MR};
 use super::conv::ConvGeom;
-use super::raw::{Pool, SendPtr};
+use super::raw::{Out, Pool, SendPtr};
 use super::simd::dispatch;
 
 /// Output channels, and output positions, per kernel call.
@@ -227,11 +227,12 @@ thread_local! {
 }
 
 /// The forward convolution `out = act(b + w ⊛ x)` (NCHW f32 in and out) with bf16 products on `kernel`, from the
-/// weights packed for it; with `pool`, the 2×2/2 max-pool of that (N × O × ho/2 × wo/2).
+/// weights packed for it; with `pool`, the 2×2/2 max-pool of that (N × O × ho/2 × wo/2). Stores every value of
+/// `out` (which need not be initialised).
 ///
 /// Panics when the geometry is not [`applicable`], a buffer does not fit it, or this CPU cannot run `kernel`.
 #[allow(clippy::too_many_arguments)]
-pub fn forward(
+pub fn forward<'o>(
     kernel: Bf16Kernel,
     x: &[f32],
     g: &ConvGeom,
@@ -239,13 +240,14 @@ pub fn forward(
     bias: Option<&[f32]>,
     relu: bool,
     pool: bool,
-    out: &mut [f32],
+    out: impl Into<Out<'o>>,
 ) {
+    let mut out = out.into();
     assert!(
         applicable(g),
         "direct conv: {g:?} is not 3×3, padding 1, channels multiples of {BLOCK}"
     );
-    g.check_forward("direct conv", x, bias, out, pool);
+    g.check_forward("direct conv", x, bias, out.len(), pool);
     assert!(
         (weights.o, weights.c) == (g.o, g.c) && weights.amx == !matches!(kernel, Bf16Kernel::Avx512Bf16),
         "direct conv: packed weights do not fit {g:?} on {}",
@@ -264,7 +266,7 @@ pub fn forward(
     let mut planes = PLANES.take(g.n * image_len);
     pack_input(x, g, &plan, &mut planes);
     let (oblocks, bands) = (g.o / BLOCK, plan.bands());
-    let outp = SendPtr::new(out);
+    let outp = out.ptr();
     let epi = Epilogue {
         g,
         wp: plan.wp,
@@ -435,11 +437,12 @@ fn epilogue_body(e: &Epilogue, scratch: &[f32], ldc: usize, img: usize, y0: usiz
                 let r1 = &src[(2 * py + 1 - y0) * wp..][..2 * pw];
                 let at = ((img * g.o + oc) * ph + py) * pw;
                 // SAFETY: img < n, oc < o, py < ph: row py of plane (img, oc) of the N × O × ph × pw output
-                // (length checked by `forward`); this band and channel block write it alone.
-                let dst = unsafe { std::slice::from_raw_parts_mut(e.outp.get().add(at), pw) };
+                // (length checked by `forward`), possibly not initialised yet, hence MaybeUninit; this band and
+                // channel block write it alone.
+                let dst = unsafe { e.outp.row(at, pw) };
                 for (px, v) in dst.iter_mut().enumerate() {
                     let m = r0[2 * px].max(r0[2 * px + 1]).max(r1[2 * px]).max(r1[2 * px + 1]) + b;
-                    *v = if e.relu { m.max(0.0) } else { m };
+                    v.write(if e.relu { m.max(0.0) } else { m });
                 }
             }
         } else {
@@ -447,7 +450,7 @@ fn epilogue_body(e: &Epilogue, scratch: &[f32], ldc: usize, img: usize, y0: usiz
                 let at = ((img * g.o + oc) * g.ho + y) * g.wo;
                 // SAFETY: img < n, oc < o, y < ho: row y of plane (img, oc) of the N × O × ho × wo output (length
                 // checked by `forward`); this band and channel block write it alone.
-                let dst = unsafe { std::slice::from_raw_parts_mut(e.outp.get().add(at), g.wo) };
+                let dst = unsafe { e.outp.row(at, g.wo) };
                 super::conv::store_act(dst, &src[(y - y0) * wp..][..g.wo], b, e.relu);
             }
         }

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::conv::ConvGeom;
 use super::direct::{epilogue, Epilogue};
-use super::raw::{Pool, SendPtr};
+use super::raw::{Out, Pool};
 
 /// Output channels per task (the scratch band's channels, as the direct convolution's epilogue takes them).
 const CHANNELS: usize = 32;
@@ -29,11 +29,11 @@ pub fn applicable(g: &ConvGeom) -> bool {
 }
 
 /// `out = act(b + w ⊛ x)` (NCHW f32), with the inputs rounded to bf16 first when `bf16`; with `pool`, its 2×2/2
-/// max-pool.
+/// max-pool. Stores every value of `out` (which need not be initialised).
 ///
 /// Panics when `g` is not [`applicable`] or a buffer does not fit it.
 #[allow(clippy::too_many_arguments)]
-pub fn forward(
+pub fn forward<'o>(
     x: &[f32],
     g: &ConvGeom,
     weight: &[f32],
@@ -41,13 +41,14 @@ pub fn forward(
     relu: bool,
     pool: bool,
     bf16: bool,
-    out: &mut [f32],
+    out: impl Into<Out<'o>>,
 ) {
+    let mut out = out.into();
     assert!(
         applicable(g),
         "first conv: {g:?} is not 3×3, padding 1, ≤ 4 inputs, outputs in 32s on AVX-512"
     );
-    g.check_forward("first conv", x, bias, out, pool);
+    g.check_forward("first conv", x, bias, out.len(), pool);
     assert_eq!(weight.len(), g.o * g.c * 9, "first conv: weights do not fit {g:?}");
     let round = |v: f32| if bf16 { super::bf16::round(v) } else { v };
     // Per group of 16 output channels, (channel, tap) after (channel, tap), the 16 channels' weights side by side
@@ -70,7 +71,7 @@ pub fn forward(
         bias,
         relu,
         pool,
-        outp: SendPtr::new(out),
+        outp: out.ptr(),
     };
     let plane = (g.h + 2) * row_len(g);
     (0..g.n * bands * oblocks).into_par_iter().for_each(|unit| {

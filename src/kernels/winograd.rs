@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::bf16::{self, Bf16Kernel, PackedA};
 use super::conv::ConvGeom;
-use super::raw::{sgemm, Pool, SendPtr};
+use super::raw::{sgemm, Out, Pool, SendPtr};
 use super::simd::dispatch;
 
 /// True when this path can compute the geometry.
@@ -135,11 +135,19 @@ fn weight_grad_chunk_tiles(g: &ConvGeom, total: usize, threads: usize) -> usize 
 /// (floor mode) is fused too — a tile is exactly one pooling window — and `out` is `N × O × ⌊Ho/2⌋ × ⌊Wo/2⌋`.
 ///
 /// Panics when `g` is not a Winograd geometry or a buffer's length does not fit `g`.
-pub fn forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, pool: bool, out: &mut [f32]) {
+pub fn forward<'o>(
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    pool: bool,
+    out: impl Into<Out<'o>>,
+) {
     assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
     let mut u = TRANSFORMED.take(16 * g.o * g.c);
     transform_weights_into(weight, g.o, g.c, &mut u);
-    forward_with(x, g, Products::F32(&u), bias, relu, pool, out);
+    forward_with(x, g, Products::F32(&u), bias, relu, pool, out.into());
     TRANSFORMED.give(u, 1);
 }
 
@@ -149,7 +157,7 @@ pub fn forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, re
 ///
 /// Panics as [`forward`].
 #[allow(clippy::too_many_arguments)]
-pub fn forward_bf16(
+pub fn forward_bf16<'o>(
     kernel: Bf16Kernel,
     x: &[f32],
     g: &ConvGeom,
@@ -157,11 +165,11 @@ pub fn forward_bf16(
     bias: Option<&[f32]>,
     relu: bool,
     pool: bool,
-    out: &mut [f32],
+    out: impl Into<Out<'o>>,
 ) {
     assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
     let packed = pack_weights_bf16(weight, g.o, g.c);
-    forward_with(x, g, Products::Bf16(kernel, &packed), bias, relu, pool, out);
+    forward_with(x, g, Products::Bf16(kernel, &packed), bias, relu, pool, out.into());
     recycle_blocks(packed);
 }
 
@@ -176,7 +184,7 @@ pub fn input_grad_bf16(kernel: Bf16Kernel, dy: &[f32], gt: &ConvGeom, weight: &[
     );
     // The transposed convolution's input channels are the forward's outputs, and the other way round.
     let packed = pack_weights_bf16_flipped(weight, gt.c, gt.o);
-    forward_with(dy, gt, Products::Bf16(kernel, &packed), None, false, false, dx);
+    forward_with(dy, gt, Products::Bf16(kernel, &packed), None, false, false, dx.into());
     recycle_blocks(packed);
 }
 
@@ -335,7 +343,7 @@ fn pack_panel_body(
 ///
 /// Panics as [`forward`], and when `packed` does not fit `g`.
 #[allow(clippy::too_many_arguments)]
-pub fn forward_bf16_packed(
+pub fn forward_bf16_packed<'o>(
     kernel: Bf16Kernel,
     x: &[f32],
     g: &ConvGeom,
@@ -343,9 +351,9 @@ pub fn forward_bf16_packed(
     bias: Option<&[f32]>,
     relu: bool,
     pool: bool,
-    out: &mut [f32],
+    out: impl Into<Out<'o>>,
 ) {
-    forward_with(x, g, Products::Bf16(kernel, packed), bias, relu, pool, out);
+    forward_with(x, g, Products::Bf16(kernel, packed), bias, relu, pool, out.into());
 }
 
 /// The transformed weights of the 16 products, in the precision the products run in.
@@ -370,11 +378,11 @@ fn forward_with(
     bias: Option<&[f32]>,
     relu: bool,
     pool: bool,
-    out: &mut [f32],
+    mut out: Out,
 ) {
     let (c, o) = (g.c, g.o);
     assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
-    g.check_forward("Winograd", x, bias, out, pool);
+    g.check_forward("Winograd", x, bias, out.len(), pool);
     match products {
         Products::F32(u) => assert_eq!(u.len(), 16 * o * c, "Winograd: transformed weights do not fit {g:?}"),
         Products::Bf16(_, packed) => assert!(
@@ -398,7 +406,7 @@ fn forward_with(
     } else {
         gemm::Parallelism::Rayon(threads)
     };
-    let outp = SendPtr::new(out);
+    let outp = out.ptr();
     let run = |chunk: usize| {
         let t0 = chunk * tc;
         let nt = tc.min(total - t0);

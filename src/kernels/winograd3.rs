@@ -13,7 +13,7 @@
 use rayon::prelude::*;
 
 use super::conv::ConvGeom;
-use super::raw::{Pool, SendPtr};
+use super::raw::{Out, Pool, SendPtr};
 use super::winograd::{bias_grad, check_weight_grad, grad_products, kernels_from_sums, runs, with_buffers, Run};
 use super::winograd_tiles::{gather, over_chunks, store_rows, tile_outputs, tile_products, transform_weights_into};
 
@@ -81,15 +81,25 @@ static TRANSFORMED: Pool<f32> = Pool::new();
 /// less than F(2×2)'s 1.44–1.78× more products.
 ///
 /// Panics when `g` is not a 3×3 geometry with padding ≤ 2 or a buffer's length does not fit `g`.
-pub fn forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, pool: bool, out: &mut [f32]) {
-    let simd = avx512::available();
+pub fn forward<'o>(
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    pool: bool,
+    out: impl Into<Out<'o>>,
+) {
+    let (simd, out) = (avx512::available(), out.into());
     if !pool {
         return forward_on(simd, x, g, weight, bias, relu, out);
     }
-    g.check_forward("Winograd F(3×3)", x, bias, out, true);
+    g.check_forward("Winograd F(3×3)", x, bias, out.len(), true);
     let mut full = UNPOOLED.take(g.output_len(false));
-    forward_on(simd, x, g, weight, bias, relu, &mut full);
-    super::pool::max_pool_planes(&full, g.ho, g.wo, 2, 2, out);
+    forward_on(simd, x, g, weight, bias, relu, (&mut full).into());
+    // The pooled output is a quarter of the full one, and only block4/block5 take this path: zeroing it first
+    // costs little.
+    super::pool::max_pool_planes(&full, g.ho, g.wo, 2, 2, out.zeroed());
     UNPOOLED.give(full, 1);
 }
 
@@ -97,17 +107,17 @@ pub fn forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, re
 static UNPOOLED: Pool<f32> = Pool::new();
 
 /// [`forward`] with the AVX-512 transforms (`simd`, which the CPU must have) or the portable ones.
-fn forward_on(simd: bool, x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
+fn forward_on(simd: bool, x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, mut out: Out) {
     assert!(!simd || avx512::available(), "Winograd F(3×3): this CPU lacks AVX-512");
     assert!(
         g.k == 3 && g.pad <= 2 && g.ho >= 1 && g.wo >= 1,
         "Winograd F(3×3): {g:?} is not a 3×3 geometry with padding ≤ 2"
     );
-    g.check_forward("Winograd F(3×3)", x, bias, out, false);
+    g.check_forward("Winograd F(3×3)", x, bias, out.len(), false);
     let (c, o) = (g.c, g.o);
     let mut u = TRANSFORMED.take(K * o * c);
     transform_weights_into(weight, (o, c), g_times, &mut u);
-    let outp = SendPtr::new(out);
+    let outp = out.ptr();
     let input = |runs: &[Run], nt: usize, v: &mut [f32]| {
         if simd {
             #[cfg(target_arch = "x86_64")]
@@ -551,7 +561,7 @@ mod tests {
         let paths = paths("winograd3", avx512::available());
         check_forward(&cases, &activations, &paths, |simd, x, g, w, b, (relu, pool), out| {
             if !pool {
-                forward_on(simd, x, g, w, Some(b), relu, out);
+                forward_on(simd, x, g, w, Some(b), relu, out.into());
             } else if simd == avx512::available() {
                 // The pooled path takes the CPU's transforms.
                 forward(x, g, w, Some(b), relu, true, out);

@@ -9,7 +9,7 @@
 //! [`chosen`] says where it wins.
 
 use super::conv::ConvGeom;
-use super::raw::{Pool, SendPtr};
+use super::raw::{Out, Pool, SendPtr};
 use super::winograd::Run;
 use super::winograd_tiles::{gather, over_chunks, store_rows, tile_outputs, tile_products, transform_weights_into};
 
@@ -91,8 +91,16 @@ static TRANSFORMED: Pool<f32> = Pool::new();
 ///
 /// Panics when `g` is not a 3×3 geometry with padding ≤ 2 or a buffer's length does not fit `g`: the unsafe
 /// writes below rely on these checks.
-pub fn forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, pool: bool, out: &mut [f32]) {
-    forward_on(avx512::available(), x, g, weight, bias, relu, pool, out)
+pub fn forward<'o>(
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    pool: bool,
+    out: impl Into<Out<'o>>,
+) {
+    forward_on(avx512::available(), x, g, weight, bias, relu, pool, out.into())
 }
 
 /// [`forward`] with the AVX-512 transforms (`simd`, which the CPU must have) or the portable ones.
@@ -105,18 +113,18 @@ fn forward_on(
     bias: Option<&[f32]>,
     relu: bool,
     pool: bool,
-    out: &mut [f32],
+    mut out: Out,
 ) {
     assert!(!simd || avx512::available(), "Winograd F(4×4): this CPU lacks AVX-512");
     assert!(
         applicable(g),
         "Winograd F(4×4): {g:?} is not a 3×3 geometry with padding ≤ 2"
     );
-    g.check_forward("Winograd F(4×4)", x, bias, out, pool);
+    g.check_forward("Winograd F(4×4)", x, bias, out.len(), pool);
     let (c, o) = (g.c, g.o);
     let mut u = TRANSFORMED.take(K * o * c);
     transform_weights_into(weight, (o, c), g_times, &mut u);
-    let outp = SendPtr::new(out);
+    let outp = out.ptr();
     let input = |runs: &[Run], nt: usize, v: &mut [f32]| {
         if simd {
             #[cfg(target_arch = "x86_64")]
@@ -444,7 +452,7 @@ mod tests {
             &activations,
             &paths("winograd4", avx512::available()),
             |simd, x, g, w, b, (relu, pool), out| {
-                forward_on(simd, x, g, w, Some(b), relu, pool, out);
+                forward_on(simd, x, g, w, Some(b), relu, pool, out.into());
                 true
             },
         );
