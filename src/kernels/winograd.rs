@@ -1315,7 +1315,10 @@ mod tests {
             let g = ConvGeom::new(32, c, size, size, o, 3, 1);
             let total = 32 * g.ho.div_ceil(2) * g.wo.div_ceil(2);
             let tiles = bf16_chunk_tiles(&g, total, 2);
-            assert!(tiles >= bf16::NR && tiles.is_multiple_of(bf16::NR), "{g:?}: {tiles} tiles");
+            assert!(
+                tiles >= bf16::NR && tiles.is_multiple_of(bf16::NR),
+                "{g:?}: {tiles} tiles"
+            );
             let packed = 16 * 4 * c.div_ceil(2) * tiles;
             assert!(
                 packed <= PACKED_INPUT_BYTES || tiles == bf16::NR,
