@@ -557,6 +557,7 @@ fn products_and_output<const PANELS: usize>(
     let per_block = PANELS / 16;
     debug_assert_eq!(per_block * mr, rows_per_block);
     let mut tiles = [[0f32; bf16::MR * bf16::NR]; PANELS];
+    let simd_output = super::winograd_output::available();
     for j in 0..nt.div_ceil(nr) {
         let cols = nr.min(nt - j * nr);
         // Where each tile of the panel sits: (image, tile row, tile column).
@@ -579,7 +580,11 @@ fn products_and_output<const PANELS: usize>(
                 }
                 let rows = mr.min(g.o - oc0);
                 let panels: [&[f32; bf16::MR * bf16::NR]; 16] = std::array::from_fn(|k| &tiles[k * per_block + s]);
-                epilogue(panels, g, oc0, rows, &at, bias, relu, pool, outp);
+                if simd_output {
+                    super::winograd_output::epilogue(panels, g, oc0, rows, &at, bias, relu, pool, outp);
+                } else {
+                    epilogue(panels, g, oc0, rows, &at, bias, relu, pool, outp);
+                }
             }
         }
     }
@@ -587,8 +592,9 @@ fn products_and_output<const PANELS: usize>(
 
 dispatch! {
     /// The output transform of one panel: `tiles[k][r·NR + q]` is product k of channel `oc0 + r`, tile `at[q]`.
+    /// (On AVX-512 CPUs [`super::winograd_output::epilogue`] runs instead; this is its reference in the tests.)
     #[allow(clippy::too_many_arguments)]
-    fn epilogue(
+    pub(super) fn epilogue(
         tiles: [&[f32; bf16::MR * bf16::NR]; 16],
         g: &ConvGeom,
         oc0: usize,
@@ -617,22 +623,7 @@ fn epilogue_body(
     const N: usize = bf16::NR;
     let (o, ho, wo) = (g.o, g.ho, g.wo);
     let (ph, pw) = (ho / 2, wo / 2);
-    // The panel's tiles as runs along a tile row (first column, length): each run's outputs are contiguous rows.
-    let mut runs = [(0usize, 0usize); N];
-    let mut nruns = 0;
-    for (q, &(img, ty, _)) in at.iter().enumerate() {
-        // Tiles come in order, so a tile of the same image and tile row as the last run extends it.
-        let continues = nruns > 0 && {
-            let (first_img, first_ty, _) = at[runs[nruns - 1].0];
-            (first_img, first_ty) == (img, ty)
-        };
-        if continues {
-            runs[nruns - 1].1 += 1;
-        } else {
-            runs[nruns] = (q, 1);
-            nruns += 1;
-        }
-    }
+    let (runs, nruns) = panel_runs(at);
     for r in 0..rows {
         let oc = oc0 + r;
         let b = bias.map_or(0.0, |b| b[oc]);
@@ -679,6 +670,27 @@ fn epilogue_body(
             }
         }
     }
+}
+
+/// A panel's tiles (`at`: image, tile row, tile column, in order; at most NR) as runs along a tile row (first
+/// tile, length), and how many: each run's outputs are contiguous in their output rows.
+pub(super) fn panel_runs(at: &[(usize, usize, usize)]) -> ([(usize, usize); bf16::NR], usize) {
+    let mut runs = [(0usize, 0usize); bf16::NR];
+    let mut nruns = 0;
+    for (q, &(img, ty, _)) in at.iter().enumerate() {
+        // Tiles come in order, so a tile of the same image and tile row as the last run extends it.
+        let continues = nruns > 0 && {
+            let (first_img, first_ty, _) = at[runs[nruns - 1].0];
+            (first_img, first_ty) == (img, ty)
+        };
+        if continues {
+            runs[nruns - 1].1 += 1;
+        } else {
+            runs[nruns] = (q, 1);
+            nruns += 1;
+        }
+    }
+    (runs, nruns)
 }
 
 /// A run of tiles along one tile row: image `img`, tile row `ty`, tile columns `tx0 .. tx0 + len`, stored from
