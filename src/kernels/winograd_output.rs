@@ -173,6 +173,7 @@ mod avx512 {
     ///
     /// # Safety
     /// As [`epilogue`]: (img, oc, ty = y / 2, tx0) and the run's tiles lie inside g's output, this call's.
+    // SAFETY (callers): `epilogue`, with a run of the panel it was given and a channel of its rows.
     #[target_feature(enable = "avx512f")]
     unsafe fn store_row(
         pairs: [__m512; 2],
@@ -203,6 +204,7 @@ mod avx512 {
     ///
     /// # Safety
     /// As [`store_row`].
+    // SAFETY (callers): as for `store_row`.
     #[target_feature(enable = "avx512f")]
     unsafe fn store_pooled(
         pooled: __m512,
