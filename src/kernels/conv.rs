@@ -320,12 +320,28 @@ pub fn conv_forward_with<'o>(
     out: impl Into<Out<'o>>,
 ) {
     let mut out = out.into();
-    if !first_forward(algo, x, g, weight, bias, relu, false, &mut out)
-        && !direct_forward(algo, None, x, g, weight, bias, relu, false, &mut out)
-        && !winograd_forward(algo, None, x, g, weight, bias, relu, false, &mut out)
-    {
+    if !kernel_forward(algo, None, x, g, weight, bias, relu, false, &mut out) {
         im2col_forward_as(algo, x, g, weight, bias, relu, out.zeroed())
     }
+}
+
+/// The forward on the first-layer, direct or Winograd kernel, whichever `algo` and `g` take (with the packed bf16
+/// weights kept in `cache` when one is given), or false when none does (the caller then runs im2col).
+#[allow(clippy::too_many_arguments)]
+fn kernel_forward(
+    algo: Algo,
+    cache: Option<&(TensorId, Arc<WeightCache>)>,
+    x: &[f32],
+    g: &ConvGeom,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    pool: bool,
+    out: &mut Out,
+) -> bool {
+    first_forward(algo, x, g, weight, bias, relu, pool, out)
+        || direct_forward(algo, cache, x, g, weight, bias, relu, pool, out)
+        || winograd_forward(algo, cache, x, g, weight, bias, relu, pool, out)
 }
 
 /// The forward of a conv + bias + ReLU + 2×2/2 max-pool (floor mode), fused where a kernel can, else im2col and
@@ -352,10 +368,7 @@ fn pooled_forward(
     mut out: Out,
 ) {
     let bias = Some(bias);
-    if !first_forward(algo, x, g, weight, bias, true, true, &mut out)
-        && !direct_forward(algo, cache, x, g, weight, bias, true, true, &mut out)
-        && !winograd_forward(algo, cache, x, g, weight, bias, true, true, &mut out)
-    {
+    if !kernel_forward(algo, cache, x, g, weight, bias, true, true, &mut out) {
         let mut full = vec![0f32; g.n * g.o * g.p()];
         im2col_forward_as(algo, x, g, weight, bias, true, &mut full);
         max_pool_planes(&full, g.ho, g.wo, 2, 2, out.zeroed());
