@@ -22,7 +22,6 @@ pub mod winograd3;
 pub mod winograd4;
 pub mod winograd_dw;
 pub mod winograd_input;
-pub mod winograd_output;
 mod winograd_tiles;
 
 use candle_core::Device;

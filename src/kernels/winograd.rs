@@ -116,22 +116,6 @@ fn whole_panels(tiles: usize) -> usize {
     (tiles / bf16::NR * bf16::NR).max(bf16::NR)
 }
 
-/// Tiles per chunk of the bf16 forward: [`chunk_tiles`], cut so that the chunk's packed input (16 blocks of
-/// ⌈C/2⌉ channel pairs × the tiles, 4 bytes a pair) fits in [`PACKED_INPUT_BYTES`], in whole panels. The products
-/// read each panel's 16 blocks again for every 8 output channels, so they should stay in L2; and at 9×9 the
-/// smaller chunks also share block5's 800 tiles (batch 32) evenly between threads (25 chunks instead of 9).
-/// Measured on the bf16 VGG16 forward, alternating with chunks of up to 4 MiB of f32 (AMD EPYC Zen 5, 2 threads,
-/// batch 32, five rounds): 96.3 → 99.1 images/s (faster in every round); block5's layers 990–1010 → 1145–1190
-/// GFLOP/s. 256 KiB and 1 MiB measured the same as 512 KiB within noise.
-fn bf16_chunk_tiles(g: &ConvGeom, total: usize, threads: usize) -> usize {
-    let fit = PACKED_INPUT_BYTES / (16 * 4 * g.c.div_ceil(2)).max(1);
-    whole_panels(chunk_tiles(g, total, threads).min(fit))
-}
-
-/// Half the L2 of a Zen 4/5 or Skylake-X core (1 MiB; Sapphire Rapids has 2 MiB): room left for the weights
-/// streaming through.
-const PACKED_INPUT_BYTES: usize = 512 * 1024;
-
 fn cache_tiles(g: &ConvGeom) -> usize {
     let widest = g.c.max(g.o).max(1);
     (4 * 1024 * 1024 / (16 * 4 * widest)).clamp(64, 4096)
@@ -412,7 +396,7 @@ fn forward_with(
     let threads = rayon::current_num_threads();
     let tc = match products {
         Products::F32(_) => chunk_tiles(g, total, threads),
-        Products::Bf16(..) => bf16_chunk_tiles(g, total, threads),
+        Products::Bf16(..) => whole_panels(chunk_tiles(g, total, threads)),
     };
     let nchunks = total.div_ceil(tc);
     // The bf16 products have no inner parallelism: always split by chunks.
@@ -557,7 +541,6 @@ fn products_and_output<const PANELS: usize>(
     let per_block = PANELS / 16;
     debug_assert_eq!(per_block * mr, rows_per_block);
     let mut tiles = [[0f32; bf16::MR * bf16::NR]; PANELS];
-    let simd_output = super::winograd_output::available();
     for j in 0..nt.div_ceil(nr) {
         let cols = nr.min(nt - j * nr);
         // Where each tile of the panel sits: (image, tile row, tile column).
@@ -580,11 +563,7 @@ fn products_and_output<const PANELS: usize>(
                 }
                 let rows = mr.min(g.o - oc0);
                 let panels: [&[f32; bf16::MR * bf16::NR]; 16] = std::array::from_fn(|k| &tiles[k * per_block + s]);
-                if simd_output {
-                    super::winograd_output::epilogue(panels, g, oc0, rows, &at, bias, relu, pool, outp);
-                } else {
-                    epilogue(panels, g, oc0, rows, &at, bias, relu, pool, outp);
-                }
+                epilogue(panels, g, oc0, rows, &at, bias, relu, pool, outp);
             }
         }
     }
@@ -592,9 +571,8 @@ fn products_and_output<const PANELS: usize>(
 
 dispatch! {
     /// The output transform of one panel: `tiles[k][r·NR + q]` is product k of channel `oc0 + r`, tile `at[q]`.
-    /// (On AVX-512 CPUs [`super::winograd_output::epilogue`] runs instead; this is its reference in the tests.)
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn epilogue(
+    fn epilogue(
         tiles: [&[f32; bf16::MR * bf16::NR]; 16],
         g: &ConvGeom,
         oc0: usize,
@@ -623,7 +601,22 @@ fn epilogue_body(
     const N: usize = bf16::NR;
     let (o, ho, wo) = (g.o, g.ho, g.wo);
     let (ph, pw) = (ho / 2, wo / 2);
-    let (runs, nruns) = panel_runs(at);
+    // The panel's tiles as runs along a tile row (first column, length): each run's outputs are contiguous rows.
+    let mut runs = [(0usize, 0usize); N];
+    let mut nruns = 0;
+    for (q, &(img, ty, _)) in at.iter().enumerate() {
+        // Tiles come in order, so a tile of the same image and tile row as the last run extends it.
+        let continues = nruns > 0 && {
+            let (first_img, first_ty, _) = at[runs[nruns - 1].0];
+            (first_img, first_ty) == (img, ty)
+        };
+        if continues {
+            runs[nruns - 1].1 += 1;
+        } else {
+            runs[nruns] = (q, 1);
+            nruns += 1;
+        }
+    }
     for r in 0..rows {
         let oc = oc0 + r;
         let b = bias.map_or(0.0, |b| b[oc]);
@@ -670,27 +663,6 @@ fn epilogue_body(
             }
         }
     }
-}
-
-/// A panel's tiles (`at`: image, tile row, tile column, in order; at most NR) as runs along a tile row (first
-/// tile, length), and how many: each run's outputs are contiguous in their output rows.
-pub(super) fn panel_runs(at: &[(usize, usize, usize)]) -> ([(usize, usize); bf16::NR], usize) {
-    let mut runs = [(0usize, 0usize); bf16::NR];
-    let mut nruns = 0;
-    for (q, &(img, ty, _)) in at.iter().enumerate() {
-        // Tiles come in order, so a tile of the same image and tile row as the last run extends it.
-        let continues = nruns > 0 && {
-            let (first_img, first_ty, _) = at[runs[nruns - 1].0];
-            (first_img, first_ty) == (img, ty)
-        };
-        if continues {
-            runs[nruns - 1].1 += 1;
-        } else {
-            runs[nruns] = (q, 1);
-            nruns += 1;
-        }
-    }
-    (runs, nruns)
 }
 
 /// A run of tiles along one tile row: image `img`, tile row `ty`, tile columns `tx0 .. tx0 + len`, stored from
@@ -1307,38 +1279,4 @@ pub(super) fn bias_grad(dy: &[f32], g: &ConvGeom, db: &mut [f32]) {
         }
         *d = s as f32;
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every VGG16 layer's bf16 chunk: whole panels, its packed input within the budget (one panel at least), and
-    /// at 9×9 (block5, batch 32) enough chunks for two threads to share evenly.
-    #[test]
-    fn bf16_chunks_are_whole_panels_whose_packed_input_fits_the_budget() {
-        for (c, o, size) in [
-            (64, 64, 150),
-            (64, 128, 75),
-            (128, 256, 37),
-            (256, 512, 18),
-            (512, 512, 9),
-        ] {
-            let g = ConvGeom::new(32, c, size, size, o, 3, 1);
-            let total = 32 * g.ho.div_ceil(2) * g.wo.div_ceil(2);
-            let tiles = bf16_chunk_tiles(&g, total, 2);
-            assert!(
-                tiles >= bf16::NR && tiles.is_multiple_of(bf16::NR),
-                "{g:?}: {tiles} tiles"
-            );
-            let packed = 16 * 4 * c.div_ceil(2) * tiles;
-            assert!(
-                packed <= PACKED_INPUT_BYTES || tiles == bf16::NR,
-                "{g:?}: {packed} bytes"
-            );
-            if size == 9 {
-                assert!(total.div_ceil(tiles) >= 8, "{g:?}: {} chunks", total.div_ceil(tiles));
-            }
-        }
-    }
 }
