@@ -59,7 +59,11 @@ fn main() {
                 std::process::exit(130);
             }
             eprintln!("error: {e:#}");
-            let usage = e.downcast_ref::<UsageError>().is_some();
+            let usage = e.downcast_ref::<UsageError>().is_some()
+                || matches!(
+                    e.downcast_ref::<catdog::Error>(),
+                    Some(catdog::Error::InvalidArgument(_))
+                );
             std::process::exit(if usage { 2 } else { 1 });
         }
     }

@@ -312,3 +312,139 @@ fn an_https_hub_behind_a_connect_proxy_is_reached_with_the_organisations_certifi
     assert!(!o.status.success());
     assert!(e.contains("SSL_CERT_FILE=/nonexistent/ca.pem cannot be read"), "{e}");
 }
+
+/// A SOCKS5 proxy (RFC 1928) that takes only user `user` with password `secret` (RFC 1929) and connects every
+/// tunnel to 127.0.0.1 at the port asked for, whatever host is named (so only through it does `hub.invalid`
+/// resolve); `targets` gets each target as it was asked for (`name:port` for a host name, `ip:port` for an
+/// address).
+fn socks5_proxy(targets: Arc<Mutex<Vec<String>>>) -> String {
+    let url = serve(move |mut client| {
+        let byte = |s: &mut TcpStream| -> Option<u8> {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).ok().map(|()| b[0])
+        };
+        let bytes = |s: &mut TcpStream, n: usize| -> Option<Vec<u8>> {
+            let mut v = vec![0u8; n];
+            s.read_exact(&mut v).ok().map(|()| v)
+        };
+        // Greeting: version 5, the methods offered; only user/password (2) is accepted.
+        let (Some(5), Some(n)) = (byte(&mut client), byte(&mut client)) else {
+            return;
+        };
+        let Some(methods) = bytes(&mut client, n as usize) else {
+            return;
+        };
+        if !methods.contains(&2) {
+            let _ = client.write_all(&[5, 0xff]);
+            return;
+        }
+        let _ = client.write_all(&[5, 2]);
+        let (Some(1), Some(ulen)) = (byte(&mut client), byte(&mut client)) else {
+            return;
+        };
+        let Some(user) = bytes(&mut client, ulen as usize) else {
+            return;
+        };
+        let Some(plen) = byte(&mut client) else { return };
+        let Some(password) = bytes(&mut client, plen as usize) else {
+            return;
+        };
+        if user != b"user" || password != b"secret" {
+            let _ = client.write_all(&[1, 1]);
+            return;
+        }
+        let _ = client.write_all(&[1, 0]);
+        // Request: version, CONNECT, reserved, address type, address, port.
+        let Some(head) = bytes(&mut client, 4) else { return };
+        let host = match head[3] {
+            1 => bytes(&mut client, 4).map(|a| format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])),
+            3 => byte(&mut client)
+                .and_then(|n| bytes(&mut client, n as usize))
+                .map(|n| String::from_utf8_lossy(&n).into_owned()),
+            _ => None,
+        };
+        let (Some(host), Some(port)) = (host, bytes(&mut client, 2)) else {
+            return;
+        };
+        let port = u16::from_be_bytes([port[0], port[1]]);
+        targets.lock().unwrap().push(format!("{host}:{port}"));
+        let Ok(upstream) = TcpStream::connect(("127.0.0.1", port)) else {
+            let _ = client.write_all(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0]);
+            return;
+        };
+        let _ = client.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 0]);
+        let (mut up_read, mut up_write) = (upstream.try_clone().unwrap(), upstream);
+        let (mut client_read, mut client_write) = (client.try_clone().unwrap(), client);
+        let to_hub = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut client_read, &mut up_write);
+            let _ = up_write.shutdown(std::net::Shutdown::Write);
+        });
+        let _ = std::io::copy(&mut up_read, &mut client_write);
+        let _ = client_write.shutdown(std::net::Shutdown::Write);
+        let _ = to_hub.join();
+    });
+    url.trim_start_matches("http://").to_string()
+}
+
+#[test]
+fn socks5_and_socks5h_proxies_with_a_password_reach_a_hub_only_they_can_resolve() {
+    use common::mock_hub::{Behaviour, MockHub, RepoFile};
+    let weights = std::fs::read(common::fixtures().join("vgg_tiny/weights.safetensors")).unwrap();
+    let file = RepoFile {
+        kind: "model",
+        repo: "someone/tiny-vgg".into(),
+        path: "model.safetensors".into(),
+        bytes: weights,
+        lfs: true,
+    };
+    let hub = MockHub::start(vec![file], Behaviour::default());
+    let hub_port = hub.url.rsplit(':').next().unwrap();
+    let endpoint = format!("http://hub.invalid:{hub_port}");
+    let targets = Arc::new(Mutex::new(Vec::new()));
+    let proxy = socks5_proxy(targets.clone());
+    for scheme in ["socks5h", "socks5"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let setting = format!("{scheme}://user:secret@{proxy}");
+        let (o, took) = run_catdog(
+            &endpoint,
+            tmp.path(),
+            &["weights", "fetch", "someone/tiny-vgg", "--quiet"],
+            &[("ALL_PROXY", setting.as_str())],
+        );
+        assert!(o.status.success(), "{scheme}: {}", stderr(&o));
+        assert!(took < Duration::from_secs(15), "{took:?}");
+    }
+    let seen = targets.lock().unwrap().clone();
+    assert!(
+        seen.iter().filter(|t| **t == format!("hub.invalid:{hub_port}")).count() >= 2,
+        "the hub's name goes to the proxy to resolve: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|t| t.ends_with(hub.cdn.rsplit(':').next().unwrap())),
+        "the CDN is reached through the proxy too: {seen:?}"
+    );
+    // A wrong password: an error within the timeout that does not show the password.
+    let tmp = tempfile::tempdir().unwrap();
+    let setting = format!("socks5h://user:wrong-pw@{proxy}");
+    let (o, took) = run_catdog(
+        &endpoint,
+        tmp.path(),
+        &["weights", "fetch", "someone/tiny-vgg", "--quiet"],
+        &[("ALL_PROXY", setting.as_str())],
+    );
+    let e = stderr(&o);
+    assert!(!o.status.success() && !e.contains("wrong-pw"), "{e}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    // A scheme catdog cannot speak is refused as such, not as an unreachable host.
+    let (o, _) = run_catdog(
+        &endpoint,
+        tmp.path(),
+        &["weights", "fetch", "someone/tiny-vgg", "--quiet"],
+        &[("ALL_PROXY", "socks4://127.0.0.1:1")],
+    );
+    let e = stderr(&o);
+    assert!(
+        !o.status.success() && e.contains("'socks4://'") && e.contains("socks5h://"),
+        "{e}"
+    );
+}

@@ -9,7 +9,7 @@ pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
     super::usage_check(catdog::limits::check_batch(a.batch))?;
     let spec = WeightsSpec::parse(&a.weights, 0)?;
     let device = catdog::device::parse_device(&a.device)?;
-    let loaded = weights::load(&spec, &device, &HubOptions::default())?;
+    let loaded = weights::load(&spec, &device, &HubOptions::from_env()?)?;
     let opts = ForwardOptions {
         batch: a.batch.max(1),
         size: a.size,
@@ -151,7 +151,7 @@ pub fn train(a: crate::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
     use catdog::model::vgg16::{layer_index, LAYERS};
     let spec = WeightsSpec::parse(&a.weights, 0)?;
     let device = catdog::device::parse_device(&a.device)?;
-    let mut loaded = weights::load(&spec, &device, &HubOptions::default())?;
+    let mut loaded = weights::load(&spec, &device, &HubOptions::from_env()?)?;
     let precision = super::set_precision(&mut loaded.model, a.precision, &device, quiet);
     let split = match a.mode {
         TrainMode::Extract => LAYERS.len(),

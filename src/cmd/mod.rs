@@ -50,8 +50,8 @@ pub fn load_weights(w: &crate::cli::WeightsFlag, quiet: bool) -> Result<catdog::
     let device = catdog::device::parse_device(&w.device)?;
     let spec = WeightsSpec::parse(&w.weights, w.seed)?;
     let opts = HubOptions {
-        progress: !quiet && HubOptions::default().progress,
-        ..HubOptions::default()
+        progress: !quiet,
+        ..HubOptions::from_env()?
     };
     let mut loaded =
         weights::load(&spec, &device, &opts).with_context(|| format!("loading weights {}", spec.describe()))?;

@@ -25,7 +25,7 @@ fn fetch(id: &str, quiet: bool) -> Result<i32> {
     };
     let opts = HubOptions {
         progress: !quiet,
-        ..HubOptions::default()
+        ..HubOptions::from_env()?
     };
     let (path, commit) = weights::hub_file(RepoKind::Model, &repo, revision.as_deref(), WEIGHTS_FILE, &opts)?;
     // The config (mean/std) is optional: not every repository has one.
@@ -60,8 +60,8 @@ struct LayerRow {
 fn inspect(w: &str, unfreeze_from: Option<&str>, json: bool, quiet: bool) -> Result<i32> {
     let spec = WeightsSpec::parse(w, 0)?;
     let opts = HubOptions {
-        progress: !quiet && HubOptions::default().progress,
-        ..HubOptions::default()
+        progress: !quiet,
+        ..HubOptions::from_env()?
     };
     let mut loaded = weights::load(&spec, &candle_core::Device::Cpu, &opts)?;
     let split = match unfreeze_from {

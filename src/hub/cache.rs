@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::names::{check_commit, check_etag, check_repo_path, check_revision};
 use super::RepoKind;
 use crate::error::{Error, Result};
 
@@ -25,12 +26,14 @@ impl RepoCache {
         }
     }
 
-    /// The commit `revision` names: `refs/<revision>`, or the revision itself when it is a commit hash.
+    /// The commit `revision` names: `refs/<revision>`, or the revision itself when it is a commit hash. A
+    /// revision that is not a plain relative name, or a ref file that does not hold a commit, names none.
     pub fn commit_of(&self, revision: &str) -> Option<String> {
+        check_revision(revision).ok()?;
         std::fs::read_to_string(self.root.join("refs").join(revision))
             .ok()
             .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
+            .filter(|s| is_commit(s))
             .or_else(|| is_commit(revision).then(|| revision.to_string()))
     }
 
@@ -41,6 +44,7 @@ impl RepoCache {
 
     /// The file of `revision`, when the cache has it (no network).
     pub fn lookup(&self, revision: &str, file: &str) -> Option<(PathBuf, String)> {
+        check_repo_path(file).ok()?;
         let commit = self.commit_of(revision)?;
         let p = self.snapshot_file(&commit, file);
         p.exists().then_some((p, commit))
@@ -56,18 +60,29 @@ impl RepoCache {
         self.root.join("blobs").join(format!("{etag}.incomplete"))
     }
 
-    /// Records that `revision` is at `commit` (nothing to record when the revision is the commit).
+    /// Records that `revision` is at `commit` (nothing to record when the revision is the commit). Both are
+    /// checked first: neither may steer the write out of `refs/`.
     pub fn write_ref(&self, revision: &str, commit: &str) -> Result<()> {
+        check_revision(revision)
+            .and_then(|()| check_commit(commit))
+            .map_err(refused)?;
         if revision == commit {
             return Ok(());
         }
-        crate::io::atomic_write(&self.root.join("refs").join(revision), commit.as_bytes())
+        let path = self.root.join("refs").join(revision);
+        self.check_inside(&path)?;
+        crate::io::atomic_write(&path, commit.as_bytes())
     }
 
     /// Makes `snapshots/<commit>/<file>` point at `blobs/<etag>` (a relative symlink, replaced atomically; a copy
-    /// where symlinks are not available) and returns it.
+    /// where symlinks are not available) and returns it. The three names are checked first.
     pub fn link(&self, commit: &str, file: &str, etag: &str) -> Result<PathBuf> {
+        check_commit(commit)
+            .and_then(|()| check_repo_path(file))
+            .and_then(|()| check_etag(etag))
+            .map_err(refused)?;
         let link = self.snapshot_file(commit, file);
+        self.check_inside(&link)?;
         let parent = link.parent().expect("a snapshot file has a folder");
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         // From snapshots/<commit>/<dirs…>/ back up to the repository folder, then into blobs.
@@ -86,6 +101,22 @@ impl RepoCache {
         made.map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, &link).map_err(|e| Error::io(&link, e))?;
         Ok(link)
+    }
+
+    /// Refuses a path that is not below the repository's folder once its parts are read one by one (a last line of
+    /// defence behind the checks of each name).
+    fn check_inside(&self, path: &Path) -> Result<()> {
+        let rel = path.strip_prefix(&self.root).ok();
+        let plain = rel.is_some_and(|r| r.components().all(|c| matches!(c, std::path::Component::Normal(_))));
+        if plain {
+            Ok(())
+        } else {
+            Err(refused(format!(
+                "{} is not inside the cache folder {}",
+                path.display(),
+                self.root.display()
+            )))
+        }
     }
 
     /// The files of the snapshot of `commit`, as repository paths, sorted.
@@ -119,6 +150,14 @@ impl RepoCache {
             .map_err(|e| Error::io(&path, e))?;
         BlobLock::take(file, &path, quiet)
     }
+}
+
+/// A name the cache will not write under: the hub (or whoever answered for it) gave it.
+fn refused(why: String) -> Error {
+    Error::Other(format!(
+        "refused to write to the Hugging Face cache: {why}; nothing was written (the hub's answer is not usable: \
+         check HF_ENDPOINT and any proxy)"
+    ))
 }
 
 /// A held lock on one blob: an advisory `flock`, released when dropped or when the process dies.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::proxy::{proxy_for, Target};
+use super::proxy::{proxy_for, ProxySetting, Target};
 
 /// The first backoff; it doubles each retry (1, 2, 4, 8 s), as huggingface_hub's `http_backoff`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -22,6 +22,20 @@ pub enum Failure {
     /// The network or the server failed: no connection, no answer in time, 5xx after the retries.
     Network(String),
 }
+
+/// How long one exchange may take. The status line and the headers always arrive within twice the timeout of
+/// asking (connecting, then waiting for them); a server that sends one header a second does not reset that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// A small answer (a file's metadata, a listing): the body too, within [`WHOLE_ANSWER_TIMEOUTS`] × the
+    /// timeout.
+    Whole,
+    /// A file's bytes: each read within the timeout; the caller watches the rate (see `download`).
+    Stream,
+}
+
+/// A small answer's whole exchange, in timeouts.
+pub const WHOLE_ANSWER_TIMEOUTS: u32 = 4;
 
 /// Which redirects a request follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +90,14 @@ impl Client {
             .try_proxy_from_env(false)
             .user_agent(concat!("catdog/", env!("CARGO_PKG_VERSION")));
         if let Some(p) = self.proxy(url) {
-            let proxy = ureq::Proxy::new(&p)
-                .map_err(|e| Failure::Refused(format!("the proxy setting '{p}' cannot be used ({e}); fix it")))?;
+            // The messages name the proxy's address only: the setting may hold a password.
+            let setting = ProxySetting::parse(&p).map_err(Failure::Refused)?;
+            let proxy = ureq::Proxy::new(&setting.for_ureq).map_err(|e| {
+                Failure::Refused(format!(
+                    "the proxy setting for {} cannot be used ({e}); fix it",
+                    setting.address
+                ))
+            })?;
             builder = builder.proxy(proxy);
         }
         if url.starts_with("https://") {
@@ -101,10 +121,11 @@ impl Client {
         url: &str,
         range_from: Option<u64>,
         follow: Follow,
+        budget: Budget,
     ) -> Result<(ureq::Response, String), Failure> {
         let mut url = url.to_string();
         for _ in 0..=MAX_REDIRECTS {
-            let response = self.send_retrying(method, &url, range_from)?;
+            let response = self.send_retrying(method, &url, range_from, budget)?;
             if !(300..400).contains(&response.status()) {
                 return Ok((response, url));
             }
@@ -124,19 +145,28 @@ impl Client {
     }
 
     /// One request to one URL, retried on 5xx and 429.
-    fn send_retrying(&self, method: &str, url: &str, range_from: Option<u64>) -> Result<ureq::Response, Failure> {
+    fn send_retrying(
+        &self,
+        method: &str,
+        url: &str,
+        range_from: Option<u64>,
+        budget: Budget,
+    ) -> Result<ureq::Response, Failure> {
         let agent = self.agent(url)?;
         let mut backoff = FIRST_BACKOFF;
         let attempts = self.retries + 1;
         for attempt in 1..=attempts {
             let mut request = agent.request(method, url).set("Accept-Encoding", "identity");
+            if budget == Budget::Whole {
+                request = request.timeout(self.timeout * WHOLE_ANSWER_TIMEOUTS);
+            }
             if let Some(from) = range_from {
                 request = request.set("Range", &format!("bytes={from}-"));
             }
             if let Some(token) = self.token.as_deref().filter(|_| self.authorized(url)) {
                 request = request.set("Authorization", &format!("Bearer {token}"));
             }
-            match request.call() {
+            match call_within(request, self.timeout * 2) {
                 Ok(response) => return Ok(response),
                 Err(ureq::Error::Status(status, response)) if status == 429 || status >= 500 => {
                     let wait = retry_after(&response).unwrap_or(backoff);
@@ -172,6 +202,28 @@ impl Client {
             t.to_string()
         }
     }
+}
+
+/// `request.call()` on its own thread, waited for at most `limit`: ureq's read timeout restarts with every byte,
+/// so a server that sends its headers one a second would hold `call` for as long as it likes. After `limit` the
+/// thread is left to end on its own (its reads still time out when the server falls silent).
+// The error is ureq's own, matched by the caller exactly as `request.call()`'s would be.
+#[allow(clippy::result_large_err)]
+fn call_within(request: ureq::Request, limit: Duration) -> Result<ureq::Response, ureq::Error> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(request.call());
+    });
+    rx.recv_timeout(limit).unwrap_or_else(|_| {
+        let timeout = std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the status line and headers did not arrive within {} s",
+                limit.as_secs_f64()
+            ),
+        );
+        Err(ureq::Error::from(timeout))
+    })
 }
 
 /// Resolves host names within the timeout. The system resolver waits for its own retries (tens of seconds where

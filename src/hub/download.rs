@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::cache::{is_sha256, RepoCache};
-use super::client::{absolute, is_stall, Client, Failure, Follow};
+use super::client::{absolute, is_stall, Budget, Client, Failure, Follow};
+use super::names::{check_commit, check_etag};
 use crate::progress::Progress;
 
 /// Immediate resumptions of one download after a cut connection, as long as each attempt brings data.
@@ -56,7 +57,7 @@ pub struct Remote {
 /// Asks the hub about the file at `resolve_url` (a HEAD request; redirects on the same host are followed, the
 /// one to the CDN is not, as huggingface_hub does).
 pub fn metadata(client: &Client, resolve_url: &str) -> Result<Remote, Failure> {
-    let (response, url) = client.send("HEAD", resolve_url, None, Follow::SameHost)?;
+    let (response, url) = client.send("HEAD", resolve_url, None, Follow::SameHost, Budget::Whole)?;
     let header = |name: &str| response.header(name).map(str::to_string);
     let commit = header("x-repo-commit").ok_or_else(|| {
         Failure::Network(format!(
@@ -65,11 +66,13 @@ pub fn metadata(client: &Client, resolve_url: &str) -> Result<Remote, Failure> {
             response.status()
         ))
     })?;
+    let unusable = |why: String| Failure::Refused(format!("{url} gave an unusable answer: {why}; nothing was written"));
+    check_commit(commit.trim()).map_err(unusable)?;
     let etag = header("x-linked-etag")
         .or_else(|| header("etag"))
         .map(|e| e.trim().trim_start_matches("W/").trim_matches('"').to_string())
-        .filter(|e| !e.is_empty() && !e.contains(['/', '\\', '.']))
-        .ok_or_else(|| Failure::Network(format!("{url} gave no usable ETag for the file")))?;
+        .ok_or_else(|| Failure::Network(format!("{url} gave no ETag for the file")))?;
+    check_etag(&etag).map_err(unusable)?;
     let size = header("x-linked-size")
         .or_else(|| header("content-length"))
         .and_then(|s| s.trim().parse().ok());
@@ -78,7 +81,7 @@ pub fn metadata(client: &Client, resolve_url: &str) -> Result<Remote, Failure> {
         _ => url,
     };
     Ok(Remote {
-        commit,
+        commit: commit.trim().to_string(),
         etag,
         size,
         url,
@@ -134,7 +137,13 @@ fn download(client: &Client, remote: &Remote, partial: &Path, bar: &Progress, qu
         if remote.size == Some(have) && have > 0 {
             return Ok(());
         }
-        let (response, _) = match client.send("GET", &remote.url, (have > 0).then_some(have), Follow::Any) {
+        let (response, _) = match client.send(
+            "GET",
+            &remote.url,
+            (have > 0).then_some(have),
+            Follow::Any,
+            Budget::Stream,
+        ) {
             Ok(r) => r,
             Err(Failure::Network(why)) if have > 0 => {
                 return Err(Problem::Interrupted(interrupted(have, remote, &why)))
@@ -164,16 +173,28 @@ fn download(client: &Client, remote: &Remote, partial: &Path, bar: &Progress, qu
             .map_err(io)?;
         let start = if append { have } else { 0 };
         bar.set_position(start);
-        let copied = copy_body(response.into_reader(), &mut out, bar);
+        let window = client.timeout() * RATE_WINDOW_TIMEOUTS;
+        let copied = copy_body(response.into_reader(), &mut out, bar, window);
         out.sync_all().map_err(io)?;
         let now = len(partial);
         match copied {
             Ok(()) if remote.size.is_none_or(|n| now >= n) => return Ok(()),
-            Err(e) if is_stall(&e) => {
+            Err(CopyError::Read(e)) if is_stall(&e) => {
                 let why = format!("no data for {} s (CATDOG_HUB_TIMEOUT)", client.timeout().as_secs_f64());
                 return Err(Problem::Interrupted(interrupted(now, remote, &why)));
             }
-            Err(e) if e.kind() != std::io::ErrorKind::UnexpectedEof && !is_network(&e) => return Err(io(e)),
+            Err(CopyError::TooSlow) => {
+                let why = format!(
+                    "slower than {} KiB/s for {} s, CATDOG_HUB_TIMEOUT × {RATE_WINDOW_TIMEOUTS}",
+                    MIN_BYTES_PER_SEC / 1024,
+                    window.as_secs_f64()
+                );
+                return Err(Problem::Interrupted(interrupted(now, remote, &why)));
+            }
+            Err(CopyError::Write(e)) => return Err(io(e)),
+            Err(CopyError::Read(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof && !is_network(&e) => {
+                return Err(io(e))
+            }
             // The body ended short (a cut connection, or a close-delimited body cut early): resume at once.
             _ => {}
         }
@@ -241,20 +262,48 @@ fn content_range_start(response: &ureq::Response) -> Option<u64> {
         .ok()
 }
 
-/// Copies a response body to `out`, counting progress; a read error is returned as it is (the caller tells a
-/// stall from a cut).
-fn copy_body(mut body: impl Read, out: &mut std::fs::File, bar: &Progress) -> std::io::Result<()> {
+/// The slowest a download may go, averaged over [`RATE_WINDOW_TIMEOUTS`] × `CATDOG_HUB_TIMEOUT`, before it is
+/// taken for a stall: a server that drips a byte a second never lets a read time out.
+const MIN_BYTES_PER_SEC: u64 = 10 * 1024;
+/// The window of that average, in timeouts.
+const RATE_WINDOW_TIMEOUTS: u32 = 4;
+
+/// Why copying a body ended early.
+enum CopyError {
+    /// Reading failed (a cut, or a read that timed out): the caller tells which.
+    Read(std::io::Error),
+    /// Fewer than [`MIN_BYTES_PER_SEC`] came in over the last window.
+    TooSlow,
+    /// The file could not be written (a full disk, …).
+    Write(std::io::Error),
+}
+
+/// Copies a response body to `out`, counting progress and watching the rate over windows of `window`.
+fn copy_body(
+    mut body: impl Read,
+    out: &mut std::fs::File,
+    bar: &Progress,
+    window: std::time::Duration,
+) -> Result<(), CopyError> {
     let mut buf = vec![0u8; 1 << 16];
+    let (mut window_start, mut window_bytes) = (std::time::Instant::now(), 0u64);
     loop {
         let n = match body.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(CopyError::Read(e)),
         };
-        out.write_all(&buf[..n])
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::StorageFull, e))?;
+        out.write_all(&buf[..n]).map_err(CopyError::Write)?;
         bar.inc(n as u64);
+        window_bytes += n as u64;
+        let elapsed = window_start.elapsed();
+        if elapsed >= window {
+            if (window_bytes as f64) < MIN_BYTES_PER_SEC as f64 * elapsed.as_secs_f64() {
+                return Err(CopyError::TooSlow);
+            }
+            (window_start, window_bytes) = (std::time::Instant::now(), 0);
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 mod cache;
 mod client;
 mod download;
+mod names;
 mod proxy;
 mod tls;
 mod token;
@@ -17,11 +18,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::cache::RepoCache;
-use self::client::{quote, Client, Failure, Follow};
+use self::client::{quote, Budget, Client, Failure, Follow};
 pub use self::download::sha256_of;
 use self::download::Problem;
+pub use self::names::check_revision;
 pub use self::proxy::proxy_for;
-use self::proxy::Target;
+use self::proxy::{ProxySetting, Target};
 pub use self::token::{hf_token, token_from};
 use crate::error::{Error, Result};
 
@@ -39,20 +41,51 @@ pub struct HubOptions {
 }
 
 impl Default for HubOptions {
+    /// The defaults, without reading the environment (see [`HubOptions::from_env`]).
     fn default() -> Self {
-        let secs = std::env::var("CATDOG_HUB_TIMEOUT")
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(15);
-        let retries = std::env::var("CATDOG_HUB_RETRIES")
-            .ok()
-            .and_then(|s| s.parse::<u32>().ok())
-            .unwrap_or(4);
         HubOptions {
             progress: true,
-            timeout: Duration::from_secs(secs.max(1)),
-            retries,
+            timeout: Duration::from_secs(15),
+            retries: 4,
         }
+    }
+}
+
+/// Largest `CATDOG_HUB_TIMEOUT`, in seconds (a day).
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+/// Largest `CATDOG_HUB_RETRIES`.
+const MAX_RETRIES: u32 = 20;
+
+impl HubOptions {
+    /// The defaults with `CATDOG_HUB_TIMEOUT` (whole seconds, 1 to 86400) and `CATDOG_HUB_RETRIES` (0 to 20)
+    /// applied; a value that is not a number in range is refused, naming the variable.
+    pub fn from_env() -> Result<HubOptions> {
+        let mut opts = HubOptions::default();
+        if let Some(secs) = env_number("CATDOG_HUB_TIMEOUT", 1, MAX_TIMEOUT_SECS, "whole seconds")? {
+            opts.timeout = Duration::from_secs(secs);
+        }
+        if let Some(n) = env_number("CATDOG_HUB_RETRIES", 0, MAX_RETRIES as u64, "retries")? {
+            opts.retries = n as u32;
+        }
+        Ok(opts)
+    }
+}
+
+/// The variable `name` as a number in `lo..=hi`; `None` when it is unset or empty.
+fn env_number(name: &str, lo: u64, hi: u64, unit: &str) -> Result<Option<u64>> {
+    let Some(raw) = std::env::var_os(name) else {
+        return Ok(None);
+    };
+    let text = raw.to_string_lossy();
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    match text.trim().parse::<u64>() {
+        Ok(v) if (lo..=hi).contains(&v) => Ok(Some(v)),
+        _ => Err(Error::invalid(format!(
+            "{name}={}: give {unit} from {lo} to {hi}, or unset it",
+            text.escape_debug()
+        ))),
     }
 }
 
@@ -151,9 +184,9 @@ fn display_id(repo: &str, revision: Option<&str>) -> String {
 
 /// The hub client for this process's endpoint, once the endpoint (or the proxy in front of it) answers within the
 /// timeout.
-fn connect(opts: &HubOptions) -> std::result::Result<(Client, String), String> {
+fn connect(opts: &HubOptions, token: Option<String>) -> std::result::Result<(Client, String), String> {
     let endpoint = hub_endpoint();
-    let client = Client::new(&endpoint, hf_token(), opts.timeout, opts.retries).map_err(|f| match f {
+    let client = Client::new(&endpoint, token, opts.timeout, opts.retries).map_err(|f| match f {
         Failure::Refused(s) | Failure::Network(s) => s,
     })?;
     probe(&client, &endpoint, opts.timeout).map_err(|e| format!("the hub at {endpoint} cannot be reached: {e}"))?;
@@ -164,13 +197,12 @@ fn connect(opts: &HubOptions) -> std::result::Result<(Client, String), String> {
 /// that an offline machine fails at once. Behind a proxy that host is the proxy (it may be the only one that can
 /// resolve the hub's name); with the endpoint in `NO_PROXY` it is the hub itself.
 fn probe(client: &Client, endpoint: &str, timeout: Duration) -> std::result::Result<(), String> {
-    let via = client.proxy(endpoint);
-    let target = match &via {
-        Some(proxy) if proxy.contains("://") => Target::parse(proxy).map(|t| t.address()),
-        Some(proxy) => Target::parse(&format!("http://{proxy}")).map(|t| t.address()),
-        None => Target::parse(endpoint).map(|t| t.address()),
-    }
-    .ok_or_else(|| format!("cannot tell the host of '{}'", via.as_deref().unwrap_or(endpoint)))?;
+    let target = match client.proxy(endpoint) {
+        Some(proxy) => ProxySetting::parse(&proxy)?.address,
+        None => Target::parse(endpoint)
+            .map(|t| t.address())
+            .ok_or_else(|| format!("cannot tell the host of '{endpoint}'"))?,
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     let t2 = target.clone();
     std::thread::spawn(move || {
@@ -217,6 +249,7 @@ pub fn hub_file(
     opts: &HubOptions,
 ) -> Result<(PathBuf, Option<String>)> {
     let rev = revision.unwrap_or("main");
+    check_names(repo, rev, Some(file))?;
     let cache = RepoCache::new(&hf_cache_dir(), kind, repo);
     if let Some((p, commit)) = cache.lookup(rev, file) {
         return Ok((p, Some(commit)));
@@ -226,7 +259,8 @@ pub fn hub_file(
     if hub_offline() {
         return Err(unavailable("HF_HUB_OFFLINE is set, so the hub is not contacted".into()));
     }
-    let (client, endpoint) = connect(opts).map_err(unavailable)?;
+    let token = hf_token().map_err(Error::invalid)?;
+    let (client, endpoint) = connect(opts, token).map_err(unavailable)?;
     let fetched = download::metadata(&client, &resolve_url(&endpoint, kind, repo, rev, file))
         .map_err(Problem::from)
         .and_then(|remote| {
@@ -256,6 +290,7 @@ pub fn list_files(
     opts: &HubOptions,
 ) -> Result<(Vec<String>, Option<String>)> {
     let rev = revision.unwrap_or("main");
+    check_names(repo, rev, None)?;
     let id = display_id(repo, revision);
     let cache = RepoCache::new(&hf_cache_dir(), kind, repo);
     let cached = cache.commit_of(rev);
@@ -264,7 +299,8 @@ pub fn list_files(
             "HF_HUB_OFFLINE is set, so the hub is not contacted".into(),
         ))
     } else {
-        connect(opts)
+        let token = hf_token().map_err(Error::invalid)?;
+        connect(opts, token)
             .map_err(Failure::Network)
             .and_then(|(client, endpoint)| listing(&client, &endpoint, kind, repo, rev))
     };
@@ -286,6 +322,32 @@ pub fn list_files(
     }
 }
 
+/// Refuses a repository id, revision or file name that could name a path outside the cache, before any is
+/// built: the id is `name` or `org/name` of letters, digits, `-`, `_` and `.` (as huggingface_hub's
+/// `validate_repo_id`), the revision and file plain relative names ([`names`]).
+fn check_names(repo: &str, revision: &str, file: Option<&str>) -> Result<()> {
+    let plain = |x: &str| {
+        !x.is_empty() && x != "." && x != ".." && x.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    let repo_ok = match repo.split_once('/') {
+        Some((org, name)) => plain(org) && plain(name),
+        None => plain(repo),
+    } && !repo.contains("--")
+        && repo.len() <= 96;
+    if !repo_ok {
+        return Err(Error::invalid(format!(
+            "'{}' is not a hub repository id: use org/name of letters, digits, '-', '_' and '.' (no '--' or '..')",
+            repo.escape_debug()
+        )));
+    }
+    names::check_revision(revision)
+        .map_err(|why| Error::invalid(format!("{why}: give a branch, tag or commit after @")))?;
+    if let Some(f) = file {
+        names::check_repo_path(f).map_err(Error::invalid)?;
+    }
+    Ok(())
+}
+
 /// The hub's listing of a revision: `GET {endpoint}/api/{models|datasets}/{repo}/revision/{revision}`.
 fn listing(
     client: &Client,
@@ -300,7 +362,7 @@ fn listing(
         kind.folder_prefix(),
         quote(rev, false)
     );
-    let (response, _) = client.send("GET", &url, None, Follow::Any)?;
+    let (response, _) = client.send("GET", &url, None, Follow::Any, Budget::Whole)?;
     let body = response.into_string().map_err(|e| {
         let why = if client::is_stall(&e) {
             format!(
@@ -314,11 +376,20 @@ fn listing(
     })?;
     let json: serde_json::Value = serde_json::from_str(&body)
         .map_err(|e| Failure::Network(format!("the hub's listing of {repo} is not JSON ({e})")))?;
-    let files = json["siblings"]
+    let files: Vec<String> = json["siblings"]
         .as_array()
         .ok_or_else(|| Failure::Network(format!("the hub's listing of {repo} has no \"siblings\"")))?
         .iter()
         .filter_map(|s| s["rfilename"].as_str().map(str::to_string))
         .collect();
-    Ok((files, json["sha"].as_str().map(str::to_string)))
+    // Every name becomes a path in the cache: one that could leave it makes the whole listing unusable.
+    let unusable = |why: String| Failure::Refused(format!("the hub's listing of {repo} is not usable: {why}"));
+    for f in &files {
+        names::check_repo_path(f).map_err(unusable)?;
+    }
+    let commit = json["sha"].as_str().map(str::to_string);
+    if let Some(c) = &commit {
+        names::check_commit(c).map_err(unusable)?;
+    }
+    Ok((files, commit))
 }

@@ -1,6 +1,7 @@
 //! Which proxy a request goes through, as Python's `requests` (and so `huggingface_hub`) decides it: the
 //! scheme's own variable (`https_proxy` for https URLs, `http_proxy` for http), else `all_proxy`; lower case
-//! before upper case; none when the host matches `no_proxy`.
+//! before upper case; none when the host matches `no_proxy`. And what kind of proxy a setting names
+//! ([`ProxySetting`]): HTTP (CONNECT for https URLs) or SOCKS5, with or without `user:password@`.
 
 /// Where a URL points: scheme, host (lower case, no brackets) and port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +42,47 @@ impl Target {
         } else {
             format!("{}:{}", self.host, self.port)
         }
+    }
+}
+
+/// A proxy setting as catdog uses it: `http://`, `socks5://` or `socks5h://` (`socks://` too), with an optional
+/// `user:password@`; no scheme means `http://`, as `requests` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySetting {
+    /// The proxy's `host:port`, which the reachability probe connects to.
+    pub address: String,
+    /// The setting in the form ureq takes.
+    pub for_ureq: String,
+}
+
+impl ProxySetting {
+    /// Parses a proxy setting; an unsupported scheme (`https://`, `socks4://`, …) or no host is an error that
+    /// says what is supported. Both SOCKS5 forms send host names to the proxy to resolve (what `socks5h` means;
+    /// with `socks5` the proxy also accepts names, and a machine behind it may have no DNS of its own).
+    pub fn parse(setting: &str) -> Result<ProxySetting, String> {
+        let (scheme, rest) = setting.split_once("://").unwrap_or(("http", setting));
+        let (ureq_scheme, default_port) = match scheme.to_ascii_lowercase().as_str() {
+            "http" => ("http", 80),
+            "socks5" | "socks5h" | "socks" => ("socks5", 1080),
+            other => {
+                return Err(format!(
+                    "the proxy setting uses '{other}://', which catdog does not support: use http://, socks5:// or \
+                     socks5h:// (user:password@ allowed)"
+                ))
+            }
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host_port = authority.rsplit('@').next().unwrap_or("");
+        let (host, port) = split_host_port(host_port).ok_or("the proxy setting names no host:port")?;
+        let target = Target {
+            https: false,
+            host: host.to_ascii_lowercase(),
+            port: port.unwrap_or(default_port),
+        };
+        Ok(ProxySetting {
+            address: target.address(),
+            for_ureq: format!("{ureq_scheme}://{}", authority.trim_end_matches('/')),
+        })
     }
 }
 
@@ -174,5 +216,24 @@ mod tests {
         assert_eq!(Target::parse("https://hf.co").unwrap().address(), "hf.co:443");
         assert_eq!(Target::parse("http://[::1]:5/").unwrap().address(), "[::1]:5");
         assert_eq!(Target::parse("ftp://x"), None);
+    }
+
+    #[test]
+    fn proxy_settings_of_every_supported_scheme_name_their_address_and_others_are_refused() {
+        let p = |s: &str| ProxySetting::parse(s).map(|p| (p.address, p.for_ureq));
+        assert_eq!(
+            p("http://proxy:3128/"),
+            Ok(("proxy:3128".into(), "http://proxy:3128".into()))
+        );
+        assert_eq!(p("proxy:3128"), Ok(("proxy:3128".into(), "http://proxy:3128".into())));
+        assert_eq!(
+            p("socks5h://u:p%40ss@127.0.0.1:9050"),
+            Ok(("127.0.0.1:9050".into(), "socks5://u:p%40ss@127.0.0.1:9050".into()))
+        );
+        assert_eq!(p("SOCKS5://gate"), Ok(("gate:1080".into(), "socks5://gate".into())));
+        for bad in ["https://proxy:443", "socks4://proxy:1080", "socks5://", "ftp://x:1"] {
+            let e = p(bad).unwrap_err();
+            assert!(e.contains("proxy setting"), "{bad}: {e}");
+        }
     }
 }

@@ -3,19 +3,20 @@
 use std::path::{Path, PathBuf};
 
 /// The access token: `HF_TOKEN`, else the file `HF_TOKEN_PATH` names, else `$HF_HOME/token` (what
-/// `hf auth login` writes; `~/.cache/huggingface/token` without `HF_HOME`).
-pub fn hf_token() -> Option<String> {
+/// `hf auth login` writes; `~/.cache/huggingface/token` without `HF_HOME`). A token that holds anything but
+/// visible ASCII (a newline inside, a control character) is refused, naming where it came from and never
+/// showing it: it would go into an HTTP header, whose error messages print the header whole.
+pub fn hf_token() -> Result<Option<String>, String> {
     token_from(&|k| std::env::var(k).ok(), &|p| std::fs::read_to_string(p).ok())
 }
 
 /// [`hf_token`] with the environment and the file system given (for tests).
-pub fn token_from(env: &dyn Fn(&str) -> Option<String>, read: &dyn Fn(&Path) -> Option<String>) -> Option<String> {
-    let nonempty = |s: String| {
-        let t = s.trim().to_string();
-        (!t.is_empty()).then_some(t)
-    };
+pub fn token_from(
+    env: &dyn Fn(&str) -> Option<String>,
+    read: &dyn Fn(&Path) -> Option<String>,
+) -> Result<Option<String>, String> {
     if let Some(t) = env("HF_TOKEN").and_then(nonempty) {
-        return Some(t);
+        return checked(t, "HF_TOKEN").map(Some);
     }
     let path = match env("HF_TOKEN_PATH").filter(|p| !p.is_empty()) {
         Some(p) => PathBuf::from(p),
@@ -31,7 +32,28 @@ pub fn token_from(env: &dyn Fn(&str) -> Option<String>, read: &dyn Fn(&Path) -> 
             home.join("token")
         }
     };
-    read(&path).and_then(nonempty)
+    match read(&path).and_then(nonempty) {
+        Some(t) => checked(t, &format!("the token file {}", path.display())).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// `s` without surrounding white space, unless nothing is left.
+fn nonempty(s: String) -> Option<String> {
+    let t = s.trim().to_string();
+    (!t.is_empty()).then_some(t)
+}
+
+/// The token when it is visible ASCII throughout; else which source holds a bad one (the token is not shown).
+fn checked(token: String, source: &str) -> Result<String, String> {
+    if token.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(token)
+    } else {
+        Err(format!(
+            "the access token in {source} holds a space, a line break or a control character (it is not shown \
+             here): fix it there, e.g. with `hf auth login`, or unset it"
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -52,6 +74,7 @@ mod tests {
                 &move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()),
                 &files,
             )
+            .unwrap()
         };
         assert_eq!(with(&[("HF_TOKEN", "env"), ("HF_HOME", "/hf")]).as_deref(), Some("env"));
         assert_eq!(
@@ -64,5 +87,23 @@ mod tests {
         );
         assert_eq!(with(&[("HOME", "/home/u")]).as_deref(), Some("from-default-home"));
         assert_eq!(with(&[("HF_HOME", "/nothing")]), None);
+    }
+
+    #[test]
+    fn a_token_with_a_line_break_or_control_character_is_refused_without_being_shown() {
+        let files = |p: &Path| (p.to_str()? == "/hf/token").then(|| "hf_first\nhf_second\n".to_string());
+        let env_with = |token: &'static str| {
+            move |k: &str| match k {
+                "HF_TOKEN" => Some(token.to_string()),
+                "HF_HOME" => Some("/hf".to_string()),
+                _ => None,
+            }
+        };
+        let e = token_from(&env_with("hf_secret\u{7}x"), &files).unwrap_err();
+        assert!(e.contains("HF_TOKEN") && !e.contains("hf_secret"), "{e}");
+        let e = token_from(&env_with(""), &files).unwrap_err();
+        assert!(e.contains("/hf/token") && !e.contains("hf_first"), "{e}");
+        // Surrounding white space (the file's last line break) is not part of the token.
+        assert_eq!(token_from(&env_with(" hf_ok\n"), &files), Ok(Some("hf_ok".into())));
     }
 }

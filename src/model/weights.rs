@@ -93,6 +93,14 @@ impl WeightsSpec {
                 "--weights {s}: not a file, not `random`, and not a hub id of the form org/name[@revision]"
             )));
         }
+        if let Some(rev) = &revision {
+            crate::hub::check_revision(rev).map_err(|why| {
+                Error::invalid(format!(
+                    "--weights {}: {why}; give a branch, tag or commit after @",
+                    s.escape_debug()
+                ))
+            })?;
+        }
         Ok(WeightsSpec::Hub { repo, revision })
     }
 

@@ -11,7 +11,11 @@
 //!   the partial file is kept and the next run resumes it);
 //! - `ignore_range`: the CDN always sends the whole file with 200 (a full restart);
 //! - `corrupt`: the CDN sends other bytes of the right length (the sha256 check refuses them);
-//! - `slow_bytes_per_ms`: the CDN trickles (two processes downloading the same file at once).
+//! - `slow_bytes_per_ms`: the CDN trickles (two processes downloading the same file at once);
+//! - `repo_commit`: the hub answers with this `X-Repo-Commit` (a hostile one tries to climb out of the cache);
+//! - `header_per_second`: the hub sends its status line, then one header a second, for a minute;
+//! - `trickle_listing`: the hub sends a listing's body a byte a second;
+//! - `drip_cdn`: the CDN sends a file's body a byte a second.
 //!
 //! Every request is logged with the server, method, path, `Authorization` and `Range` it carried.
 #![allow(dead_code)]
@@ -81,6 +85,20 @@ pub struct Behaviour {
     pub ignore_range: bool,
     pub corrupt: bool,
     pub slow_bytes_per_ms: Option<usize>,
+    pub repo_commit: Option<String>,
+    pub header_per_second: bool,
+    pub trickle_listing: bool,
+    pub drip_cdn: bool,
+}
+
+/// Writes `bytes` one a second until the reader goes away (at most a minute).
+fn drip(s: &mut TcpStream, bytes: &[u8]) {
+    for b in bytes.iter().take(60) {
+        if s.write_all(&[*b]).and_then(|()| s.flush()).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// One request as a server saw it.
@@ -217,6 +235,17 @@ impl State {
                 return respond(s, text, if status == 429 { &headers } else { &headers[1..] }, b"");
             }
         }
+        if self.behaviour.header_per_second {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n");
+            let headers: Vec<u8> = (0..60).flat_map(|i| format!("X-Pad-{i}: x\r\n").into_bytes()).collect();
+            for line in headers.split_inclusive(|b| *b == b'\n') {
+                if s.write_all(line).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            return;
+        }
         let parts: Vec<&str> = head.path.trim_start_matches('/').split('/').collect();
         if parts.first() == Some(&"api") && parts.len() >= 6 && parts[4] == "revision" {
             let kind = parts[1].trim_end_matches('s');
@@ -262,13 +291,14 @@ impl State {
                 b"",
             );
         }
-        let body = format!("{{\"sha\": \"{COMMIT}\", \"siblings\": [{}]}}", names.join(", "));
-        respond(
-            s,
-            "200 OK",
-            &[("Content-Length".into(), body.len().to_string())],
-            body.as_bytes(),
-        );
+        let commit = self.behaviour.repo_commit.clone().unwrap_or_else(|| COMMIT.to_string());
+        let body = format!("{{\"sha\": \"{commit}\", \"siblings\": [{}]}}", names.join(", "));
+        let headers = [("Content-Length".into(), body.len().to_string())];
+        if self.behaviour.trickle_listing {
+            respond(s, "200 OK", &headers, b"");
+            return drip(s, body.as_bytes());
+        }
+        respond(s, "200 OK", &headers, body.as_bytes());
     }
 
     fn resolve(&self, s: &mut TcpStream, head: &Head, kind: &str, repo: &str, path: &str) {
@@ -292,7 +322,8 @@ impl State {
                 b"",
             );
         };
-        let mut headers = vec![("X-Repo-Commit".to_string(), COMMIT.to_string())];
+        let commit = self.behaviour.repo_commit.clone().unwrap_or_else(|| COMMIT.to_string());
+        let mut headers = vec![("X-Repo-Commit".to_string(), commit)];
         if f.lfs {
             let sha = sha256_hex(&f.bytes);
             let cdn = self.cdn.lock().unwrap().clone();
@@ -361,6 +392,9 @@ impl State {
             let _ = s.write_all(&body[..n.min(body.len())]);
             let _ = s.shutdown(std::net::Shutdown::Both);
             return;
+        }
+        if b.drip_cdn {
+            return drip(s, &body);
         }
         if let (true, Some(n)) = (first, b.stall_first_body_at) {
             let _ = s.write_all(&body[..n.min(body.len())]);
