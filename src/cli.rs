@@ -288,6 +288,10 @@ pub enum DataCmd {
         /// course's classic is 1000 [default: all].
         #[arg(long, value_name = "N")]
         per_class: Option<usize>,
+        /// Replace the images of an earlier fetch with other settings (or another repository) in --out; without
+        /// it such a folder is refused, since mixing two selections puts the same images in train and test.
+        #[arg(long)]
+        force: bool,
         /// Print the report as one JSON object.
         #[arg(long)]
         json: bool,

@@ -32,14 +32,21 @@ fn encoded(rgb: [u8; 3], format: image::ImageFormat) -> Vec<u8> {
 /// Rows: (image bytes or None, label). Schema as `datasets` writes it: image = struct<bytes, path>, labels = int64,
 /// with the ClassLabel names in the `huggingface` metadata.
 fn write_parquet(path: &Path, rows: &[(Option<Vec<u8>>, i64)]) {
+    write_parquet_named(path, rows, &["cat", "dog"]);
+}
+
+/// As [`write_parquet`], with other ClassLabel names.
+fn write_parquet_named(path: &Path, rows: &[(Option<Vec<u8>>, i64)], classes: &[&str]) {
     let schema = parse_message_type(
         "message schema { optional group image { optional binary bytes; optional binary path (STRING); } optional int64 labels; }",
     )
     .unwrap();
-    let hf = r#"{"info": {"features": {"image": {"_type": "Image"}, "labels": {"names": ["cat", "dog"], "_type": "ClassLabel"}}}}"#;
+    let hf = serde_json::json!({"info": {"features": {"image": {"_type": "Image"},
+        "labels": {"names": classes, "_type": "ClassLabel"}}}})
+    .to_string();
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
-        .set_key_value_metadata(Some(vec![KeyValue::new("huggingface".to_string(), hf.to_string())]))
+        .set_key_value_metadata(Some(vec![KeyValue::new("huggingface".to_string(), hf)]))
         .build();
     let mut w =
         SerializedFileWriter::new(std::fs::File::create(path).unwrap(), Arc::new(schema), Arc::new(props)).unwrap();
@@ -146,6 +153,44 @@ fn parquet_rows_become_the_course_layout_with_a_stratified_test_split() {
     let r3 = extract_parquet(&[("train".into(), shard)], &out, &sel(0.2, 3), &|_| {}).unwrap();
     assert_eq!((r3.written, r3.kept), (1, 9));
     assert!(test.samples[0].path.is_file());
+}
+
+#[test]
+fn class_names_from_the_data_set_never_make_hidden_files_or_climb_out_of_the_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shard = tmp.path().join("train-00000-of-00001.parquet");
+    let out = tmp.path().join("pets");
+    write_parquet_named(&shard, &sample_rows(), &["", "../../dog"]);
+    let r = extract_parquet(&[("train".into(), shard.clone())], &out, &sel(0.2, 3), &|_| {}).unwrap();
+    assert_eq!(r.classes, ["class0s", "_.._dogs"]);
+    for split in ["train", "test"] {
+        for e in std::fs::read_dir(out.join(split)).unwrap().flatten() {
+            assert!(e.file_type().unwrap().is_dir(), "{:?} is loose in {split}/", e.path());
+            for f in std::fs::read_dir(e.path()).unwrap().flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                assert!(!name.starts_with('.'), "a hidden file: {:?}", f.path());
+            }
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        2,
+        "only the shard and pets/"
+    );
+
+    // A label past the named classes would make a folder per missing class: refused with the row.
+    let mut rows = sample_rows();
+    rows.push((Some(encoded([1, 2, 3], image::ImageFormat::Png)), 1_000_000_000));
+    write_parquet(&shard, &rows);
+    let e = extract_parquet(
+        &[("train".into(), shard)],
+        &tmp.path().join("big"),
+        &sel(0.2, 3),
+        &|_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("row 12") && e.contains("label 1000000000"), "{e}");
 }
 
 #[test]
@@ -413,4 +458,115 @@ fn data_fetch_lists_and_downloads_from_the_hub_and_then_a_failing_hub_falls_back
     );
     let again_written = files_under(&again.join("train")).len() + files_under(&again.join("test")).len();
     assert_eq!(again_written, 10);
+}
+
+#[test]
+fn a_fetch_with_other_settings_never_mixes_its_split_into_an_earlier_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rows = sample_rows();
+    rows.extend(sample_rows());
+    cached_dataset(tmp.path(), "someone/pets", &rows);
+    let out = tmp.path().join("pets");
+    let fetch = |extra: &[&str]| {
+        let mut args = vec![
+            "data",
+            "fetch",
+            "--repo",
+            "someone/pets",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        catdog(&args, tmp.path())
+    };
+    let o = fetch(&["--seed", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = files_under(&out).len();
+
+    // Another seed into the same folder: refused, nothing added, the manifest still says seed 1.
+    let o = fetch(&["--seed", "2"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("--seed 1") && e.contains("--seed 2") && e.contains("--force"),
+        "{e}"
+    );
+    assert_eq!(files_under(&out).len(), first);
+    let manifest = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join("catdog-manifest.json")).unwrap()).unwrap()
+    };
+    assert_eq!(manifest()["selection"]["seed"], 1);
+
+    // With --force the folder holds the new selection alone: no image in both train and test.
+    let o = fetch(&["--seed", "2", "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(files_under(&out).len(), first);
+    assert_eq!(manifest()["selection"]["seed"], 2);
+    let names = |split: &str| -> std::collections::BTreeSet<String> {
+        files_under(&out.join(split))
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(names("train").is_disjoint(&names("test")));
+
+    // A folder of someone's own images is not a fetch's: refused too.
+    let own = tmp.path().join("own");
+    std::fs::create_dir_all(own.join("train/cats")).unwrap();
+    let o = catdog(
+        &[
+            "data",
+            "fetch",
+            "--repo",
+            "someone/pets",
+            "--out",
+            own.to_str().unwrap(),
+            "--quiet",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no catdog fetch wrote"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_interrupted_fetch_leaves_no_temporary_files_and_two_fetches_into_one_folder_are_locked() {
+    let tmp = tempfile::tempdir().unwrap();
+    cached_dataset(tmp.path(), "someone/pets", &sample_rows());
+    let out = tmp.path().join("pets");
+    let args = [
+        "data",
+        "fetch",
+        "--repo",
+        "someone/pets",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    // What a fetch killed mid-write leaves: its marker and a half-written temporary file.
+    std::fs::create_dir_all(out.join("train/cats")).unwrap();
+    let leftover = out.join("train/cats/.cat.3.jpg.4242.tmp");
+    std::fs::write(&leftover, b"half").unwrap();
+    let marker = serde_json::json!({"repo": "someone/pets",
+        "selection": {"test_split": 0.2, "seed": 0, "per_class": null}});
+    std::fs::write(out.join("catdog-fetch.partial"), marker.to_string()).unwrap();
+    // Another live process holds the folder's lock: refused, naming it.
+    let me = std::process::id();
+    std::fs::write(out.join(".lock"), format!("{me}\n")).unwrap();
+    let o = catdog(&args, tmp.path());
+    let e = stderr(&o);
+    assert!(
+        !o.status.success() && e.contains(&format!("pid {me}")) && e.contains("--out"),
+        "{e}"
+    );
+    assert!(
+        leftover.exists(),
+        "nothing is touched while another process holds the lock"
+    );
+    std::fs::remove_file(out.join(".lock")).unwrap();
+    let o = catdog(&args, tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!leftover.exists(), "the interrupted fetch's temporary file is removed");
+    assert!(!out.join(".lock").exists() && !out.join("catdog-fetch.partial").exists());
 }

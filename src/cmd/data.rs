@@ -12,6 +12,7 @@ pub fn run(cmd: DataCmd, quiet: bool) -> Result<i32> {
             test_split,
             seed,
             per_class,
+            force,
             json,
         } => {
             let selection = catdog::data::fetch::Selection {
@@ -19,7 +20,7 @@ pub fn run(cmd: DataCmd, quiet: bool) -> Result<i32> {
                 seed,
                 per_class,
             };
-            let report = fetch(&repo, &out, selection, quiet)?;
+            let report = fetch(&repo, &out, selection, force, quiet)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             }
@@ -87,6 +88,7 @@ pub fn fetch(
     repo: &str,
     out: &std::path::Path,
     selection: catdog::data::fetch::Selection,
+    force: bool,
     quiet: bool,
 ) -> Result<catdog::data::fetch::FetchReport> {
     use catdog::data::fetch::{self, FetchOptions};
@@ -95,9 +97,10 @@ pub fn fetch(
         repo: repo.to_string(),
         out: out.to_path_buf(),
         selection,
+        force,
         hub: HubOptions {
             progress: !quiet,
-            ..HubOptions::default()
+            ..HubOptions::from_env()?
         },
     };
     let bar = catdog::progress::spinner("decoding", "rows", quiet);

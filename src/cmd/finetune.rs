@@ -178,7 +178,7 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
                     seed: 0,
                     per_class: None,
                 };
-                super::data::fetch(catdog::data::fetch::DEFAULT_REPO, &a.data, selection, quiet)
+                super::data::fetch(catdog::data::fetch::DEFAULT_REPO, &a.data, selection, false, quiet)
                     .with_context(|| missing_data_hint(&a.data))?;
             } else if !a.data.exists() {
                 bail!(missing_data_hint(&a.data));

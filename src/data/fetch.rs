@@ -219,14 +219,58 @@ fn image_bytes(row: &Row, col: &str) -> Option<Vec<u8>> {
         })
 }
 
-/// Folder name of a class: the course's plural form (`cat` → `cats`).
-pub fn folder_name(class: &str) -> String {
-    let c = class.trim().replace(['/', '\\'], "_");
-    if c.ends_with('s') || c.is_empty() {
+/// Most classes a data set may have when its metadata names none (a label is an index into them).
+const MAX_UNNAMED_CLASSES: usize = 10_000;
+
+/// A class name as it may stand in a file name: trimmed, `/`, `\`, `:` and control characters replaced by `_`,
+/// leading dots dropped (no hidden files, no `..`); `None` when nothing is left.
+fn plain_name(class: &str) -> Option<String> {
+    let c: String = class
+        .trim()
+        .chars()
+        .map(|ch| {
+            if ch.is_control() || "/\\:".contains(ch) {
+                '_'
+            } else {
+                ch
+            }
+        })
+        .collect();
+    let c = c.trim_start_matches('.').trim();
+    (!c.is_empty()).then(|| c.chars().take(100).collect())
+}
+
+/// Folder name of a class: the course's plural form (`cat` → `cats`); a name with nothing usable in it (empty,
+/// only dots) becomes `class<index>`.
+pub fn folder_name(class: &str, index: usize) -> String {
+    let c = file_prefix(class, index);
+    if c.ends_with('s') {
         c
     } else {
         format!("{c}s")
     }
+}
+
+/// The start of an image's file name: the class name made plain, `class<index>` when nothing usable is left.
+fn file_prefix(class: &str, index: usize) -> String {
+    plain_name(class).map_or_else(|| format!("class{index}"), |c| c.replace(' ', "_"))
+}
+
+/// The folder of each class; two classes whose names end up in the same folder are an error (their images would
+/// mix).
+fn class_folders(names: &[String]) -> Result<Vec<String>> {
+    let folders: Vec<String> = names.iter().enumerate().map(|(i, n)| folder_name(n, i)).collect();
+    for (i, f) in folders.iter().enumerate() {
+        if let Some(j) = folders[..i].iter().position(|g| g == f) {
+            return Err(Error::Data(format!(
+                "the classes '{}' and '{}' would share the folder '{f}'; the data set's class names cannot be \
+                 written as folders",
+                names[j].escape_debug(),
+                names[i].escape_debug()
+            )));
+        }
+    }
+    Ok(folders)
 }
 
 fn extension(bytes: &[u8]) -> &'static str {
@@ -308,6 +352,17 @@ pub fn extract_parquet(
                         .filter(|&v| v >= 0)
                         .ok_or_else(|| err(path, format!("row {ri}: no integer label in column '{}'", l.label_col)))?
                         as usize;
+                    let known = if l.names.is_empty() {
+                        MAX_UNNAMED_CLASSES
+                    } else {
+                        l.names.len()
+                    };
+                    if label >= known {
+                        return Err(err(
+                            path,
+                            format!("row {ri}: label {label}, but the data set has {known} classes at most"),
+                        ));
+                    }
                     Ok(match image_bytes(row, &l.image_col) {
                         None => (label, "jpg", Err("no image bytes in the row".to_string())),
                         Some(b) => (label, extension(&b), decode_rgb_bytes(&b, &limits).map(|_| ())),
@@ -336,10 +391,8 @@ pub fn extract_parquet(
     if n_classes < 2 {
         return Err(Error::Data("the data set has fewer than two classes".into()));
     }
-    while names.len() < n_classes {
-        names.push(format!("class{}", names.len()));
-    }
-    report.classes = names.iter().map(|n| folder_name(n)).collect();
+    names.resize_with(n_classes, String::new);
+    report.classes = class_folders(&names)?;
     // --per-class: a seeded, stratified subset of the training rows (the repository's test rows stay whole).
     if let Some(n) = sel.per_class {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5EB5E7);
@@ -373,7 +426,7 @@ pub fn extract_parquet(
         }
         report.test_source = format!("{:.0}% of train, stratified, seed {seed}", test_split * 100.0);
     }
-    let singular: Vec<String> = names.iter().map(|n| n.trim().replace(['/', '\\', ' '], "_")).collect();
+    let singular: Vec<String> = names.iter().enumerate().map(|(i, n)| file_prefix(n, i)).collect();
     // Pass 2: write the good rows; files already there (an earlier, perhaps interrupted, run) are kept.
     let mut first = 0usize;
     for (si, (_, path)) in shards.iter().enumerate() {
@@ -437,6 +490,8 @@ pub struct FetchOptions {
     pub out: PathBuf,
     pub selection: Selection,
     pub hub: HubOptions,
+    /// Replace what another fetch (other repository or selection) left in `out`, instead of refusing.
+    pub force: bool,
 }
 
 /// The file a complete fetch leaves in its output folder.
@@ -480,9 +535,88 @@ pub fn unfinished(out: &Path) -> bool {
     out.join(IN_PROGRESS).exists()
 }
 
+/// What a fetch records of itself, in its manifest and (while it runs) in its in-progress marker: enough to tell
+/// whether a later fetch into the same folder asks for the same images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Request {
+    repo: String,
+    selection: Selection,
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.selection;
+        let per_class = s.per_class.map_or("all".to_string(), |n| n.to_string());
+        write!(
+            f,
+            "{} with --seed {}, --test-split {}, --per-class {per_class}",
+            self.repo, s.seed, s.test_split
+        )
+    }
+}
+
+/// The split folders a fetch writes (and `--force` replaces).
+const SPLITS: [&str; 3] = ["train", "test", "validation"];
+
+/// What `out` holds before a fetch: nothing (or only leftovers), the same request (a resumption), or something
+/// else. A different request into a non-empty folder would mix two selections — the same images in train and
+/// test — so it is refused unless `force`, which removes the earlier splits first.
+fn claim_folder(out: &Path, wanted: &Request, force: bool) -> Result<()> {
+    // The marker of a fetch in progress says what it fetches; a marker of an older catdog holds only the
+    // repository, and then the manifest of the fetch it was completing says the rest.
+    let recorded = |name: &str| {
+        let text = std::fs::read_to_string(out.join(name)).ok()?;
+        Some(serde_json::from_str::<Request>(&text).ok())
+    };
+    let earlier = match (recorded(IN_PROGRESS), recorded(MANIFEST)) {
+        (Some(Some(r)), _) | (_, Some(Some(r))) => Some(Some(r)),
+        (Some(None), _) | (_, Some(None)) => Some(None),
+        (None, None) => None,
+    };
+    let holds_splits = SPLITS.iter().any(|s| out.join(s).exists());
+    let what = match earlier {
+        Some(Some(r)) if r == *wanted => return Ok(()),
+        None if !holds_splits => return Ok(()),
+        Some(Some(r)) => format!("a fetch of {r}"),
+        Some(None) => "an earlier fetch whose settings it does not record".to_string(),
+        None => format!("image folders that no catdog fetch wrote (no {MANIFEST})"),
+    };
+    if !force {
+        return Err(Error::invalid(format!(
+            "{} holds {what}; this fetch asks for {wanted}. Mixing the two would put the same images in train and \
+             test: choose another --out, or add --force to replace what is there",
+            out.display()
+        )));
+    }
+    for split in SPLITS.iter().map(|s| out.join(s)).filter(|p| p.exists()) {
+        std::fs::remove_dir_all(&split).map_err(|e| Error::io(&split, e))?;
+    }
+    let _ = std::fs::remove_file(out.join(MANIFEST));
+    Ok(())
+}
+
+/// Removes the temporary files (`.*.tmp`) that an interrupted fetch's atomic writes left in `out/<split>/<class>/`.
+/// Only called while holding the folder's lock, so no live fetch owns them.
+fn remove_leftovers(out: &Path) {
+    let folders = SPLITS
+        .iter()
+        .filter_map(|s| std::fs::read_dir(out.join(s)).ok())
+        .flat_map(|d| d.flatten().map(|e| e.path()))
+        .chain(std::iter::once(out.to_path_buf()));
+    for folder in folders {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") && !name.starts_with(".lock.") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// Downloads (or finds in the cache) the parquet shards of `opts.repo` and writes the image folders, then the
 /// manifest. A folder whose manifest matches the request and whose files are all there is left as it is, without
-/// touching the network or decoding an image.
+/// touching the network or decoding an image. The folder is locked while the fetch writes into it, and a folder
+/// that holds another fetch's images is refused unless `opts.force` (see [`claim_folder`]).
 pub fn fetch(opts: &FetchOptions, on_rows: &(dyn Fn(usize) + Sync), log: &mut dyn FnMut(&str)) -> Result<FetchReport> {
     if let Some(m) = Manifest::complete(&opts.out, &opts.repo, &opts.selection) {
         log(&format!(
@@ -502,6 +636,14 @@ pub fn fetch(opts: &FetchOptions, on_rows: &(dyn Fn(usize) + Sync), log: &mut dy
             ..FetchReport::default()
         });
     }
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    let _lock = crate::run::RunLock::acquire(&opts.out, "choose another --out")?;
+    let request = Request {
+        repo: opts.repo.clone(),
+        selection: opts.selection,
+    };
+    claim_folder(&opts.out, &request, opts.force)?;
+    remove_leftovers(&opts.out);
     let (repo, revision) = match opts.repo.split_once('@') {
         Some((r, v)) => (r, Some(v)),
         None => (opts.repo.as_str(), None),
@@ -525,7 +667,7 @@ pub fn fetch(opts: &FetchOptions, on_rows: &(dyn Fn(usize) + Sync), log: &mut dy
             .join(", ")
     ));
     let marker = opts.out.join(IN_PROGRESS);
-    crate::io::atomic_write(&marker, opts.repo.as_bytes())?;
+    crate::io::write_json(&marker, &request)?;
     let report = extract_parquet(&shards, &opts.out, &opts.selection, on_rows)?;
     let manifest = Manifest {
         repo: opts.repo.clone(),
@@ -552,7 +694,21 @@ mod tests {
         assert_eq!(split_of("plain_text/train/0000.parquet"), Some("train"));
         assert_eq!(split_of("default/validation/0000.parquet"), Some("validation"));
         assert_eq!(split_of("data/extra.parquet"), None);
-        assert_eq!(folder_name("cat"), "cats");
-        assert_eq!(folder_name("dogs"), "dogs");
+        assert_eq!(folder_name("cat", 0), "cats");
+        assert_eq!(folder_name("dogs", 1), "dogs");
+    }
+
+    #[test]
+    fn class_names_from_the_network_become_plain_visible_folders() {
+        assert_eq!(folder_name("", 3), "class3s");
+        assert_eq!(folder_name("  ", 0), "class0s");
+        assert_eq!(folder_name("..", 1), "class1s");
+        assert_eq!(folder_name("../../etc", 0), "_.._etcs");
+        assert_eq!(folder_name(".hidden", 0), "hiddens");
+        assert_eq!(folder_name("a\nb", 0), "a_bs");
+        assert_eq!(file_prefix("golden retriever", 0), "golden_retriever");
+        let e = class_folders(&["cat".into(), "cats".into()]).unwrap_err().to_string();
+        assert!(e.contains("'cat' and 'cats'") && e.contains("'cats'"), "{e}");
+        assert_eq!(class_folders(&["".into(), "dog".into()]).unwrap(), ["class0s", "dogs"]);
     }
 }
