@@ -116,9 +116,9 @@ fn a_live_lock_is_refused_with_its_pid_and_a_stale_one_is_taken_over() {
     let tmp = tempfile::tempdir().unwrap();
     let mut log = |_: &str| {};
     let held = RunFolder::create(tmp.path(), Some("busy"), &mut log).unwrap();
+    std::fs::write(held.dir.join("config.json"), "{}").unwrap(); // (an empty folder is removed on drop)
     let e = RunFolder::open(&held.dir).unwrap_err().to_string();
     assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
-    std::fs::write(held.dir.join("config.json"), "{}").unwrap(); // (an empty folder is removed on drop)
     drop(held);
     // A lock whose process is gone (kill -9) is stale.
     let mut child = Command::new("true").spawn().unwrap();
@@ -565,4 +565,111 @@ fn loading_a_head_of_another_shape_names_the_tensor_not_candles_internals() {
     let tensors = three.named_tensors().into_iter().collect();
     let e = two.load_values(&tensors).unwrap_err().to_string();
     assert!(e.contains("head.fc2") && !e.contains("shape mismatch in set"), "{e}");
+}
+
+#[test]
+fn resume_never_deletes_a_folder_or_a_lock_it_did_not_make() {
+    let tmp = tempfile::tempdir().unwrap();
+    // What a kill in the first 0.15 s leaves: a folder holding only the (stale) lock.
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let early = tmp.path().join("runs/early");
+    std::fs::create_dir_all(&early).unwrap();
+    std::fs::write(early.join(".lock"), format!("{dead}\n")).unwrap();
+    let o = resume(&early, &[]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("nothing to resume") && e.contains("--name early"), "{e}");
+    assert!(early.join(".lock").exists(), "the folder is left as it was");
+    // Any other folder: its files, a .lock of another program's included, stay.
+    let other = tmp.path().join("project");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join(".lock"), "held by some editor").unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let o = resume(&other, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a run folder"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(other.join(".lock")).unwrap(),
+        "held by some editor"
+    );
+}
+
+#[test]
+fn a_checkpoint_lost_to_a_full_disk_is_not_taken_for_a_run_that_never_finished_an_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    layout(&data);
+    let runs = tmp.path().join("runs");
+    assert!(finetune(&data, &runs, "full", &["--epochs", "2"]).status.success());
+    let dir = runs.join("full");
+    // ENOSPC while writing last.safetensors leaves the history and best.safetensors, and no last.
+    std::fs::remove_file(dir.join("last.safetensors")).unwrap();
+    let o = resume(&dir, &["--epochs", "3"]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(!e.contains("before its first epoch"), "{e}");
+    assert!(e.contains("2 finished epoch") && e.contains("best.safetensors"), "{e}");
+}
+
+#[test]
+fn a_hand_edited_train_state_is_refused_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    layout(&data);
+    let runs = tmp.path().join("runs");
+    assert!(finetune(&data, &runs, "st", &["--epochs", "1"]).status.success());
+    let dir = runs.join("st");
+    let last = dir.join("last.safetensors");
+    let original = std::fs::read(&last).unwrap();
+    let cases: [(&str, serde_json::Value, &str); 4] = [
+        ("lr", serde_json::json!(-0.1), "learning rate -0.1"),
+        ("correct", serde_json::json!(1000), "1000 correct of"),
+        ("seen", serde_json::json!(1_000_000), "images seen in"),
+        ("epoch", serde_json::json!(1_000_000_000_000u64), "epoch 1000000000000"),
+    ];
+    for (field, value, expected) in cases {
+        std::fs::write(&last, &original).unwrap();
+        let (tensors, mut meta) = catdog::model::weights::read_safetensors(&last).unwrap();
+        let mut state: serde_json::Value = serde_json::from_str(&meta["train_state"]).unwrap();
+        state[field] = value;
+        if field == "seen" {
+            state["correct"] = serde_json::json!(0);
+        }
+        meta.insert("train_state".into(), state.to_string());
+        let tensors: Vec<_> = tensors.into_iter().collect();
+        catdog::io::write_safetensors(&last, &tensors, meta).unwrap();
+        let o = resume(&dir, &["--epochs", "2"]);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{field}: {e}");
+        assert!(e.contains("train_state") && e.contains(expected), "{field}: {e}");
+    }
+}
+
+#[test]
+fn a_lock_that_is_a_folder_or_held_by_another_program_is_explained() {
+    use catdog::run::{RunLock, LOCK_FILE};
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join(LOCK_FILE)).unwrap();
+    let e = RunLock::acquire(tmp.path(), "choose another --name")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is a folder") && e.contains("remove"), "{e}");
+    std::fs::remove_dir(tmp.path().join(LOCK_FILE)).unwrap();
+    // A live process that is not catdog (`sleep`): the pid of a killed run, reused.
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    std::fs::write(tmp.path().join(LOCK_FILE), format!("{}\n", sleeper.id())).unwrap();
+    let e = RunLock::acquire(tmp.path(), "choose another --name")
+        .unwrap_err()
+        .to_string();
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    if Path::new("/proc/self/comm").exists() {
+        assert!(
+            e.contains("(sleep), which is not catdog") && e.contains("delete"),
+            "{e}"
+        );
+    }
+    assert!(e.contains(&format!("pid {}", sleeper.id())), "{e}");
 }

@@ -19,8 +19,9 @@ pub struct RunLock {
 }
 
 impl RunLock {
-    /// Takes the lock of `dir` (which must exist), or says which process holds it.
-    pub fn acquire(dir: &Path) -> Result<Self> {
+    /// Takes the lock of `dir` (which must exist), or says which process holds it and, as `other_way`, what
+    /// else the user can do (e.g. "choose another --name").
+    pub fn acquire(dir: &Path, other_way: &str) -> Result<Self> {
         let path = dir.join(LOCK_FILE);
         let pid = std::process::id();
         let tmp = dir.join(format!(".lock.{pid}.tmp"));
@@ -29,6 +30,13 @@ impl RunLock {
             writeln!(f, "{pid}")?;
             f.sync_all()
         };
+        if path.is_dir() {
+            return Err(Error::invalid(format!(
+                "{} is a folder where catdog keeps its lock file: remove that folder (nothing of catdog's is in it), \
+                 then start again",
+                path.display()
+            )));
+        }
         write().map_err(|e| Error::io(&tmp, e))?;
         // Two tries: the second after removing a stale lock.
         let mut result = Err(Error::Other(String::new()));
@@ -36,12 +44,7 @@ impl RunLock {
             result = match std::fs::hard_link(&tmp, &path) {
                 Ok(()) => Ok(RunLock { path: path.clone() }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match holder(&path) {
-                    Some(other) if process_alive(other) => Err(Error::invalid(format!(
-                        "{} is in use by another catdog process (pid {other}, see {}): wait for it to finish, stop \
-                         it, or choose another --name",
-                        dir.display(),
-                        path.display()
-                    ))),
+                    Some(other) if process_alive(other) => Err(Error::invalid(held_by(dir, &path, other, other_way))),
                     _ => {
                         // Stale (its process is gone) or unreadable: take it over.
                         let _ = std::fs::remove_file(&path);
@@ -63,6 +66,34 @@ impl Drop for RunLock {
         if holder(&self.path) == Some(std::process::id()) {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// The message for a lock that live process `pid` holds. A process that is not catdog (its command line does not
+/// name it) holds the pid of a catdog run that was killed: the pid was reused, and the lock is stale.
+fn held_by(dir: &Path, lock: &Path, pid: u32, other_way: &str) -> String {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let name = std::fs::read_to_string(proc_dir.join("comm"))
+        .ok()
+        .map(|n| n.trim().to_string());
+    let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+    let is_catdog = String::from_utf8_lossy(&cmdline).contains("catdog");
+    match name {
+        Some(name) if !is_catdog => format!(
+            "{} is locked by pid {pid} ({name}), which is not catdog: the lock was probably left by a catdog run \
+             that was killed, and its pid has since been reused. If no catdog is using {}, delete {} and start \
+             again; or {other_way}",
+            dir.display(),
+            dir.display(),
+            lock.display()
+        ),
+        _ => format!(
+            "{} is in use by another catdog process (pid {pid}{}, see {}): wait for it to finish, stop it, or \
+             {other_way}",
+            dir.display(),
+            name.map(|n| format!(", {n}")).unwrap_or_default(),
+            lock.display()
+        ),
     }
 }
 

@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub struct RunFolder {
     pub dir: PathBuf,
+    /// This process made the folder: it may remove it again if nothing was written into it.
+    created: bool,
     _lock: RunLock,
 }
 
@@ -38,7 +40,7 @@ impl RunFolder {
                 let dir = runs_dir.join(candidate);
                 // create_dir is the atomic step: of two processes only one creates a given folder.
                 match std::fs::create_dir(&dir) {
-                    Ok(()) => return Self::lock(dir),
+                    Ok(()) => return Self::lock(dir, true),
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                     Err(e) => return Err(Error::io(&dir, e)),
                 }
@@ -55,7 +57,7 @@ impl RunFolder {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
             Err(e) => return Err(Error::io(&dir, e)),
         };
-        let folder = Self::lock(dir)?;
+        let folder = Self::lock(dir, fresh)?;
         if !fresh {
             if has_checkpoint(&folder.dir) {
                 return Err(Error::invalid(format!(
@@ -74,7 +76,8 @@ impl RunFolder {
         Ok(folder)
     }
 
-    /// Locks the folder of an existing run (for `--resume`).
+    /// Locks the folder of an existing run (for `--resume`). A folder that holds no run (no `config.json`) is
+    /// refused before anything in it is touched: `--resume` never removes a folder or another program's files.
     pub fn open(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::invalid(format!(
@@ -82,20 +85,45 @@ impl RunFolder {
                 dir.display()
             )));
         }
-        Self::lock(dir.to_path_buf())
+        if !dir.join("config.json").exists() {
+            let name = dir
+                .file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+            let only_lock = std::fs::read_dir(dir)
+                .map(|entries| entries.flatten().all(|e| e.file_name() == LOCK_FILE))
+                .unwrap_or(false);
+            return Err(Error::invalid(if only_lock {
+                format!(
+                    "--resume {}: nothing to resume (its run was stopped before it wrote config.json); start it \
+                     again with the same --name {name}",
+                    dir.display()
+                )
+            } else {
+                format!("--resume {}: not a run folder (no config.json)", dir.display())
+            }));
+        }
+        Self::lock(dir.to_path_buf(), false)
     }
 
-    fn lock(dir: PathBuf) -> Result<Self> {
-        let lock = RunLock::acquire(&dir)?;
+    fn lock(dir: PathBuf, created: bool) -> Result<Self> {
+        let lock = RunLock::acquire(&dir, "choose another --name")?;
         remove_leftovers(&dir);
-        Ok(RunFolder { dir, _lock: lock })
+        Ok(RunFolder {
+            dir,
+            created,
+            _lock: lock,
+        })
     }
 }
 
 impl Drop for RunFolder {
     /// A folder this process created but never wrote into (the run failed before its config was written, e.g.
     /// the weights could not be loaded) is removed, so failed starts leave no empty timestamp folders behind.
+    /// A folder it did not create is left, whatever it holds.
     fn drop(&mut self) {
+        if !self.created {
+            return;
+        }
         let only_lock = std::fs::read_dir(&self.dir)
             .map(|entries| entries.flatten().all(|e| e.file_name() == LOCK_FILE))
             .unwrap_or(false);

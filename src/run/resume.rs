@@ -39,13 +39,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(TrainConfig, Vgg16, Resume)>
     })?;
     let last = dir.join("last.safetensors");
     if !super::has_checkpoint(dir) {
-        return Err(Error::invalid(format!(
-            "{}: nothing to resume: the run stopped before its first epoch ended (no last.safetensors); start it \
-             again with the same flags and --name {} (the folder is reused)",
-            dir.display(),
-            dir.file_name()
-                .map_or(String::new(), |n| n.to_string_lossy().into_owned())
-        )));
+        return Err(no_checkpoint(dir));
     }
     let (model, tensors, meta) = Classifier::load(&last, device)?;
     let state_json = meta.get("train_state").ok_or_else(|| Error::Checkpoint {
@@ -56,6 +50,10 @@ pub fn load(dir: &Path, device: &Device) -> Result<(TrainConfig, Vgg16, Resume)>
         path: last.clone(),
         message: format!("train_state: {e}"),
     })?;
+    state.check(cfg.batch_size).map_err(|why| Error::Checkpoint {
+        path: last.clone(),
+        message: format!("{why}: the file was damaged or edited; it cannot be resumed"),
+    })?;
     let history = History::read(dir).unwrap_or_default();
     let resume = Resume {
         checkpoint: last,
@@ -65,6 +63,38 @@ pub fn load(dir: &Path, device: &Device) -> Result<(TrainConfig, Vgg16, Resume)>
         history,
     };
     Ok((cfg, model.base, resume))
+}
+
+/// Why a run folder without `last.safetensors` cannot be resumed. Epochs in `history.csv` (or a
+/// `best.safetensors`) mean the run got past its first epoch and then failed to write the checkpoint (a full disk,
+/// say): that is said, with what is still usable, instead of claiming the run never finished an epoch.
+fn no_checkpoint(dir: &Path) -> Error {
+    let name = dir
+        .file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+    let epochs = History::read(dir).map(|h| h.epochs.len()).unwrap_or(0);
+    let best = dir.join("best.safetensors");
+    if epochs == 0 && !best.exists() {
+        return Error::invalid(format!(
+            "{}: nothing to resume: the run stopped before its first epoch ended (no last.safetensors); start it \
+             again with the same flags and --name {name} (the folder is reused)",
+            dir.display()
+        ));
+    }
+    let best_note = if best.exists() {
+        format!(
+            "; the best epoch's weights are in {} (evaluate or predict with it)",
+            best.display()
+        )
+    } else {
+        String::new()
+    };
+    Error::invalid(format!(
+        "{}: cannot resume: last.safetensors is missing although the run's history records {epochs} finished epoch(s) — \
+         it was not written (a full disk?){best_note}. Free space and start the run again with the same flags in a \
+         new --name",
+        dir.display()
+    ))
 }
 
 /// Flags that may be given with `--resume` (the rest are fixed by the run's config.json): they say how long and

@@ -184,7 +184,40 @@ pub struct TrainState {
     pub finished: bool,
 }
 
+/// The most epochs a saved state may claim; a larger count is a damaged or hand-edited file.
+const MAX_SAVED_EPOCHS: usize = 1_000_000;
+
 impl TrainState {
+    /// Checks a state read back from a checkpoint against what a run with batches of `batch_size` can have
+    /// saved: a learning rate that is finite and not negative, `correct ≤ seen ≤ batches × batch_size`, finite
+    /// non-negative sums, a sane epoch count. `Err` says which value is impossible.
+    pub fn check(&self, batch_size: usize) -> std::result::Result<(), String> {
+        let finite_non_negative = |x: f64| x.is_finite() && x >= 0.0;
+        let problem = if !finite_non_negative(self.lr) {
+            format!("learning rate {}", self.lr)
+        } else if self.correct > self.seen {
+            format!("{} correct of {} seen", self.correct, self.seen)
+        } else if self.seen > self.batches_done.saturating_mul(batch_size.max(1)) {
+            format!(
+                "{} images seen in {} batches of {batch_size}",
+                self.seen, self.batches_done
+            )
+        } else if self.epoch > MAX_SAVED_EPOCHS {
+            format!("epoch {}", self.epoch)
+        } else if ![self.sum_data_loss, self.sum_penalty, self.seconds]
+            .into_iter()
+            .all(finite_non_negative)
+        {
+            format!(
+                "running sums loss {}, penalty {}, seconds {}",
+                self.sum_data_loss, self.sum_penalty, self.seconds
+            )
+        } else {
+            return Ok(());
+        };
+        Err(format!("its train_state is not one a run can save ({problem})"))
+    }
+
     /// `epoch` (0-based) is next: the running sums start again.
     fn start_next_epoch(&mut self, epoch: usize, optimizer_steps: u64, lr: f64) {
         self.epoch = epoch;
