@@ -65,3 +65,25 @@ fn broken_or_foreign_onnx_files_are_refused_with_the_file_named() {
         assert!(!e.contains("panicked"), "{name}: {e}");
     }
 }
+
+#[test]
+fn a_conv_node_that_is_not_a_vgg16_convolution_is_refused_not_read_as_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = std::fs::read(onnx_fixture("keras_like.onnx")).unwrap();
+    let pads_one = b"\n\x04pads@\x01@\x01@\x01@\x01";
+    let at = whole.windows(pads_one.len()).position(|w| w == pads_one).unwrap();
+    // The first convolution's padding 1 → 0 (same length, so the file stays well-formed).
+    let mut unpadded = whole.clone();
+    unpadded[at + 7..at + pads_one.len()].copy_from_slice(b"\x00@\x00@\x00@\x00");
+    // The attribute renamed away: no pads, no auto_pad, so ONNX's default padding 0.
+    let mut unnamed = whole.clone();
+    unnamed[at + 2..at + 6].copy_from_slice(b"padz");
+    for (name, bytes) in [("unpadded.onnx", unpadded), ("no-pads.onnx", unnamed)] {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let o = common::catdog(&["weights", "inspect", path.to_str().unwrap()], tmp.path());
+        let e = common::stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{name}: {e}");
+        assert!(e.contains("block1_conv1") && e.contains("padding 1"), "{name}: {e}");
+    }
+}

@@ -25,11 +25,12 @@ pub struct Metrics {
     pub roc_auc: Option<f64>,
 }
 
-/// Area under the ROC curve of `scores` for `positive` labels (Mann–Whitney, ties counted half).
+/// Area under the ROC curve of `scores` for `positive` labels (Mann–Whitney, ties counted half). `None` when a
+/// class is absent or a score is not a finite number (NaN would sort as the largest score and look perfect).
 pub fn roc_auc(scores: &[f64], positive: &[bool]) -> Option<f64> {
     let n_pos = positive.iter().filter(|&&p| p).count();
     let n_neg = positive.len() - n_pos;
-    if n_pos == 0 || n_neg == 0 {
+    if n_pos == 0 || n_neg == 0 || !scores.iter().all(|s| s.is_finite()) {
         return None;
     }
     let mut idx: Vec<usize> = (0..scores.len()).collect();
@@ -121,6 +122,7 @@ mod tests {
         assert_eq!(roc_auc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]), Some(0.75));
         assert_eq!(roc_auc(&[0.5, 0.5], &[false, true]), Some(0.5));
         assert_eq!(roc_auc(&[0.5, 0.6], &[true, true]), None);
+        assert_eq!(roc_auc(&[0.1, f64::NAN], &[false, true]), None);
     }
 
     #[test]

@@ -46,10 +46,15 @@ fn loader_for(model: &Classifier, samples: Vec<Sample>, batch: usize) -> Result<
     Loader::new(samples, cfg)
 }
 
-/// Runs the model over samples in order; returns per-sample probabilities and logits-based loss sum.
-/// Probabilities per sample index, and the summed loss.
-type Scored = (Vec<(usize, Vec<f64>)>, f64);
+/// Per sample index, its probabilities (`None` when the model's output for it is not a finite number); and the
+/// summed loss over the batches whose outputs were all finite.
+type Scored = (Vec<(usize, Option<Vec<f64>>)>, f64);
 
+/// Why no probability is reported for an image whose logits are NaN or infinite.
+const NOT_FINITE: &str = "the model's output for this image is not a finite number: the checkpoint's weights are \
+                          damaged or too large for float32";
+
+/// Runs the model over the samples in order.
 fn run(model: &Classifier, loader: &Loader, on_batch: &mut dyn FnMut(usize)) -> Result<Scored> {
     let device = model.base.device().clone();
     let mut out = Vec::new();
@@ -58,11 +63,21 @@ fn run(model: &Classifier, loader: &Loader, on_batch: &mut dyn FnMut(usize)) -> 
         let batch = batch?;
         let x = batch.images.to_device(&device)?;
         let logits = model.logits(&x)?;
-        loss_sum += loss::data_loss(&logits, &batch.labels)?.to_scalar::<f32>()? as f64 * batch.labels.len() as f64;
+        let finite: Vec<bool> = logits
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec2::<f32>()?
+            .iter()
+            .map(|row| row.iter().all(|v| v.is_finite()))
+            .collect();
+        if finite.iter().all(|f| *f) {
+            let mean = loss::data_loss(&logits, &batch.labels)?.to_scalar::<f32>()? as f64;
+            loss_sum += mean * batch.labels.len() as f64;
+        }
         let p = Head::probabilities(&logits)?
             .to_dtype(candle_core::DType::F64)?
             .to_vec2::<f64>()?;
-        out.extend(batch.indices.iter().copied().zip(p));
+        let kept = p.into_iter().zip(finite).map(|(p, ok)| ok.then_some(p));
+        out.extend(batch.indices.iter().copied().zip(kept));
         on_batch(batch.indices.len());
     }
     Ok((out, loss_sum))
@@ -101,13 +116,27 @@ pub fn evaluate(
         )));
     }
     let loader = loader_for(model, folder.samples.clone(), batch)?;
-    let (probs, loss_sum) = run(model, &loader, on_batch)?;
-    if probs.is_empty() {
+    let (scored, loss_sum) = run(model, &loader, on_batch)?;
+    if scored.is_empty() {
         return Err(Error::Data(format!(
             "{}: none of the images could be read",
             folder.root.display()
         )));
     }
+    let broken: Vec<usize> = scored.iter().filter(|(_, p)| p.is_none()).map(|(i, _)| *i).collect();
+    if let Some(first) = broken.first() {
+        return Err(Error::Checkpoint {
+            path: checkpoint,
+            message: format!(
+                "the model's output is not a finite number for {} of {} images (the first: {}): its weights are \
+                 damaged or too large for float32, so no loss, accuracy or ROC-AUC can be reported",
+                broken.len(),
+                scored.len(),
+                folder.samples[*first].path.display()
+            ),
+        });
+    }
+    let probs: Vec<(usize, Vec<f64>)> = scored.into_iter().filter_map(|(i, p)| Some((i, p?))).collect();
     let labels: Vec<usize> = probs.iter().map(|(i, _)| folder.samples[*i].label).collect();
     let p: Vec<Vec<f64>> = probs.iter().map(|(_, p)| p.clone()).collect();
     let m = metrics::compute(&p, &labels, &model.meta.classes);
@@ -140,9 +169,9 @@ pub fn predict(
         })
         .collect();
     let loader = loader_for(model, samples, batch)?;
-    let (probs, _) = run(model, &loader, on_batch)?;
-    let mut by_index: Vec<Option<Vec<f64>>> = vec![None; files.len()];
-    for (i, p) in probs {
+    let (scored, _) = run(model, &loader, on_batch)?;
+    let mut by_index: Vec<Option<Option<Vec<f64>>>> = vec![None; files.len()];
+    for (i, p) in scored {
         by_index[i] = Some(p);
     }
     let bad: std::collections::HashMap<PathBuf, String> = loader.bad_files().into_iter().collect();
@@ -150,7 +179,8 @@ pub fn predict(
         .iter()
         .zip(by_index)
         .map(|(f, p)| match p {
-            Some(p) => Ok(prediction(model, f.clone(), p, None)),
+            Some(Some(p)) => Ok(prediction(model, f.clone(), p, None)),
+            Some(None) => Err((f.clone(), NOT_FINITE.to_string())),
             None => Err((f.clone(), bad.get(f).cloned().unwrap_or_else(|| "not read".into()))),
         })
         .collect())

@@ -109,12 +109,63 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A `NodeProto`: op type, inputs, outputs, and for `Constant` its `value` tensor.
+/// A `NodeProto`: op type, inputs, outputs, its integer and string attributes, and for `Constant` its `value`
+/// tensor.
 struct Node<'a> {
     op: String,
     inputs: Vec<String>,
     outputs: Vec<String>,
     value: Option<&'a [u8]>,
+    /// Integer attributes (`i` and `ints`), by name.
+    ints: HashMap<String, Vec<i64>>,
+    /// String attributes (`s`), by name.
+    strings: HashMap<String, String>,
+}
+
+impl Node<'_> {
+    /// Why a `Conv` node is not a VGG16 convolution (3×3, stride 1, padding 1, no dilation, one group), if it is
+    /// not: read as one, it would silently compute something else.
+    fn conv_mismatch(&self) -> Option<String> {
+        let all = |name: &str, want: i64| self.ints.get(name).is_none_or(|v| v.iter().all(|x| *x == want));
+        let auto_pad = self.strings.get("auto_pad").map_or("NOTSET", String::as_str);
+        let padded = match auto_pad {
+            "SAME_UPPER" | "SAME_LOWER" => true,
+            "NOTSET" => self
+                .ints
+                .get("pads")
+                .is_some_and(|p| p.len() == 4 && p.iter().all(|x| *x == 1)),
+            _ => false,
+        };
+        let shown = |name: &str| format!("{name} {:?}", self.ints.get(name).cloned().unwrap_or_default());
+        if !all("strides", 1) {
+            Some(shown("strides"))
+        } else if !all("group", 1) {
+            Some(shown("group"))
+        } else if !all("dilations", 1) {
+            Some(shown("dilations"))
+        } else if !all("kernel_shape", 3) {
+            Some(shown("kernel_shape"))
+        } else if !padded {
+            Some(format!("auto_pad {auto_pad}, {}", shown("pads")))
+        } else {
+            None
+        }
+    }
+}
+
+/// The integers of an `ints` field: one varint, or a packed run of them.
+fn push_ints(value: Value<'_>, out: &mut Vec<i64>) -> std::result::Result<(), String> {
+    match value {
+        Value::Varint(v) => out.push(v as i64),
+        Value::Bytes(b) => {
+            let mut packed = Fields { buf: b, pos: 0 };
+            while packed.pos < b.len() {
+                out.push(packed.varint()? as i64);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn node(buf: &[u8]) -> std::result::Result<Node<'_>, String> {
@@ -123,6 +174,8 @@ fn node(buf: &[u8]) -> std::result::Result<Node<'_>, String> {
         inputs: Vec::new(),
         outputs: Vec::new(),
         value: None,
+        ints: HashMap::new(),
+        strings: HashMap::new(),
     };
     for f in fields(buf) {
         match f? {
@@ -130,17 +183,25 @@ fn node(buf: &[u8]) -> std::result::Result<Node<'_>, String> {
             (2, Value::Bytes(b)) => n.outputs.push(text(b)),
             (4, Value::Bytes(b)) => n.op = text(b),
             (5, Value::Bytes(attr)) => {
-                // AttributeProto: name = 1, t = 5.
-                let (mut name, mut t) = (String::new(), None);
+                // AttributeProto: name = 1, i = 3, s = 4, t = 5, ints = 8.
+                let (mut name, mut t, mut s, mut ints) = (String::new(), None, None, Vec::new());
                 for a in fields(attr) {
                     match a? {
                         (1, Value::Bytes(b)) => name = text(b),
+                        (3, v @ Value::Varint(_)) | (8, v) => push_ints(v, &mut ints)?,
+                        (4, Value::Bytes(b)) => s = Some(text(b)),
                         (5, Value::Bytes(b)) => t = Some(b),
                         _ => {}
                     }
                 }
                 if name == "value" {
                     n.value = t;
+                }
+                if let Some(s) = s {
+                    n.strings.insert(name.clone(), s);
+                }
+                if !ints.is_empty() {
+                    n.ints.insert(name, ints);
                 }
             }
             _ => {}
@@ -256,6 +317,15 @@ fn conv_base(model: &[u8]) -> std::result::Result<OnnxConvBase, String> {
             conv_layers.len()
         ));
     }
+    for (conv, layer) in convs.iter().zip(&conv_layers) {
+        if let Some(why) = conv.conv_mismatch() {
+            return Err(format!(
+                "the Conv node of {} has {why}, where a VGG16 convolution is 3×3 with stride 1, padding 1, no \
+                 dilation and one group",
+                layer.name
+            ));
+        }
+    }
     // Where each needed tensor is defined: an initializer or a Constant node.
     let mut wanted: HashMap<&str, String> = HashMap::new();
     for (conv, layer) in convs.iter().zip(&conv_layers) {
@@ -322,6 +392,40 @@ mod tests {
             &[0xff; 16],
         ] {
             assert!(conv_base(bytes).is_err(), "{bytes:?}");
+        }
+    }
+
+    fn conv(ints: &[(&str, &[i64])], auto_pad: Option<&str>) -> Node<'static> {
+        Node {
+            op: "Conv".into(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            value: None,
+            ints: ints.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
+            strings: auto_pad
+                .map(|p| ("auto_pad".to_string(), p.to_string()))
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_vgg16s_convolution_passes_the_conv_check() {
+        let pads: (&str, &[i64]) = ("pads", &[1, 1, 1, 1]);
+        assert_eq!(
+            conv(&[pads, ("strides", &[1, 1]), ("kernel_shape", &[3, 3])], None).conv_mismatch(),
+            None
+        );
+        assert_eq!(conv(&[], Some("SAME_UPPER")).conv_mismatch(), None);
+        for (case, expected) in [
+            (conv(&[pads, ("strides", &[2, 2])], None), "strides [2, 2]"),
+            (conv(&[pads, ("group", &[2])], None), "group [2]"),
+            (conv(&[pads, ("dilations", &[2, 2])], None), "dilations [2, 2]"),
+            (conv(&[pads, ("kernel_shape", &[5, 5])], None), "kernel_shape [5, 5]"),
+            (conv(&[("pads", &[0, 0, 0, 0])], None), "pads [0, 0, 0, 0]"),
+            (conv(&[pads], Some("VALID")), "auto_pad VALID"),
+        ] {
+            assert!(case.conv_mismatch().is_some_and(|m| m.contains(expected)), "{expected}");
         }
     }
 }

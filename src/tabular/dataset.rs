@@ -73,17 +73,55 @@ impl Table {
 /// whole document in one cell) would otherwise be read into memory whole.
 pub const MAX_CSV_LINE: usize = 1 << 20;
 
-/// A reader that fails once a line grows past [`MAX_CSV_LINE`], so memory stays bounded whatever the file holds.
+/// A reader that fails once a line grows past [`MAX_CSV_LINE`], so memory stays bounded whatever the file holds,
+/// and at the end of a file whose last quoted field never closes: the csv crate would read every row after the
+/// opening quote as one field and lose them without a word.
 struct LineLimit<R> {
     inner: R,
     line: usize,
     in_line: usize,
+    quotes: QuoteState,
+}
+
+/// Where the reader stands in the CSV quoting rules (RFC 4180: a quote opens a field only at its start; `""`
+/// inside a quoted field is a quote).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum QuoteState {
+    FieldStart,
+    Unquoted,
+    /// Inside a quoted field opened on this line.
+    Quoted(usize),
+    /// A quote inside a quoted field: it closes the field unless another follows.
+    QuoteInQuoted(usize),
+}
+
+impl QuoteState {
+    fn next(self, b: u8, line: usize) -> QuoteState {
+        use QuoteState::*;
+        match (self, b) {
+            (Quoted(at), b'"') => QuoteInQuoted(at),
+            (Quoted(at), _) | (QuoteInQuoted(at), b'"') => Quoted(at),
+            (FieldStart, b'"') => Quoted(line),
+            (_, b',' | b'\n') => FieldStart,
+            _ => Unquoted,
+        }
+    }
 }
 
 impl<R: std::io::Read> std::io::Read for LineLimit<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
+        if let (0, QuoteState::Quoted(at)) = (n, self.quotes) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the quote that opens a field on line {at} is never closed, so every line after it would be \
+                     read as one field; close it, or remove the stray quote"
+                ),
+            ));
+        }
         for &b in &buf[..n] {
+            self.quotes = self.quotes.next(b, self.line);
             if b == b'\n' {
                 self.line += 1;
                 self.in_line = 0;
@@ -149,6 +187,7 @@ pub fn parse_csv(
         inner: input,
         line: 1,
         in_line: 0,
+        quotes: QuoteState::FieldStart,
     };
     let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input);
     let headers: Vec<String> = rdr
