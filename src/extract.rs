@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use rayon::prelude::*;
 
 use crate::data::decode::{self, DecodeLimits, Interpolation};
@@ -29,57 +29,68 @@ pub struct ExtractOptions {
     pub precision: crate::kernels::Precision,
 }
 
-/// Features of the images that decoded, in input order.
+/// What an extraction wrote: the features' shape and which images they are, in input order.
 #[derive(Debug)]
 pub struct Extracted {
-    /// `N × C × H × W`, on the CPU.
-    pub features: Tensor,
+    /// `N × C × H × W` of the `features` tensor in the file.
+    pub shape: [usize; 4],
     pub files: Vec<PathBuf>,
     pub labels: Option<Vec<usize>>,
     /// Files that could not be read, with the reason.
     pub bad: Vec<(PathBuf, String)>,
 }
 
-/// Runs the base up to `opts.layer` over `inputs`, batch by batch (decoding in parallel).
+/// What the file records beside the features.
+pub struct Provenance<'a> {
+    /// The class names, when the inputs came from class folders.
+    pub classes: Option<&'a [String]>,
+    /// The weights, as `--weights` named them.
+    pub weights: &'a str,
+}
+
+/// Runs the base up to `opts.layer` over `inputs`, batch by batch (decoding in parallel), and writes the layer's
+/// output to `path` as a safetensors file: `features` (f32, NCHW) with the file list, labels, classes and settings
+/// in its metadata. The features go to a temporary file beside `path` batch by batch, so memory holds one batch
+/// whatever the number of images; the file is then written atomically.
 pub fn extract(
     model: &Vgg16,
     inputs: &Inputs,
     opts: &ExtractOptions,
     bar: &crate::progress::Progress,
+    path: &Path,
+    provenance: &Provenance,
 ) -> Result<Extracted> {
+    let name = path
+        .file_name()
+        .map_or("features".into(), |n| n.to_string_lossy().into_owned());
+    let spill = path.with_file_name(format!(".{name}.{}.values.tmp", std::process::id()));
+    let result = extract_into(model, inputs, opts, bar, &spill).and_then(|ex| {
+        let meta = metadata(&ex, opts, provenance)?;
+        crate::io::write_f32_safetensors_from(path, "features", &ex.shape, meta, &spill)?;
+        Ok(ex)
+    });
+    let _ = std::fs::remove_file(&spill);
+    result
+}
+
+/// The extraction itself: features appended to `spill` as little-endian f32, batch by batch.
+fn extract_into(
+    model: &Vgg16,
+    inputs: &Inputs,
+    opts: &ExtractOptions,
+    bar: &crate::progress::Progress,
+    spill: &Path,
+) -> Result<Extracted> {
+    use std::io::Write;
     let device = model.device().clone();
-    let mut feats: Vec<Tensor> = Vec::new();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(spill).map_err(|e| Error::io(spill, e))?);
+    let mut shape: Option<[usize; 4]> = None;
     let mut files = Vec::new();
     let mut labels = inputs.labels.as_ref().map(|_| Vec::new());
     let mut bad = Vec::new();
     let idx: Vec<usize> = (0..inputs.files.len()).collect();
     for chunk in idx.chunks(opts.batch_size.max(1)) {
-        let decoded: Vec<(usize, Result<image::RgbImage>)> = chunk
-            .par_iter()
-            .map(|&i| {
-                (
-                    i,
-                    decode::load_resized(
-                        &inputs.files[i],
-                        (opts.size, opts.size),
-                        opts.interpolation,
-                        &opts.limits,
-                    ),
-                )
-            })
-            .collect();
-        let mut good = Vec::new();
-        for (i, r) in decoded {
-            match r {
-                Ok(img) => good.push((i, img)),
-                Err(e) => {
-                    if opts.strict {
-                        return Err(e);
-                    }
-                    bad.push((inputs.files[i].clone(), decode::decode_error_reason(&e)));
-                }
-            }
-        }
+        let good = decode_batch(inputs, chunk, opts, &mut bad)?;
         bar.inc(chunk.len() as u64);
         if good.is_empty() {
             continue;
@@ -87,7 +98,16 @@ pub fn extract(
         let imgs: Vec<&image::RgbImage> = good.iter().map(|(_, im)| im).collect();
         let x = preprocess::batch_tensor(&imgs, &opts.preprocess, &device)?;
         let y = model.forward_collect(&x, &[opts.layer])?.remove(0);
-        feats.push(y.to_device(&Device::Cpu)?);
+        let (n, c, h, w) = y.dims4()?;
+        let s = shape.get_or_insert([0, c, h, w]);
+        s[0] += n;
+        let values = y
+            .to_device(&Device::Cpu)?
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        out.write_all(&bytes).map_err(|e| Error::io(spill, e))?;
         for (i, _) in &good {
             files.push(inputs.files[*i].clone());
             if let (Some(l), Some(src)) = (labels.as_mut(), inputs.labels.as_ref()) {
@@ -95,7 +115,8 @@ pub fn extract(
             }
         }
     }
-    if feats.is_empty() {
+    out.flush().map_err(|e| Error::io(spill, e))?;
+    let Some(shape) = shape else {
         return Err(Error::Data(format!(
             "none of the {} images could be read ({} bad); first: {}",
             inputs.files.len(),
@@ -104,31 +125,52 @@ pub fn extract(
                 .map(|(p, r)| format!("{}: {r}", p.display()))
                 .unwrap_or_default()
         )));
-    }
+    };
     Ok(Extracted {
-        features: Tensor::cat(&feats, 0)?,
+        shape,
         files,
         labels,
         bad,
     })
 }
 
-/// Writes the features as `features` (f32, NCHW) with the file list, labels, classes and settings in the
-/// safetensors metadata (JSON strings).
-pub fn save(
-    path: &Path,
-    ex: &Extracted,
-    classes: Option<&[String]>,
+/// Decodes the images `chunk` names (in parallel); the ones that fail go to `bad` (or end the run with `strict`).
+fn decode_batch(
+    inputs: &Inputs,
+    chunk: &[usize],
     opts: &ExtractOptions,
-    weights: &str,
-) -> Result<()> {
+    bad: &mut Vec<(PathBuf, String)>,
+) -> Result<Vec<(usize, image::RgbImage)>> {
+    let decoded: Vec<(usize, Result<image::RgbImage>)> = chunk
+        .par_iter()
+        .map(|&i| {
+            let size = (opts.size, opts.size);
+            (
+                i,
+                decode::load_resized(&inputs.files[i], size, opts.interpolation, &opts.limits),
+            )
+        })
+        .collect();
+    let mut good = Vec::new();
+    for (i, r) in decoded {
+        match r {
+            Ok(img) => good.push((i, img)),
+            Err(e) if opts.strict => return Err(e),
+            Err(e) => bad.push((inputs.files[i].clone(), decode::decode_error_reason(&e))),
+        }
+    }
+    Ok(good)
+}
+
+/// The safetensors metadata of an extraction (JSON strings).
+fn metadata(ex: &Extracted, opts: &ExtractOptions, provenance: &Provenance) -> Result<HashMap<String, String>> {
     let mut meta = HashMap::new();
     let files: Vec<String> = ex.files.iter().map(|p| p.display().to_string()).collect();
     meta.insert("files".into(), serde_json::to_string(&files)?);
     if let Some(l) = &ex.labels {
         meta.insert("labels".into(), serde_json::to_string(l)?);
     }
-    if let Some(c) = classes {
+    if let Some(c) = provenance.classes {
         meta.insert("classes".into(), serde_json::to_string(c)?);
     }
     meta.insert("layer".into(), LAYERS[opts.layer].name.to_string());
@@ -136,7 +178,7 @@ pub fn save(
     meta.insert("interpolation".into(), serde_json::to_string(&opts.interpolation)?);
     meta.insert("preprocess".into(), serde_json::to_string(&opts.preprocess)?);
     meta.insert("precision".into(), opts.precision.name().into());
-    meta.insert("weights".into(), weights.to_string());
+    meta.insert("weights".into(), provenance.weights.to_string());
     let bad: Vec<(String, String)> = ex
         .bad
         .iter()
@@ -144,5 +186,5 @@ pub fn save(
         .collect();
     meta.insert("skipped".into(), serde_json::to_string(&bad)?);
     meta.insert("catdog_version".into(), env!("CARGO_PKG_VERSION").into());
-    crate::io::write_safetensors(path, &[("features".to_string(), ex.features.clone())], meta)
+    Ok(meta)
 }

@@ -8,7 +8,8 @@ use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 
-fn temp_path(path: &Path) -> PathBuf {
+/// `.<name>.<pid>.tmp` beside `path`: where its atomic write grows (run and fetch folders clean these up).
+pub fn temp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -47,6 +48,52 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: Ha
     let bytes = safetensors::tensor::serialize(cpu.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
         .map_err(|e| Error::Other(format!("{}: cannot serialise tensors: {e}", path.display())))?;
     atomic_write(path, &bytes)
+}
+
+/// Writes a safetensors file of one f32 tensor `name` of `shape` whose little-endian values are the bytes of
+/// `values` (a file written batch by batch, so that they never sit in memory at once), with `metadata`;
+/// atomically. The header is padded with spaces to a multiple of 8 bytes, as the safetensors crate writes it.
+pub fn write_f32_safetensors_from(
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+    metadata: HashMap<String, String>,
+    values: &Path,
+) -> Result<()> {
+    let bytes = shape.iter().product::<usize>() * 4;
+    let have = std::fs::metadata(values).map_err(|e| Error::io(values, e))?.len();
+    if have != bytes as u64 {
+        return Err(Error::Other(format!(
+            "{}: {have} bytes of values where the shape {shape:?} needs {bytes}",
+            values.display()
+        )));
+    }
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::to_value(metadata)?);
+    header.insert(
+        name.into(),
+        serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [0, bytes]}),
+    );
+    let mut header = serde_json::to_string(&header)?;
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let tmp = temp_path(path);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&(header.len() as u64).to_le_bytes())?;
+        f.write_all(header.as_bytes())?;
+        std::io::copy(&mut std::fs::File::open(values)?, &mut f)?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
 }
 
 /// Writes JSON (pretty) atomically.

@@ -92,27 +92,114 @@ pub fn kernel_scratch_bytes(widths: &[usize; 5], trainable_from_block: usize, th
     threads as u64 * (CHUNK_BUFFERS + sums)
 }
 
-/// Refuses a run whose estimated memory exceeds what the machine has available, with the estimate and the flags
-/// that lower it.
-pub fn check_memory(what: &str, estimate: u64, parts: &str) -> Result<()> {
+/// One part of a memory estimate: what it is, its bytes, and the flags that make it smaller.
+#[derive(Debug, Clone)]
+pub struct MemoryPart {
+    pub what: String,
+    pub bytes: u64,
+    /// E.g. "--batch-size or --size".
+    pub flags: &'static str,
+}
+
+impl MemoryPart {
+    pub fn new(what: impl Into<String>, bytes: u64, flags: &'static str) -> MemoryPart {
+        MemoryPart {
+            what: what.into(),
+            bytes,
+            flags,
+        }
+    }
+}
+
+/// Refuses work whose estimated memory (the sum of `parts`) exceeds what the machine has available, naming the
+/// largest part and the flags that lower it, then every part.
+pub fn check_memory(what: &str, parts: &[MemoryPart]) -> Result<()> {
     let Some(avail) = available_memory() else {
         return Ok(());
     };
-    if estimate > avail {
-        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-        return Err(Error::invalid(format!(
-            "{what} needs about {:.1} GiB ({parts}) but this machine has {:.1} GiB available: lower --batch-size or \
-             --size, the cache budgets (--feature-cache-mb, --image-cache-mb), or --threads",
-            gib(estimate),
-            gib(avail)
-        )));
+    check_memory_against(what, parts, avail)
+}
+
+/// [`check_memory`] against `avail` bytes (for tests).
+pub fn check_memory_against(what: &str, parts: &[MemoryPart], avail: u64) -> Result<()> {
+    let estimate = parts.iter().fold(0u64, |sum, p| sum.saturating_add(p.bytes));
+    if estimate <= avail {
+        return Ok(());
     }
-    Ok(())
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
+    let largest = parts
+        .iter()
+        .max_by_key(|p| p.bytes)
+        .expect("an estimate over 0 has a part");
+    let all: Vec<String> = parts
+        .iter()
+        .map(|p| format!("{} {} ({})", p.what, gib(p.bytes), p.flags))
+        .collect();
+    Err(Error::invalid(format!(
+        "{what} needs about {} but this machine has {} available. Most of it is {} ({}): lower {}. (All of it: {}.)",
+        gib(estimate),
+        gib(avail),
+        largest.what,
+        gib(largest.bytes),
+        largest.flags,
+        all.join(", ")
+    )))
+}
+
+/// The memory of running a VGG16 conv base of `widths` forward without gradients (evaluate, predict, extract,
+/// a benchmark's forward): a batch's largest layer with its work buffers, the weights, the kernels' buffers.
+/// `weights_flags` names what sets the widths (`--weights` for `random:W1,…`).
+pub fn forward_memory(
+    widths: &[usize; 5],
+    parameters: usize,
+    size: u32,
+    batch: usize,
+    threads: usize,
+) -> Vec<MemoryPart> {
+    let (peak, _) = vgg_activation_bytes(widths, size as usize, 5);
+    let activations = (batch as u64).saturating_mul(peak);
+    let standard = *widths == [64, 128, 256, 512, 512];
+    vec![
+        MemoryPart::new(
+            format!("activations for batch {batch} at {size}px"),
+            activations,
+            if standard {
+                "--batch-size or --size"
+            } else {
+                "--batch-size, --size or the random:W1,… widths of --weights"
+            },
+        ),
+        MemoryPart::new("weights", parameters as u64 * 4, "the random:W1,… widths of --weights"),
+        MemoryPart::new(
+            format!("kernel buffers for {threads} threads"),
+            kernel_scratch_bytes(widths, 5, threads, true),
+            "--threads",
+        ),
+    ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_names_the_largest_part_and_its_flags() {
+        let parts = [
+            MemoryPart::new("activations", 3 << 30, "--batch-size or --size"),
+            MemoryPart::new("weights", 40 << 30, "the random:W1,… widths of --weights"),
+        ];
+        let e = check_memory_against("predict", &parts, 8 << 30)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("about 43.0 GiB") && e.contains("Most of it is weights (40.0 GiB)"),
+            "{e}"
+        );
+        assert!(e.contains("lower the random:W1,… widths of --weights"), "{e}");
+        assert!(check_memory_against("predict", &parts, 64 << 30).is_ok());
+        let standard = forward_memory(&[64, 128, 256, 512, 512], 14_714_688, 150, 32, 2);
+        assert!(standard[0].flags == "--batch-size or --size" && standard[1].bytes == 14_714_688 * 4);
+    }
 
     #[test]
     fn kernel_scratch_grows_with_threads_and_counts_fp32_weight_gradient_sums_only_when_convolutions_train() {

@@ -535,6 +535,19 @@ fn lab_csv_errors_are_about_the_input_and_memory_stays_bounded() {
         "{}",
         &e[..e.len().min(2000)]
     );
+    // An unterminated quote would swallow every row after it into one field: refused with where it opened.
+    std::fs::write(&csv, "a,b,label\n1,2,0\n3,\"4,1\n5,6,0\n7,8,1\n9,1,0\n11,12,1\n").unwrap();
+    let o = lab(&[]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(e.contains("line 3") && e.contains("never closed"), "{e}");
+    // Quoted fields that close are read as usual.
+    std::fs::write(
+        &csv,
+        "a,b,label\n1,2,0\n\"3\",\"4\",1\n5,6,0\n7,8,1\n9,10,0\n11,12,\"1\"\n",
+    )
+    .unwrap();
+    assert!(lab(&[]).status.success());
     // A long value on a short-enough line is shortened in the message.
     let mut wide = String::from("a,b,label\n1,2,0\n3,");
     wide.push_str(&"y".repeat(500_000));
@@ -672,4 +685,210 @@ fn a_lock_that_is_a_folder_or_held_by_another_program_is_explained() {
         );
     }
     assert!(e.contains(&format!("pid {}", sleeper.id())), "{e}");
+}
+
+#[test]
+fn a_checkpoint_whose_outputs_are_not_finite_is_an_error_not_a_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    layout(&data);
+    let runs = tmp.path().join("runs");
+    assert!(finetune(&data, &runs, "huge", &["--epochs", "1"]).status.success());
+    let best = runs.join("huge/best.safetensors");
+    // Huge but finite head weights: the logits overflow float32.
+    let (tensors, meta) = catdog::model::weights::read_safetensors(&best).unwrap();
+    let tensors: Vec<(String, candle_core::Tensor)> = tensors
+        .into_iter()
+        .map(|(n, t)| {
+            let scaled = if n.starts_with("head.") && n.ends_with("weight") {
+                (t * 1e30).unwrap()
+            } else {
+                t
+            };
+            (n, scaled)
+        })
+        .collect();
+    let broken = tmp.path().join("huge.safetensors");
+    catdog::io::write_safetensors(&broken, &tensors, meta).unwrap();
+    let ck = broken.to_str().unwrap();
+    let o = catdog(
+        &[
+            "evaluate",
+            "--checkpoint",
+            ck,
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ],
+        tmp.path(),
+    );
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("huge.safetensors") && e.contains("not a finite number"),
+        "{e}"
+    );
+    assert!(common::stdout(&o).is_empty(), "no result is printed");
+    let image = data.join("test/cats/cats.000.png");
+    let o = catdog(
+        &["predict", "--checkpoint", ck, image.to_str().unwrap(), "--json"],
+        tmp.path(),
+    );
+    let out = common::stdout(&o);
+    assert!(
+        out.contains("\"error\"") && out.contains("not a finite number") && !out.contains("null"),
+        "{out}"
+    );
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn every_command_checks_its_memory_before_any_work_and_names_the_flag_behind_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    layout(&data);
+    let runs = tmp.path().join("runs");
+    let refused = |args: &[&str], expected: &[&str]| {
+        let o = catdog(args, tmp.path());
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        for x in expected {
+            assert!(e.contains(x), "{args:?}: expected {x:?} in {e}");
+        }
+    };
+    // A width that would take hundreds of gigabytes is refused as such, before anything is allocated.
+    refused(
+        &args(&data, &runs, "w", &["--weights", "random:100000,8,8,8,8"]),
+        &["100000 channels", "--weights"],
+    );
+    // extract: the batch, and (with wide random weights) the widths.
+    let images = data.join("test");
+    let out = tmp.path().join("f.safetensors");
+    let extract = |extra: &[&str]| {
+        let mut v = vec![
+            "extract",
+            images.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ];
+        v.extend_from_slice(extra);
+        v.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let big_batch = extract(&[
+        "--weights",
+        "random:64,128,256,512,512",
+        "--size",
+        "1024",
+        "--batch-size",
+        "4096",
+    ]);
+    let big_batch: Vec<&str> = big_batch.iter().map(String::as_str).collect();
+    refused(&big_batch, &["extract needs about", "lower --batch-size or --size"]);
+    let wide = extract(&[
+        "--weights",
+        "random:4096,8,8,8,8",
+        "--size",
+        "1024",
+        "--batch-size",
+        "8",
+    ]);
+    let wide: Vec<&str> = wide.iter().map(String::as_str).collect();
+    refused(&wide, &["widths of --weights"]);
+    assert!(!out.exists());
+    // evaluate and predict: a checkpoint made for 1024 px, asked for batches of 4096.
+    assert!(finetune(&data, &runs, "ck", &["--epochs", "1"]).status.success());
+    let big = tmp.path().join("big.safetensors");
+    doctored(
+        &runs.join("ck/best.safetensors"),
+        &big,
+        |m| m["size"] = serde_json::json!(1024),
+        None,
+    );
+    let (ck, d) = (big.to_str().unwrap(), data.to_str().unwrap());
+    refused(
+        &["evaluate", "--checkpoint", ck, "--data", d, "--batch-size", "4096"],
+        &["evaluate needs about"],
+    );
+    let image = data.join("test/cats/cats.000.png");
+    let image = image.to_str().unwrap();
+    refused(
+        &["predict", "--checkpoint", ck, image, "--batch-size", "4096"],
+        &["predict needs about", "--batch-size"],
+    );
+    // The labs bound --n and --layers.
+    refused(
+        &["lab", "l2", "--dataset", "moons", "--n", "1000000000"],
+        &["--n 1000000000"],
+    );
+    refused(&["lab", "l2", "--layers", "100000"], &["100000 units"]);
+    refused(
+        &["lab", "l2", "--layers", "65536,65536,65536,65536"],
+        &["this lab needs about", "lower --layers"],
+    );
+}
+
+#[test]
+fn extracted_features_are_written_batch_by_batch_and_read_back_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    layout(&data);
+    let out = tmp.path().join("features.safetensors");
+    let o = catdog(
+        &[
+            "extract",
+            data.join("test").to_str().unwrap(),
+            "--weights",
+            WIDTHS,
+            "--size",
+            "32",
+            "--batch-size",
+            "3",
+            "--layer",
+            "block2_pool",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (tensors, meta) = catdog::model::weights::read_safetensors(&out).unwrap();
+    let f = &tensors["features"];
+    let files: Vec<String> = serde_json::from_str(&meta["files"]).unwrap();
+    assert_eq!(f.dims()[0], files.len());
+    assert_eq!(f.dims()[2], 8, "block2_pool of 32 px");
+    let leftovers = files_named(tmp.path(), |n| n.ends_with(".tmp"));
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The same features as one batch of all the images.
+    let whole = tmp.path().join("whole.safetensors");
+    let o = catdog(
+        &[
+            "extract",
+            data.join("test").to_str().unwrap(),
+            "--weights",
+            WIDTHS,
+            "--size",
+            "32",
+            "--batch-size",
+            "64",
+            "--layer",
+            "block2_pool",
+            "--out",
+            whole.to_str().unwrap(),
+            "--quiet",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (w, _) = catdog::model::weights::read_safetensors(&whole).unwrap();
+    let diff = (f - &w["features"])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-5, "{diff}");
 }

@@ -10,6 +10,7 @@ pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
     let spec = WeightsSpec::parse(&a.weights, 0)?;
     let device = catdog::device::parse_device(&a.device)?;
     let loaded = weights::load(&spec, &device, &HubOptions::from_env()?)?;
+    super::check_forward_memory("bench forward", &loaded.model, a.size as u32, a.batch)?;
     let opts = ForwardOptions {
         batch: a.batch.max(1),
         size: a.size,
@@ -152,6 +153,7 @@ pub fn train(a: crate::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
     let spec = WeightsSpec::parse(&a.weights, 0)?;
     let device = catdog::device::parse_device(&a.device)?;
     let mut loaded = weights::load(&spec, &device, &HubOptions::from_env()?)?;
+    super::check_forward_memory("bench train", &loaded.model, a.size as u32, a.batch)?;
     let precision = super::set_precision(&mut loaded.model, a.precision, &device, quiet);
     let split = match a.mode {
         TrainMode::Extract => LAYERS.len(),

@@ -46,8 +46,9 @@ pub fn evaluate(a: EvaluateArgs, quiet: bool) -> Result<i32> {
         .find_map(|n| parts.iter().find(|(p, _)| p == n).map(|(_, d)| d.clone()))
         .unwrap_or_else(|| a.data.clone());
     let folder = ImageFolder::scan_lenient(&root)?;
-    let bar = catdog::progress::bar(folder.samples.len() as u64, "evaluate", quiet);
     super::usage_check(catdog::limits::check_batch(a.batch_size))?;
+    super::check_forward_memory("evaluate", &model.base, model.meta.size, a.batch_size)?;
+    let bar = catdog::progress::bar(folder.samples.len() as u64, "evaluate", quiet);
     let ev = report::evaluate(&model, &folder, a.checkpoint.clone(), a.batch_size.max(1), &mut |n| {
         bar.inc(n as u64)
     })?;
@@ -110,8 +111,9 @@ pub fn predict(a: PredictArgs, quiet: bool) -> Result<i32> {
     for p in &a.paths {
         files.extend(collect_inputs(std::slice::from_ref(p))?.files);
     }
-    let bar = catdog::progress::bar(files.len() as u64, "predict", quiet);
     super::usage_check(catdog::limits::check_batch(a.batch_size))?;
+    super::check_forward_memory("predict", &model.base, model.meta.size, a.batch_size)?;
+    let bar = catdog::progress::bar(files.len() as u64, "predict", quiet);
     let preds = report::predict(&model, &files, a.batch_size.max(1), &mut |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
     let mut failures = 0;

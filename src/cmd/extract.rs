@@ -22,12 +22,16 @@ pub fn run(a: ExtractArgs, quiet: bool) -> Result<i32> {
         strict: a.strict,
         precision: loaded.model.precision(),
     };
+    super::check_forward_memory("extract", &loaded.model, a.size, opts.batch_size)?;
     let bar = catdog::progress::bar(inputs.files.len() as u64, "extract", quiet);
-    let ex = extract::extract(&loaded.model, &inputs, &opts, &bar)?;
-    bar.finish_and_clear();
-    extract::save(&a.out, &ex, inputs.classes.as_deref(), &opts, &loaded.spec.describe())
+    let provenance = extract::Provenance {
+        classes: inputs.classes.as_deref(),
+        weights: &loaded.spec.describe(),
+    };
+    let ex = extract::extract(&loaded.model, &inputs, &opts, &bar, &a.out, &provenance)
         .with_context(|| format!("writing {}", a.out.display()))?;
-    let dims = ex.features.dims().to_vec();
+    bar.finish_and_clear();
+    let dims = ex.shape;
     eprintln!(
         "wrote {}: features {:?} ({} images, layer {}, {})",
         a.out.display(),

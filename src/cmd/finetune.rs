@@ -365,24 +365,28 @@ fn check_run_memory(cfg: &TrainConfig, base: &Vgg16, splits: &Splits) -> Result<
     } else {
         0
     };
-    let total = act + feature_cache + image_cache + weights + scratch;
-    let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
-    catdog::limits::check_memory(
-        "this run",
-        total,
-        &format!(
-            "activations for batch {} at {}px {}, feature cache {}, image cache {}, weights and optimizer {}, \
-             kernel buffers for {threads} threads {}",
-            cfg.batch_size,
-            cfg.size,
-            gib(act),
-            gib(feature_cache),
-            gib(image_cache),
-            gib(weights),
-            gib(scratch)
+    use catdog::limits::MemoryPart;
+    let standard = widths == [64, 128, 256, 512, 512];
+    let parts = [
+        MemoryPart::new(
+            format!("activations for batch {} at {}px", cfg.batch_size, cfg.size),
+            act,
+            if standard {
+                "--batch-size or --size"
+            } else {
+                "--batch-size, --size or the random:W1,… widths of --weights"
+            },
         ),
-    )
-    .map_err(usage)
+        MemoryPart::new("feature cache", feature_cache, "--feature-cache-mb"),
+        MemoryPart::new("image cache", image_cache, "--image-cache-mb"),
+        MemoryPart::new(
+            "weights and optimizer",
+            weights,
+            "--hidden, --size or the random:W1,… widths of --weights",
+        ),
+        MemoryPart::new(format!("kernel buffers for {threads} threads"), scratch, "--threads"),
+    ];
+    catdog::limits::check_memory("this run", &parts).map_err(usage)
 }
 
 fn describe_start(cfg: &TrainConfig, s: &Splits, run_dir: &Path, precision_kernel: &str) {

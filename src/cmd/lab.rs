@@ -7,6 +7,51 @@ use crate::cli::{LabArgs, LabChoice};
 
 /// Largest `--seeds`: each seed trains every variant again.
 const MAX_SEEDS: usize = 100;
+/// Most points of a generated data set (`--n`).
+const MAX_POINTS: usize = 1_000_000;
+/// Most hidden layers (`--layers`).
+const MAX_LAYERS: usize = 32;
+/// Columns assumed for the first layer's weights before the data is read (the built-in tables have at most 30).
+const ASSUMED_INPUTS: usize = 64;
+
+/// Refuses `--n` and `--layers` that could not fit, before any data is made: each in range, and the network's
+/// weights (with gradients and two optimizer slots) and a generated data set's activations within the memory the
+/// machine has.
+fn check_sizes(a: &LabArgs) -> Result<()> {
+    let usage = |m: String| -> anyhow::Error { crate::UsageError(m).into() };
+    if a.layers.is_empty() || a.layers.len() > MAX_LAYERS {
+        return Err(usage(format!(
+            "--layers needs 1..={MAX_LAYERS} hidden layer sizes, e.g. --layers 64,32 (got {})",
+            a.layers.len()
+        )));
+    }
+    let max = catdog::limits::MAX_HIDDEN;
+    if let Some(w) = a.layers.iter().find(|w| **w == 0 || **w > max) {
+        return Err(usage(format!(
+            "--layers: a layer of {w} units is out of range: use 1..={max}"
+        )));
+    }
+    if a.csv.is_none() && !(1..=MAX_POINTS).contains(&a.n) {
+        return Err(usage(format!("--n {}: use 1..={MAX_POINTS} points", a.n)));
+    }
+    let widths = std::iter::once(ASSUMED_INPUTS)
+        .chain(a.layers.iter().copied())
+        .chain(std::iter::once(1));
+    let sizes: Vec<u64> = widths.map(|w| w as u64).collect();
+    let weights: u64 = sizes.windows(2).map(|p| (p[0] + 1) * p[1]).sum();
+    let units: u64 = a.layers.iter().map(|w| *w as u64).sum();
+    let rows = if a.csv.is_none() {
+        a.n as u64
+    } else {
+        a.batch_size as u64
+    };
+    use catdog::limits::MemoryPart;
+    let parts = [
+        MemoryPart::new("weights, gradients and optimizer state", weights * 16, "--layers"),
+        MemoryPart::new("activations", rows * units * 4 * 3, "--n or --layers"),
+    ];
+    super::usage_check(catdog::limits::check_memory("this lab", &parts))
+}
 
 pub fn config(a: &LabArgs) -> Result<LabConfig> {
     let data = match (&a.csv, a.dataset) {
@@ -23,9 +68,7 @@ pub fn config(a: &LabArgs) -> Result<LabConfig> {
         }),
         (None, None) => None,
     };
-    if a.layers.is_empty() {
-        anyhow::bail!("--layers needs at least one hidden layer size, e.g. --layers 64,32");
-    }
+    check_sizes(a)?;
     Ok(LabConfig {
         data,
         val_split: a.val_split,

@@ -39,6 +39,14 @@ pub fn usage_check(r: catdog::Result<()>) -> Result<()> {
     r.map_err(|e| crate::UsageError(e.to_string()).into())
 }
 
+/// Refuses, before any image is read, a forward pass of `base` (evaluate, predict, extract, a benchmark) at `size`
+/// in batches of `batch` whose memory estimate exceeds what the machine has available.
+pub fn check_forward_memory(what: &str, base: &catdog::model::vgg16::Vgg16, size: u32, batch: usize) -> Result<()> {
+    let threads = rayon::current_num_threads();
+    let parts = catdog::limits::forward_memory(&base.widths(), base.parameter_count(), size, batch, threads);
+    usage_check(catdog::limits::check_memory(what, &parts))
+}
+
 /// Largest `augment preview --n`: versions per image in the grid.
 const MAX_PREVIEW_VERSIONS: usize = 256;
 

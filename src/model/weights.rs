@@ -32,6 +32,24 @@ pub enum WeightsSpec {
     Random { widths: [usize; 5], seed: u64 },
 }
 
+/// Widest block `random:W1,…` may ask for: eight times VGG16's 512 (a block5 of 4096 channels already holds
+/// 450M weights).
+pub const MAX_RANDOM_WIDTH: usize = 4096;
+
+/// Weights and biases of a VGG16 conv base of these block widths (2, 2, 3, 3, 3 convolutions of 3×3).
+pub fn random_parameters(widths: &[usize; 5]) -> usize {
+    let convs = [2usize, 2, 3, 3, 3];
+    let mut input = 3;
+    let mut total = 0;
+    for (&w, &n) in widths.iter().zip(&convs) {
+        for _ in 0..n {
+            total += 9 * input * w + w;
+            input = w;
+        }
+    }
+    total
+}
+
 impl WeightsSpec {
     /// Parses `--weights`: `random`, `random:W1,W2,W3,W4,W5`, a path to a `.safetensors` file, or a hub id
     /// `org/name[@revision]`. `seed` seeds random weights.
@@ -58,10 +76,20 @@ impl WeightsSpec {
                     "--weights {s}: expected five positive channel widths, e.g. random:8,16,32,64,64"
                 )));
             }
-            return Ok(WeightsSpec::Random {
-                widths: [v[0], v[1], v[2], v[3], v[4]],
-                seed,
-            });
+            if let Some(w) = v.iter().find(|w| **w > MAX_RANDOM_WIDTH) {
+                return Err(Error::invalid(format!(
+                    "--weights {s}: a width of {w} channels is out of range: use 1..={MAX_RANDOM_WIDTH} (VGG16's \
+                     widest block has 512)"
+                )));
+            }
+            let widths = [v[0], v[1], v[2], v[3], v[4]];
+            let weights = crate::limits::MemoryPart::new(
+                "the random conv base's weights",
+                random_parameters(&widths) as u64 * 4,
+                "the random:W1,… widths of --weights",
+            );
+            crate::limits::check_memory(&format!("--weights {s}"), &[weights])?;
+            return Ok(WeightsSpec::Random { widths, seed });
         }
         let path = Path::new(s);
         let looks_like_file = s.ends_with(".safetensors")
@@ -332,6 +360,13 @@ mod tests {
             }
         );
         assert!(WeightsSpec::parse("random:8,16", 1).is_err());
+        let e = WeightsSpec::parse("random:100000,8,8,8,8", 1).unwrap_err().to_string();
+        assert!(e.contains("100000 channels") && e.contains("1..=4096"), "{e}");
+        assert_eq!(
+            random_parameters(&VGG16_WIDTHS),
+            14_714_688,
+            "torchvision's VGG16 features"
+        );
         assert!(WeightsSpec::parse("missing/file.safetensors", 1).is_err());
         assert!(WeightsSpec::parse("not a model id", 1).is_err());
     }
