@@ -10,12 +10,10 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The cause is part of the message and deliberately not the error's `source()`: anyhow's `{:#}` prints the
+    /// chain, which would say it twice ("File exists (os error 17): File exists (os error 17)").
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
 
     /// The hub could not be reached and the file is not in the local cache.
     #[error("{0}")]
@@ -91,7 +89,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 

@@ -536,7 +536,8 @@ fn lab_csv_errors_are_about_the_input_and_memory_stays_bounded() {
         &e[..e.len().min(2000)]
     );
     // An unterminated quote would swallow every row after it into one field: refused with where it opened.
-    std::fs::write(&csv, "a,b,label\n1,2,0\n3,\"4,1\n5,6,0\n7,8,1\n9,1,0\n11,12,1\n").unwrap();
+    // (In the label column the swallowed rows would become one more class, with no error at all.)
+    std::fs::write(&csv, "a,b,label\n1,2,0\n3,4,\"1\n5,6,0\n7,8,1\n9,1,0\n11,12,1\n").unwrap();
     let o = lab(&[]);
     let e = stderr(&o);
     assert!(!o.status.success(), "{e}");
@@ -891,4 +892,102 @@ fn extracted_features_are_written_batch_by_batch_and_read_back_whole() {
         .to_scalar::<f32>()
         .unwrap();
     assert!(diff < 1e-5, "{diff}");
+}
+
+#[test]
+fn messages_name_what_a_path_is_and_say_an_io_cause_once() {
+    use common::mock_hub::run_catdog;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    layout(&data);
+    let runs = tmp.path().join("runs");
+    assert!(finetune(&data, &runs, "ck", &["--epochs", "1"]).status.success());
+    let ck = runs.join("ck/best.safetensors");
+    // A FIFO would block the reader until something writes to it: called what it is, at once (the runner kills
+    // a hang after 60 s).
+    let fifo = tmp.path().join("pipe.safetensors");
+    let made = Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+    let dir_as_file = tmp.path().join("folder.safetensors");
+    std::fs::create_dir(&dir_as_file).unwrap();
+    let mut cases: Vec<(Vec<String>, &str)> = vec![(
+        vec!["weights".into(), "inspect".into(), dir_as_file.display().to_string()],
+        "is a folder",
+    )];
+    if made {
+        let f = fifo.display().to_string();
+        cases.push((vec!["weights".into(), "inspect".into(), f.clone()], "is a FIFO"));
+        cases.push((
+            vec![
+                "evaluate".into(),
+                "--checkpoint".into(),
+                f.clone(),
+                "--data".into(),
+                data.display().to_string(),
+            ],
+            "is a FIFO",
+        ));
+        cases.push((
+            vec!["predict".into(), "--checkpoint".into(), ck.display().to_string(), f],
+            "is a FIFO",
+        ));
+    }
+    for (args, expected) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (o, _) = run_catdog("http://127.0.0.1:9", tmp.path(), &args, &[]);
+        let e = stderr(&o);
+        assert!(
+            !o.status.success() && e.contains(expected) && !e.contains("no such file"),
+            "{args:?}: {e}"
+        );
+    }
+    // An I/O error's cause appears once.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "not a folder").unwrap();
+    let o = finetune(&data, &file, "x", &["--epochs", "1"]);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert_eq!(e.matches("os error").count(), 1, "{e}");
+    // A run name with a line break.
+    let o = finetune(&data, &runs, "two\nlines", &["--epochs", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("control character"), "{}", stderr(&o));
+}
+
+#[cfg(unix)]
+#[test]
+fn an_image_whose_name_is_not_utf8_is_named_and_skipped() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    layout(&data);
+    let runs = tmp.path().join("runs");
+    assert!(finetune(&data, &runs, "ck", &["--epochs", "1"]).status.success());
+    let pics = tmp.path().join("pics");
+    std::fs::create_dir(&pics).unwrap();
+    let src = data.join("test/cats/cats.000.png");
+    std::fs::copy(&src, pics.join("good.png")).unwrap();
+    let odd = pics.join(std::ffi::OsStr::from_bytes(b"ca\xfft.png"));
+    std::fs::copy(&src, &odd).unwrap();
+    let ck = runs.join("ck/best.safetensors");
+    // Named alone: refused with its (lossy) name and why, not serde's "path contains invalid UTF-8 characters".
+    let mut alone = Command::new(env!("CARGO_BIN_EXE_catdog"));
+    alone
+        .args(["predict", "--checkpoint", ck.to_str().unwrap(), "--json"])
+        .arg(&odd);
+    let o = alone.env("HF_HOME", tmp.path()).output().unwrap();
+    let e = stderr(&o);
+    assert!(
+        !o.status.success() && e.contains("ca\u{FFFD}t.png") && e.contains("not UTF-8"),
+        "{e}"
+    );
+    assert!(!e.contains("invalid UTF-8"), "{e}");
+    // In a folder: skipped and named, the other images predicted.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_catdog"));
+    cmd.args(["predict", "--checkpoint", ck.to_str().unwrap(), "--json"])
+        .arg(&pics);
+    let o = cmd.env("HF_HOME", tmp.path()).output().unwrap();
+    let (out, e) = (common::stdout(&o), stderr(&o));
+    assert!(o.status.success(), "{e}");
+    assert_eq!(out.lines().count(), 1, "the good image alone: {out}");
+    assert!(e.contains("ca\u{FFFD}t.png") && e.contains("not UTF-8"), "{e}");
 }

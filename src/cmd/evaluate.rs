@@ -108,9 +108,13 @@ pub fn evaluate(a: EvaluateArgs, quiet: bool) -> Result<i32> {
 pub fn predict(a: PredictArgs, quiet: bool) -> Result<i32> {
     let model = open_checkpoint(&a.checkpoint, &a.device, a.kernels, a.precision, quiet)?;
     let mut files = Vec::new();
+    let mut skipped = Vec::new();
     for p in &a.paths {
-        files.extend(collect_inputs(std::slice::from_ref(p))?.files);
+        let inputs = collect_inputs(std::slice::from_ref(p))?;
+        files.extend(inputs.files);
+        skipped.extend(inputs.skipped);
     }
+    super::report_skipped(&skipped);
     super::usage_check(catdog::limits::check_batch(a.batch_size))?;
     super::check_forward_memory("predict", &model.base, model.meta.size, a.batch_size)?;
     let bar = catdog::progress::bar(files.len() as u64, "predict", quiet);

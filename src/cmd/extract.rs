@@ -40,9 +40,7 @@ pub fn run(a: ExtractArgs, quiet: bool) -> Result<i32> {
         a.layer,
         opts.preprocess.describe()
     );
-    if !inputs.skipped.is_empty() {
-        eprintln!("skipped {} files without an image extension", inputs.skipped.len());
-    }
+    super::report_skipped(&inputs.skipped);
     if !ex.bad.is_empty() {
         eprintln!(
             "skipped {} unreadable images (listed in the file's metadata under 'skipped'):",

@@ -47,6 +47,27 @@ pub fn check_forward_memory(what: &str, base: &catdog::model::vgg16::Vgg16, size
     usage_check(catdog::limits::check_memory(what, &parts))
 }
 
+/// Says which input files were left out: names without an image extension, files that are not regular files, and
+/// names that are not UTF-8 (shown lossily: they cannot go into JSON output or a run's config).
+pub fn report_skipped(skipped: &[std::path::PathBuf]) {
+    if skipped.is_empty() {
+        return;
+    }
+    let odd: Vec<String> = skipped
+        .iter()
+        .filter(|p| p.to_str().is_none())
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    eprintln!(
+        "skipped {} files without an image extension, not regular files, or with names that are not UTF-8 (e.g. {})",
+        skipped.len(),
+        skipped[0].display()
+    );
+    for name in odd.iter().take(10) {
+        eprintln!("skipped {name}: its name is not UTF-8 (its bad bytes shown as U+FFFD); rename it");
+    }
+}
+
 /// Largest `augment preview --n`: versions per image in the grid.
 const MAX_PREVIEW_VERSIONS: usize = 256;
 

@@ -50,7 +50,9 @@ pub fn walk_images(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
             .collect();
         files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
         for f in files {
-            if has_image_extension(&f) {
+            // Names that are not UTF-8 cannot go into config.json or --json output, and only regular files can be
+            // read without blocking (a FIFO would wait for a writer): both are skipped and reported.
+            if f.to_str().is_some() && has_image_extension(&f) && f.metadata().is_ok_and(|m| m.is_file()) {
                 images.push(f);
             } else {
                 skipped.push(f);
@@ -244,21 +246,29 @@ pub fn collect_inputs(paths: &[PathBuf]) -> Result<Inputs> {
             let (imgs, other) = walk_images(p)?;
             files.extend(imgs);
             skipped.extend(other);
+        } else if p.is_file() && p.to_str().is_none() {
+            skipped.push(p.clone());
         } else if p.is_file() {
             files.push(p.clone());
+        } else if let Some(what) = crate::io::not_a_file(p) {
+            return Err(Error::invalid(format!("{}: is {what}, not an image file", p.display())));
         } else {
             return Err(Error::invalid(format!("{}: no such file or folder", p.display())));
         }
     }
     if files.is_empty() {
         return Err(Error::Data(format!(
-            "no images found in {} (extensions {})",
+            "no images found in {} (extensions {}){}",
             paths
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            IMAGE_EXTENSIONS.join(", ")
+            IMAGE_EXTENSIONS.join(", "),
+            match skipped.iter().find(|p| p.to_str().is_none()) {
+                Some(p) => format!("; {} was skipped: its name is not UTF-8, rename it", p.display()),
+                None => String::new(),
+            }
         )));
     }
     Ok(Inputs {

@@ -283,6 +283,12 @@ pub fn read_onnx_conv_base(path: &Path) -> Result<OnnxConvBase> {
         path: path.to_path_buf(),
         message,
     };
+    if let Some(what) = crate::io::not_a_file(path) {
+        return Err(Error::invalid(format!(
+            "{}: is {what}, not an ONNX file",
+            path.display()
+        )));
+    }
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: the map is only read, and every tensor is copied out of it before it is dropped at the end of this
     // function; nothing in catdog writes an ONNX file.

@@ -97,6 +97,12 @@ impl WeightsSpec {
             || s.starts_with('.')
             || s.starts_with('/')
             || s.contains('\\');
+        if let Some(what) = crate::io::not_a_file(path).filter(|_| looks_like_file || path.is_dir()) {
+            return Err(Error::invalid(format!(
+                "--weights {s}: is {what}, not a weights file. Give a .safetensors or .onnx file, a hub id such as \
+                 {DEFAULT_MODEL}, or `random`"
+            )));
+        }
         if path.is_file() || looks_like_file {
             if !path.is_file() {
                 return Err(Error::invalid(format!(
@@ -185,6 +191,13 @@ pub struct SafetensorsPart {
 /// are read: the timm VGG16 file is 553 MB, 470 MB of it the ImageNet classifier a conv base never uses. A
 /// truncated or invalid file is a clear error.
 pub fn read_safetensors_where(path: &Path, wanted: impl Fn(&str) -> bool) -> Result<SafetensorsPart> {
+    // Opening a FIFO would wait for a writer; a folder or device is no weights file either.
+    if let Some(what) = crate::io::not_a_file(path) {
+        return Err(Error::invalid(format!(
+            "{}: is {what}, not a safetensors file",
+            path.display()
+        )));
+    }
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     // As with any memory-mapped loader (candle's, safetensors'), another process truncating the file while it is
     // mapped would fault; catdog writes checkpoints to a temporary file and renames it, which leaves a mapped file

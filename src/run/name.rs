@@ -5,7 +5,8 @@ use crate::error::{Error, Result};
 /// Longest run name accepted, in bytes (file systems allow 255 per component; leave room for suffixes).
 pub const MAX_NAME_BYTES: usize = 200;
 
-/// Checks that `name` is a plain folder name: not empty, not `.` or `..`, no path separator, no NUL, no leading
+/// Checks that `name` is a plain folder name: not empty, not `.` or `..`, no path separator, no control
+/// character (a newline in a folder name breaks every log and listing that shows it), no leading
 /// `-` (it would read as a flag in later commands), at most [`MAX_NAME_BYTES`] bytes.
 pub fn validate_name(name: &str) -> Result<()> {
     let why = if name.trim().is_empty() {
@@ -14,8 +15,8 @@ pub fn validate_name(name: &str) -> Result<()> {
         Some("names the runs folder or its parent")
     } else if name.contains('/') || name.contains('\\') {
         Some("contains a path separator")
-    } else if name.contains('\0') {
-        Some("contains a NUL character")
+    } else if name.chars().any(char::is_control) {
+        Some("contains a line break or another control character")
     } else if name.starts_with('-') {
         Some("starts with '-'")
     } else if name.len() > MAX_NAME_BYTES {
