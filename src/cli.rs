@@ -41,6 +41,11 @@ pub struct Cli {
     /// Worker threads for decoding and the convolution [default: all cores].
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// How progress shows: auto (a bar on a terminal; plain lines in Jupyter, Colab, Kaggle, on a dumb terminal
+    /// or where stderr is not a terminal), bar, lines or off [default: $CATDOG_PROGRESS, else auto].
+    #[arg(long, global = true, value_name = "MODE", value_parser = parse_progress)]
+    pub progress: Option<catdog::progress::ProgressMode>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -757,4 +762,8 @@ pub struct LabArgs {
     /// Print the results as JSON (one object; `all`: an array).
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_progress(s: &str) -> Result<catdog::progress::ProgressMode, String> {
+    s.parse().map_err(|e: catdog::Error| e.to_string())
 }

@@ -28,6 +28,10 @@ fn main() {
     let matches = cli::Cli::command().get_matches();
     let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let explicit = cli::explicit_flags(&matches);
+    if let Err(e) = catdog::progress::init(cli.progress) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     if let Some(n) = cli.threads {
         if let Err(e) = catdog::limits::check_threads(n) {
             eprintln!("error: {e}");

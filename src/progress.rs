@@ -8,22 +8,90 @@
 //! changes the 5 s (the 30 s follow as 6×; 0 prints every 10%).
 
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::error::{Error, Result};
+
+/// How progress shows (`--progress`, else `CATDOG_PROGRESS`, else `auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A bar on a terminal; plain lines in a notebook (Jupyter, Colab, Kaggle, a dumb terminal) or where stderr
+    /// is not a terminal.
+    Auto,
+    Bar,
+    Lines,
+    Off,
+}
+
+impl std::str::FromStr for ProgressMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<ProgressMode> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(ProgressMode::Auto),
+            "bar" => Ok(ProgressMode::Bar),
+            "lines" => Ok(ProgressMode::Lines),
+            "off" => Ok(ProgressMode::Off),
+            other => Err(Error::invalid(format!(
+                "progress mode '{}': use auto, bar, lines or off",
+                other.escape_debug()
+            ))),
+        }
+    }
+}
+
+static MODE: OnceLock<ProgressMode> = OnceLock::new();
+
+/// Sets how progress shows for the rest of the process: `flag` (from `--progress`) when given, else
+/// `CATDOG_PROGRESS`, else auto. A bad `CATDOG_PROGRESS` or `CATDOG_PROGRESS_SECS` is refused here, at start-up.
+pub fn init(flag: Option<ProgressMode>) -> Result<()> {
+    let mode = match (flag, std::env::var("CATDOG_PROGRESS")) {
+        (Some(m), _) => m,
+        (None, Ok(v)) if !v.trim().is_empty() => v
+            .parse()
+            .map_err(|e: Error| Error::invalid(format!("CATDOG_PROGRESS={}: {e}", v.escape_debug())))?,
+        _ => ProgressMode::Auto,
+    };
+    gap_from_env()?;
+    let _ = MODE.set(mode);
+    Ok(())
+}
+
+fn mode() -> ProgressMode {
+    *MODE.get().unwrap_or(&ProgressMode::Auto)
+}
+
+/// True when this process runs in a notebook's cell (`!catdog` in Jupyter, Colab or Kaggle runs under a
+/// pseudo-terminal whose every bar redraw becomes a line of the saved notebook) or on a dumb terminal.
+pub fn in_notebook() -> bool {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    set("JPY_PARENT_PID")
+        || set("COLAB_RELEASE_TAG")
+        || set("KAGGLE_KERNEL_RUN_TYPE")
+        || std::env::var("TERM").is_ok_and(|t| t == "dumb")
+}
+
+/// `CATDOG_PROGRESS_SECS` (seconds, 0 to 3600), or 5 s when unset.
+fn gap_from_env() -> Result<Duration> {
+    let Ok(v) = std::env::var("CATDOG_PROGRESS_SECS") else {
+        return Ok(Duration::from_secs(5));
+    };
+    match v.trim().parse::<f64>() {
+        Ok(secs) if (0.0..=3600.0).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(Error::invalid(format!(
+            "CATDOG_PROGRESS_SECS={}: give seconds from 0 to 3600, or unset it",
+            v.escape_debug()
+        ))),
+    }
+}
+
 /// Shortest time between two lines for 10% of progress (`CATDOG_PROGRESS_SECS`, default 5 s).
 fn min_gap() -> Duration {
-    static GAP: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *GAP.get_or_init(|| {
-        let secs = std::env::var("CATDOG_PROGRESS_SECS")
-            .ok()
-            .and_then(|s| s.parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .unwrap_or(5.0);
-        Duration::from_secs_f64(secs)
-    })
+    static GAP: OnceLock<Duration> = OnceLock::new();
+    *GAP.get_or_init(|| gap_from_env().unwrap_or(Duration::from_secs(5)))
 }
 
 /// Longest time without a line while work goes on: 6 × [`min_gap`], 30 s by default (never, with a gap of 0,
@@ -61,6 +129,8 @@ enum Kind {
 /// The state of plain-line progress.
 struct Lines {
     msg: String,
+    /// What is counted, plural ("images").
+    unit: String,
     prefix: String,
     len: u64,
     pos: u64,
@@ -72,20 +142,19 @@ struct Lines {
     done: bool,
 }
 
-/// A bar over `len` items with a message, silent when `quiet`.
-pub fn bar(len: u64, msg: &str, quiet: bool) -> Progress {
-    Progress::new(len, msg, quiet, false)
+/// A bar over `len` items counted in `unit`s (plural: "images", "batches"), with a message; silent when `quiet`.
+pub fn bar(len: u64, msg: &str, unit: &str, quiet: bool) -> Progress {
+    Progress::new(len, msg, unit, quiet, false)
 }
 
 /// Work of unknown length (`unit`s counted as they come): a spinner on a terminal, a line every 30 s otherwise.
 pub fn spinner(msg: &str, unit: &str, quiet: bool) -> Progress {
-    let p = Progress::new(0, msg, quiet, false);
+    let p = Progress::new(0, msg, unit, quiet, false);
     if let Kind::Bar(b) = &p.kind {
         b.set_style(
-            ProgressStyle::with_template(&format!(
-                "{{msg:>12}} {{spinner}} {{pos}} {unit} {{per_sec}} {{elapsed}}"
-            ))
-            .expect("valid template"),
+            ProgressStyle::with_template("{msg:>12} {spinner} {pos} {rate} {elapsed}")
+                .expect("valid template")
+                .with_key("rate", rate_key(unit)),
         );
     }
     p
@@ -93,29 +162,51 @@ pub fn spinner(msg: &str, unit: &str, quiet: bool) -> Progress {
 
 /// A bar over `len` bytes (downloads), shown with sizes.
 pub fn bytes(len: u64, msg: &str, quiet: bool) -> Progress {
-    Progress::new(len, msg, quiet, true)
+    Progress::new(len, msg, "bytes", quiet, true)
+}
+
+/// The bar's `{rate}`: "41.3 images/s".
+fn rate_key(
+    unit: &str,
+) -> impl Fn(&indicatif::ProgressState, &mut dyn std::fmt::Write) + Send + Sync + Clone + 'static {
+    let unit = unit.to_string();
+    move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "{:.1} {unit}/s", state.per_sec());
+    }
+}
+
+/// Whether progress shows as a bar (`Some(true)`), as lines (`Some(false)`) or not at all.
+fn as_bar(quiet: bool) -> Option<bool> {
+    match mode() {
+        _ if quiet => None,
+        ProgressMode::Off => None,
+        ProgressMode::Bar => Some(true),
+        ProgressMode::Lines => Some(false),
+        ProgressMode::Auto => Some(std::io::stderr().is_terminal() && !in_notebook()),
+    }
 }
 
 impl Progress {
-    fn new(len: u64, msg: &str, quiet: bool, bytes: bool) -> Progress {
-        let kind = if quiet {
-            Kind::Hidden
-        } else if std::io::stderr().is_terminal() {
-            Kind::Bar(terminal_bar(len, msg, bytes))
-        } else {
-            let now = Instant::now();
-            Kind::Lines(Arc::new(Mutex::new(Lines {
-                msg: msg.to_string(),
-                prefix: String::new(),
-                len,
-                pos: 0,
-                bytes,
-                start: now,
-                last_line: now,
-                last_pos: 0,
-                printed: false,
-                done: false,
-            })))
+    fn new(len: u64, msg: &str, unit: &str, quiet: bool, bytes: bool) -> Progress {
+        let kind = match as_bar(quiet) {
+            None => Kind::Hidden,
+            Some(true) => Kind::Bar(terminal_bar(len, msg, unit, bytes)),
+            Some(false) => {
+                let now = Instant::now();
+                Kind::Lines(Arc::new(Mutex::new(Lines {
+                    msg: msg.to_string(),
+                    unit: unit.to_string(),
+                    prefix: String::new(),
+                    len,
+                    pos: 0,
+                    bytes,
+                    start: now,
+                    last_line: now,
+                    last_pos: 0,
+                    printed: false,
+                    done: false,
+                })))
+            }
         };
         Progress { kind }
     }
@@ -205,16 +296,17 @@ fn lock(l: &Mutex<Lines>) -> std::sync::MutexGuard<'_, Lines> {
     l.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn terminal_bar(len: u64, msg: &str, bytes: bool) -> ProgressBar {
+fn terminal_bar(len: u64, msg: &str, unit: &str, bytes: bool) -> ProgressBar {
     let b = ProgressBar::new(len);
     let template = if bytes {
         "{msg} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})"
     } else {
-        "{msg:>12} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {prefix}"
+        "{msg:>12} [{bar:30}] {pos}/{len} {rate} ETA {eta} {prefix}"
     };
     b.set_style(
         ProgressStyle::with_template(template)
             .expect("valid template")
+            .with_key("rate", rate_key(unit))
             .progress_chars("=> "),
     );
     b.set_message(msg.to_string());
@@ -227,8 +319,10 @@ fn finish_lines(l: &mut Lines, word: &str) {
     }
     l.done = true;
     let took = l.start.elapsed();
-    if l.printed || took >= min_gap() {
-        eprintln!("{}: {word}, {} in {}", l.msg, l.amount(l.pos), seconds(took));
+    // A download always says it ended (its size and time), however quick.
+    if l.printed || took >= min_gap() || l.bytes {
+        let unit = if l.bytes { String::new() } else { format!(" {}", l.unit) };
+        eprintln!("{}: {word}, {}{unit} in {}", l.msg, l.amount(l.pos), seconds(took));
     }
 }
 
@@ -250,7 +344,7 @@ impl Lines {
         Some(self.line(now))
     }
 
-    /// "caching: 1,200/25,000 (4%), 41.3/s, ETA 9m 36s — loss 0.4123".
+    /// "caching: 1200/25000 (4%), 41.3 images/s, ETA 9m 36s — loss 0.4123".
     fn line(&self, now: Instant) -> String {
         let elapsed = now.duration_since(self.start).as_secs_f64().max(1e-9);
         let rate = self.pos as f64 / elapsed;
@@ -258,7 +352,11 @@ impl Lines {
         if self.len > 0 {
             s.push_str(&format!("/{} ({}%)", self.amount(self.len), 100 * self.pos / self.len));
         }
-        s.push_str(&format!(", {}/s", self.amount_f(rate)));
+        if self.bytes {
+            s.push_str(&format!(", {}/s", self.amount_f(rate)));
+        } else {
+            s.push_str(&format!(", {} {}/s", self.amount_f(rate), self.unit));
+        }
         if self.len > self.pos && rate > 0.0 {
             let eta = Duration::from_secs_f64((self.len - self.pos) as f64 / rate);
             s.push_str(&format!(", ETA {}", seconds(eta)));
@@ -308,6 +406,7 @@ mod tests {
         let t0 = Instant::now();
         Lines {
             msg: "caching".into(),
+            unit: "images".into(),
             prefix: String::new(),
             len,
             pos: 0,
@@ -331,7 +430,7 @@ mod tests {
         );
         let line = l.due(t0 + Duration::from_secs(6)).expect("10% and 5 s");
         assert!(
-            line.starts_with("caching: 150/1000 (15%)") && line.contains("ETA"),
+            line.starts_with("caching: 150/1000 (15%)") && line.contains("images/s, ETA"),
             "{line}"
         );
         l.pos = 160;
@@ -350,6 +449,14 @@ mod tests {
         let (short, long) = (count_lines(10), count_lines(60));
         assert!((9..=11).contains(&short), "{short} lines for a 100-second job");
         assert!((19..=21).contains(&long), "{long} lines for a 10-minute job");
+    }
+
+    #[test]
+    fn progress_modes_parse_and_a_bad_one_is_refused() {
+        assert_eq!("Lines".parse::<ProgressMode>().unwrap(), ProgressMode::Lines);
+        assert_eq!(" off ".parse::<ProgressMode>().unwrap(), ProgressMode::Off);
+        let e = "fancy".parse::<ProgressMode>().unwrap_err().to_string();
+        assert!(e.contains("auto, bar, lines or off"), "{e}");
     }
 
     #[test]

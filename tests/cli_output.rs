@@ -169,3 +169,73 @@ fn predict_json_keys_come_in_the_readme_order_and_config_json_keeps_the_weights_
         "{out}"
     );
 }
+
+/// Runs `catdog args` under a pseudo-terminal (as `!catdog` in a Jupyter cell does) with `vars` set; returns what
+/// the terminal received, or `None` where `script` (util-linux) is missing.
+fn under_a_terminal(args: &[&str], vars: &[(&str, &str)], dir: &Path) -> Option<String> {
+    let mut command = vec![env!("CARGO_BIN_EXE_catdog").to_string()];
+    command.extend(args.iter().map(|a| a.to_string()));
+    let line = command.join(" ");
+    let mut script = std::process::Command::new("script");
+    script.args(["-qfec", &line, "/dev/null"]).current_dir(dir);
+    for k in [
+        "JPY_PARENT_PID",
+        "COLAB_RELEASE_TAG",
+        "KAGGLE_KERNEL_RUN_TYPE",
+        "CATDOG_PROGRESS",
+    ] {
+        script.env_remove(k);
+    }
+    script.env("TERM", "xterm").env("CATDOG_PROGRESS_SECS", "0");
+    for (k, v) in vars {
+        script.env(k, v);
+    }
+    let o = script.output().ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+#[test]
+fn in_a_notebook_progress_is_plain_lines_with_units_and_a_bad_mode_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_dataset(&tmp.path().join("d/train"), 12, 1);
+    let check = ["data", "check", "d"];
+    let Some(terminal) = under_a_terminal(&check, &[], tmp.path()) else {
+        eprintln!("skipped: no `script` to make a pseudo-terminal");
+        return;
+    };
+    assert!(terminal.contains("\u{1b}["), "a terminal gets a bar: {terminal:?}");
+    for notebook in [("JPY_PARENT_PID", "4242"), ("COLAB_RELEASE_TAG", "x"), ("TERM", "dumb")] {
+        // (A pseudo-terminal turns each line break into \r\n; a bar's redraw is a bare \r.)
+        let seen = under_a_terminal(&check, &[notebook], tmp.path()).unwrap().replace("\r\n", "\n");
+        assert!(
+            !seen.contains("\u{1b}[") && !seen.contains('\r'),
+            "{notebook:?}: {seen:?}"
+        );
+        assert!(
+            seen.contains("decode: ") && seen.contains("images/s"),
+            "{notebook:?}: {seen:?}"
+        );
+    }
+    // --progress and CATDOG_PROGRESS choose it by hand; off shows nothing.
+    let lines = under_a_terminal(&["--progress", "lines", "data", "check", "d"], &[], tmp.path()).unwrap();
+    assert!(lines.contains("decode: ") && !lines.contains("\u{1b}["), "{lines:?}");
+    let off = under_a_terminal(&check, &[("CATDOG_PROGRESS", "off")], tmp.path()).unwrap();
+    assert!(!off.contains("decode"), "{off:?}");
+    for (flag, var) in [
+        (Some("fancy"), None),
+        (None, Some(("CATDOG_PROGRESS", "fancy"))),
+        (None, Some(("CATDOG_PROGRESS_SECS", "-1"))),
+    ] {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_catdog"));
+        if let Some(f) = flag {
+            c.args(["--progress", f]);
+        }
+        if let Some((k, v)) = var {
+            c.env(k, v);
+        }
+        let o = c.args(check).current_dir(tmp.path()).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{flag:?} {var:?}: {}", stderr(&o));
+    }
+}

@@ -426,7 +426,7 @@ fn without_a_terminal_progress_comes_as_plain_lines_and_quiet_silences_them() {
     let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("extract: ")).collect();
     assert!(lines.len() >= 5, "{e}");
     assert!(lines.iter().any(|l| l.contains("/20 (50%)")), "{e}");
-    assert!(lines.last().unwrap().contains("done, 20 in"), "{e}");
+    assert!(lines.last().unwrap().contains("done, 20 images in"), "{e}");
     let o = run(true);
     assert!(!stderr(&o).contains("extract: "), "{}", stderr(&o));
 }

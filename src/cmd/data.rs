@@ -33,7 +33,7 @@ pub fn run(cmd: DataCmd, quiet: bool) -> Result<i32> {
             show,
         } => {
             let total = check::count(&dir)?;
-            let bar = catdog::progress::bar(total as u64, "decode", quiet);
+            let bar = catdog::progress::bar(total as u64, "decode", "images", quiet);
             let report = check::check(&dir, &DecodeLimits::default(), &|| bar.inc(1))?;
             bar.finish_and_clear();
             if json {

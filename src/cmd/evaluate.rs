@@ -48,7 +48,7 @@ pub fn evaluate(a: EvaluateArgs, quiet: bool) -> Result<i32> {
     let folder = ImageFolder::scan_lenient(&root)?;
     super::usage_check(catdog::limits::check_batch(a.batch_size))?;
     super::check_forward_memory("evaluate", &model.base, model.meta.size, a.batch_size)?;
-    let bar = catdog::progress::bar(folder.samples.len() as u64, "evaluate", quiet);
+    let bar = catdog::progress::bar(folder.samples.len() as u64, "evaluate", "images", quiet);
     let ev = report::evaluate(&model, &folder, a.checkpoint.clone(), a.batch_size.max(1), &mut |n| {
         bar.inc(n as u64)
     })?;
@@ -117,7 +117,7 @@ pub fn predict(a: PredictArgs, quiet: bool) -> Result<i32> {
     super::report_skipped(&skipped);
     super::usage_check(catdog::limits::check_batch(a.batch_size))?;
     super::check_forward_memory("predict", &model.base, model.meta.size, a.batch_size)?;
-    let bar = catdog::progress::bar(files.len() as u64, "predict", quiet);
+    let bar = catdog::progress::bar(files.len() as u64, "predict", "images", quiet);
     let preds = report::predict(&model, &files, a.batch_size.max(1), &mut |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
     let mut failures = 0;

@@ -23,7 +23,7 @@ pub fn run(a: ExtractArgs, quiet: bool) -> Result<i32> {
         precision: loaded.model.precision(),
     };
     super::check_forward_memory("extract", &loaded.model, a.size, opts.batch_size)?;
-    let bar = catdog::progress::bar(inputs.files.len() as u64, "extract", quiet);
+    let bar = catdog::progress::bar(inputs.files.len() as u64, "extract", "images", quiet);
     let provenance = extract::Provenance {
         classes: inputs.classes.as_deref(),
         weights: &loaded.spec.describe(),

@@ -130,7 +130,7 @@ pub fn run(a: LabArgs, quiet: bool) -> Result<i32> {
 
 /// `catdog lab all`: every lab into its own folder under --out, then an index of them.
 fn run_every_lab(a: &LabArgs, cfg: &LabConfig, quiet: bool) -> Result<i32> {
-    let bar = catdog::progress::bar(LabName::ALL.len() as u64, "labs", quiet);
+    let bar = catdog::progress::bar(LabName::ALL.len() as u64, "labs", "labs", quiet);
     let mut results = Vec::new();
     for lab in LabName::ALL {
         let r = labs::run_lab(lab, cfg, &a.out.join(lab.slug()))?;

@@ -431,7 +431,7 @@ impl Trainer {
         let prefix = LAYERS[self.split.min(LAYERS.len()) - 1].name;
         if self.caching() && self.train_cache.is_none() {
             let det = Loader::new(self.train.samples().to_vec(), loader_cfg(&self.cfg, None, false, 0))?;
-            let bar = crate::progress::bar(det.len() as u64, "cache train", quiet);
+            let bar = crate::progress::bar(det.len() as u64, "cache train", "images", quiet);
             let c = FeatureCache::build("train", &det, &self.model.base, budget, &dir, &mut |n| {
                 bar.inc(n as u64)
             })?;
@@ -457,7 +457,7 @@ impl Trainer {
             self.train_cache = Some(c);
         }
         if let (Some(val), None) = (&self.val, &self.val_cache) {
-            let bar = crate::progress::bar(val.len() as u64, "cache val", quiet);
+            let bar = crate::progress::bar(val.len() as u64, "cache val", "images", quiet);
             let c = FeatureCache::build("val", val, &self.model.base, budget, &dir, &mut |n| bar.inc(n as u64))?;
             bar.finish_and_clear();
             self.cache_seconds += c.build_seconds;
@@ -596,7 +596,7 @@ impl Trainer {
         let order = self.train.order(epoch);
         let nb = order.len().div_ceil(self.cfg.batch_size);
         let title = format!("epoch {}/{}", epoch + 1, self.cfg.epochs);
-        let bar = crate::progress::bar(nb as u64, &title, opts.quiet);
+        let bar = crate::progress::bar(nb as u64, &title, "batches", opts.quiet);
         bar.set_position(self.state.batches_done as u64);
         let skip = self.state.batches_done;
         let mut outcome = Batches::Done;
