@@ -9,7 +9,7 @@ use catdog::data::preprocess::PreprocessMode;
 use catdog::model::weights::DEFAULT_MODEL;
 
 /// Where `catdog data fetch` writes Dogs-vs-Cats and `catdog finetune` looks for it.
-pub const DEFAULT_DATA: &str = "data/dogs-vs-cats";
+pub const DEFAULT_DATA: &str = catdog::data::fetch::DEFAULT_FOLDER;
 
 /// The ids of the flags the user gave on the command line in the subcommand (`lr`, `batch_size`, …), not those
 /// left at their defaults: `--resume` refuses the ones that would change the saved configuration.
@@ -72,6 +72,14 @@ pub enum Command {
     /// Benchmarks (speed is measured here, never asserted in tests).
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// What this catdog is and finds here: version, CPU features and kernels, threads, CUDA, hub settings (paste it
+    /// into a bug report; the token is never shown).
+    Info {
+        /// Print one JSON object (keys: version, features, cpu, kernels, threads, cuda, hf_cache, hf_endpoint,
+        /// hf_offline, token_found, token_problem, proxy, default_data).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where the weights come from.
@@ -281,7 +289,7 @@ pub enum DataCmd {
         #[arg(long, default_value = catdog::data::fetch::DEFAULT_REPO, value_name = "ID")]
         repo: String,
         /// Output folder.
-        #[arg(long, default_value = "data/dogs-vs-cats", value_name = "DIR")]
+        #[arg(long, default_value = DEFAULT_DATA, value_name = "DIR")]
         out: PathBuf,
         /// Fraction of each class held out as the test split when the repository has none.
         #[arg(long, default_value_t = 0.2, value_name = "FRACTION")]

@@ -14,6 +14,7 @@ pub mod bench;
 pub mod eval;
 pub mod extract;
 pub mod hub;
+pub mod info;
 pub mod io;
 pub mod limits;
 pub mod plot;

@@ -208,7 +208,9 @@ fn in_a_notebook_progress_is_plain_lines_with_units_and_a_bad_mode_is_refused() 
     assert!(terminal.contains("\u{1b}["), "a terminal gets a bar: {terminal:?}");
     for notebook in [("JPY_PARENT_PID", "4242"), ("COLAB_RELEASE_TAG", "x"), ("TERM", "dumb")] {
         // (A pseudo-terminal turns each line break into \r\n; a bar's redraw is a bare \r.)
-        let seen = under_a_terminal(&check, &[notebook], tmp.path()).unwrap().replace("\r\n", "\n");
+        let seen = under_a_terminal(&check, &[notebook], tmp.path())
+            .unwrap()
+            .replace("\r\n", "\n");
         assert!(
             !seen.contains("\u{1b}[") && !seen.contains('\r'),
             "{notebook:?}: {seen:?}"
@@ -238,4 +240,50 @@ fn in_a_notebook_progress_is_plain_lines_with_units_and_a_bad_mode_is_refused() 
         let o = c.args(check).current_dir(tmp.path()).output().unwrap();
         assert_eq!(o.status.code(), Some(2), "{flag:?} {var:?}: {}", stderr(&o));
     }
+}
+
+#[test]
+fn info_reports_the_machine_and_the_hub_settings_without_the_secrets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |json: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_catdog"));
+        c.arg("info").current_dir(tmp.path()).env("HF_HOME", tmp.path());
+        if json {
+            c.arg("--json");
+        }
+        c.env("HF_TOKEN", "hf_topsecret")
+            .env("ALL_PROXY", "socks5h://me:pa55word@127.0.0.1:1080")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .output()
+            .unwrap()
+    };
+    let o = run(true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for key in [
+        "version",
+        "cpu",
+        "kernels",
+        "threads",
+        "cuda",
+        "hf_cache",
+        "hf_endpoint",
+        "token_found",
+    ] {
+        assert!(j.get(key).is_some(), "no {key}: {out}");
+    }
+    assert_eq!(j["token_found"], true);
+    assert_eq!(j["hf_cache"], tmp.path().join("hub").to_str().unwrap());
+    assert_eq!(j["proxy"], "socks5h://me:***@127.0.0.1:1080");
+    assert!(j["cpu"]["amx"].is_string() && j["kernels"]["bf16"].is_string(), "{out}");
+    assert!(j["default_data"].as_str().unwrap().contains("missing"), "{out}");
+    let text = stdout(&run(false));
+    for shown in [out.as_str(), text.as_str()] {
+        assert!(!shown.contains("topsecret") && !shown.contains("pa55word"), "{shown}");
+    }
+    assert!(text.starts_with("catdog ") && text.contains("token found"), "{text}");
 }

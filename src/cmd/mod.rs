@@ -31,7 +31,19 @@ pub fn run(cli: Cli, explicit: &[String]) -> Result<i32> {
         Command::Bench(BenchCmd::Loader(a)) => bench::loader(a, quiet),
         Command::Bench(BenchCmd::Train(a)) => bench::train(a, quiet),
         Command::Bench(BenchCmd::Mlp { epochs }) => bench::mlp(epochs),
+        Command::Info { json } => info(json),
     }
+}
+
+/// `catdog info`.
+fn info(json: bool) -> Result<i32> {
+    let info = catdog::info::gather();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        println!("{info}");
+    }
+    Ok(0)
 }
 
 /// A limit check of the library as a usage error (exit code 2).

@@ -27,6 +27,9 @@ use crate::hub::{self, HubOptions, RepoKind};
 /// ones were dropped; one `train` split).
 pub const DEFAULT_REPO: &str = "microsoft/cats_vs_dogs";
 
+/// Where `data fetch` writes, and where `finetune` and `evaluate` look, unless told otherwise.
+pub const DEFAULT_FOLDER: &str = "data/dogs-vs-cats";
+
 /// Splits named by parquet paths (`data/train-00000-of-00002.parquet`, `plain_text/test/0000.parquet`, …).
 pub fn split_of(file: &str) -> Option<&'static str> {
     let lower = file.to_ascii_lowercase();

@@ -117,7 +117,8 @@ pub fn hub_offline() -> bool {
     )
 }
 
-fn hub_endpoint() -> String {
+/// `HF_ENDPOINT`, or the public hub.
+pub fn hub_endpoint() -> String {
     std::env::var("HF_ENDPOINT")
         .ok()
         .filter(|s| !s.is_empty())
