@@ -55,7 +55,8 @@ pub enum Command {
     Weights(WeightsCmd),
     /// Run the conv base over images and save a layer's output (the "fast feature extraction" recipe).
     Extract(ExtractArgs),
-    /// Train on an image folder: feature extraction (frozen base) or fine-tuning from a layer.
+    /// Train on an image folder. By default feature extraction (the conv base frozen, only the new head trains);
+    /// --mode finetune also trains the layers from --unfreeze-from (block5_conv1) on.
     Finetune(Box<FinetuneArgs>),
     /// Evaluate a checkpoint on a labelled folder: loss, accuracy, confusion matrix, P/R/F1, ROC-AUC.
     Evaluate(EvaluateArgs),
@@ -87,32 +88,38 @@ pub enum Command {
 pub struct WeightsFlag {
     /// Hub model id (`org/name[@revision]`), a `.safetensors` or `.onnx` file, `random` (He init, full VGG16 widths) or
     /// `random:W1,W2,W3,W4,W5` (narrow widths).
-    #[arg(long, default_value = DEFAULT_MODEL, value_name = "ID|FILE|random")]
+    #[arg(help_heading = "Model", long, default_value = DEFAULT_MODEL, value_name = "ID|FILE|random")]
     pub weights: String,
 
     /// Preprocessing of the input [default: what the weights use; ImageNet mean/std for timm/torchvision].
-    #[arg(long, value_enum, value_name = "MODE")]
+    #[arg(help_heading = "Model", long, value_enum, value_name = "MODE")]
     pub preprocess: Option<PreprocessMode>,
 
     /// Seed of everything random: `random` weights, the head's initialisation, --val-split, the epochs' order,
     /// augmentation draws and dropout masks.
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(help_heading = "Model", long, default_value_t = 0, value_name = "N")]
     pub seed: u64,
 
     /// Device: cpu, cuda, cuda:N or auto (the first GPU when this catdog is built with CUDA and one answers, else
     /// the CPU).
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    #[arg(help_heading = "Device", long, default_value = "auto", value_name = "DEVICE")]
     pub device: String,
 
     /// Kernels: fast (catdog's CPU ops) or portable (only candle's device-generic ops: the graph that runs on a GPU)
     /// [default: $CATDOG_KERNELS, else fast; always portable on a GPU].
-    #[arg(long, value_enum, value_name = "KERNELS")]
+    #[arg(help_heading = "Device", long, value_enum, value_name = "KERNELS")]
     pub kernels: Option<catdog::kernels::Kernels>,
 
     /// Precision of the convolutions' and dense layers' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
     /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
     /// bf16 on a GPU).
-    #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
+    #[arg(
+        help_heading = "Device",
+        long,
+        value_enum,
+        default_value = "fp32",
+        value_name = "PRECISION"
+    )]
     pub precision: catdog::kernels::Precision,
 }
 
@@ -126,9 +133,12 @@ pub enum WeightsCmd {
     },
     /// List the conv layers found, their shapes, parameters per block, and how many train.
     Inspect {
-        /// Hub model id, `.safetensors` or `.onnx` file, `random` or `random:W1,…,W5`.
-        #[arg(default_value = DEFAULT_MODEL, value_name = "ID|FILE")]
-        weights: String,
+        /// Hub model id, `.safetensors` or `.onnx` file, `random` or `random:W1,…,W5` [default: timm/vgg16.tv_in1k].
+        #[arg(value_name = "ID|FILE", conflicts_with = "weights_flag")]
+        weights: Option<String>,
+        /// The same, as every other command takes it [default: timm/vgg16.tv_in1k].
+        #[arg(long = "weights", value_name = "ID|FILE")]
+        weights_flag: Option<String>,
         /// Count as trainable every layer from this one on (Keras name, e.g. block5_conv1) [default: none].
         #[arg(long, value_name = "LAYER")]
         unfreeze_from: Option<String>,
@@ -229,42 +239,62 @@ pub struct BenchForwardArgs {
 #[derive(Debug, Clone, Args, Default)]
 pub struct AugmentFlags {
     /// Turn on the course's set: shear 0.2°, zoom 0.2, horizontal flip (other flags below override it).
-    #[arg(long)]
+    #[arg(help_heading = "Augmentation", long)]
     pub augment: bool,
     /// Rotation range in degrees: U(−DEG, DEG); positive turns the content counter-clockwise [default: 0, none].
-    #[arg(long, value_name = "DEG", allow_hyphen_values = true)]
+    #[arg(help_heading = "Augmentation", long, value_name = "DEG", allow_hyphen_values = true)]
     pub rotation: Option<f64>,
     /// Width (column) shift range: a fraction of the width if < 1, else pixels [default: 0, none].
-    #[arg(long, value_name = "FRACTION|PIXELS", allow_hyphen_values = true)]
+    #[arg(
+        help_heading = "Augmentation",
+        long,
+        value_name = "FRACTION|PIXELS",
+        allow_hyphen_values = true
+    )]
     pub width_shift: Option<f64>,
     /// Height (row) shift range: a fraction of the height if < 1, else pixels [default: 0, none].
-    #[arg(long, value_name = "FRACTION|PIXELS", allow_hyphen_values = true)]
+    #[arg(
+        help_heading = "Augmentation",
+        long,
+        value_name = "FRACTION|PIXELS",
+        allow_hyphen_values = true
+    )]
     pub height_shift: Option<f64>,
     /// Shear range in DEGREES, as Keras: U(−DEG, DEG). Keras' shear_range=0.2 is ±0.2°, almost no shear; for a
     /// visible effect use 5–15 [default: 0, none; --augment: 0.2].
-    #[arg(long, value_name = "DEG", allow_hyphen_values = true)]
+    #[arg(help_heading = "Augmentation", long, value_name = "DEG", allow_hyphen_values = true)]
     pub shear: Option<f64>,
     /// Zoom range: Z for [1−Z, 1+Z], or LO,HI; zx and zy are drawn independently; > 1 zooms out [default: 0,
     /// none; --augment: 0.2].
-    #[arg(long, value_name = "Z|LO,HI", allow_hyphen_values = true)]
+    #[arg(
+        help_heading = "Augmentation",
+        long,
+        value_name = "Z|LO,HI",
+        allow_hyphen_values = true
+    )]
     pub zoom: Option<String>,
     /// Flip left-right with probability 0.5.
-    #[arg(long)]
+    #[arg(help_heading = "Augmentation", long)]
     pub horizontal_flip: bool,
     /// Flip upside down with probability 0.5.
-    #[arg(long)]
+    #[arg(help_heading = "Augmentation", long)]
     pub vertical_flip: bool,
     /// Brightness factor range LO,HI (1 = unchanged) [default: none].
-    #[arg(long, value_name = "LO,HI")]
+    #[arg(help_heading = "Augmentation", long, value_name = "LO,HI")]
     pub brightness: Option<String>,
     /// Channel shift range, added to all channels, on the 0–255 scale [default: 0, none].
-    #[arg(long, value_name = "VALUE", allow_hyphen_values = true)]
+    #[arg(
+        help_heading = "Augmentation",
+        long,
+        value_name = "VALUE",
+        allow_hyphen_values = true
+    )]
     pub channel_shift: Option<f64>,
     /// How points outside the image are filled.
-    #[arg(long, value_enum, default_value_t = catdog::data::augment::FillMode::Nearest)]
+    #[arg(help_heading = "Augmentation", long, value_enum, default_value_t = catdog::data::augment::FillMode::Nearest)]
     pub fill_mode: catdog::data::augment::FillMode,
     /// Fill value for --fill-mode constant, 0–255 scale.
-    #[arg(long, default_value_t = 0.0, value_name = "VALUE")]
+    #[arg(help_heading = "Augmentation", long, default_value_t = 0.0, value_name = "VALUE")]
     pub cval: f32,
 }
 
@@ -272,10 +302,10 @@ pub struct AugmentFlags {
 #[derive(Debug, Clone, Args)]
 pub struct ImageFlags {
     /// Images are resized (squashed, aspect ratio not kept) to SIZE × SIZE pixels.
-    #[arg(long, default_value_t = 150, value_name = "PIXELS")]
+    #[arg(help_heading = "Data", long, default_value_t = 150, value_name = "PIXELS")]
     pub size: u32,
     /// Resize filter (Keras' load_img default is nearest).
-    #[arg(long, value_enum, default_value_t = Interpolation::Nearest)]
+    #[arg(help_heading = "Data", long, value_enum, default_value_t = Interpolation::Nearest)]
     pub interpolation: Interpolation,
 }
 
@@ -430,109 +460,129 @@ pub struct BenchLoaderArgs {
 #[derive(Debug, Args)]
 pub struct FinetuneArgs {
     /// The data folder: DIR/train/<class>/… (+ DIR/test or DIR/validation), or one class folder with --val-split.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
+    #[arg(help_heading = "Data", long, value_name = "DIR", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
     /// extract: the conv base frozen, only the head trains; finetune: layers from --unfreeze-from on train too.
-    #[arg(long, value_enum, default_value_t = catdog::model::classifier::TrainMode::Extract)]
+    #[arg(help_heading = "Model", long, value_enum, default_value_t = catdog::model::classifier::TrainMode::Extract)]
     pub mode: catdog::model::classifier::TrainMode,
     /// First trainable layer in finetune mode (Keras name).
-    #[arg(long, default_value = "block5_conv1", value_name = "LAYER")]
+    #[arg(help_heading = "Model", long, default_value = "block5_conv1", value_name = "LAYER")]
     pub unfreeze_from: String,
     #[command(flatten)]
     pub w: WeightsFlag,
     #[command(flatten)]
     pub img: ImageFlags,
     /// Epochs to train (with --resume: the new total) [default: 30].
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = "Training", long, value_name = "N")]
     pub epochs: Option<usize>,
     /// Images per step.
-    #[arg(long, default_value_t = 32, value_name = "N")]
+    #[arg(help_heading = "Training", long, default_value_t = 32, value_name = "N")]
     pub batch_size: usize,
     /// Optimizer (Keras semantics).
-    #[arg(long, value_enum, default_value_t = catdog::train::optim::OptimizerKind::Rmsprop)]
+    #[arg(help_heading = "Training", long, value_enum, default_value_t = catdog::train::optim::OptimizerKind::Rmsprop)]
     pub optimizer: catdog::train::optim::OptimizerKind,
     /// Learning rate [default: 2e-5 for extract, 1e-5 for finetune, as the course].
-    #[arg(long, value_name = "LR")]
+    #[arg(help_heading = "Training", long, value_name = "LR")]
     pub lr: Option<f64>,
     /// SGD momentum (0 = none).
-    #[arg(long, default_value_t = 0.0, value_name = "M")]
+    #[arg(help_heading = "Training", long, default_value_t = 0.0, value_name = "M")]
     pub momentum: f64,
     /// Nesterov momentum for SGD.
-    #[arg(long)]
+    #[arg(help_heading = "Training", long)]
     pub nesterov: bool,
     /// Head input: flatten (the course) or gap (global average pooling).
-    #[arg(long, value_enum, default_value_t = catdog::model::head::HeadKind::Flatten)]
+    #[arg(help_heading = "Model", long, value_enum, default_value_t = catdog::model::head::HeadKind::Flatten)]
     pub head: catdog::model::head::HeadKind,
     /// Units of the hidden Dense layer (0 = none).
-    #[arg(long, default_value_t = 256, value_name = "UNITS")]
+    #[arg(help_heading = "Model", long, default_value_t = 256, value_name = "UNITS")]
     pub hidden: usize,
     /// Dropout rate after the hidden layer, a fraction in [0, 1).
-    #[arg(long, default_value_t = 0.5, value_name = "FRACTION")]
+    #[arg(help_heading = "Model", long, default_value_t = 0.5, value_name = "FRACTION")]
     pub dropout: f64,
     /// L1 penalty λ·Σ|w| on the head's kernels, added to the loss (Keras l1).
-    #[arg(long, default_value_t = 0.0, value_name = "LAMBDA")]
+    #[arg(help_heading = "Model", long, default_value_t = 0.0, value_name = "LAMBDA")]
     pub l1: f64,
     /// L2 penalty λ·Σw² on the head's kernels, added to the loss (Keras l2).
-    #[arg(long, default_value_t = 0.0, value_name = "LAMBDA")]
+    #[arg(help_heading = "Model", long, default_value_t = 0.0, value_name = "LAMBDA")]
     pub l2: f64,
     #[command(flatten)]
     pub aug: AugmentFlags,
     /// Hold out this fraction of the training images for validation (stratified, seeded) when there is no
     /// validation folder [default: none: DIR/validation, else DIR/test, else no validation].
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(help_heading = "Data", long, value_name = "FRACTION")]
     pub val_split: Option<f64>,
     /// Early stopping: stop after N epochs without improvement (turns early stopping on) [default: off].
-    #[arg(long, value_name = "EPOCHS")]
+    #[arg(help_heading = "Early stopping and best checkpoint", long, value_name = "EPOCHS")]
     pub patience: Option<usize>,
     /// Metric that picks best.safetensors (with or without --patience) and that early stopping and
     /// reduce-on-plateau watch: val_loss, val_accuracy (Keras 2's val_acc), loss, accuracy, val_data_loss,
     /// data_loss. Without validation data the default becomes loss, with a warning.
-    #[arg(long, default_value = "val_loss", value_name = "METRIC")]
+    #[arg(
+        help_heading = "Early stopping and best checkpoint",
+        long,
+        default_value = "val_loss",
+        value_name = "METRIC"
+    )]
     pub monitor: String,
     /// Smallest change that counts as an improvement.
-    #[arg(long, default_value_t = 0.0, value_name = "DELTA")]
+    #[arg(
+        help_heading = "Early stopping and best checkpoint",
+        long,
+        default_value_t = 0.0,
+        value_name = "DELTA"
+    )]
     pub min_delta: f64,
     /// Value the monitored metric must beat before patience resets [default: none].
-    #[arg(long, value_name = "VALUE", allow_hyphen_values = true)]
+    #[arg(
+        help_heading = "Early stopping and best checkpoint",
+        long,
+        value_name = "VALUE",
+        allow_hyphen_values = true
+    )]
     pub baseline: Option<f64>,
     /// Epochs (from 0) not watched by early stopping.
-    #[arg(long, default_value_t = 0, value_name = "EPOCH")]
+    #[arg(
+        help_heading = "Early stopping and best checkpoint",
+        long,
+        default_value_t = 0,
+        value_name = "EPOCH"
+    )]
     pub start_from_epoch: usize,
     /// At the end, go back to the weights of the best epoch (Keras 3: even without an early stop).
-    #[arg(long)]
+    #[arg(help_heading = "Early stopping and best checkpoint", long)]
     pub restore_best_weights: bool,
     /// Direction of improvement of the monitored metric.
-    #[arg(long, value_enum, default_value_t = catdog::train::early_stop::Mode::Auto)]
+    #[arg(help_heading = "Early stopping and best checkpoint", long, value_enum, default_value_t = catdog::train::early_stop::Mode::Auto)]
     pub es_mode: catdog::train::early_stop::Mode,
     /// Reduce the learning rate after N epochs without improvement (turns reduce-on-plateau on) [default: off].
-    #[arg(long, value_name = "EPOCHS")]
+    #[arg(help_heading = "Training", long, value_name = "EPOCHS")]
     pub reduce_lr_patience: Option<usize>,
     /// Factor applied to the learning rate on a plateau.
-    #[arg(long, default_value_t = 0.1, value_name = "FACTOR")]
+    #[arg(help_heading = "Training", long, default_value_t = 0.1, value_name = "FACTOR")]
     pub reduce_lr_factor: f64,
     /// Lower bound of the learning rate.
-    #[arg(long, default_value_t = 0.0, value_name = "LR")]
+    #[arg(help_heading = "Training", long, default_value_t = 0.0, value_name = "LR")]
     pub min_lr: f64,
     /// Frozen-prefix cache: auto (when there is no augmentation), on, or off.
-    #[arg(long, value_enum, default_value_t = catdog::train::trainer::CacheMode::Auto)]
+    #[arg(help_heading = "Output and caches", long, value_enum, default_value_t = catdog::train::trainer::CacheMode::Auto)]
     pub cache: catdog::train::trainer::CacheMode,
     /// Memory for cached frozen-prefix features, MiB (beyond it they go to a file in the run folder).
-    #[arg(long, default_value_t = 4096, value_name = "MIB")]
+    #[arg(help_heading = "Output and caches", long, default_value_t = 4096, value_name = "MIB")]
     pub feature_cache_mb: usize,
     /// Memory for decoded training images, MiB (epochs after the first skip JPEG decoding).
-    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    #[arg(help_heading = "Output and caches", long, default_value_t = 2048, value_name = "MIB")]
     pub image_cache_mb: usize,
     /// Run name (folder under --runs-dir) [default: a timestamp].
-    #[arg(long, value_name = "NAME")]
+    #[arg(help_heading = "Output and caches", long, value_name = "NAME")]
     pub name: Option<String>,
     /// Folder of run folders.
-    #[arg(long, default_value = "runs", value_name = "DIR")]
+    #[arg(help_heading = "Output and caches", long, default_value = "runs", value_name = "DIR")]
     pub runs_dir: PathBuf,
     /// Continue the run in this folder from its last.safetensors (its config.json is used; --epochs may extend it).
-    #[arg(long, value_name = "RUN_DIR")]
+    #[arg(help_heading = "Output and caches", long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
     /// Stop at the first unreadable image instead of skipping and reporting it.
-    #[arg(long)]
+    #[arg(help_heading = "Data", long)]
     pub strict: bool,
 }
 
@@ -542,7 +592,7 @@ pub struct EvaluateArgs {
     #[arg(long, value_name = "FILE")]
     pub checkpoint: PathBuf,
     /// Labelled folder (its test/ part when it has one, else validation/, else the folder itself).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
     /// Images per batch.
     #[arg(long, default_value_t = 32, value_name = "N")]

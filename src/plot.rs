@@ -326,8 +326,13 @@ impl YAxis {
     }
 }
 
-/// The corner of a chart with the fewest data points, for the legend.
-fn emptiest_corner(pts: &[(f64, f64)], (x0, x1, y0, y1): (f64, f64, f64, f64)) -> SeriesLabelPosition {
+/// The corner of a chart with the fewest data points, for the legend, on the side (left or right half) that no
+/// vertical marker at `marker_xs` crosses, where there is such a side.
+fn emptiest_corner(
+    pts: &[(f64, f64)],
+    marker_xs: &[f64],
+    (x0, x1, y0, y1): (f64, f64, f64, f64),
+) -> SeriesLabelPosition {
     let fx = |x: f64| (x - x0) / (x1 - x0).max(1e-12);
     let fy = |y: f64| (y - y0) / (y1 - y0).max(1e-12);
     let corners = [
@@ -344,9 +349,11 @@ fn emptiest_corner(pts: &[(f64, f64)], (x0, x1, y0, y1): (f64, f64, f64, f64)) -
             })
             .count()
     };
+    let crossed = |right: bool| marker_xs.iter().any(|x| (fx(*x) > 0.5) == right);
+    let both_crossed = crossed(true) && crossed(false);
     corners
         .iter()
-        .min_by_key(|(_, r, u)| crowd(*r, *u))
+        .min_by_key(|(_, r, u)| (!both_crossed && crossed(*r), crowd(*r, *u)))
         .map(|c| c.0.clone())
         .unwrap_or(SeriesLabelPosition::UpperRight)
 }
@@ -401,7 +408,14 @@ pub fn line_chart_on(
         let pad = ((y1 - y0) * 0.08).max(1e-3);
         (y0 - pad, y1 + pad)
     };
-    let legend_at = emptiest_corner(&pts, (x0, x1, y0, y1));
+    // A dashed series is a marker line across the whole height (the best epoch): the legend keeps to the other side.
+    let markers: Vec<f64> = series
+        .iter()
+        .zip(&mapped)
+        .filter(|(s, _)| s.stroke == Stroke::Dashed)
+        .flat_map(|(_, m)| m.iter().map(|p| p.0))
+        .collect();
+    let legend_at = emptiest_corner(&pts, &markers, (x0, x1, y0, y1));
     let y_format = |y: &f64| {
         let v = if axis.log { 10f64.powf(*y) } else { *y };
         let s = format!("{v:.3}");
@@ -751,7 +765,7 @@ pub fn scatter_with_line(
         .collect();
     chart
         .configure_series_labels()
-        .position(emptiest_corner(&all, (x0, x1, y0, y1)))
+        .position(emptiest_corner(&all, &[], (x0, x1, y0, y1)))
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(200, 200, 200))
         .label_font(("sans-serif", 11))
@@ -764,6 +778,27 @@ pub fn scatter_with_line(
 mod tests {
     use super::*;
     use crate::train::history::{EpochRecord, History};
+
+    #[test]
+    fn the_legend_keeps_off_a_vertical_best_epoch_marker() {
+        // A loss falling from the upper left to the lower right, and one flat along the lower left: the upper
+        // right is the emptiest corner.
+        let mut pts: Vec<(f64, f64)> = (1..=10).map(|e| (e as f64, 1.1 - 0.1 * e as f64)).collect();
+        pts.extend((1..=4).map(|e| (e as f64, 0.15)));
+        let range = (0.7, 10.3, 0.0, 1.1);
+        assert!(matches!(
+            emptiest_corner(&pts, &[], range),
+            SeriesLabelPosition::UpperRight
+        ));
+        // The best epoch marked at 8 from bottom to top (its two ends alone leave the upper right the emptiest):
+        // the legend goes to the left half.
+        pts.extend([(8.0, 0.1), (8.0, 1.0)]);
+        let at = emptiest_corner(&pts, &[8.0, 8.0], range);
+        assert!(matches!(
+            at,
+            SeriesLabelPosition::LowerLeft | SeriesLabelPosition::UpperLeft
+        ));
+    }
 
     #[test]
     fn curves_mark_the_best_epoch() {

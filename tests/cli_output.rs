@@ -97,6 +97,8 @@ fn the_start_line_writes_modes_optimizers_and_counts_as_people_do() {
     assert!(o.status.success(), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(e.contains("mode extract, 1 epoch, batch 32, RMSprop lr"), "{e}");
+    assert!(e.contains("; precision fp32\n") && !e.contains("fp32 (fp32)"), "{e}");
+    assert!(e.contains("preprocessing: imagenet: RGB"), "{e}");
 }
 
 #[test]
@@ -286,4 +288,63 @@ fn info_reports_the_machine_and_the_hub_settings_without_the_secrets() {
         assert!(!shown.contains("topsecret") && !shown.contains("pa55word"), "{shown}");
     }
     assert!(text.starts_with("catdog ") && text.contains("token found"), "{text}");
+}
+
+#[test]
+fn the_spellings_a_newcomer_tries_are_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The README's data set name with an underscore, as Python people write it.
+    let o = catdog(
+        &[
+            "lab",
+            "l2",
+            "--dataset",
+            "breast_cancer",
+            "--epochs",
+            "1",
+            "--out",
+            "labs",
+            "--json",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // weights inspect takes --weights like every other command (and the positional form still works).
+    for args in [
+        &["weights", "inspect", "--weights", "random:4,4,4,4,4", "--json"][..],
+        &["weights", "inspect", "random:4,4,4,4,4", "--json"][..],
+    ] {
+        let o = catdog(args, tmp.path());
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert!(stdout(&o).contains("block5_conv3"), "{}", stdout(&o));
+    }
+    // evaluate's --data has finetune's default.
+    let in_tmp = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_catdog"))
+            .args(args)
+            .current_dir(tmp.path())
+            .env("HF_HOME", tmp.path())
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .output()
+            .unwrap()
+    };
+    make_dataset(&tmp.path().join("data/dogs-vs-cats/test"), 3, 5);
+    let o = in_tmp(&[
+        "finetune",
+        "--data",
+        "data/dogs-vs-cats/test",
+        "--weights",
+        "random:4,4,4,4,4",
+        "--size",
+        "32",
+        "--epochs",
+        "1",
+        "--name",
+        "r",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = in_tmp(&["evaluate", "--checkpoint", "runs/r/best.safetensors", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("dogs-vs-cats"), "{}", stdout(&o));
 }

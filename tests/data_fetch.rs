@@ -265,6 +265,13 @@ fn finetune_without_data_says_how_to_get_it() {
         e.contains("catdog data fetch") && e.contains("data/dogs-vs-cats"),
         "{e}"
     );
+    // What failed (the hub), then the ways out, one per line.
+    let error = e.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert!(error.contains("the hub at http://127.0.0.1:9 cannot be reached"), "{e}");
+    assert!(
+        e.contains("\n  - point `--data`") && e.contains("\n  - on a machine with network"),
+        "{e}"
+    );
 }
 
 /// A dataset repository in the Hugging Face cache under `hf_home`, laid out as huggingface_hub does.

@@ -15,8 +15,8 @@ use crate::cli::FinetuneArgs;
 
 fn missing_data_hint(dir: &Path) -> String {
     format!(
-        "{}: no such folder. Get Dogs-vs-Cats with `catdog data fetch --out {}`, or point --data at a folder laid \
-         out as DIR/train/<class>/… (+ DIR/test/<class>/…)",
+        "{}: no such folder.\n  Ways out:\n  - point --data at a folder laid out as DIR/train/<class>/… (and \
+         DIR/test/<class>/…)\n  - get Dogs-vs-Cats into it with `catdog data fetch --out {}`",
         dir.display(),
         dir.display()
     )
@@ -178,8 +178,9 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
                     seed: 0,
                     per_class: None,
                 };
+                // The hub's error says what failed and lists the ways out; this says what was being done.
                 super::data::fetch(catdog::data::fetch::DEFAULT_REPO, &a.data, selection, false, quiet)
-                    .with_context(|| missing_data_hint(&a.data))?;
+                    .with_context(|| format!("getting Dogs-vs-Cats into {} failed", a.data.display()))?;
             } else if !a.data.exists() {
                 bail!(missing_data_hint(&a.data));
             } else {
@@ -404,14 +405,18 @@ fn describe_start(cfg: &TrainConfig, s: &Splits, run_dir: &Path, precision_kerne
         Some(v) => eprintln!("validation: {} ({})", s.val_source, counts(v)),
         None => eprintln!("validation: none (add DIR/test, DIR/validation or --val-split 0.2)"),
     }
+    // "precision bf16 on the avx512-bf16 kernel", or just "precision fp32".
+    let precision = match precision_kernel {
+        k if k == cfg.precision.name() => format!("precision {k}"),
+        k => format!("precision {} on the {k} kernel", cfg.precision.name()),
+    };
     eprintln!(
-        "device {}, {} kernels, {} ({}), {} CPU threads",
+        "device {}, {} kernels, {} CPU threads; {precision}",
         cfg.device,
         cfg.kernels.name(),
-        cfg.precision.name(),
-        precision_kernel,
         rayon::current_num_threads()
     );
+    eprintln!("preprocessing: {}", cfg.preprocess.describe());
     eprintln!(
         "mode {}{}, {}, batch {}, {} lr {:e}, {}",
         cfg.mode.flag_name(),

@@ -9,9 +9,15 @@ pub fn run(cmd: WeightsCmd, quiet: bool) -> Result<i32> {
         WeightsCmd::Fetch { id } => fetch(&id, quiet),
         WeightsCmd::Inspect {
             weights,
+            weights_flag,
             unfreeze_from,
             json,
-        } => inspect(&weights, unfreeze_from.as_deref(), json, quiet),
+        } => {
+            let weights = weights
+                .or(weights_flag)
+                .unwrap_or_else(|| weights::DEFAULT_MODEL.to_string());
+            inspect(&weights, unfreeze_from.as_deref(), json, quiet)
+        }
     }
 }
 

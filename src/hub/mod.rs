@@ -131,15 +131,17 @@ pub fn unavailable_error(kind: RepoKind, id: &str, file: &str, reason: String) -
         RepoKind::Model => (
             "weights",
             format!(
-                "Ways out: pass a local file with `--weights path/to/model.safetensors`, or train from scratch with \
-                 `--weights random`. (On a machine with network, `catdog weights fetch {id}` fills the cache.)"
+                "Ways out:\n  - pass a local file with `--weights path/to/model.safetensors` (or .onnx)\n  - train from \
+                 scratch with `--weights random`\n  - on a machine with network, `catdog weights fetch {id}` fills \
+                 the cache; copy it here"
             ),
         ),
         RepoKind::Dataset => (
             "data set",
             format!(
-                "Ways out: point `--data` at a folder of images laid out as DIR/train/<class>/… and DIR/test/<class>/…, \
-                 or run `catdog data fetch --repo {id}` on a machine with network and copy the folder it writes."
+                "Ways out:\n  - point `--data` at a folder of images laid out as DIR/train/<class>/… and \
+                 DIR/test/<class>/…\n  - on a machine with network, run `catdog data fetch --repo {id}` and copy \
+                 the folder it writes"
             ),
         ),
     };

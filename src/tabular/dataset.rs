@@ -404,6 +404,7 @@ pub fn breast_cancer() -> Table {
 #[serde(rename_all = "snake_case")]
 pub enum Builtin {
     /// The shipped UCI breast-cancer data (569 × 30, two classes, features of very different ranges).
+    #[value(alias = "breast_cancer")]
     BreastCancer,
     /// Two interleaving half circles (2-D, two classes).
     Moons,
