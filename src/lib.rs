@@ -10,6 +10,7 @@ pub mod nn;
 
 pub use error::{Error, Result};
 pub mod alloc;
+pub mod app;
 pub mod bench;
 pub mod eval;
 pub mod extract;

@@ -21,8 +21,27 @@ extern "C" fn on_signal(sig: libc::c_int) {
     unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
 }
 
-/// Installs the handlers for SIGINT and SIGTERM and returns the flag they set.
+static EMBEDDED: AtomicBool = AtomicBool::new(false);
+
+/// Runs inside another program (the Python extension): [`install`] then leaves the process's signal handlers
+/// alone (they are Python's) and the host stops a run with [`request_stop`].
+pub fn set_embedded(embedded: bool) {
+    EMBEDDED.store(embedded, Ordering::SeqCst);
+}
+
+/// Asks the run in progress to stop as Ctrl-C does (finish the batch, write `last.safetensors`).
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Installs the handlers for SIGINT and SIGTERM and returns the flag they set; embedded, only clears the flag
+/// (an earlier run's stop must not stop the next one).
 pub fn install() -> &'static AtomicBool {
+    if EMBEDDED.load(Ordering::SeqCst) {
+        STOP.store(false, Ordering::SeqCst);
+        SIGNAL.store(0, Ordering::SeqCst);
+        return &STOP;
+    }
     #[cfg(unix)]
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only touches atomics and async-signal-safe calls; a zeroed sigaction with a handler

@@ -294,6 +294,7 @@ fn info_reports_the_machine_and_the_hub_settings_without_the_secrets() {
 fn the_spellings_a_newcomer_tries_are_accepted() {
     let tmp = tempfile::tempdir().unwrap();
     // The README's data set name with an underscore, as Python people write it.
+    let labs = tmp.path().join("labs");
     let o = catdog(
         &[
             "lab",
@@ -303,7 +304,7 @@ fn the_spellings_a_newcomer_tries_are_accepted() {
             "--epochs",
             "1",
             "--out",
-            "labs",
+            labs.to_str().unwrap(),
             "--json",
         ],
         tmp.path(),
@@ -347,4 +348,28 @@ fn the_spellings_a_newcomer_tries_are_accepted() {
     let o = in_tmp(&["evaluate", "--checkpoint", "runs/r/best.safetensors", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("dogs-vs-cats"), "{}", stdout(&o));
+}
+
+#[test]
+fn every_catdog_switch_refuses_a_value_it_would_ignore() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (var, bad) in [
+        ("CATDOG_SIMD", "avx3"),
+        ("CATDOG_BF16", "on"),
+        ("CATDOG_BF16_CONV", "im2col"),
+        ("CATDOG_CONV_CHUNK_KB", "abc"),
+        ("CATDOG_KERNELS", "fastest"),
+        ("CATDOG_PROGRESS", "fancy"),
+        ("CATDOG_PROGRESS_SECS", "-1"),
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_catdog"))
+            .args(["info"])
+            .env(var, bad)
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{var}={bad}: {e}");
+        assert!(e.contains(&format!("{var}={bad}")) || e.contains(var), "{var}: {e}");
+    }
 }

@@ -111,3 +111,38 @@ pub(crate) fn test_values(n: usize, seed: u64) -> Vec<f32> {
         })
         .collect()
 }
+
+/// The kernel switches read from the environment, each with the values it takes (`CATDOG_KERNELS` has its own
+/// check in [`Kernels::from_env`]). Empty or unset means the default.
+const SWITCHES: [(&str, &[&str]); 3] = [
+    ("CATDOG_SIMD", &["generic", "avx2", "avx512"]),
+    ("CATDOG_BF16", &["off", "avx512"]),
+    ("CATDOG_BF16_CONV", &["direct", "winograd"]),
+];
+
+/// Refuses, at start-up, a kernel switch whose value the kernels would ignore (they read the switches lazily and
+/// fall back to the default on anything else): `CATDOG_SIMD`, `CATDOG_BF16`, `CATDOG_BF16_CONV`,
+/// `CATDOG_CONV_CHUNK_KB` (16 to 1,048,576) and `CATDOG_KERNELS`.
+pub fn check_env() -> crate::Result<()> {
+    for (name, values) in SWITCHES {
+        if let Ok(v) = std::env::var(name) {
+            let t = v.trim().to_ascii_lowercase();
+            if !t.is_empty() && !values.contains(&t.as_str()) {
+                return Err(crate::Error::invalid(format!(
+                    "{name}={}: use {}, or unset it",
+                    v.escape_debug(),
+                    values.join(", ")
+                )));
+            }
+        }
+    }
+    if let Ok(v) = std::env::var("CATDOG_CONV_CHUNK_KB") {
+        if !v.trim().parse::<usize>().is_ok_and(|kb| (16..=1 << 20).contains(&kb)) {
+            return Err(crate::Error::invalid(format!(
+                "CATDOG_CONV_CHUNK_KB={}: give KiB from 16 to 1048576, or unset it",
+                v.escape_debug()
+            )));
+        }
+    }
+    Kernels::from_env().map(|_| ())
+}

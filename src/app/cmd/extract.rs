@@ -1,14 +1,14 @@
+use crate::data::decode::DecodeLimits;
+use crate::data::folder::collect_inputs;
+use crate::extract::{self, ExtractOptions};
+use crate::model::vgg16::layer_index;
 use anyhow::{Context, Result};
-use catdog::data::decode::DecodeLimits;
-use catdog::data::folder::collect_inputs;
-use catdog::extract::{self, ExtractOptions};
-use catdog::model::vgg16::layer_index;
 
-use crate::cli::ExtractArgs;
+use crate::app::cli::ExtractArgs;
 
 pub fn run(a: ExtractArgs, quiet: bool) -> Result<i32> {
-    super::usage_check(catdog::limits::check_size(a.size))?;
-    super::usage_check(catdog::limits::check_batch(a.batch_size))?;
+    super::usage_check(crate::limits::check_size(a.size))?;
+    super::usage_check(crate::limits::check_batch(a.batch_size))?;
     let layer = layer_index(&a.layer)?;
     let inputs = collect_inputs(&a.inputs)?;
     let loaded = super::load_weights(&a.w, quiet)?;
@@ -23,7 +23,7 @@ pub fn run(a: ExtractArgs, quiet: bool) -> Result<i32> {
         precision: loaded.model.precision(),
     };
     super::check_forward_memory("extract", &loaded.model, a.size, opts.batch_size)?;
-    let bar = catdog::progress::bar(inputs.files.len() as u64, "extract", "images", quiet);
+    let bar = crate::progress::bar(inputs.files.len() as u64, "extract", "images", quiet);
     let provenance = extract::Provenance {
         classes: inputs.classes.as_deref(),
         weights: &loaded.spec.describe(),

@@ -1,8 +1,8 @@
+use crate::data::check;
+use crate::data::decode::DecodeLimits;
 use anyhow::Result;
-use catdog::data::check;
-use catdog::data::decode::DecodeLimits;
 
-use crate::cli::DataCmd;
+use crate::app::cli::DataCmd;
 
 pub fn run(cmd: DataCmd, quiet: bool) -> Result<i32> {
     match cmd {
@@ -15,7 +15,7 @@ pub fn run(cmd: DataCmd, quiet: bool) -> Result<i32> {
             force,
             json,
         } => {
-            let selection = catdog::data::fetch::Selection {
+            let selection = crate::data::fetch::Selection {
                 test_split,
                 seed,
                 per_class,
@@ -33,7 +33,7 @@ pub fn run(cmd: DataCmd, quiet: bool) -> Result<i32> {
             show,
         } => {
             let total = check::count(&dir)?;
-            let bar = catdog::progress::bar(total as u64, "decode", "images", quiet);
+            let bar = crate::progress::bar(total as u64, "decode", "images", quiet);
             let report = check::check(&dir, &DecodeLimits::default(), &|| bar.inc(1))?;
             bar.finish_and_clear();
             if json {
@@ -87,12 +87,12 @@ fn print_report(r: &check::CheckReport, show: usize) {
 pub fn fetch(
     repo: &str,
     out: &std::path::Path,
-    selection: catdog::data::fetch::Selection,
+    selection: crate::data::fetch::Selection,
     force: bool,
     quiet: bool,
-) -> Result<catdog::data::fetch::FetchReport> {
-    use catdog::data::fetch::{self, FetchOptions};
-    use catdog::hub::HubOptions;
+) -> Result<crate::data::fetch::FetchReport> {
+    use crate::data::fetch::{self, FetchOptions};
+    use crate::hub::HubOptions;
     let opts = FetchOptions {
         repo: repo.to_string(),
         out: out.to_path_buf(),
@@ -103,7 +103,7 @@ pub fn fetch(
             ..HubOptions::from_env()?
         },
     };
-    let bar = catdog::progress::spinner("decoding", "rows", quiet);
+    let bar = crate::progress::spinner("decoding", "rows", quiet);
     let report = fetch::fetch(&opts, &|n| bar.inc(n as u64), &mut |m| eprintln!("{m}"))?;
     bar.finish_and_clear();
     if report.already_complete {

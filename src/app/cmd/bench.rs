@@ -1,14 +1,14 @@
+use crate::bench::{self, ForwardOptions};
+use crate::model::weights::{self, HubOptions, WeightsSpec};
 use anyhow::Result;
-use catdog::bench::{self, ForwardOptions};
-use catdog::model::weights::{self, HubOptions, WeightsSpec};
 
-use crate::cli::BenchForwardArgs;
+use crate::app::cli::BenchForwardArgs;
 
 pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
-    super::usage_check(catdog::limits::check_size(u32::try_from(a.size).unwrap_or(u32::MAX)))?;
-    super::usage_check(catdog::limits::check_batch(a.batch))?;
+    super::usage_check(crate::limits::check_size(u32::try_from(a.size).unwrap_or(u32::MAX)))?;
+    super::usage_check(crate::limits::check_batch(a.batch))?;
     let spec = WeightsSpec::parse(&a.weights, 0)?;
-    let device = catdog::device::parse_device(&a.device)?;
+    let device = crate::device::parse_device(&a.device)?;
     let loaded = weights::load(&spec, &device, &HubOptions::from_env()?)?;
     super::check_forward_memory("bench forward", &loaded.model, a.size as u32, a.batch)?;
     let opts = ForwardOptions {
@@ -91,12 +91,12 @@ pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
     Ok(0)
 }
 
-pub fn loader(a: crate::cli::BenchLoaderArgs, quiet: bool) -> Result<i32> {
-    super::usage_check(catdog::limits::check_size(a.img.size))?;
-    super::usage_check(catdog::limits::check_batch(a.batch))?;
-    use catdog::data::folder::{split_dirs, ImageFolder};
-    use catdog::data::loader::LoaderConfig;
-    use catdog::data::preprocess::Preprocess;
+pub fn loader(a: crate::app::cli::BenchLoaderArgs, quiet: bool) -> Result<i32> {
+    super::usage_check(crate::limits::check_size(a.img.size))?;
+    super::usage_check(crate::limits::check_batch(a.batch))?;
+    use crate::data::folder::{split_dirs, ImageFolder};
+    use crate::data::loader::LoaderConfig;
+    use crate::data::preprocess::Preprocess;
     let root = split_dirs(&a.data)
         .into_iter()
         .find(|(n, _)| n == "train")
@@ -120,7 +120,7 @@ pub fn loader(a: crate::cli::BenchLoaderArgs, quiet: bool) -> Result<i32> {
             serde_json::to_string_pretty(&serde_json::json!({
                 "data": root, "images_in_folder": n, "batch": a.batch, "size": a.img.size,
                 "threads": rayon::current_num_threads(),
-                "augmentation": catdog::data::preview::describe(&aug), "passes": passes,
+                "augmentation": crate::data::preview::describe(&aug), "passes": passes,
             }))?
         );
         return Ok(0);
@@ -133,7 +133,7 @@ pub fn loader(a: crate::cli::BenchLoaderArgs, quiet: bool) -> Result<i32> {
         a.img.size,
         a.img.size,
         rayon::current_num_threads(),
-        catdog::data::preview::describe(&aug)
+        crate::data::preview::describe(&aug)
     );
     for p in &passes {
         println!(
@@ -144,14 +144,14 @@ pub fn loader(a: crate::cli::BenchLoaderArgs, quiet: bool) -> Result<i32> {
     Ok(0)
 }
 
-pub fn train(a: crate::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
-    super::usage_check(catdog::limits::check_size(u32::try_from(a.size).unwrap_or(u32::MAX)))?;
-    super::usage_check(catdog::limits::check_batch(a.batch))?;
-    use crate::cli::BenchCache;
-    use catdog::model::classifier::TrainMode;
-    use catdog::model::vgg16::{layer_index, LAYERS};
+pub fn train(a: crate::app::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
+    super::usage_check(crate::limits::check_size(u32::try_from(a.size).unwrap_or(u32::MAX)))?;
+    super::usage_check(crate::limits::check_batch(a.batch))?;
+    use crate::app::cli::BenchCache;
+    use crate::model::classifier::TrainMode;
+    use crate::model::vgg16::{layer_index, LAYERS};
     let spec = WeightsSpec::parse(&a.weights, 0)?;
-    let device = catdog::device::parse_device(&a.device)?;
+    let device = crate::device::parse_device(&a.device)?;
     let mut loaded = weights::load(&spec, &device, &HubOptions::from_env()?)?;
     super::check_forward_memory("bench train", &loaded.model, a.size as u32, a.batch)?;
     let precision = super::set_precision(&mut loaded.model, a.precision, &device, quiet);
@@ -182,7 +182,7 @@ pub fn train(a: crate::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "mode": what, "device": catdog::device::device_name(&device), "cpu": catdog::bench::cpu_model(),
+                "mode": what, "device": crate::device::device_name(&device), "cpu": crate::bench::cpu_model(),
                 "batch": a.batch, "size": a.size,
                 "threads": rayon::current_num_threads(),
                 "widths": loaded.model.widths(), "passes": passes,
@@ -193,8 +193,8 @@ pub fn train(a: crate::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
     }
     println!(
         "training step on {} ({}), {what}, batch {}, {}×{}, {} threads, widths {:?}, RMSprop, {} ({})",
-        catdog::device::device_name(&device),
-        catdog::bench::cpu_model(),
+        crate::device::device_name(&device),
+        crate::bench::cpu_model(),
         a.batch,
         a.size,
         a.size,

@@ -1,17 +1,17 @@
 use std::path::{Path, PathBuf};
 
+use crate::data::folder::{resolve_splits, Splits};
+use crate::data::preprocess::Preprocess;
+use crate::kernels::Kernels;
+use crate::model::classifier::TrainMode;
+use crate::model::vgg16::{layer_index, Vgg16};
+use crate::run;
+use crate::train::early_stop::EarlyStoppingConfig;
+use crate::train::optim::OptimConfig;
+use crate::train::trainer::{Ending, ReduceLrSettings, Resume, RunOptions, TrainConfig, Trainer};
 use anyhow::{bail, Context, Result};
-use catdog::data::folder::{resolve_splits, Splits};
-use catdog::data::preprocess::Preprocess;
-use catdog::kernels::Kernels;
-use catdog::model::classifier::TrainMode;
-use catdog::model::vgg16::{layer_index, Vgg16};
-use catdog::run;
-use catdog::train::early_stop::EarlyStoppingConfig;
-use catdog::train::optim::OptimConfig;
-use catdog::train::trainer::{Ending, ReduceLrSettings, Resume, RunOptions, TrainConfig, Trainer};
 
-use crate::cli::FinetuneArgs;
+use crate::app::cli::FinetuneArgs;
 
 fn missing_data_hint(dir: &Path) -> String {
     format!(
@@ -31,7 +31,7 @@ fn build_config(a: &FinetuneArgs, preprocess: Preprocess, weights_revision: Opti
     let mut optimizer = OptimConfig::new(a.optimizer, lr);
     optimizer.momentum = a.momentum;
     optimizer.nesterov = a.nesterov;
-    let monitor = catdog::train::monitor::Monitor::parse(&a.monitor, a.es_mode).map_err(usage)?;
+    let monitor = crate::train::monitor::Monitor::parse(&a.monitor, a.es_mode).map_err(usage)?;
     let early_stopping = a.patience.map(|patience| EarlyStoppingConfig {
         monitor: monitor.name.clone(),
         patience,
@@ -103,7 +103,7 @@ fn load_resume(
     let now = build_config(a, preprocess, cfg.weights_revision.clone())?;
     let conflicts = run::resume::conflicting_flags(explicit, &cfg, &now, &a.w.weights)?;
     if !conflicts.is_empty() {
-        bail!(crate::UsageError(format!(
+        bail!(crate::app::UsageError(format!(
             "--resume continues the run as its config.json describes it, but {} would change it; drop them (only \
              --epochs, --patience, --device, --kernels, --precision, --threads and --quiet may change on a resume), or start a new \
              run with another --name",
@@ -122,8 +122,14 @@ fn load_resume(
 }
 
 pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
-    let interrupt = catdog::signals::install();
-    let device = catdog::device::parse_device(&a.w.device)?;
+    train(a, quiet, explicit).map(|(code, _)| code)
+}
+
+/// Trains (or resumes) a run; returns the exit code (128 + the signal when stopped) and the run folder, when one
+/// was made.
+pub fn train(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<(i32, Option<PathBuf>)> {
+    let interrupt = crate::signals::install();
+    let device = crate::device::parse_device(&a.w.device)?;
     let mut log = |m: &str| eprintln!("{m}");
     let kernels = Kernels::resolve(a.w.kernels, &device)?;
     let (mut cfg, base, folder, resume) = if let Some(dir) = &a.resume {
@@ -134,9 +140,9 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
             eprintln!(
                 "{}: all {} done; pass --epochs N (a larger total) to train further",
                 dir.display(),
-                catdog::progress::count(cfg.epochs, "epoch")
+                crate::progress::count(cfg.epochs, "epoch")
             );
-            return Ok(0);
+            return Ok((0, Some(dir.clone())));
         }
         eprintln!(
             "resuming {} at epoch {}{} of {}",
@@ -160,7 +166,7 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
         }
         let cfg0 = build_config(&a, Preprocess::imagenet(), None)?;
         cfg0.validate().map_err(usage)?;
-        let unfinished = catdog::data::fetch::unfinished(&a.data);
+        let unfinished = crate::data::fetch::unfinished(&a.data);
         if !a.data.exists() || unfinished {
             if is_default_data(&a.data) {
                 eprintln!(
@@ -173,13 +179,13 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
                     },
                     a.data.display()
                 );
-                let selection = catdog::data::fetch::Selection {
+                let selection = crate::data::fetch::Selection {
                     test_split: 0.2,
                     seed: 0,
                     per_class: None,
                 };
                 // The hub's error says what failed and lists the ways out; this says what was being done.
-                super::data::fetch(catdog::data::fetch::DEFAULT_REPO, &a.data, selection, false, quiet)
+                super::data::fetch(crate::data::fetch::DEFAULT_REPO, &a.data, selection, false, quiet)
                     .with_context(|| format!("getting Dogs-vs-Cats into {} failed", a.data.display()))?;
             } else if !a.data.exists() {
                 bail!(missing_data_hint(&a.data));
@@ -203,7 +209,7 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
         (cfg, loaded.model, folder, None)
     };
     // Like the device, the kernels say how a run computes, not what: a resume may change them.
-    cfg.device = catdog::device::resolved_name(&a.w.device, &device);
+    cfg.device = crate::device::resolved_name(&a.w.device, &device);
     cfg.kernels = kernels;
     // The precision too; a resume keeps the run's unless --precision is given again.
     let asked = if a.resume.is_some() && !explicit.iter().any(|f| f == "precision") {
@@ -229,7 +235,7 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
         );
     }
     check_run_memory(&cfg, &base, &splits)?;
-    catdog::io::write_json(&run_dir.join("config.json"), &cfg)?;
+    crate::io::write_json(&run_dir.join("config.json"), &cfg)?;
     describe_start(&cfg, &splits, &run_dir, precision.kernel);
     let mut trainer = Trainer::new(cfg.clone(), base, &splits, &run_dir, resume, &device)?;
     let mut opts = RunOptions {
@@ -253,14 +259,14 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
     }
     super::summary::write(&trainer, &splits, &outcome)?;
     match outcome.ending {
-        Ending::Interrupted => Ok(catdog::signals::exit_code()),
+        Ending::Interrupted => Ok((crate::signals::exit_code(), Some(run_dir))),
         _ => {
             eprintln!(
                 "done: {} (best epoch {}: best.safetensors; summary.md, curves.png, history.csv)",
                 run_dir.display(),
                 outcome.best_epoch.map_or("-".into(), |e| e.to_string())
             );
-            Ok(0)
+            Ok((0, Some(run_dir)))
         }
     }
 }
@@ -276,7 +282,7 @@ fn is_default_data(data: &Path) -> bool {
             .map(|c| c.as_os_str().to_os_string())
             .collect()
     };
-    let default = parts(Path::new(crate::cli::DEFAULT_DATA));
+    let default = parts(Path::new(crate::app::cli::DEFAULT_DATA));
     let relative = match std::env::current_dir() {
         Ok(cwd) if data.is_absolute() => data.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or_default(),
         _ => data.to_path_buf(),
@@ -292,7 +298,7 @@ fn settle_monitor(cfg: &mut TrainConfig, splits: &Splits, explicit: &[String]) -
         return Ok(());
     }
     if explicit.iter().any(|f| f == "monitor") {
-        bail!(crate::UsageError(format!(
+        bail!(crate::app::UsageError(format!(
             "--monitor {}: there is no validation data (no DIR/validation or DIR/test, no --val-split); add one or \
              use --monitor loss",
             monitor.name
@@ -318,12 +324,12 @@ fn settle_monitor(cfg: &mut TrainConfig, splits: &Splits, explicit: &[String]) -
 fn check_flags_apply(a: &FinetuneArgs, explicit: &[String]) -> Result<()> {
     let given = |f: &str| explicit.iter().any(|e| e == f);
     if a.mode == TrainMode::Extract && given("unfreeze_from") {
-        bail!(crate::UsageError(
+        bail!(crate::app::UsageError(
             "--unfreeze-from applies to --mode finetune; feature extraction trains the head only".into()
         ));
     }
-    if a.optimizer != catdog::train::optim::OptimizerKind::Sgd && (given("momentum") || given("nesterov")) {
-        bail!(crate::UsageError(format!(
+    if a.optimizer != crate::train::optim::OptimizerKind::Sgd && (given("momentum") || given("nesterov")) {
+        bail!(crate::app::UsageError(format!(
             "--momentum and --nesterov apply to --optimizer sgd, not {}",
             a.optimizer.display_name()
         )));
@@ -331,9 +337,9 @@ fn check_flags_apply(a: &FinetuneArgs, explicit: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn usage(e: catdog::Error) -> anyhow::Error {
+fn usage(e: crate::Error) -> anyhow::Error {
     match e {
-        catdog::Error::InvalidArgument(m) => crate::UsageError(m).into(),
+        crate::Error::InvalidArgument(m) => crate::app::UsageError(m).into(),
         other => other.into(),
     }
 }
@@ -341,10 +347,8 @@ fn usage(e: catdog::Error) -> anyhow::Error {
 /// Refuses, before any work, a run whose memory estimate exceeds what the machine has available.
 fn check_run_memory(cfg: &TrainConfig, base: &Vgg16, splits: &Splits) -> Result<()> {
     let widths = base.widths();
-    let trainable_block = catdog::model::vgg16::LAYERS
-        .get(cfg.split()?)
-        .map_or(5, |l| l.block - 1);
-    let (peak, kept) = catdog::limits::vgg_activation_bytes(&widths, cfg.size as usize, trainable_block);
+    let trainable_block = crate::model::vgg16::LAYERS.get(cfg.split()?).map_or(5, |l| l.block - 1);
+    let (peak, kept) = crate::limits::vgg_activation_bytes(&widths, cfg.size as usize, trainable_block);
     let batch = cfg.batch_size as u64;
     let act = batch * (peak + kept);
     let n_train = splits.train.samples.len() as u64;
@@ -356,17 +360,17 @@ fn check_run_memory(cfg: &TrainConfig, base: &Vgg16, splits: &Splits) -> Result<
     let image_bytes = 3 * (cfg.size as u64).pow(2);
     let image_cache = (n_train * image_bytes).min(cfg.image_cache_mb as u64 * mib);
     // The head too: Flatten of block5_pool → Dense(hidden) → Dense(1) (134M weights at 1024 px).
-    let (bc, bh, bw) = base.output_shape(catdog::model::vgg16::LAYERS.len() - 1, cfg.size as usize);
+    let (bc, bh, bw) = base.output_shape(crate::model::vgg16::LAYERS.len() - 1, cfg.size as usize);
     let head = (bc * bh * bw + 2) * cfg.hidden + 1;
     let weights = (base.parameter_count() + head) as u64 * 4 * 4; // values, gradients, two optimizer slots
     let threads = rayon::current_num_threads();
-    let fp32 = cfg.precision == catdog::kernels::precision::Precision::Fp32;
+    let fp32 = cfg.precision == crate::kernels::precision::Precision::Fp32;
     let scratch = if cfg.device == "cpu" {
-        catdog::limits::kernel_scratch_bytes(&widths, trainable_block, threads, fp32)
+        crate::limits::kernel_scratch_bytes(&widths, trainable_block, threads, fp32)
     } else {
         0
     };
-    use catdog::limits::MemoryPart;
+    use crate::limits::MemoryPart;
     let standard = widths == [64, 128, 256, 512, 512];
     let parts = [
         MemoryPart::new(
@@ -387,11 +391,11 @@ fn check_run_memory(cfg: &TrainConfig, base: &Vgg16, splits: &Splits) -> Result<
         ),
         MemoryPart::new(format!("kernel buffers for {threads} threads"), scratch, "--threads"),
     ];
-    catdog::limits::check_memory("this run", &parts).map_err(usage)
+    crate::limits::check_memory("this run", &parts).map_err(usage)
 }
 
 fn describe_start(cfg: &TrainConfig, s: &Splits, run_dir: &Path, precision_kernel: &str) {
-    let counts = |f: &catdog::data::folder::ImageFolder| {
+    let counts = |f: &crate::data::folder::ImageFolder| {
         f.classes
             .iter()
             .zip(f.class_counts())
@@ -425,12 +429,12 @@ fn describe_start(cfg: &TrainConfig, s: &Splits, run_dir: &Path, precision_kerne
         } else {
             String::new()
         },
-        catdog::progress::count(cfg.epochs, "epoch"),
+        crate::progress::count(cfg.epochs, "epoch"),
         cfg.batch_size,
         cfg.optimizer.kind.display_name(),
         cfg.optimizer.lr,
         cfg.augment
-            .map_or("no augmentation".to_string(), |a| catdog::data::preview::describe(&a))
+            .map_or("no augmentation".to_string(), |a| crate::data::preview::describe(&a))
     );
 }
 
@@ -439,6 +443,6 @@ fn write_bad_files(dir: &Path, bad: &[(PathBuf, String)]) -> Result<()> {
     for (p, r) in bad {
         s.push_str(&format!("{}\t{r}\n", p.display()));
     }
-    catdog::io::atomic_write(&dir.join("bad_files.txt"), s.as_bytes())?;
+    crate::io::atomic_write(&dir.join("bad_files.txt"), s.as_bytes())?;
     Ok(())
 }

@@ -1,9 +1,9 @@
+use crate::nn::{Activation, Init, Norm};
+use crate::tabular::labs::{self, DataSource, LabConfig, LabName};
+use crate::train::optim::OptimConfig;
 use anyhow::Result;
-use catdog::nn::{Activation, Init, Norm};
-use catdog::tabular::labs::{self, DataSource, LabConfig, LabName};
-use catdog::train::optim::OptimConfig;
 
-use crate::cli::{LabArgs, LabChoice};
+use crate::app::cli::{LabArgs, LabChoice};
 
 /// Largest `--seeds`: each seed trains every variant again.
 const MAX_SEEDS: usize = 100;
@@ -18,14 +18,14 @@ const ASSUMED_INPUTS: usize = 64;
 /// weights (with gradients and two optimizer slots) and a generated data set's activations within the memory the
 /// machine has.
 fn check_sizes(a: &LabArgs) -> Result<()> {
-    let usage = |m: String| -> anyhow::Error { crate::UsageError(m).into() };
+    let usage = |m: String| -> anyhow::Error { crate::app::UsageError(m).into() };
     if a.layers.is_empty() || a.layers.len() > MAX_LAYERS {
         return Err(usage(format!(
             "--layers needs 1..={MAX_LAYERS} hidden layer sizes, e.g. --layers 64,32 (got {})",
             a.layers.len()
         )));
     }
-    let max = catdog::limits::MAX_HIDDEN;
+    let max = crate::limits::MAX_HIDDEN;
     if let Some(w) = a.layers.iter().find(|w| **w == 0 || **w > max) {
         return Err(usage(format!(
             "--layers: a layer of {w} units is out of range: use 1..={max}"
@@ -45,12 +45,12 @@ fn check_sizes(a: &LabArgs) -> Result<()> {
     } else {
         a.batch_size as u64
     };
-    use catdog::limits::MemoryPart;
+    use crate::limits::MemoryPart;
     let parts = [
         MemoryPart::new("weights, gradients and optimizer state", weights * 16, "--layers"),
         MemoryPart::new("activations", rows * units * 4 * 3, "--n or --layers"),
     ];
-    super::usage_check(catdog::limits::check_memory("this lab", &parts))
+    super::usage_check(crate::limits::check_memory("this lab", &parts))
 }
 
 pub fn config(a: &LabArgs) -> Result<LabConfig> {
@@ -85,7 +85,7 @@ pub fn config(a: &LabArgs) -> Result<LabConfig> {
         },
         norm_defaults: a.norm_defaults,
         init: a.init.parse::<Init>()?,
-        fit: catdog::tabular::fit::FitConfig {
+        fit: crate::tabular::fit::FitConfig {
             // Filled in per lab by run_lab, from `epochs` below or the lab's default.
             epochs: a.epochs.unwrap_or(0),
             batch_size: a.batch_size,
@@ -103,10 +103,18 @@ pub fn config(a: &LabArgs) -> Result<LabConfig> {
     })
 }
 
+/// The folders a `lab` run writes its results.json into (one per lab).
+pub fn result_dirs(a: &LabArgs) -> Vec<std::path::PathBuf> {
+    match a.lab {
+        LabChoice::One(lab) => vec![a.out.join(lab.slug())],
+        _ => LabName::ALL.iter().map(|lab| a.out.join(lab.slug())).collect(),
+    }
+}
+
 pub fn run(a: LabArgs, quiet: bool) -> Result<i32> {
     let cfg = config(&a)?;
     if !(1..=MAX_SEEDS).contains(&a.seeds) {
-        return Err(crate::UsageError(format!("--seeds {}: use 1..={MAX_SEEDS}", a.seeds)).into());
+        return Err(crate::app::UsageError(format!("--seeds {}: use 1..={MAX_SEEDS}", a.seeds)).into());
     }
     let out = a.out.clone();
     let LabChoice::One(lab) = a.lab else {
@@ -130,7 +138,7 @@ pub fn run(a: LabArgs, quiet: bool) -> Result<i32> {
 
 /// `catdog lab all`: every lab into its own folder under --out, then an index of them.
 fn run_every_lab(a: &LabArgs, cfg: &LabConfig, quiet: bool) -> Result<i32> {
-    let bar = catdog::progress::bar(LabName::ALL.len() as u64, "labs", "labs", quiet);
+    let bar = crate::progress::bar(LabName::ALL.len() as u64, "labs", "labs", quiet);
     let mut results = Vec::new();
     for lab in LabName::ALL {
         let r = labs::run_lab(lab, cfg, &a.out.join(lab.slug()))?;

@@ -3,19 +3,19 @@
 mod augment;
 mod bench;
 mod data;
-mod evaluate;
+pub(in crate::app) mod evaluate;
 mod extract;
-mod finetune;
-mod lab;
+pub(in crate::app) mod finetune;
+pub(in crate::app) mod lab;
 mod summary;
 mod weights;
 
 use anyhow::Result;
 
-use crate::cli::{AugmentCmd, AugmentFlags, BenchCmd, Cli, Command};
+use crate::app::cli::{AugmentCmd, AugmentFlags, BenchCmd, Cli, Command};
 
 /// Runs the parsed command; returns the exit code.
-pub fn run(cli: Cli, explicit: &[String]) -> Result<i32> {
+pub(in crate::app) fn run(cli: Cli, explicit: &[String]) -> Result<i32> {
     let quiet = cli.quiet;
     match cli.command {
         Command::Weights(c) => weights::run(c, quiet),
@@ -37,7 +37,7 @@ pub fn run(cli: Cli, explicit: &[String]) -> Result<i32> {
 
 /// `catdog info`.
 fn info(json: bool) -> Result<i32> {
-    let info = catdog::info::gather();
+    let info = crate::info::gather();
     if json {
         println!("{}", serde_json::to_string_pretty(&info)?);
     } else {
@@ -47,16 +47,16 @@ fn info(json: bool) -> Result<i32> {
 }
 
 /// A limit check of the library as a usage error (exit code 2).
-pub fn usage_check(r: catdog::Result<()>) -> Result<()> {
-    r.map_err(|e| crate::UsageError(e.to_string()).into())
+pub fn usage_check(r: crate::Result<()>) -> Result<()> {
+    r.map_err(|e| crate::app::UsageError(e.to_string()).into())
 }
 
 /// Refuses, before any image is read, a forward pass of `base` (evaluate, predict, extract, a benchmark) at `size`
 /// in batches of `batch` whose memory estimate exceeds what the machine has available.
-pub fn check_forward_memory(what: &str, base: &catdog::model::vgg16::Vgg16, size: u32, batch: usize) -> Result<()> {
+pub fn check_forward_memory(what: &str, base: &crate::model::vgg16::Vgg16, size: u32, batch: usize) -> Result<()> {
     let threads = rayon::current_num_threads();
-    let parts = catdog::limits::forward_memory(&base.widths(), base.parameter_count(), size, batch, threads);
-    usage_check(catdog::limits::check_memory(what, &parts))
+    let parts = crate::limits::forward_memory(&base.widths(), base.parameter_count(), size, batch, threads);
+    usage_check(crate::limits::check_memory(what, &parts))
 }
 
 /// Says which input files were left out: names without an image extension, files that are not regular files, and
@@ -84,11 +84,11 @@ pub fn report_skipped(skipped: &[std::path::PathBuf]) {
 const MAX_PREVIEW_VERSIONS: usize = 256;
 
 /// Loads the weights named by the common flags, with the preprocessing resolved (flag over the weights' own).
-pub fn load_weights(w: &crate::cli::WeightsFlag, quiet: bool) -> Result<catdog::model::weights::LoadedWeights> {
+pub fn load_weights(w: &crate::app::cli::WeightsFlag, quiet: bool) -> Result<crate::model::weights::LoadedWeights> {
+    use crate::data::preprocess::Preprocess;
+    use crate::model::weights::{self, HubOptions, WeightsSpec};
     use anyhow::Context;
-    use catdog::data::preprocess::Preprocess;
-    use catdog::model::weights::{self, HubOptions, WeightsSpec};
-    let device = catdog::device::parse_device(&w.device)?;
+    let device = crate::device::parse_device(&w.device)?;
     let spec = WeightsSpec::parse(&w.weights, w.seed)?;
     let opts = HubOptions {
         progress: !quiet,
@@ -99,7 +99,7 @@ pub fn load_weights(w: &crate::cli::WeightsFlag, quiet: bool) -> Result<catdog::
     if let Some(mode) = w.preprocess {
         loaded.preprocess = Preprocess::from_mode(mode);
     }
-    let kernels = catdog::kernels::Kernels::resolve(w.kernels, &device)?;
+    let kernels = crate::kernels::Kernels::resolve(w.kernels, &device)?;
     loaded.model.set_kernels(kernels);
     set_precision(&mut loaded.model, w.precision, &device, quiet);
     Ok(loaded)
@@ -108,11 +108,11 @@ pub fn load_weights(w: &crate::cli::WeightsFlag, quiet: bool) -> Result<catdog::
 /// Applies `--precision` to a conv base: what runs is bf16 where a kernel for it exists (else fp32, with the
 /// notice printed unless `quiet`). Returns what runs.
 pub fn set_precision(
-    base: &mut catdog::model::vgg16::Vgg16,
-    asked: catdog::kernels::Precision,
+    base: &mut crate::model::vgg16::Vgg16,
+    asked: crate::kernels::Precision,
     device: &candle_core::Device,
     quiet: bool,
-) -> catdog::kernels::precision::Resolved {
+) -> crate::kernels::precision::Resolved {
     let resolved = asked.resolve(device, base.kernels());
     if let (Some(notice), false) = (&resolved.notice, quiet) {
         eprintln!("{notice}");
@@ -141,8 +141,8 @@ pub fn parse_pair(s: &str, flag: &str) -> Result<(f64, f64)> {
 }
 
 /// The augmentation ranges from the flags (`--augment` gives the course's set; explicit flags override it).
-pub fn augment_config(f: &AugmentFlags) -> Result<catdog::data::augment::AugmentConfig> {
-    use catdog::data::augment::AugmentConfig;
+pub fn augment_config(f: &AugmentFlags) -> Result<crate::data::augment::AugmentConfig> {
+    use crate::data::augment::AugmentConfig;
     let mut a = if f.augment {
         AugmentConfig::course()
     } else {

@@ -1,8 +1,8 @@
+use crate::model::vgg16::{layer_index, tensor_names, LAYERS};
+use crate::model::weights::{self, HubOptions, RepoKind, WeightsSpec, CONFIG_FILE, WEIGHTS_FILE};
 use anyhow::{Context, Result};
-use catdog::model::vgg16::{layer_index, tensor_names, LAYERS};
-use catdog::model::weights::{self, HubOptions, RepoKind, WeightsSpec, CONFIG_FILE, WEIGHTS_FILE};
 
-use crate::cli::WeightsCmd;
+use crate::app::cli::WeightsCmd;
 
 pub fn run(cmd: WeightsCmd, quiet: bool) -> Result<i32> {
     match cmd {
@@ -38,7 +38,7 @@ fn fetch(id: &str, quiet: bool) -> Result<i32> {
     let config = weights::hub_file(RepoKind::Model, &repo, revision.as_deref(), CONFIG_FILE, &opts).ok();
     // Check that the file really is a VGG16 conv base before saying it is ready.
     let conv = weights::read_safetensors_where(&path, |n| n.starts_with("features."))?;
-    catdog::model::vgg16::Vgg16::from_tensors(&conv.tensors, &path.display().to_string(), &candle_core::Device::Cpu)
+    crate::model::vgg16::Vgg16::from_tensors(&conv.tensors, &path.display().to_string(), &candle_core::Device::Cpu)
         .context("the downloaded file is not a VGG16 conv base")?;
     println!("{}", path.display());
     if !quiet {

@@ -1,12 +1,12 @@
 use std::path::Path;
 
+use crate::data::folder::{collect_inputs, split_dirs, ImageFolder};
+use crate::eval::report;
+use crate::kernels::{Kernels, Precision};
+use crate::model::classifier::Classifier;
 use anyhow::{Context, Result};
-use catdog::data::folder::{collect_inputs, split_dirs, ImageFolder};
-use catdog::eval::report;
-use catdog::kernels::{Kernels, Precision};
-use catdog::model::classifier::Classifier;
 
-use crate::cli::{EvaluateArgs, PredictArgs};
+use crate::app::cli::{EvaluateArgs, PredictArgs};
 
 /// One line of `predict --json`, keys in the README's order (a struct keeps it; a JSON map would sort them).
 #[derive(serde::Serialize)]
@@ -31,7 +31,7 @@ fn open_checkpoint(
     precision: Precision,
     quiet: bool,
 ) -> Result<Classifier> {
-    let device = catdog::device::parse_device(device)?;
+    let device = crate::device::parse_device(device)?;
     let (mut model, _, _) = Classifier::load(path, &device).with_context(|| format!("loading {}", path.display()))?;
     model.base.set_kernels(Kernels::resolve(kernels, &device)?);
     super::set_precision(&mut model.base, precision, &device, quiet);
@@ -39,6 +39,17 @@ fn open_checkpoint(
 }
 
 pub fn evaluate(a: EvaluateArgs, quiet: bool) -> Result<i32> {
+    let ev = compute(&a, quiet)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&ev)?);
+        return Ok(0);
+    }
+    print_evaluation(&ev);
+    Ok(0)
+}
+
+/// Evaluates the checkpoint (and writes the misclassified grid when asked); `--json` prints this value.
+pub fn compute(a: &EvaluateArgs, quiet: bool) -> Result<report::Evaluation> {
     let model = open_checkpoint(&a.checkpoint, &a.device, a.kernels, a.precision, quiet)?;
     let parts = split_dirs(&a.data);
     let root = ["test", "validation", "val"]
@@ -46,9 +57,9 @@ pub fn evaluate(a: EvaluateArgs, quiet: bool) -> Result<i32> {
         .find_map(|n| parts.iter().find(|(p, _)| p == n).map(|(_, d)| d.clone()))
         .unwrap_or_else(|| a.data.clone());
     let folder = ImageFolder::scan_lenient(&root)?;
-    super::usage_check(catdog::limits::check_batch(a.batch_size))?;
+    super::usage_check(crate::limits::check_batch(a.batch_size))?;
     super::check_forward_memory("evaluate", &model.base, model.meta.size, a.batch_size)?;
-    let bar = catdog::progress::bar(folder.samples.len() as u64, "evaluate", "images", quiet);
+    let bar = crate::progress::bar(folder.samples.len() as u64, "evaluate", "images", quiet);
     let ev = report::evaluate(&model, &folder, a.checkpoint.clone(), a.batch_size.max(1), &mut |n| {
         bar.inc(n as u64)
     })?;
@@ -56,18 +67,24 @@ pub fn evaluate(a: EvaluateArgs, quiet: bool) -> Result<i32> {
     if let Some(path) = &a.misclassified {
         match report::misclassified_grid(&model, &ev.predictions, 64)? {
             Some(img) => {
-                catdog::plot::save_png(path, &img)?;
+                crate::plot::save_png(path, &img)?;
                 eprintln!("wrote {}", path.display());
             }
             None => eprintln!("no misclassified images; {} not written", path.display()),
         }
     }
-    if a.json {
-        println!("{}", serde_json::to_string(&ev)?);
-        return Ok(0);
-    }
+    Ok(ev)
+}
+
+/// The text report of an evaluation.
+fn print_evaluation(ev: &report::Evaluation) {
     let m = &ev.metrics;
-    println!("{} on {} ({} images)", a.checkpoint.display(), root.display(), m.images);
+    println!(
+        "{} on {} ({} images)",
+        ev.checkpoint.display(),
+        ev.data.display(),
+        m.images
+    );
     println!(
         "loss {:.4}  accuracy {:.4}  ROC-AUC {}",
         ev.loss,
@@ -102,10 +119,38 @@ pub fn evaluate(a: EvaluateArgs, quiet: bool) -> Result<i32> {
     for (p, r) in &ev.bad_files {
         eprintln!("skipped {}: {r}", p.display());
     }
-    Ok(0)
 }
 
 pub fn predict(a: PredictArgs, quiet: bool) -> Result<i32> {
+    let (lines, failures, total) = predictions(&a, quiet)?;
+    for line in &lines {
+        if a.json {
+            println!("{}", serde_json::to_string(line)?);
+        } else if let Some(error) = line.get("error").and_then(|e| e.as_str()) {
+            eprintln!("skipped {}: {error}", line["path"].as_str().unwrap_or_default());
+        } else {
+            let probs = line["probabilities"]
+                .as_object()
+                .map(|p| {
+                    p.iter()
+                        .map(|(c, v)| format!("{c} {:.4}", v.as_f64().unwrap_or(f64::NAN)))
+                        .collect::<Vec<_>>()
+                        .join("  ")
+                })
+                .unwrap_or_default();
+            let (path, label) = (
+                line["path"].as_str().unwrap_or_default(),
+                line["label"].as_str().unwrap_or_default(),
+            );
+            println!("{path}\t{label}\t{probs}");
+        }
+    }
+    Ok(if failures > 0 && failures == total { 1 } else { 0 })
+}
+
+/// `predict --json`'s lines, in input order (a prediction, or the file's error), with the count of failures and
+/// of files.
+pub fn predictions(a: &PredictArgs, quiet: bool) -> Result<(Vec<serde_json::Value>, usize, usize)> {
     let model = open_checkpoint(&a.checkpoint, &a.device, a.kernels, a.precision, quiet)?;
     let mut files = Vec::new();
     let mut skipped = Vec::new();
@@ -115,52 +160,36 @@ pub fn predict(a: PredictArgs, quiet: bool) -> Result<i32> {
         skipped.extend(inputs.skipped);
     }
     super::report_skipped(&skipped);
-    super::usage_check(catdog::limits::check_batch(a.batch_size))?;
+    super::usage_check(crate::limits::check_batch(a.batch_size))?;
     super::check_forward_memory("predict", &model.base, model.meta.size, a.batch_size)?;
-    let bar = catdog::progress::bar(files.len() as u64, "predict", "images", quiet);
+    let bar = crate::progress::bar(files.len() as u64, "predict", "images", quiet);
     let preds = report::predict(&model, &files, a.batch_size.max(1), &mut |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
     let mut failures = 0;
+    let mut lines = Vec::with_capacity(preds.len());
     for p in preds {
-        match p {
+        let line = match p {
             Ok(p) => {
-                if a.json {
-                    let probs: serde_json::Map<String, serde_json::Value> = p
-                        .probabilities
-                        .iter()
-                        .map(|(c, v)| (c.clone(), serde_json::json!(v)))
-                        .collect();
-                    let line = PredictionLine {
-                        path: &p.path,
-                        label: &p.label,
-                        probabilities: probs,
-                    };
-                    println!("{}", serde_json::to_string(&line)?);
-                } else {
-                    let probs = p
-                        .probabilities
-                        .iter()
-                        .map(|(c, v)| format!("{c} {v:.4}"))
-                        .collect::<Vec<_>>()
-                        .join("  ");
-                    println!("{}\t{}\t{probs}", p.path.display(), p.label);
-                }
+                let probabilities: serde_json::Map<String, serde_json::Value> = p
+                    .probabilities
+                    .iter()
+                    .map(|(c, v)| (c.clone(), serde_json::json!(v)))
+                    .collect();
+                serde_json::to_value(PredictionLine {
+                    path: &p.path,
+                    label: &p.label,
+                    probabilities,
+                })?
             }
             Err((path, reason)) => {
                 failures += 1;
-                if a.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string(&FailedLine {
-                            path: &path,
-                            error: &reason
-                        })?
-                    );
-                } else {
-                    eprintln!("skipped {}: {reason}", path.display());
-                }
+                serde_json::to_value(FailedLine {
+                    path: &path,
+                    error: &reason,
+                })?
             }
-        }
+        };
+        lines.push(line);
     }
-    Ok(if failures > 0 && failures == files.len() { 1 } else { 0 })
+    Ok((lines, failures, files.len()))
 }

@@ -1,10 +1,10 @@
 //! `summary.md` of a run.
 
+use crate::data::folder::Splits;
+use crate::model::classifier::TrainMode;
+use crate::model::vgg16::LAYERS;
+use crate::train::trainer::{Ending, Outcome, Trainer};
 use anyhow::Result;
-use catdog::data::folder::Splits;
-use catdog::model::classifier::TrainMode;
-use catdog::model::vgg16::LAYERS;
-use catdog::train::trainer::{Ending, Outcome, Trainer};
 
 pub fn write(t: &Trainer, s: &Splits, o: &Outcome) -> Result<()> {
     let cfg = &t.cfg;
@@ -18,7 +18,7 @@ pub fn write(t: &Trainer, s: &Splits, o: &Outcome) -> Result<()> {
         "# catdog run `{name}`\n\ncatdog {}\n\n## Data\n\n",
         env!("CARGO_PKG_VERSION")
     ));
-    let counts = |f: &catdog::data::folder::ImageFolder| {
+    let counts = |f: &crate::data::folder::ImageFolder| {
         f.classes
             .iter()
             .zip(f.class_counts())
@@ -82,7 +82,7 @@ pub fn write(t: &Trainer, s: &Splits, o: &Outcome) -> Result<()> {
         cfg.interpolation,
         cfg.preprocess.describe(),
         cfg.augment
-            .map_or("none".to_string(), |a| catdog::data::preview::describe(&a))
+            .map_or("none".to_string(), |a| crate::data::preview::describe(&a))
     ));
     md.push_str(&format!(
         "- optimizer: {}, lr {:e}, batch {}, seed {}\n",
@@ -127,7 +127,7 @@ pub fn write(t: &Trainer, s: &Splits, o: &Outcome) -> Result<()> {
                  over {}; building the caches took {cache_s:.1} s, so about {:.0} s of frozen-part compute were saved. \
                  Cached output {:?} per image, {:.1} MiB{}.\n",
                 n_train + n_val,
-                catdog::progress::count(ran, "epoch"),
+                crate::progress::count(ran, "epoch"),
                 cache_s * (ran.saturating_sub(1)) as f64,
                 c.shape,
                 c.bytes() as f64 / 1048576.0,
@@ -164,6 +164,6 @@ pub fn write(t: &Trainer, s: &Splits, o: &Outcome) -> Result<()> {
         ));
     }
     md.push_str("\n![training curves](curves.png)\n\nFiles: `config.json`, `history.csv`, `history.json`, `curves.png`, `best.safetensors`, `last.safetensors`, `bad_files.txt`.\n");
-    catdog::io::atomic_write(&o.run_dir.join("summary.md"), md.as_bytes())?;
+    crate::io::atomic_write(&o.run_dir.join("summary.md"), md.as_bytes())?;
     Ok(())
 }

@@ -4,12 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use catdog::data::decode::Interpolation;
-use catdog::data::preprocess::PreprocessMode;
-use catdog::model::weights::DEFAULT_MODEL;
+use crate::data::decode::Interpolation;
+use crate::data::preprocess::PreprocessMode;
+use crate::model::weights::DEFAULT_MODEL;
 
 /// Where `catdog data fetch` writes Dogs-vs-Cats and `catdog finetune` looks for it.
-pub const DEFAULT_DATA: &str = catdog::data::fetch::DEFAULT_FOLDER;
+pub const DEFAULT_DATA: &str = crate::data::fetch::DEFAULT_FOLDER;
 
 /// The ids of the flags the user gave on the command line in the subcommand (`lr`, `batch_size`, …), not those
 /// left at their defaults: `--resume` refuses the ones that would change the saved configuration.
@@ -45,7 +45,7 @@ pub struct Cli {
     /// How progress shows: auto (a bar on a terminal; plain lines in Jupyter, Colab, Kaggle, on a dumb terminal
     /// or where stderr is not a terminal), bar, lines or off [default: $CATDOG_PROGRESS, else auto].
     #[arg(long, global = true, value_name = "MODE", value_parser = parse_progress)]
-    pub progress: Option<catdog::progress::ProgressMode>,
+    pub progress: Option<crate::progress::ProgressMode>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,7 +108,7 @@ pub struct WeightsFlag {
     /// Kernels: fast (catdog's CPU ops) or portable (only candle's device-generic ops: the graph that runs on a GPU)
     /// [default: $CATDOG_KERNELS, else fast; always portable on a GPU].
     #[arg(help_heading = "Device", long, value_enum, value_name = "KERNELS")]
-    pub kernels: Option<catdog::kernels::Kernels>,
+    pub kernels: Option<crate::kernels::Kernels>,
 
     /// Precision of the convolutions' and dense layers' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
     /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
@@ -120,7 +120,7 @@ pub struct WeightsFlag {
         default_value = "fp32",
         value_name = "PRECISION"
     )]
-    pub precision: catdog::kernels::Precision,
+    pub precision: crate::kernels::Precision,
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,7 +217,7 @@ pub struct BenchForwardArgs {
     /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
     /// bf16 on a GPU).
     #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
-    pub precision: catdog::kernels::Precision,
+    pub precision: crate::kernels::Precision,
     /// Weights (random full-width VGG16 by default; the speed does not depend on the values).
     #[arg(long, default_value = "random", value_name = "ID|FILE|random")]
     pub weights: String,
@@ -291,8 +291,8 @@ pub struct AugmentFlags {
     )]
     pub channel_shift: Option<f64>,
     /// How points outside the image are filled.
-    #[arg(help_heading = "Augmentation", long, value_enum, default_value_t = catdog::data::augment::FillMode::Nearest)]
-    pub fill_mode: catdog::data::augment::FillMode,
+    #[arg(help_heading = "Augmentation", long, value_enum, default_value_t = crate::data::augment::FillMode::Nearest)]
+    pub fill_mode: crate::data::augment::FillMode,
     /// Fill value for --fill-mode constant, 0–255 scale.
     #[arg(help_heading = "Augmentation", long, default_value_t = 0.0, value_name = "VALUE")]
     pub cval: f32,
@@ -316,7 +316,7 @@ pub enum DataCmd {
     /// interrupted fetch and leaves a complete one as it is.
     Fetch {
         /// Hub data set id, `org/name[@revision]`.
-        #[arg(long, default_value = catdog::data::fetch::DEFAULT_REPO, value_name = "ID")]
+        #[arg(long, default_value = crate::data::fetch::DEFAULT_REPO, value_name = "ID")]
         repo: String,
         /// Output folder.
         #[arg(long, default_value = DEFAULT_DATA, value_name = "DIR")]
@@ -421,8 +421,8 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "FACTOR")]
     pub brightness: Option<f64>,
     /// How points outside the image are filled.
-    #[arg(long, value_enum, default_value_t = catdog::data::augment::FillMode::Nearest)]
-    pub fill_mode: catdog::data::augment::FillMode,
+    #[arg(long, value_enum, default_value_t = crate::data::augment::FillMode::Nearest)]
+    pub fill_mode: crate::data::augment::FillMode,
     /// Fill value for --fill-mode constant, 0–255 scale.
     #[arg(long, default_value_t = 0.0, value_name = "VALUE")]
     pub cval: f32,
@@ -463,8 +463,8 @@ pub struct FinetuneArgs {
     #[arg(help_heading = "Data", long, value_name = "DIR", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
     /// extract: the conv base frozen, only the head trains; finetune: layers from --unfreeze-from on train too.
-    #[arg(help_heading = "Model", long, value_enum, default_value_t = catdog::model::classifier::TrainMode::Extract)]
-    pub mode: catdog::model::classifier::TrainMode,
+    #[arg(help_heading = "Model", long, value_enum, default_value_t = crate::model::classifier::TrainMode::Extract)]
+    pub mode: crate::model::classifier::TrainMode,
     /// First trainable layer in finetune mode (Keras name).
     #[arg(help_heading = "Model", long, default_value = "block5_conv1", value_name = "LAYER")]
     pub unfreeze_from: String,
@@ -479,8 +479,8 @@ pub struct FinetuneArgs {
     #[arg(help_heading = "Training", long, default_value_t = 32, value_name = "N")]
     pub batch_size: usize,
     /// Optimizer (Keras semantics).
-    #[arg(help_heading = "Training", long, value_enum, default_value_t = catdog::train::optim::OptimizerKind::Rmsprop)]
-    pub optimizer: catdog::train::optim::OptimizerKind,
+    #[arg(help_heading = "Training", long, value_enum, default_value_t = crate::train::optim::OptimizerKind::Rmsprop)]
+    pub optimizer: crate::train::optim::OptimizerKind,
     /// Learning rate [default: 2e-5 for extract, 1e-5 for finetune, as the course].
     #[arg(help_heading = "Training", long, value_name = "LR")]
     pub lr: Option<f64>,
@@ -491,8 +491,8 @@ pub struct FinetuneArgs {
     #[arg(help_heading = "Training", long)]
     pub nesterov: bool,
     /// Head input: flatten (the course) or gap (global average pooling).
-    #[arg(help_heading = "Model", long, value_enum, default_value_t = catdog::model::head::HeadKind::Flatten)]
-    pub head: catdog::model::head::HeadKind,
+    #[arg(help_heading = "Model", long, value_enum, default_value_t = crate::model::head::HeadKind::Flatten)]
+    pub head: crate::model::head::HeadKind,
     /// Units of the hidden Dense layer (0 = none).
     #[arg(help_heading = "Model", long, default_value_t = 256, value_name = "UNITS")]
     pub hidden: usize,
@@ -552,8 +552,8 @@ pub struct FinetuneArgs {
     #[arg(help_heading = "Early stopping and best checkpoint", long)]
     pub restore_best_weights: bool,
     /// Direction of improvement of the monitored metric.
-    #[arg(help_heading = "Early stopping and best checkpoint", long, value_enum, default_value_t = catdog::train::early_stop::Mode::Auto)]
-    pub es_mode: catdog::train::early_stop::Mode,
+    #[arg(help_heading = "Early stopping and best checkpoint", long, value_enum, default_value_t = crate::train::early_stop::Mode::Auto)]
+    pub es_mode: crate::train::early_stop::Mode,
     /// Reduce the learning rate after N epochs without improvement (turns reduce-on-plateau on) [default: off].
     #[arg(help_heading = "Training", long, value_name = "EPOCHS")]
     pub reduce_lr_patience: Option<usize>,
@@ -564,8 +564,8 @@ pub struct FinetuneArgs {
     #[arg(help_heading = "Training", long, default_value_t = 0.0, value_name = "LR")]
     pub min_lr: f64,
     /// Frozen-prefix cache: auto (when there is no augmentation), on, or off.
-    #[arg(help_heading = "Output and caches", long, value_enum, default_value_t = catdog::train::trainer::CacheMode::Auto)]
-    pub cache: catdog::train::trainer::CacheMode,
+    #[arg(help_heading = "Output and caches", long, value_enum, default_value_t = crate::train::trainer::CacheMode::Auto)]
+    pub cache: crate::train::trainer::CacheMode,
     /// Memory for cached frozen-prefix features, MiB (beyond it they go to a file in the run folder).
     #[arg(help_heading = "Output and caches", long, default_value_t = 4096, value_name = "MIB")]
     pub feature_cache_mb: usize,
@@ -605,13 +605,13 @@ pub struct EvaluateArgs {
     /// Kernels: fast (catdog's CPU ops) or portable (only candle's device-generic ops: the graph that runs on a GPU)
     /// [default: $CATDOG_KERNELS, else fast; always portable on a GPU].
     #[arg(long, value_enum, value_name = "KERNELS")]
-    pub kernels: Option<catdog::kernels::Kernels>,
+    pub kernels: Option<crate::kernels::Kernels>,
 
     /// Precision of the convolutions' and dense layers' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
     /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
     /// bf16 on a GPU).
     #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
-    pub precision: catdog::kernels::Precision,
+    pub precision: crate::kernels::Precision,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -636,13 +636,13 @@ pub struct PredictArgs {
     /// Kernels: fast (catdog's CPU ops) or portable (only candle's device-generic ops: the graph that runs on a GPU)
     /// [default: $CATDOG_KERNELS, else fast; always portable on a GPU].
     #[arg(long, value_enum, value_name = "KERNELS")]
-    pub kernels: Option<catdog::kernels::Kernels>,
+    pub kernels: Option<crate::kernels::Kernels>,
 
     /// Precision of the convolutions' and dense layers' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
     /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
     /// bf16 on a GPU).
     #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
-    pub precision: catdog::kernels::Precision,
+    pub precision: crate::kernels::Precision,
     /// Print one JSON object per image (path, label, probabilities) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -654,8 +654,8 @@ pub struct PredictArgs {
 #[derive(Debug, Args)]
 pub struct BenchTrainArgs {
     /// What trains.
-    #[arg(long, value_enum, default_value_t = catdog::model::classifier::TrainMode::Finetune)]
-    pub mode: catdog::model::classifier::TrainMode,
+    #[arg(long, value_enum, default_value_t = crate::model::classifier::TrainMode::Finetune)]
+    pub mode: crate::model::classifier::TrainMode,
     /// First trainable layer in finetune mode.
     #[arg(long, default_value = "block5_conv1", value_name = "LAYER")]
     pub unfreeze_from: String,
@@ -679,7 +679,7 @@ pub struct BenchTrainArgs {
     /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
     /// bf16 on a GPU).
     #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
-    pub precision: catdog::kernels::Precision,
+    pub precision: crate::kernels::Precision,
     /// Weights (random full-width VGG16 by default).
     #[arg(long, default_value = "random", value_name = "ID|FILE|random")]
     pub weights: String,
@@ -701,14 +701,14 @@ pub enum BenchCache {
 /// `catdog lab NAME`: one lab, or `all` (the CLI's loop over them, with an index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LabChoice {
-    One(catdog::tabular::labs::LabName),
+    One(crate::tabular::labs::LabName),
     All,
 }
 
 impl clap::ValueEnum for LabChoice {
     fn value_variants<'a>() -> &'a [Self] {
         static VARIANTS: std::sync::LazyLock<Vec<LabChoice>> = std::sync::LazyLock::new(|| {
-            let mut v: Vec<LabChoice> = catdog::tabular::labs::LabName::ALL.map(LabChoice::One).to_vec();
+            let mut v: Vec<LabChoice> = crate::tabular::labs::LabName::ALL.map(LabChoice::One).to_vec();
             v.push(LabChoice::All);
             v
         });
@@ -741,10 +741,10 @@ pub struct LabArgs {
     pub drop: Vec<String>,
     /// Force classification or regression [default: from the target column].
     #[arg(long, value_enum)]
-    pub task: Option<catdog::tabular::dataset::Task>,
+    pub task: Option<crate::tabular::dataset::Task>,
     /// A built-in data set [default: breast_cancer; moons for overfit and dropout].
     #[arg(long, value_enum)]
-    pub dataset: Option<catdog::tabular::dataset::Builtin>,
+    pub dataset: Option<crate::tabular::dataset::Builtin>,
     /// Points of a generated data set.
     #[arg(long, default_value_t = 200, value_name = "N")]
     pub n: usize,
@@ -755,8 +755,8 @@ pub struct LabArgs {
     #[arg(long, default_value_t = 0.2, value_name = "FRACTION")]
     pub val_split: f64,
     /// Input scaling, fitted on the training split.
-    #[arg(long, value_enum, default_value_t = catdog::tabular::dataset::Scaling::Standard)]
-    pub scaling: catdog::tabular::dataset::Scaling,
+    #[arg(long, value_enum, default_value_t = crate::tabular::dataset::Scaling::Standard)]
+    pub scaling: crate::tabular::dataset::Scaling,
     /// Hidden layer sizes.
     #[arg(long, default_value = "64,32", value_name = "UNITS,…", value_delimiter = ',')]
     pub layers: Vec<usize>,
@@ -779,14 +779,14 @@ pub struct LabArgs {
     #[arg(long)]
     pub layernorm: bool,
     /// Normalization defaults: keras (momentum 0.99, ε 1e-3) or torch (momentum 0.1, ε 1e-5).
-    #[arg(long, value_enum, default_value_t = catdog::nn::NormDefaults::Keras)]
-    pub norm_defaults: catdog::nn::NormDefaults,
+    #[arg(long, value_enum, default_value_t = crate::nn::NormDefaults::Keras)]
+    pub norm_defaults: crate::nn::NormDefaults,
     /// Kernel initialisation: zeros, normal:σ, glorot, he, lecun.
     #[arg(long, default_value = "glorot", value_name = "INIT")]
     pub init: String,
     /// Optimizer (Keras semantics).
-    #[arg(long, value_enum, default_value_t = catdog::train::optim::OptimizerKind::Adam)]
-    pub optimizer: catdog::train::optim::OptimizerKind,
+    #[arg(long, value_enum, default_value_t = crate::train::optim::OptimizerKind::Adam)]
+    pub optimizer: crate::train::optim::OptimizerKind,
     /// Learning rate.
     #[arg(long, default_value_t = 1e-3, value_name = "LR")]
     pub lr: f64,
@@ -812,8 +812,8 @@ pub struct LabArgs {
     pub seeds: usize,
     /// Which Dense kernels --l1/--l2 and the penalty labs reach: the hidden layers (as the course's Keras code) or
     /// all, the output layer too.
-    #[arg(long, value_enum, default_value_t = catdog::tabular::fit::Regularize::Hidden)]
-    pub regularize: catdog::tabular::fit::Regularize,
+    #[arg(long, value_enum, default_value_t = crate::tabular::fit::Regularize::Hidden)]
+    pub regularize: crate::tabular::fit::Regularize,
     /// Output folder: each lab writes its own sub-folder DIR/<lab>/ (`all`: every lab's, and DIR/index.md).
     #[arg(long, value_name = "DIR", default_value = "runs/labs")]
     pub out: PathBuf,
@@ -822,6 +822,6 @@ pub struct LabArgs {
     pub json: bool,
 }
 
-fn parse_progress(s: &str) -> Result<catdog::progress::ProgressMode, String> {
-    s.parse().map_err(|e: catdog::Error| e.to_string())
+fn parse_progress(s: &str) -> Result<crate::progress::ProgressMode, String> {
+    s.parse().map_err(|e: crate::Error| e.to_string())
 }

@@ -1,15 +1,15 @@
+use crate::data::augment::Transform;
+use crate::data::decode::{self, DecodeLimits};
+use crate::data::preview;
 use anyhow::{Context, Result};
-use catdog::data::augment::Transform;
-use catdog::data::decode::{self, DecodeLimits};
-use catdog::data::preview;
 
-use crate::cli::{ApplyArgs, PreviewArgs};
+use crate::app::cli::{ApplyArgs, PreviewArgs};
 
 pub fn preview(a: PreviewArgs, quiet: bool) -> Result<i32> {
     let aug = super::augment_config(&a.aug)?;
-    super::usage_check(catdog::limits::check_size(a.img.size))?;
+    super::usage_check(crate::limits::check_size(a.img.size))?;
     if a.n == 0 || a.n > super::MAX_PREVIEW_VERSIONS {
-        return Err(crate::UsageError(format!(
+        return Err(crate::app::UsageError(format!(
             "--n {} is out of range: use 1..={} versions per image",
             a.n,
             super::MAX_PREVIEW_VERSIONS
@@ -35,7 +35,7 @@ pub fn preview(a: PreviewArgs, quiet: bool) -> Result<i32> {
         eprintln!("note: no augmentation flag given, so every version equals the original; try --augment or --shear 10 --zoom 0.2");
     }
     let (grid, bad) = preview::preview(&sources, &aug, a.n, a.img.size, a.img.interpolation, a.seed)?;
-    catdog::plot::save_png(&a.out, &grid).with_context(|| format!("writing {}", a.out.display()))?;
+    crate::plot::save_png(&a.out, &grid).with_context(|| format!("writing {}", a.out.display()))?;
     for (p, r) in &bad {
         eprintln!("skipped {}: {r}", p.display());
     }
@@ -75,11 +75,11 @@ pub fn apply(a: ApplyArgs) -> Result<i32> {
     };
     let mut img = decode::decode_rgb(&a.image, &DecodeLimits::default())?;
     if let Some(s) = a.size {
-        super::usage_check(catdog::limits::check_size(s))?;
+        super::usage_check(crate::limits::check_size(s))?;
         img = decode::resize(&img, s, s, a.interpolation);
     }
     let out = preview::apply_to_image(&img, &t);
-    catdog::plot::save_png(&a.out, &out).with_context(|| format!("writing {}", a.out.display()))?;
+    crate::plot::save_png(&a.out, &out).with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!(
         "wrote {} ({}×{}): {}",
         a.out.display(),
