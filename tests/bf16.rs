@@ -342,7 +342,7 @@ fn precision_is_recorded_and_a_cpu_without_bf16_kernels_says_it_runs_fp32() {
     if let Some(kernel) = kernel_or_skip("finetune bf16") {
         let (err, config, meta) = run("on", &[]);
         assert!(
-            err.contains(&format!("bf16 ({})", kernel.name())) && !err.contains("no AVX512-BF16"),
+            err.contains(&format!("precision bf16 on the {} kernel", kernel.name())) && !err.contains("no AVX512-BF16"),
             "{err}"
         );
         assert_eq!((config.as_str(), meta.as_str()), ("bf16", "bf16"));

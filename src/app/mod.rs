@@ -115,6 +115,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(cli::Cli, Vec<Stri
 /// Start-up settings every command shares: progress, threads, candle's thread count and spinning.
 fn setup(cli: &cli::Cli) -> anyhow::Result<()> {
     crate::progress::init(cli.progress).map_err(|e| UsageError(e.to_string()))?;
+    crate::kernels::check_env().map_err(|e| UsageError(e.to_string()))?;
     if let Some(n) = cli.threads {
         crate::limits::check_threads(n).map_err(|e| UsageError(e.to_string()))?;
         // A pool built earlier in this process (a second call from Python) stays as it is.
