@@ -75,11 +75,13 @@ def augment_preview(out="augment-preview.png", **kwargs):
 
 
 class LabResult(dict):
-    """A lab's results.json as a dict; shows its table in a notebook."""
+    """A lab's results.json as a dict (``dir`` is its folder); shows its table in a notebook."""
+
+    dir = None
 
     def _repr_markdown_(self):
-        table = Path(self.get("_dir", "")) / "table.md"
-        return table.read_text() if table.exists() else None
+        table = Path(self.dir) / "table.md" if self.dir else None
+        return table.read_text() if table and table.exists() else None
 
 
 def lab(name, **kwargs):
@@ -90,7 +92,7 @@ def lab(name, **kwargs):
     loaded = []
     for path in result["results"]:
         value = LabResult(json.loads(Path(path).read_text()))
-        value["_dir"] = str(Path(path).parent)
+        value.dir = Path(path).parent
         loaded.append(value)
     return loaded[0] if name != "all" else loaded
 

@@ -33,7 +33,7 @@ pub fn call(args: Vec<OsString>) -> anyhow::Result<Value> {
                 .iter()
                 .map(|d| d.join("results.json"))
                 .collect();
-            cmd::lab::run(*a, quiet)?;
+            cmd::lab::run_printing(*a, quiet, false)?;
             json!({ "results": results })
         }
         Command::Info { .. } => serde_json::to_value(crate::info::gather())?,

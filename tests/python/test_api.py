@@ -63,8 +63,8 @@ def test_extract_returns_a_float32_nchw_array_and_its_metadata(data):
 
 def test_lab_returns_its_results_and_shows_its_table(tmp_path):
     result = catdog.lab("l2", dataset="moons", n=80, epochs=2, seeds=1, out=tmp_path, quiet=True)
-    assert result["lab"] and result["rows"]
-    assert "|" in result._repr_markdown_()
+    assert result["lab"] == "l2" and result["rows"] and "_dir" not in result
+    assert result.dir == tmp_path / "l2" and "|" in result._repr_markdown_()
 
 
 def test_augment_preview_writes_the_grid(data, tmp_path):

@@ -112,19 +112,24 @@ pub fn result_dirs(a: &LabArgs) -> Vec<std::path::PathBuf> {
 }
 
 pub fn run(a: LabArgs, quiet: bool) -> Result<i32> {
+    run_printing(a, quiet, true)
+}
+
+/// Runs the lab(s); `print` shows each table (markdown, or JSON with `--json`) on stdout as the command does.
+pub fn run_printing(a: LabArgs, quiet: bool, print: bool) -> Result<i32> {
     let cfg = config(&a)?;
     if !(1..=MAX_SEEDS).contains(&a.seeds) {
         return Err(crate::app::UsageError(format!("--seeds {}: use 1..={MAX_SEEDS}", a.seeds)).into());
     }
     let out = a.out.clone();
     let LabChoice::One(lab) = a.lab else {
-        return run_every_lab(&a, &cfg, quiet);
+        return run_every_lab(&a, &cfg, quiet, print);
     };
     let out = out.join(lab.slug());
     let r = labs::run_lab(lab, &cfg, &out)?;
-    if a.json {
+    if print && a.json {
         println!("{}", serde_json::to_string(&r)?);
-    } else {
+    } else if print {
         println!("{}", r.markdown());
     }
     eprintln!(
@@ -137,20 +142,20 @@ pub fn run(a: LabArgs, quiet: bool) -> Result<i32> {
 }
 
 /// `catdog lab all`: every lab into its own folder under --out, then an index of them.
-fn run_every_lab(a: &LabArgs, cfg: &LabConfig, quiet: bool) -> Result<i32> {
+fn run_every_lab(a: &LabArgs, cfg: &LabConfig, quiet: bool, print: bool) -> Result<i32> {
     let bar = crate::progress::bar(LabName::ALL.len() as u64, "labs", "labs", quiet);
     let mut results = Vec::new();
     for lab in LabName::ALL {
         let r = labs::run_lab(lab, cfg, &a.out.join(lab.slug()))?;
         bar.inc(1);
-        if !a.json {
+        if print && !a.json {
             bar.suspend(|| println!("{}", r.markdown()));
         }
         results.push(r);
     }
     bar.finish_and_clear();
     labs::write_index(&a.out, &results)?;
-    if a.json {
+    if print && a.json {
         println!("{}", serde_json::to_string(&results)?);
     }
     eprintln!(
