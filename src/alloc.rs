@@ -2,8 +2,8 @@
 //!
 //! Every layer of every step allocates its output (up to ~200 MB at batch 32 for block1) and frees the previous
 //! one. glibc hands such blocks back to the kernel with munmap and the next step faults every page in again,
-//! zero-filled: measured on the VGG16 forward at batch 32, that is ~20% of the step (15.7 → 19.0 images/s once
-//! freed blocks stay in the heap). So large blocks are kept: mmap threshold and trim threshold raised.
+//! zero-filled, a fifth of a forward step (docs/performance.md). So large blocks are kept: mmap threshold and trim
+//! threshold raised.
 
 /// Raises glibc's mmap and trim thresholds so that freed large blocks are reused. Returns whether both took.
 pub fn keep_freed_memory() -> bool {

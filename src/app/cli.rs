@@ -760,7 +760,7 @@ pub struct LabArgs {
     /// Hidden layer sizes.
     #[arg(long, default_value = "64,32", value_name = "UNITS,…", value_delimiter = ',')]
     pub layers: Vec<usize>,
-    /// Hidden activation: relu, leaky_relu[:α] (α 0.3 as Keras), elu[:α], selu, prelu, sigmoid, tanh.
+    /// Hidden activation: relu, leaky_relu or leaky_relu:α (α 0.3 as Keras), elu or elu:α, selu, prelu, sigmoid, tanh.
     #[arg(long, default_value = "relu", value_name = "NAME")]
     pub activation: String,
     /// Dropout rate after each hidden layer, a fraction in [0, 1).

@@ -7,16 +7,14 @@
 //! sums; a crash or a wrong value there turns AMX off for the process with a one-line notice, and the
 //! AVX512-BF16 kernel runs instead. The addressing (the layouts, the k steps and their tail, the edges) is also
 //! run on every machine through [`emulated_tile`], a Rust model of the tile instructions with the same arguments
-//! (`tests/bf16.rs`). First run on AMX hardware: 2026-11-25, an Intel Xeon with AMX-BF16 (self-check and tests
-//! passed).
+//! (`tests/bf16.rs`); `scripts/amx_check.sh` runs the real thing where AMX is lent.
 //!
 //! Layouts. B is [`super::bf16::pack_b`]'s (panels of [`NR`] columns, each k-pair of a column one u32): a B tile
 //! reads 16 k-pair rows × 16 columns of a panel with a 128-byte stride. An A tile needs each row's k-pairs side by
 //! side, so A is relaid from the AVX512-BF16 panels into rows of `kp` rounded up to 16 pairs ([`rows_layout`]).
 //! One kernel call makes a [`ROWS`] × [`NR`] block of C: four C tiles of 16 × 16, from two A tiles and two B tiles
-//! per k step, so that each tile loaded feeds two `tdpbf16ps` (the 2 × 2 blocking every AMX GEMM uses; the first
-//! version, 8 rows × 32 columns a call, ran 190–580 GFLOP/s on one core where tract-linalg's 16 × 16 ran
-//! 325–680).
+//! per k step, so that each tile loaded feeds two `tdpbf16ps` (the 2 × 2 blocking every AMX GEMM uses; a first
+//! version with 8 rows × 32 columns a call fed each tile once and was slower than tract-linalg's kernel).
 
 use super::bf16::{MR, NR};
 

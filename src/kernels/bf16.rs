@@ -377,7 +377,7 @@ pub fn gemm(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &mut [f32],
     gemm_into(kernel, a, b, n, c, ldc, false)
 }
 
-/// [`gemm`] that adds to `c` when `accumulate`.
+/// [`gemm()`] that adds to `c` when `accumulate`.
 pub fn gemm_into(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
     check_gemm(kernel, a, b, n, c, ldc);
     match kernel {
@@ -472,7 +472,7 @@ fn amx_block(
     }
 }
 
-/// [`gemm`] with the panels of rows spread over rayon's threads (for a product that is not already one task of
+/// [`gemm()`] with the panels of rows spread over rayon's threads (for a product that is not already one task of
 /// a parallel loop, such as the head's dense layers).
 ///
 /// Panics when a buffer does not fit the shapes.

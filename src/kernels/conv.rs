@@ -684,8 +684,7 @@ pub fn conv_weight_grad_with(algo: Algo, x: &[f32], g: &ConvGeom, dy: &[f32], dw
     // Measured on VGG16 layers: in f32 on AVX-512 CPUs, F(3×3)'s weight gradient wins on every layer from 9 pixels
     // (`winograd3::weight_grad_chosen`); elsewhere F(2×2)'s wins from 256 channels on both sides and below, its
     // transforms cost more than the flops it saves. The bf16 one with channel-vectorised transforms wins on every
-    // layer from block1_conv2 on (AMD EPYC Zen 5, 2 threads, batch 32, GFLOP/s against im2col: block1_conv2
-    // 326–363 / 244–247, block2_conv2 573–616 / 310–314, block3_conv1 617–630 / 370–375).
+    // layer from block1_conv2 on (docs/performance.md).
     match algo {
         Algo::Bf16(kernel) if algo.use_winograd(g) && super::winograd_dw::applicable(g) => {
             super::winograd_dw::weight_grad(kernel, x, g, dy, dw, db)

@@ -40,9 +40,8 @@ pub fn applicable(g: &ConvGeom) -> bool {
 
 /// The tap and channel pair of k-pair `k` of the direct convolution: steps of 16 channel pairs, each through the
 /// 9 taps (k = (step·9 + tap)·16 + pair in step), so that a step's 16 input planes stay in L1 while all 9 taps
-/// read them. Taps outer, channels inner read each input line from L2 about three times: on AMX the kernel
-/// alone ran at 592–878 GFLOP/s (one core) with that order, and 776–1139 with every line read aligned, which
-/// this order approaches without copies.
+/// read them. Taps outer, channels inner read each input line from L2 about three times and ran clearly slower on
+/// AMX than aligned line reads, which this order approaches without copies.
 fn k_order(k: usize) -> (usize, usize) {
     let (step, rest) = (k / (TAPS * STEP), k % (TAPS * STEP));
     (rest / STEP, step * STEP + rest % STEP)
@@ -135,11 +134,8 @@ pub fn chosen(kernel: Bf16Kernel, g: &ConvGeom) -> bool {
     }
     match kernel {
         Bf16Kernel::Amx => true,
-        // Winograd on every layer. AMD EPYC (Zen 5), 2 threads, batch 32, two alternating runs of `bench forward
-        // --layers --backward` (2026-11-26), GFLOP/s direct against Winograd: block1_conv2 718–722 / 900–905 (its
-        // input gradient 733–747 / 946–954), block2_conv1 749–751 / 941–950; the whole forward 86.3–87.2 against
-        // 90.4–93.8 images/s. (Direct won the 64-channel layers before the bf16 Winograd's AVX-512 input
-        // transform and fused output: 700–713 / 499–517 on block1_conv2; block3–5 were Winograd's already.)
+        // Winograd on every layer: since its AVX-512 input transform and fused output it is ahead of the direct
+        // kernel on the 64-channel layers too (docs/performance.md).
         Bf16Kernel::Avx512Bf16 => false,
         // The tests call `forward` on it themselves.
         Bf16Kernel::AmxEmulated => false,

@@ -46,10 +46,9 @@ fn requested() -> Option<Level> {
 /// The level in use: AVX2 where the CPU has it, baseline otherwise; `CATDOG_SIMD=generic|avx2|avx512` picks
 /// another (for comparisons and tests; a level the CPU lacks is never used).
 ///
-/// AVX2 even on AVX-512 CPUs, because it measured faster: compiled for AVX-512, the Winograd transforms made the
-/// VGG16 forward 6% slower than baseline code and the block5 step 2% slower, while AVX2 made them 1% and 2–8%
-/// faster (AMD EPYC Zen 4, 2 threads, batch 16, 150×150, same run; `bench forward` 35.6 / 37.7 / 38.2 images/s for
-/// avx512 / generic / avx2).
+/// AVX2 even on AVX-512 CPUs, because it measured faster: the compiler's AVX-512 code for these plain-Rust
+/// transforms was slower than baseline code, AVX2's faster (docs/performance.md). The hand-written AVX-512
+/// kernels have their own gate, [`avx512_kernels`].
 pub fn level() -> Level {
     requested().unwrap_or(Level::Avx2).min(detected())
 }

@@ -22,7 +22,7 @@ pub fn applicable(g: &ConvGeom) -> bool {
     g.k == 3 && g.pad <= 2 && g.ho >= 1 && g.wo >= 1
 }
 
-/// `U[k][o][c]` = (G g Gᵀ)[k / 4][k % 4] for the 3×3 kernel g = w[o][c].
+/// `U[k][o][c]` = (G g Gᵀ)[k / 4][k % 4] for the 3×3 kernel g = `w[o][c]`.
 pub fn transform_weights(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
     let mut u = Vec::new();
     transform_weights_into(weight, o, c, &mut u);
@@ -516,8 +516,7 @@ struct Panels<'a> {
 
 /// The 16 products of a chunk, panel by panel, each followed at once by the output transform of its 8 channels ×
 /// 32 tiles (bias, ReLU, pool as [`output_transform`]): the 16 product tiles stay in L1 instead of going through
-/// a 16·O·nt buffer and back. Measured on the whole VGG16 forward in bf16 (batch 32, AMD EPYC Zen 4): 62.7 →
-/// 66–67.6 images/s; fusing only the layers of up to 128 × 128 channels gained less.
+/// a 16·O·nt buffer and back (faster on every layer; fusing only the narrow ones gained less).
 ///
 /// The products sit in `PANELS` MR × NR panels on the stack: product k's block is panels
 /// k·(PANELS/16) .. (k+1)·(PANELS/16), each panel MR of its rows. 16 panels (16 KB, which stay in L1) on
@@ -1110,9 +1109,7 @@ fn weight_grad_with(kernel: Option<Bf16Kernel>, x: &[f32], g: &ConvGeom, dy: &[f
     let total = g.n * th * tw;
     let threads = rayon::current_num_threads();
     // 4× longer runs of tiles per pass over the 16 accumulators (16·O·C floats, far beyond L2) than the cache-sized
-    // chunks: in bf16 those passes dominated, and at 4× the 512-channel layers' weight gradient went 39 → 24 ms at
-    // 9×9 and 103 → 76 ms at 18×18 (batch 32, AMD EPYC Zen 4, 2 threads). f32 took the same rule later: the fp32
-    // cached block5 step 144–151 → 155–160 images/s (AMD EPYC Zen 5, 2 threads, three alternating rounds).
+    // chunks: those passes dominated the weight gradient, in bf16 and in f32 alike (docs/performance.md).
     let tc = (4 * weight_grad_chunk_tiles(g, total, threads))
         .min(total.div_ceil(threads.max(1)))
         .max(1);

@@ -32,10 +32,7 @@ pub fn chosen(g: &ConvGeom) -> bool {
 
 /// True when the f32 weight gradient of `g` runs here: as [`chosen`], but from 9 outputs across at any size. The
 /// weight gradient has no large-tile rival (F(4×4) is forward-only) and its sums are 25 per kernel per thread,
-/// small below 512 channels. Measured against what ran before (im2col below 256 channels, F(2×2) from there),
-/// AMD EPYC Zen 5, 2 threads, batch 32, alternating `bench forward --layers --backward`, GFLOP/s: block1_conv2
-/// 268–272 / 453–472, block2_conv1 331–346 / 644–680, block2_conv2 328–335 / 668–669, block3_conv1 386–388 /
-/// 695–734, block3_conv2 524–525 / 657–686.
+/// small below 512 channels. It beat im2col and F(2×2) on every VGG16 layer from 9 pixels (docs/performance.md).
 pub fn weight_grad_chosen(g: &ConvGeom) -> bool {
     g.k == 3 && g.pad <= 2 && g.c >= 8 && g.ho >= 9 && g.wo >= 9 && avx512::available()
 }

@@ -565,7 +565,7 @@ impl Trainer {
     }
 
     /// Runs the remaining epochs: each trains its batches ([`Self::train_epoch`]), then ends
-    /// ([`Self::end_epoch`]: validation, history, the callbacks, checkpoints); at the end the best weights go back
+    /// (its end: validation, history, the callbacks, checkpoints); at the end the best weights go back
     /// in when early stopping restores them.
     pub fn run(&mut self, opts: &mut RunOptions) -> Result<Outcome> {
         std::fs::create_dir_all(&self.run_dir).map_err(|e| Error::io(&self.run_dir, e))?;

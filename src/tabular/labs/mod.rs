@@ -2,7 +2,7 @@
 //! and writes a comparison table (`table.md`, `table.csv`), `results.json` and PNG plots into its folder.
 //!
 //! One file per lab; each is a function from a [`Context`] (the settings, the data split once per seed, the
-//! default network, the output folder) to a [`Table`]. This file holds what they share: the names, the
+//! default network, the output folder) to a [`Table`](crate::tabular::dataset::Table). This file holds what they share: the names, the
 //! settings, the results and how they are written.
 
 mod ablation;
