@@ -308,6 +308,23 @@ fn for_blocks(path: &Path, mut f: impl FnMut(Vec<(usize, Row)>) -> Result<()>) -
     }
 }
 
+/// A row of a shard after pass 1.
+struct Entry {
+    shard: usize,
+    split: String,
+    label: usize,
+    ext: &'static str,
+    /// Decodes, and (with --per-class) is in the subset.
+    good: bool,
+}
+
+/// What pass 1 found: every row, the class names of the metadata, each shard's layout.
+struct Checked1 {
+    entries: Vec<Entry>,
+    names: Vec<String>,
+    layouts: Vec<Layout>,
+}
+
 /// Writes the images of parquet shards as `out/<split>/<class>/<name>.<index>.<ext>`; the core of
 /// `catdog data fetch`, usable on local files. Pass 1 reads the labels and checks every image by decoding it (in
 /// parallel); the stratified test split is drawn among the good rows; pass 2 writes them.
@@ -317,28 +334,41 @@ pub fn extract_parquet(
     sel: &Selection,
     on_rows: &(dyn Fn(usize) + Sync),
 ) -> Result<FetchReport> {
-    let (test_split, seed) = (sel.test_split, sel.seed);
-    if !(0.0..1.0).contains(&test_split) {
+    if !(0.0..1.0).contains(&sel.test_split) {
         return Err(Error::invalid(format!(
-            "--test-split must be in [0, 1), got {test_split}"
+            "--test-split must be in [0, 1), got {}",
+            sel.test_split
         )));
     }
     if sel.per_class == Some(0) {
         return Err(Error::invalid("--per-class must be at least 1"));
     }
-    struct Entry {
-        shard: usize,
-        split: String,
-        label: usize,
-        ext: &'static str,
-        /// Decodes, and (with --per-class) is in the subset.
-        good: bool,
-    }
-    let limits = DecodeLimits::default();
-    let mut entries: Vec<Entry> = Vec::new();
-    let mut names: Vec<String> = Vec::new();
-    let mut layouts = Vec::new();
     let mut report = FetchReport::default();
+    let Checked1 {
+        mut entries,
+        mut names,
+        layouts,
+    } = check_rows(shards, &mut report.bad, on_rows)?;
+    let n_classes = entries.iter().map(|e| e.label + 1).max().unwrap_or(0).max(names.len());
+    if n_classes < 2 {
+        return Err(Error::Data("the data set has fewer than two classes".into()));
+    }
+    names.resize_with(n_classes, String::new);
+    report.classes = class_folders(&names)?;
+    report.test_source = choose_rows(&mut entries, sel, n_classes);
+    let singular: Vec<String> = names.iter().enumerate().map(|(i, n)| file_prefix(n, i)).collect();
+    write_rows(shards, &layouts, &entries, &singular, out, on_rows, &mut report)?;
+    Ok(report)
+}
+
+/// Pass 1: every row's label and extension, and whether its image decodes (the bad ones go to `bad`).
+fn check_rows(
+    shards: &[(String, PathBuf)],
+    bad: &mut Vec<(String, usize, String)>,
+    on_rows: &(dyn Fn(usize) + Sync),
+) -> Result<Checked1> {
+    let limits = DecodeLimits::default();
+    let (mut entries, mut names, mut layouts) = (Vec::new(), Vec::new(), Vec::new());
     for (si, (split, path)) in shards.iter().enumerate() {
         let f = File::open(path).map_err(|e| Error::io(path, e))?;
         let reader =
@@ -350,32 +380,12 @@ pub fn extract_parquet(
         for_blocks(path, |block| {
             let checked: Vec<Result<Checked>> = block
                 .par_iter()
-                .map(|(ri, row)| {
-                    let label = label_of(row, &l.label_col)
-                        .filter(|&v| v >= 0)
-                        .ok_or_else(|| err(path, format!("row {ri}: no integer label in column '{}'", l.label_col)))?
-                        as usize;
-                    let known = if l.names.is_empty() {
-                        MAX_UNNAMED_CLASSES
-                    } else {
-                        l.names.len()
-                    };
-                    if label >= known {
-                        return Err(err(
-                            path,
-                            format!("row {ri}: label {label}, but the data set has {known} classes at most"),
-                        ));
-                    }
-                    Ok(match image_bytes(row, &l.image_col) {
-                        None => (label, "jpg", Err("no image bytes in the row".to_string())),
-                        Some(b) => (label, extension(&b), decode_rgb_bytes(&b, &limits).map(|_| ())),
-                    })
-                })
+                .map(|(ri, row)| check_row(row, *ri, &l, path, &limits))
                 .collect();
             for ((ri, _), c) in block.iter().zip(checked) {
                 let (label, ext, ok) = c?;
                 if let Err(reason) = &ok {
-                    report.bad.push((path.display().to_string(), *ri, reason.clone()));
+                    bad.push((path.display().to_string(), *ri, reason.clone()));
                 }
                 entries.push(Entry {
                     shard: si,
@@ -390,52 +400,92 @@ pub fn extract_parquet(
         })?;
         layouts.push(l);
     }
-    let n_classes = entries.iter().map(|e| e.label + 1).max().unwrap_or(0).max(names.len());
-    if n_classes < 2 {
-        return Err(Error::Data("the data set has fewer than two classes".into()));
+    Ok(Checked1 {
+        entries,
+        names,
+        layouts,
+    })
+}
+
+/// One row's label (an index below the named classes, or below [`MAX_UNNAMED_CLASSES`]), extension, and whether
+/// its image decodes.
+fn check_row(row: &Row, ri: usize, l: &Layout, path: &Path, limits: &DecodeLimits) -> Result<Checked> {
+    let label = label_of(row, &l.label_col)
+        .filter(|&v| v >= 0)
+        .ok_or_else(|| err(path, format!("row {ri}: no integer label in column '{}'", l.label_col)))?
+        as usize;
+    let known = if l.names.is_empty() {
+        MAX_UNNAMED_CLASSES
+    } else {
+        l.names.len()
+    };
+    if label >= known {
+        return Err(err(
+            path,
+            format!("row {ri}: label {label}, but the data set has {known} classes at most"),
+        ));
     }
-    names.resize_with(n_classes, String::new);
-    report.classes = class_folders(&names)?;
-    // --per-class: a seeded, stratified subset of the training rows (the repository's test rows stay whole).
+    Ok(match image_bytes(row, &l.image_col) {
+        None => (label, "jpg", Err("no image bytes in the row".to_string())),
+        Some(b) => (label, extension(&b), decode_rgb_bytes(&b, limits).map(|_| ())),
+    })
+}
+
+/// The good training rows of each class, shuffled with `seed`.
+fn train_rows_of(entries: &[Entry], class: usize, rng: &mut rand::rngs::StdRng) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..entries.len())
+        .filter(|&i| entries[i].label == class && entries[i].good && entries[i].split == "train")
+        .collect();
+    idx.shuffle(rng);
+    idx
+}
+
+/// Which rows are written, and to which split: `--per-class` keeps a seeded, stratified subset of the training
+/// rows (the repository's test rows stay whole); the repository's test (or validation) split is used when there
+/// is one, else a stratified share of train is drawn. Returns how the test split was made.
+fn choose_rows(entries: &mut [Entry], sel: &Selection, n_classes: usize) -> String {
     if let Some(n) = sel.per_class {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5EB5E7);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(sel.seed ^ 0x5EB5E7);
         for c in 0..n_classes {
-            let mut idx: Vec<usize> = (0..entries.len())
-                .filter(|&i| entries[i].label == c && entries[i].good && entries[i].split == "train")
-                .collect();
-            idx.shuffle(&mut rng);
-            for &i in idx.iter().skip(n) {
+            for i in train_rows_of(entries, c, &mut rng).into_iter().skip(n) {
                 entries[i].good = false;
             }
         }
     }
-    // Splits: the repository's test (or validation) split when there is one, else a stratified draw from train.
     if entries.iter().any(|e| e.split == "test") {
-        report.test_source = "the repository's test split".into();
         for e in entries.iter_mut().filter(|e| e.split == "validation") {
             e.split = "test".into();
         }
-    } else {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        for c in 0..n_classes {
-            let mut idx: Vec<usize> = (0..entries.len())
-                .filter(|&i| entries[i].label == c && entries[i].good && entries[i].split == "train")
-                .collect();
-            idx.shuffle(&mut rng);
-            let k = (idx.len() as f64 * test_split).round() as usize;
-            for &i in &idx[..k] {
-                entries[i].split = "test".into();
-            }
-        }
-        report.test_source = format!("{:.0}% of train, stratified, seed {seed}", test_split * 100.0);
+        return "the repository's test split".into();
     }
-    let singular: Vec<String> = names.iter().enumerate().map(|(i, n)| file_prefix(n, i)).collect();
-    // Pass 2: write the good rows; files already there (an earlier, perhaps interrupted, run) are kept.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(sel.seed);
+    for c in 0..n_classes {
+        let idx = train_rows_of(entries, c, &mut rng);
+        let k = (idx.len() as f64 * sel.test_split).round() as usize;
+        for &i in &idx[..k] {
+            entries[i].split = "test".into();
+        }
+    }
+    format!("{:.0}% of train, stratified, seed {}", sel.test_split * 100.0, sel.seed)
+}
+
+/// Pass 2: writes the good rows; files already there (an earlier, perhaps interrupted, run) are kept. Counts go
+/// to `report`.
+fn write_rows(
+    shards: &[(String, PathBuf)],
+    layouts: &[Layout],
+    entries: &[Entry],
+    singular: &[String],
+    out: &Path,
+    on_rows: &(dyn Fn(usize) + Sync),
+    report: &mut FetchReport,
+) -> Result<()> {
     let mut first = 0usize;
     for (si, (_, path)) in shards.iter().enumerate() {
         let l = &layouts[si];
         let count = entries.iter().filter(|e| e.shard == si).count();
         let mine = &entries[first..first + count];
+        let name_of = |ri: usize, e: &Entry| format!("{}.{}.{}", singular[e.label], first + ri, e.ext);
         let classes = &report.classes;
         let mut done: Vec<(usize, bool)> = Vec::new();
         for_blocks(path, |block| {
@@ -446,8 +496,7 @@ pub fn extract_parquet(
                     if !e.good {
                         return Ok(None);
                     }
-                    let name = format!("{}.{}.{}", singular[e.label], first + ri, e.ext);
-                    let dest = out.join(&e.split).join(&classes[e.label]).join(name);
+                    let dest = out.join(&e.split).join(&classes[e.label]).join(name_of(*ri, e));
                     if dest.metadata().map(|m| m.is_file() && m.len() > 0).unwrap_or(false) {
                         return Ok(Some((*ri, true)));
                     }
@@ -464,15 +513,13 @@ pub fn extract_parquet(
         })?;
         for (ri, kept) in done {
             let e = &mine[ri];
-            let name = format!("{}.{}.{}", singular[e.label], first + ri, e.ext);
-            report
-                .files
-                .push(format!("{}/{}/{name}", e.split, report.classes[e.label]));
+            let class = report.classes[e.label].clone();
+            report.files.push(format!("{}/{class}/{}", e.split, name_of(ri, e)));
             *report
                 .counts
                 .entry(e.split.clone())
                 .or_default()
-                .entry(report.classes[e.label].clone())
+                .entry(class)
                 .or_default() += 1;
             if kept {
                 report.kept += 1;
@@ -482,7 +529,7 @@ pub fn extract_parquet(
         }
         first += count;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Options of [`fetch`].

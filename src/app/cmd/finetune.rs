@@ -132,81 +132,15 @@ pub fn train(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<(i32, 
     let device = crate::device::parse_device(&a.w.device)?;
     let mut log = |m: &str| eprintln!("{m}");
     let kernels = Kernels::resolve(a.w.kernels, &device)?;
-    let (mut cfg, base, folder, resume) = if let Some(dir) = &a.resume {
-        let folder = run::RunFolder::open(dir)?;
-        let (cfg, base, resume) = load_resume(&a, explicit, dir, &device)?;
-        let state = &resume.as_ref().expect("resume state").state;
-        if state.epoch >= cfg.epochs && state.batches_done == 0 {
-            eprintln!(
-                "{}: all {} done; pass --epochs N (a larger total) to train further",
-                dir.display(),
-                crate::progress::count(cfg.epochs, "epoch")
-            );
-            return Ok((0, Some(dir.clone())));
+    let (mut cfg, base, folder, resume) = match &a.resume {
+        Some(dir) => match open_resumed(&a, explicit, dir, &device)? {
+            Some(opened) => opened,
+            None => return Ok((0, Some(dir.clone()))),
+        },
+        None => {
+            let (cfg, base, folder) = open_new(&a, explicit, quiet, &mut log)?;
+            (cfg, base, folder, None)
         }
-        eprintln!(
-            "resuming {} at epoch {}{} of {}",
-            dir.display(),
-            state.epoch + 1,
-            if state.batches_done > 0 {
-                format!(", batch {}", state.batches_done + 1)
-            } else {
-                String::new()
-            },
-            cfg.epochs
-        );
-        (cfg, base, folder, resume)
-    } else {
-        check_flags_apply(&a, explicit)?;
-        if a.mode == TrainMode::Finetune {
-            layer_index(&a.unfreeze_from)?;
-        }
-        if let Some(name) = &a.name {
-            run::validate_name(name).map_err(usage)?;
-        }
-        let cfg0 = build_config(&a, Preprocess::imagenet(), None)?;
-        cfg0.validate().map_err(usage)?;
-        let unfinished = crate::data::fetch::unfinished(&a.data);
-        if !a.data.exists() || unfinished {
-            if is_default_data(&a.data) {
-                eprintln!(
-                    "{} is {}: getting Dogs-vs-Cats first (the same as `catdog data fetch --out {}`)",
-                    a.data.display(),
-                    if unfinished {
-                        "half-written (its fetch was interrupted)"
-                    } else {
-                        "missing"
-                    },
-                    a.data.display()
-                );
-                let selection = crate::data::fetch::Selection {
-                    test_split: 0.2,
-                    seed: 0,
-                    per_class: None,
-                };
-                // The hub's error says what failed and lists the ways out; this says what was being done.
-                super::data::fetch(crate::data::fetch::DEFAULT_REPO, &a.data, selection, false, quiet)
-                    .with_context(|| format!("getting Dogs-vs-Cats into {} failed", a.data.display()))?;
-            } else if !a.data.exists() {
-                bail!(missing_data_hint(&a.data));
-            } else {
-                eprintln!(
-                    "warning: {} holds a fetch that was interrupted; `catdog data fetch --out {}` with the same flags \
-                     completes it",
-                    a.data.display(),
-                    a.data.display()
-                );
-            }
-        }
-        let folder = run::RunFolder::create(&a.runs_dir, a.name.as_deref(), &mut log).map_err(usage)?;
-        let loaded = super::load_weights(&a.w, quiet)?;
-        let mut cfg = build_config(&a, loaded.preprocess, loaded.revision.clone())?;
-        if let Some(p) = &loaded.path {
-            if a.w.weights.contains('/') && !Path::new(&a.w.weights).exists() {
-                cfg.weights_path = Some(p.clone());
-            }
-        }
-        (cfg, loaded.model, folder, None)
     };
     // Like the device, the kernels say how a run computes, not what: a resume may change them.
     cfg.device = crate::device::resolved_name(&a.w.device, &device);
@@ -269,6 +203,111 @@ pub fn train(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<(i32, 
             Ok((0, Some(run_dir)))
         }
     }
+}
+
+/// A run folder and what it holds: the configuration, the conv base, the folder (locked) and, on a resume, where
+/// it stopped.
+type Opened = (TrainConfig, Vgg16, run::RunFolder, Option<Resume>);
+
+/// `--resume DIR`: the run as it stopped; `None` when it has already trained all its epochs (said on stderr).
+fn open_resumed(
+    a: &FinetuneArgs,
+    explicit: &[String],
+    dir: &Path,
+    device: &candle_core::Device,
+) -> Result<Option<Opened>> {
+    let folder = run::RunFolder::open(dir)?;
+    let (cfg, base, resume) = load_resume(a, explicit, dir, device)?;
+    let state = &resume.as_ref().expect("resume state").state;
+    if state.epoch >= cfg.epochs && state.batches_done == 0 {
+        eprintln!(
+            "{}: all {} done; pass --epochs N (a larger total) to train further",
+            dir.display(),
+            crate::progress::count(cfg.epochs, "epoch")
+        );
+        return Ok(None);
+    }
+    let batch = if state.batches_done > 0 {
+        format!(", batch {}", state.batches_done + 1)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "resuming {} at epoch {}{batch} of {}",
+        dir.display(),
+        state.epoch + 1,
+        cfg.epochs
+    );
+    Ok(Some((cfg, base, folder, resume)))
+}
+
+/// A new run: its flags checked, its data there (Dogs-vs-Cats fetched when the default folder is missing), its
+/// folder made and locked, its weights loaded.
+fn open_new(
+    a: &FinetuneArgs,
+    explicit: &[String],
+    quiet: bool,
+    log: &mut dyn FnMut(&str),
+) -> Result<(TrainConfig, Vgg16, run::RunFolder)> {
+    check_flags_apply(a, explicit)?;
+    if a.mode == TrainMode::Finetune {
+        layer_index(&a.unfreeze_from)?;
+    }
+    if let Some(name) = &a.name {
+        run::validate_name(name).map_err(usage)?;
+    }
+    let cfg0 = build_config(a, Preprocess::imagenet(), None)?;
+    cfg0.validate().map_err(usage)?;
+    ensure_data(a, quiet)?;
+    let folder = run::RunFolder::create(&a.runs_dir, a.name.as_deref(), log).map_err(usage)?;
+    let loaded = super::load_weights(&a.w, quiet)?;
+    let mut cfg = build_config(a, loaded.preprocess, loaded.revision.clone())?;
+    if let Some(p) = &loaded.path {
+        if a.w.weights.contains('/') && !Path::new(&a.w.weights).exists() {
+            cfg.weights_path = Some(p.clone());
+        }
+    }
+    Ok((cfg, loaded.model, folder))
+}
+
+/// The data folder is there and whole: the default one is fetched (or its interrupted fetch completed); another
+/// that is missing is an error with the ways out.
+fn ensure_data(a: &FinetuneArgs, quiet: bool) -> Result<()> {
+    let unfinished = crate::data::fetch::unfinished(&a.data);
+    if a.data.exists() && !unfinished {
+        return Ok(());
+    }
+    if !is_default_data(&a.data) {
+        if !a.data.exists() {
+            bail!(missing_data_hint(&a.data));
+        }
+        eprintln!(
+            "warning: {} holds a fetch that was interrupted; `catdog data fetch --out {}` with the same flags \
+             completes it",
+            a.data.display(),
+            a.data.display()
+        );
+        return Ok(());
+    }
+    let state = if unfinished {
+        "half-written (its fetch was interrupted)"
+    } else {
+        "missing"
+    };
+    eprintln!(
+        "{} is {state}: getting Dogs-vs-Cats first (the same as `catdog data fetch --out {}`)",
+        a.data.display(),
+        a.data.display()
+    );
+    let selection = crate::data::fetch::Selection {
+        test_split: 0.2,
+        seed: 0,
+        per_class: None,
+    };
+    // The hub's error says what failed and lists the ways out; this says what was being done.
+    super::data::fetch(crate::data::fetch::DEFAULT_REPO, &a.data, selection, false, quiet)
+        .with_context(|| format!("getting Dogs-vs-Cats into {} failed", a.data.display()))?;
+    Ok(())
 }
 
 /// A library error that is about the user's flags becomes a usage error (exit code 2).
