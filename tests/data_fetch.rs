@@ -272,6 +272,8 @@ fn finetune_without_data_says_how_to_get_it() {
         e.contains("\n  - point `--data`") && e.contains("\n  - on a machine with network"),
         "{e}"
     );
+    // The failed fetch leaves no empty folder that a second run would take for data.
+    assert!(!tmp.path().join("data/dogs-vs-cats").exists());
 }
 
 /// A dataset repository in the Hugging Face cache under `hf_home`, laid out as huggingface_hub does.

@@ -686,8 +686,25 @@ pub fn fetch(opts: &FetchOptions, on_rows: &(dyn Fn(usize) + Sync), log: &mut dy
             ..FetchReport::default()
         });
     }
+    let created = !opts.out.exists();
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
-    let _lock = crate::run::RunLock::acquire(&opts.out, "choose another --out")?;
+    let lock = crate::run::RunLock::acquire(&opts.out, "choose another --out")?;
+    let result = fetch_locked(opts, on_rows, log);
+    drop(lock);
+    // A folder made for a fetch that failed before writing anything (the hub unreachable) goes again, so that the
+    // next command does not take it for data; remove_dir leaves a folder that is not empty.
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir(&opts.out);
+    }
+    result
+}
+
+/// [`fetch`] once the folder is made and locked.
+fn fetch_locked(
+    opts: &FetchOptions,
+    on_rows: &(dyn Fn(usize) + Sync),
+    log: &mut dyn FnMut(&str),
+) -> Result<FetchReport> {
     let request = Request {
         repo: opts.repo.clone(),
         selection: opts.selection,
