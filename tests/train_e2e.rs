@@ -476,3 +476,98 @@ fn reduce_lr_on_plateau_lowers_the_image_trainers_learning_rate() {
     );
     assert!(stderr(&o).contains("reducing the learning rate"), "{}", stderr(&o));
 }
+
+/// `finetune` flags of the second stage: no --weights (the checkpoint brings the conv base); `extra` gives the
+/// size and head.
+fn second_stage(data: &Path, runs: &Path, name: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["finetune", "--data", data.to_str().unwrap(), "--batch-size", "8"];
+    args.extend(["--runs-dir", runs.to_str().unwrap(), "--name", name, "--quiet"]);
+    args.extend_from_slice(extra);
+    catdog(&args, runs)
+}
+
+#[test]
+fn a_fine_tune_init_from_an_extraction_run_starts_where_that_run_ended() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    course_layout(&data);
+    let runs = tmp.path().join("runs");
+    let o = finetune(&data, &runs, "extract", &["--epochs", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let best = history(&runs.join("extract"))
+        .epochs
+        .iter()
+        .filter_map(|e| e.val_loss)
+        .fold(f64::INFINITY, f64::min);
+    // Block5 fine-tuning from it with a learning rate of ~0: its first validation is the extraction run's best.
+    let o = second_stage(
+        &data,
+        &runs,
+        "ft",
+        &[
+            "--mode",
+            "finetune",
+            "--init-from",
+            runs.join("extract").to_str().unwrap(),
+            "--lr",
+            "1e-30",
+            "--epochs",
+            "1",
+            "--size",
+            "48",
+            "--hidden",
+            "32",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = history(&runs.join("ft")).epochs[0].val_loss.unwrap();
+    assert!(
+        (first - best).abs() <= 1e-5 * best.max(1.0),
+        "first {first}, extraction's best {best}"
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs.join("ft/config.json")).unwrap()).unwrap();
+    assert!(
+        cfg["init_from"].as_str().unwrap().ends_with("extract/best.safetensors"),
+        "{cfg}"
+    );
+    // A run of another shape is refused with every difference at once.
+    let o = second_stage(
+        &data,
+        &runs,
+        "other",
+        &[
+            "--init-from",
+            runs.join("extract").to_str().unwrap(),
+            "--size",
+            "64",
+            "--hidden",
+            "16",
+        ],
+    );
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("size: checkpoint 48, this run 64") && e.contains("head:"),
+        "{e}"
+    );
+    // --weights naming a checkpoint says what it drops and points at --init-from.
+    let ck = runs.join("extract/best.safetensors");
+    let args = [
+        "--weights",
+        ck.to_str().unwrap(),
+        "--mode",
+        "finetune",
+        "--epochs",
+        "1",
+        "--size",
+        "48",
+    ];
+    let o = second_stage(&data, &runs, "dropped-head", &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("uses only its conv base") && stderr(&o).contains("--init-from"),
+        "{}",
+        stderr(&o)
+    );
+}

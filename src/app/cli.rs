@@ -465,6 +465,11 @@ pub struct FinetuneArgs {
     /// extract: the conv base frozen, only the head trains; finetune: layers from --unfreeze-from on train too.
     #[arg(help_heading = "Model", long, value_enum, default_value_t = crate::model::classifier::TrainMode::Extract)]
     pub mode: crate::model::classifier::TrainMode,
+    /// Start from this run's best.safetensors (or this checkpoint): its conv base and its trained head, as the book
+    /// fine-tunes block5 only after training the head on the frozen base. Its classes, size, preprocessing and
+    /// head must be this run's [default: none: --weights and a new head].
+    #[arg(help_heading = "Model", long, value_name = "RUN|CHECKPOINT")]
+    pub init_from: Option<PathBuf>,
     /// First trainable layer in finetune mode (Keras name).
     #[arg(help_heading = "Model", long, default_value = "block5_conv1", value_name = "LAYER")]
     pub unfreeze_from: String,

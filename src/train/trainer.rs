@@ -94,6 +94,9 @@ pub struct TrainConfig {
     #[serde(default)]
     pub precision: Precision,
     pub strict: bool,
+    /// The checkpoint the run started from (`--init-from`: its conv base and head), if any.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
     pub catdog_version: String,
 }
 
@@ -413,6 +416,43 @@ impl Trainer {
             split,
             cache_seconds: 0.0,
         })
+    }
+
+    /// Starts from the head (and trainable conv layers) of a checkpoint of the same shape (`--init-from`): its
+    /// classes, size, interpolation, preprocessing and head (kind, input, hidden units, outputs) must be this run's,
+    /// else one error lists every difference. The optimizer, history and callbacks start afresh.
+    pub fn init_from(&mut self, checkpoint: &Path, saved: &ModelMeta, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        let now = &self.model.meta;
+        let mut diffs = Vec::new();
+        let mut field = |name: &str, saved: String, now: String| {
+            if saved != now {
+                diffs.push(format!("{name}: checkpoint {saved}, this run {now}"));
+            }
+        };
+        field("classes", format!("{:?}", saved.classes), format!("{:?}", now.classes));
+        field("size", saved.size.to_string(), now.size.to_string());
+        field(
+            "interpolation",
+            format!("{:?}", saved.interpolation),
+            format!("{:?}", now.interpolation),
+        );
+        field(
+            "preprocess",
+            format!("{:?}", saved.preprocess),
+            format!("{:?}", now.preprocess),
+        );
+        let shape = |h: &HeadConfig| format!("{:?} {:?} → {} → {}", h.kind, h.in_shape, h.hidden, h.n_out);
+        field("head", shape(&saved.head), shape(&now.head));
+        if !diffs.is_empty() {
+            return Err(Error::invalid(format!(
+                "--init-from {}: the checkpoint does not fit this run:\n  {}\n  Give this run the checkpoint's \
+                 settings (--size, --interpolation, --preprocess, --head, --hidden, the same class folders)",
+                checkpoint.display(),
+                diffs.join("\n  ")
+            )));
+        }
+        self.model.base.load_values(tensors)?;
+        self.model.head.load_values(tensors)
     }
 
     /// True when the training batches go through the feature cache.

@@ -79,6 +79,7 @@ fn build_config(a: &FinetuneArgs, preprocess: Preprocess, weights_revision: Opti
         kernels: Kernels::default(),
         precision: Default::default(),
         strict: a.strict,
+        init_from: None,
         catdog_version: env!("CARGO_PKG_VERSION").to_string(),
     })
 }
@@ -132,14 +133,14 @@ pub fn train(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<(i32, 
     let device = crate::device::parse_device(&a.w.device)?;
     let mut log = |m: &str| eprintln!("{m}");
     let kernels = Kernels::resolve(a.w.kernels, &device)?;
-    let (mut cfg, base, folder, resume) = match &a.resume {
+    let (mut cfg, base, folder, resume, init) = match &a.resume {
         Some(dir) => match open_resumed(&a, explicit, dir, &device)? {
-            Some(opened) => opened,
+            Some((cfg, base, folder, resume)) => (cfg, base, folder, resume, None),
             None => return Ok((0, Some(dir.clone()))),
         },
         None => {
-            let (cfg, base, folder) = open_new(&a, explicit, quiet, &mut log)?;
-            (cfg, base, folder, None)
+            let (cfg, base, folder, init) = open_new(&a, explicit, quiet, &device, &mut log)?;
+            (cfg, base, folder, None, init)
         }
     };
     // Like the device, the kernels say how a run computes, not what: a resume may change them.
@@ -172,6 +173,11 @@ pub fn train(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<(i32, 
     crate::io::write_json(&run_dir.join("config.json"), &cfg)?;
     describe_start(&cfg, &splits, &run_dir, precision.kernel);
     let mut trainer = Trainer::new(cfg.clone(), base, &splits, &run_dir, resume, &device)?;
+    if let Some(init) = &init {
+        trainer
+            .init_from(&init.path, &init.meta, &init.tensors)
+            .map_err(usage)?;
+    }
     let mut opts = RunOptions {
         quiet,
         interrupt,
@@ -241,14 +247,46 @@ fn open_resumed(
     Ok(Some((cfg, base, folder, resume)))
 }
 
+/// The checkpoint a run starts from (`--init-from`): where it is, what it says of its model, its tensors.
+struct InitFrom {
+    path: PathBuf,
+    meta: crate::model::classifier::ModelMeta,
+    tensors: crate::model::classifier::Tensors,
+}
+
+/// `--init-from RUN|CHECKPOINT`: a run folder's best.safetensors, or the checkpoint named; loaded onto `device`.
+fn load_init(given: &Path, device: &candle_core::Device) -> Result<(Vgg16, InitFrom)> {
+    let path = if given.is_dir() {
+        given.join("best.safetensors")
+    } else {
+        given.to_path_buf()
+    };
+    if !path.is_file() {
+        bail!(crate::app::UsageError(format!(
+            "--init-from {}: no such checkpoint; give a run folder (its best.safetensors is used) or a .safetensors \
+             file that catdog finetune wrote",
+            path.display()
+        )));
+    }
+    let (model, tensors, _) = crate::model::classifier::Classifier::load(&path, device)
+        .with_context(|| format!("--init-from {}", path.display()))?;
+    let init = InitFrom {
+        path,
+        meta: model.meta,
+        tensors,
+    };
+    Ok((model.base, init))
+}
+
 /// A new run: its flags checked, its data there (Dogs-vs-Cats fetched when the default folder is missing), its
-/// folder made and locked, its weights loaded.
+/// folder made and locked, its weights loaded (the conv base of `--init-from`'s checkpoint when given).
 fn open_new(
     a: &FinetuneArgs,
     explicit: &[String],
     quiet: bool,
+    device: &candle_core::Device,
     log: &mut dyn FnMut(&str),
-) -> Result<(TrainConfig, Vgg16, run::RunFolder)> {
+) -> Result<(TrainConfig, Vgg16, run::RunFolder, Option<InitFrom>)> {
     check_flags_apply(a, explicit)?;
     if a.mode == TrainMode::Finetune {
         layer_index(&a.unfreeze_from)?;
@@ -259,6 +297,20 @@ fn open_new(
     let cfg0 = build_config(a, Preprocess::imagenet(), None)?;
     cfg0.validate().map_err(usage)?;
     ensure_data(a, quiet)?;
+    if let Some(given) = &a.init_from {
+        if explicit.iter().any(|f| f == "weights") {
+            bail!(crate::app::UsageError(
+                "--init-from takes the conv base from its checkpoint: drop --weights".into()
+            ));
+        }
+        let (base, init) = load_init(given, device)?;
+        let folder = run::RunFolder::create(&a.runs_dir, a.name.as_deref(), log).map_err(usage)?;
+        let preprocess = a.w.preprocess.map_or(init.meta.preprocess, Preprocess::from_mode);
+        let mut cfg = build_config(a, preprocess, init.meta.weights_revision.clone())?;
+        cfg.weights = init.meta.weights.clone();
+        cfg.init_from = Some(init.path.clone());
+        return Ok((cfg, base, folder, Some(init)));
+    }
     let folder = run::RunFolder::create(&a.runs_dir, a.name.as_deref(), log).map_err(usage)?;
     let loaded = super::load_weights(&a.w, quiet)?;
     let mut cfg = build_config(a, loaded.preprocess, loaded.revision.clone())?;
@@ -267,7 +319,7 @@ fn open_new(
             cfg.weights_path = Some(p.clone());
         }
     }
-    Ok((cfg, loaded.model, folder))
+    Ok((cfg, loaded.model, folder, None))
 }
 
 /// The data folder is there and whole: the default one is fetched (or its interrupted fetch completed); another

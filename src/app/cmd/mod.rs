@@ -96,6 +96,15 @@ pub fn load_weights(w: &crate::app::cli::WeightsFlag, quiet: bool) -> Result<cra
     };
     let mut loaded =
         weights::load(&spec, &device, &opts).with_context(|| format!("loading weights {}", spec.describe()))?;
+    // A warning, shown with --quiet too: the head that is dropped is usually the point of naming the file.
+    if loaded.metadata.contains_key("model") {
+        eprintln!(
+            "warning: {} is a catdog checkpoint; --weights uses only its conv base (its trained head is dropped). To \
+             start from its head too, as the book's second stage does, use --init-from {} instead",
+            spec.describe(),
+            spec.describe()
+        );
+    }
     if let Some(mode) = w.preprocess {
         loaded.preprocess = Preprocess::from_mode(mode);
     }
