@@ -571,3 +571,57 @@ fn a_fine_tune_init_from_an_extraction_run_starts_where_that_run_ended() {
         stderr(&o)
     );
 }
+
+#[test]
+fn lr_find_suggests_rates_plots_them_and_saves_no_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    course_layout(&data);
+    let runs = tmp.path().join("runs");
+    let plot = tmp.path().join("lr.png");
+    let mut args = vec![
+        "lr-find",
+        "--data",
+        data.to_str().unwrap(),
+        "--weights",
+        WIDTHS,
+        "--size",
+        "48",
+    ];
+    args.extend([
+        "--hidden",
+        "32",
+        "--batch-size",
+        "8",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+    ]);
+    args.extend([
+        "--iters",
+        "60",
+        "--end-lr",
+        "100",
+        "--out",
+        plot.to_str().unwrap(),
+        "--json",
+        "--quiet",
+    ]);
+    let o = catdog(&args, tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let (valley, steepest) = (j["suggestion"].as_f64().unwrap(), j["steepest"].as_f64().unwrap());
+    let points = j["points"].as_array().unwrap();
+    assert!(points.len() >= 20 && points.len() <= 60, "{}", points.len());
+    let lrs: Vec<f64> = points.iter().map(|p| p[0].as_f64().unwrap()).collect();
+    assert!(
+        lrs.contains(&valley) && lrs.contains(&steepest),
+        "suggestions are rates of the sweep"
+    );
+    assert!((1e-7..=100.0).contains(&valley), "{valley}");
+    assert_eq!(&std::fs::read(&plot).unwrap()[..4], b"\x89PNG");
+    assert!(!runs.exists(), "lr-find saves no run");
+    let iters = args.iter().position(|a| *a == "60").unwrap();
+    args[iters] = "5";
+    let o = catdog(&args, tmp.path());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

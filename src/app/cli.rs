@@ -58,6 +58,9 @@ pub enum Command {
     /// Train on an image folder. By default feature extraction (the conv base frozen, only the new head trains);
     /// --mode finetune also trains the layers from --unfreeze-from (block5_conv1) on.
     Finetune(Box<FinetuneArgs>),
+    /// Find a learning rate as fastai's lr_find does: an exponential sweep over --iters steps on finetune's data and
+    /// model (nothing is saved), the valley and steepest-fall suggestions printed and marked on a plot.
+    LrFind(Box<LrFindArgs>),
     /// Evaluate a checkpoint on a labelled folder: loss, accuracy, confusion matrix, P/R/F1, ROC-AUC.
     Evaluate(EvaluateArgs),
     /// Predict the class of images with a checkpoint.
@@ -829,4 +832,40 @@ pub struct LabArgs {
 
 fn parse_progress(s: &str) -> Result<crate::progress::ProgressMode, String> {
     s.parse().map_err(|e: crate::Error| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct LrFindArgs {
+    #[command(flatten)]
+    pub train: FinetuneArgs,
+    /// First learning rate of the sweep.
+    #[arg(
+        long,
+        default_value_t = 1e-7,
+        value_name = "LR",
+        help_heading = "Learning-rate finder"
+    )]
+    pub start_lr: f64,
+    /// Last learning rate of the sweep.
+    #[arg(
+        long,
+        default_value_t = 10.0,
+        value_name = "LR",
+        help_heading = "Learning-rate finder"
+    )]
+    pub end_lr: f64,
+    /// Steps of the sweep (one batch each); it stops early once the smoothed loss exceeds 4× its minimum.
+    #[arg(long, default_value_t = 100, value_name = "N", help_heading = "Learning-rate finder")]
+    pub iters: usize,
+    /// The plot of loss against learning rate, with the suggestions marked.
+    #[arg(
+        long,
+        default_value = "lr_find.png",
+        value_name = "FILE",
+        help_heading = "Learning-rate finder"
+    )]
+    pub out: PathBuf,
+    /// Print one JSON object: suggestion (the valley), steepest, points ([lr, smoothed loss]).
+    #[arg(long, help_heading = "Learning-rate finder")]
+    pub json: bool,
 }

@@ -6,6 +6,7 @@ pub mod early_stop;
 pub mod fit_loop;
 pub mod history;
 pub mod loss;
+pub mod lr_find;
 pub mod monitor;
 pub mod optim;
 pub mod trainer;

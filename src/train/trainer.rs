@@ -239,6 +239,14 @@ pub use crate::run::resume::Resume;
 
 pub use super::fit_loop::Ending;
 
+/// A step's forward pass: the logits, the data loss and the penalty as numbers, and their sum to differentiate.
+struct LossPass {
+    logits: Tensor,
+    data_loss: f64,
+    penalty: f64,
+    total: Tensor,
+}
+
 /// Knobs of a run that are not part of its configuration.
 pub struct RunOptions<'a> {
     pub quiet: bool,
@@ -512,6 +520,24 @@ impl Trainer {
 
     /// One training step on a batch of frozen-prefix outputs; returns (data loss, penalty, correct).
     fn step(&mut self, h: &Tensor, labels: &[u32], epoch: usize, batch: usize) -> Result<(f64, f64, usize)> {
+        let pass = self.forward_loss(h, labels, epoch, batch)?;
+        let worst = if pass.data_loss.is_finite() {
+            pass.penalty
+        } else {
+            pass.data_loss
+        };
+        // Checked here first so that the message (and where the last checkpoint is) is only built on failure.
+        if !worst.is_finite() {
+            check_loss(worst, epoch, batch, self.optimizer.lr(), Some(&self.kept_checkpoint()))?;
+        }
+        let grads = pass.total.backward()?;
+        self.optimizer.step(&grads)?;
+        let correct = loss::correct(&pass.logits, labels)?;
+        Ok((pass.data_loss, pass.penalty, correct))
+    }
+
+    /// The forward pass of a training step on `h` (the frozen part's output) and its loss, before any update.
+    fn forward_loss(&mut self, h: &Tensor, labels: &[u32], epoch: usize, batch: usize) -> Result<LossPass> {
         let feats = self.model.base.forward_trainable(h)?;
         let logits =
             self.model
@@ -523,17 +549,68 @@ impl Trainer {
             Some(p) => (&dl + p)?,
             None => dl.clone(),
         };
-        let dlv = dl.to_scalar::<f32>()? as f64;
-        let pv = pen.as_ref().map(|p| p.to_scalar::<f32>()).transpose()?.unwrap_or(0.0) as f64;
-        let worst = if dlv.is_finite() { pv } else { dlv };
-        // Checked here first so that the message (and where the last checkpoint is) is only built on failure.
-        if !worst.is_finite() {
-            check_loss(worst, epoch, batch, self.optimizer.lr(), Some(&self.kept_checkpoint()))?;
+        Ok(LossPass {
+            data_loss: dl.to_scalar::<f32>()? as f64,
+            penalty: pen.as_ref().map(|p| p.to_scalar::<f32>()).transpose()?.unwrap_or(0.0) as f64,
+            logits,
+            total,
+        })
+    }
+
+    /// fastai's learning-rate finder on this run's model and data (see [`super::lr_find`]): one step per rate of
+    /// `lrs` over the training batches (epoch after epoch), recording each step's loss (penalty included) before
+    /// its update, until the smoothed loss exceeds 4× its minimum or turns non-finite. The model is changed:
+    /// throw the trainer away afterwards.
+    pub fn lr_sweep(&mut self, lrs: &[f64], quiet: bool, log: &mut dyn FnMut(&str)) -> Result<Vec<(f64, f64)>> {
+        std::fs::create_dir_all(&self.run_dir).map_err(|e| Error::io(&self.run_dir, e))?;
+        self.build_caches(quiet, log)?;
+        let device = self.model.base.device().clone();
+        let bar = crate::progress::bar(lrs.len() as u64, "lr-find", "steps", quiet);
+        let mut smoother = super::lr_find::Smoother::default();
+        let mut points = Vec::with_capacity(lrs.len());
+        let (mut epoch, mut batches) = (0, Vec::new().into_iter());
+        for &lr in lrs {
+            let chunk = loop {
+                if let Some(c) = batches.next() {
+                    break c;
+                }
+                let order = self.train.order(epoch);
+                batches = order
+                    .chunks(self.cfg.batch_size)
+                    .map(<[usize]>::to_vec)
+                    .collect::<Vec<_>>()
+                    .into_iter();
+                epoch += 1;
+            };
+            let (h, labels) = self.frozen_batch(&chunk, &device)?;
+            self.optimizer.set_lr(lr);
+            let pass = self.forward_loss(&h, &labels, epoch, points.len())?;
+            let loss = pass.data_loss + pass.penalty;
+            bar.inc(1);
+            if !smoother.push(loss) {
+                break;
+            }
+            points.push((lr, loss));
+            let grads = pass.total.backward()?;
+            self.optimizer.step(&grads)?;
         }
-        let grads = total.backward()?;
-        self.optimizer.step(&grads)?;
-        let correct = loss::correct(&logits, labels)?;
-        Ok((dlv, pv, correct))
+        bar.finish_and_clear();
+        Ok(points)
+    }
+
+    /// The frozen part's output and the labels of the training samples `chunk` (from the feature cache when it
+    /// serves training).
+    fn frozen_batch(&self, chunk: &[usize], device: &Device) -> Result<(Tensor, Vec<u32>)> {
+        let labels: Vec<u32> = chunk.iter().map(|&i| self.train.samples()[i].label as u32).collect();
+        if let Some(cache) = &self.train_cache {
+            return Ok((cache.batch(chunk, device)?, labels));
+        }
+        let samples: Vec<_> = chunk.iter().map(|&i| self.train.samples()[i].clone()).collect();
+        let augmenting = self.cfg.augment.filter(|a| !a.is_identity());
+        let loader = Loader::new(samples, loader_cfg(&self.cfg, augmenting, true, 0))?;
+        let batch = loader.epoch(0).next().expect("one batch")?;
+        let x = batch.images.to_device(device)?;
+        Ok((self.model.base.forward_frozen(&x)?, batch.labels))
     }
 
     /// Where the last good state is, for messages about a run that had to stop.

@@ -84,7 +84,7 @@ fn build_config(a: &FinetuneArgs, preprocess: Preprocess, weights_revision: Opti
     })
 }
 
-fn splits_for(cfg: &TrainConfig) -> Result<Splits> {
+pub(in crate::app) fn splits_for(cfg: &TrainConfig) -> Result<Splits> {
     if !cfg.data.exists() {
         bail!(missing_data_hint(&cfg.data));
     }
@@ -248,10 +248,10 @@ fn open_resumed(
 }
 
 /// The checkpoint a run starts from (`--init-from`): where it is, what it says of its model, its tensors.
-struct InitFrom {
-    path: PathBuf,
-    meta: crate::model::classifier::ModelMeta,
-    tensors: crate::model::classifier::Tensors,
+pub(in crate::app) struct InitFrom {
+    pub path: PathBuf,
+    pub meta: crate::model::classifier::ModelMeta,
+    pub tensors: crate::model::classifier::Tensors,
 }
 
 /// `--init-from RUN|CHECKPOINT`: a run folder's best.safetensors, or the checkpoint named; loaded onto `device`.
@@ -279,7 +279,7 @@ fn load_init(given: &Path, device: &candle_core::Device) -> Result<(Vgg16, InitF
 }
 
 /// A new run: its flags checked, its data there (Dogs-vs-Cats fetched when the default folder is missing), its
-/// folder made and locked, its weights loaded (the conv base of `--init-from`'s checkpoint when given).
+/// folder made and locked, its model loaded ([`model_for`]).
 fn open_new(
     a: &FinetuneArgs,
     explicit: &[String],
@@ -287,16 +287,36 @@ fn open_new(
     device: &candle_core::Device,
     log: &mut dyn FnMut(&str),
 ) -> Result<(TrainConfig, Vgg16, run::RunFolder, Option<InitFrom>)> {
+    check_new(a, explicit)?;
+    if let Some(name) = &a.name {
+        run::validate_name(name).map_err(usage)?;
+    }
+    ensure_data(a, quiet)?;
+    let folder = run::RunFolder::create(&a.runs_dir, a.name.as_deref(), log).map_err(usage)?;
+    let (cfg, base, init) = model_for(a, explicit, quiet, device)?;
+    Ok((cfg, base, folder, init))
+}
+
+/// The checks of a new run's flags that need no file: which apply together, the layer, the configuration.
+pub(in crate::app) fn check_new(a: &FinetuneArgs, explicit: &[String]) -> Result<()> {
     check_flags_apply(a, explicit)?;
     if a.mode == TrainMode::Finetune {
         layer_index(&a.unfreeze_from)?;
     }
-    if let Some(name) = &a.name {
-        run::validate_name(name).map_err(usage)?;
-    }
-    let cfg0 = build_config(a, Preprocess::imagenet(), None)?;
-    cfg0.validate().map_err(usage)?;
-    ensure_data(a, quiet)?;
+    build_config(a, Preprocess::imagenet(), None)?
+        .validate()
+        .map_err(usage)?;
+    Ok(())
+}
+
+/// A new run's configuration and model: the conv base of `--weights` and a new head, or the conv base and head of
+/// `--init-from`'s checkpoint (with its preprocessing unless `--preprocess` is given).
+pub(in crate::app) fn model_for(
+    a: &FinetuneArgs,
+    explicit: &[String],
+    quiet: bool,
+    device: &candle_core::Device,
+) -> Result<(TrainConfig, Vgg16, Option<InitFrom>)> {
     if let Some(given) = &a.init_from {
         if explicit.iter().any(|f| f == "weights") {
             bail!(crate::app::UsageError(
@@ -304,14 +324,12 @@ fn open_new(
             ));
         }
         let (base, init) = load_init(given, device)?;
-        let folder = run::RunFolder::create(&a.runs_dir, a.name.as_deref(), log).map_err(usage)?;
         let preprocess = a.w.preprocess.map_or(init.meta.preprocess, Preprocess::from_mode);
         let mut cfg = build_config(a, preprocess, init.meta.weights_revision.clone())?;
         cfg.weights = init.meta.weights.clone();
         cfg.init_from = Some(init.path.clone());
-        return Ok((cfg, base, folder, Some(init)));
+        return Ok((cfg, base, Some(init)));
     }
-    let folder = run::RunFolder::create(&a.runs_dir, a.name.as_deref(), log).map_err(usage)?;
     let loaded = super::load_weights(&a.w, quiet)?;
     let mut cfg = build_config(a, loaded.preprocess, loaded.revision.clone())?;
     if let Some(p) = &loaded.path {
@@ -319,12 +337,12 @@ fn open_new(
             cfg.weights_path = Some(p.clone());
         }
     }
-    Ok((cfg, loaded.model, folder, None))
+    Ok((cfg, loaded.model, None))
 }
 
 /// The data folder is there and whole: the default one is fetched (or its interrupted fetch completed); another
 /// that is missing is an error with the ways out.
-fn ensure_data(a: &FinetuneArgs, quiet: bool) -> Result<()> {
+pub(in crate::app) fn ensure_data(a: &FinetuneArgs, quiet: bool) -> Result<()> {
     let unfinished = crate::data::fetch::unfinished(&a.data);
     if a.data.exists() && !unfinished {
         return Ok(());
@@ -436,7 +454,7 @@ fn usage(e: crate::Error) -> anyhow::Error {
 }
 
 /// Refuses, before any work, a run whose memory estimate exceeds what the machine has available.
-fn check_run_memory(cfg: &TrainConfig, base: &Vgg16, splits: &Splits) -> Result<()> {
+pub(in crate::app) fn check_run_memory(cfg: &TrainConfig, base: &Vgg16, splits: &Splits) -> Result<()> {
     let widths = base.widths();
     let trainable_block = crate::model::vgg16::LAYERS.get(cfg.split()?).map_or(5, |l| l.block - 1);
     let (peak, kept) = crate::limits::vgg_activation_bytes(&widths, cfg.size as usize, trainable_block);

@@ -7,6 +7,7 @@ pub(in crate::app) mod evaluate;
 mod extract;
 pub(in crate::app) mod finetune;
 pub(in crate::app) mod lab;
+mod lr_find;
 mod summary;
 mod weights;
 
@@ -21,6 +22,7 @@ pub(in crate::app) fn run(cli: Cli, explicit: &[String]) -> Result<i32> {
         Command::Weights(c) => weights::run(c, quiet),
         Command::Extract(a) => extract::run(a, quiet),
         Command::Finetune(a) => finetune::run(*a, quiet, explicit),
+        Command::LrFind(a) => lr_find::run(*a, quiet, explicit),
         Command::Evaluate(a) => evaluate::evaluate(a, quiet),
         Command::Predict(a) => evaluate::predict(a, quiet),
         Command::Lab(a) => lab::run(*a, quiet),
