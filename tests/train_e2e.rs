@@ -187,8 +187,8 @@ fn finetune_mode_with_augmentation_learns_and_a_checkpoint_round_trip_predicts_t
     m.save(&again, vec![], Default::default()).unwrap();
     let (m2, _, _) = Classifier::load(&again, &Device::Cpu).unwrap();
     let files: Vec<PathBuf> = catdog::data::folder::walk_images(&data.join("test")).unwrap().0;
-    let p1 = catdog::eval::report::predict(&m, &files, 7, &mut |_| {}).unwrap();
-    let p2 = catdog::eval::report::predict(&m2, &files, 5, &mut |_| {}).unwrap();
+    let p1 = catdog::eval::report::predict(&m, &files, 7, None, &mut |_| {}).unwrap();
+    let p2 = catdog::eval::report::predict(&m2, &files, 5, None, &mut |_| {}).unwrap();
     for (a, b) in p1.iter().zip(&p2) {
         assert_eq!(a.as_ref().unwrap().probabilities, b.as_ref().unwrap().probabilities);
     }
@@ -623,5 +623,54 @@ fn lr_find_suggests_rates_plots_them_and_saves_no_run() {
     let iters = args.iter().position(|a| *a == "60").unwrap();
     args[iters] = "5";
     let o = catdog(&args, tmp.path());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn test_time_augmentation_averages_the_image_its_flip_and_augmented_draws() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    course_layout(&data);
+    let runs = tmp.path().join("runs");
+    assert!(finetune(&data, &runs, "tta", &["--epochs", "2"]).status.success());
+    let ck = runs.join("tta/best.safetensors");
+    let ck = ck.to_str().unwrap();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let o = catdog(args, tmp.path());
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap()
+    };
+    let d = data.to_str().unwrap();
+    let plain = json(&["evaluate", "--checkpoint", ck, "--data", d, "--json", "--quiet"]);
+    assert!(plain.get("tta").is_none(), "--tta 1 is the plain evaluation");
+    let looked = json(&[
+        "evaluate",
+        "--checkpoint",
+        ck,
+        "--data",
+        d,
+        "--json",
+        "--tta",
+        "4",
+        "--quiet",
+    ]);
+    assert_eq!(looked["tta"], 4);
+    assert_eq!(looked["accuracy_without_tta"], plain["accuracy"]);
+    assert_eq!(looked["loss_without_tta"], plain["loss"]);
+    assert_eq!(looked["roc_auc_without_tta"], plain["roc_auc"]);
+    // Two looks are the image and its mirror: their mean, exactly (a 48×48 image needs no resizing).
+    let img = image::RgbImage::from_fn(48, 48, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 3) as u8, ((x + y) * 2) as u8])
+    });
+    let (one, mirror) = (tmp.path().join("one.png"), tmp.path().join("mirror.png"));
+    img.save(&one).unwrap();
+    image::imageops::flip_horizontal(&img).save(&mirror).unwrap();
+    let dogs = |args: &[&str]| json(args)["probabilities"]["dogs"].as_f64().unwrap();
+    let (p1, p2) = (one.to_str().unwrap(), mirror.to_str().unwrap());
+    let a = dogs(&["predict", "--checkpoint", ck, p1, "--json", "--quiet"]);
+    let b = dogs(&["predict", "--checkpoint", ck, p2, "--json", "--quiet"]);
+    let two = dogs(&["predict", "--checkpoint", ck, p1, "--json", "--tta", "2", "--quiet"]);
+    assert!((two - (a + b) / 2.0).abs() < 1e-6, "{two} vs mean of {a} and {b}");
+    let o = catdog(&["predict", "--checkpoint", ck, p1, "--tta", "0"], tmp.path());
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

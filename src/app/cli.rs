@@ -602,6 +602,11 @@ pub struct EvaluateArgs {
     /// Labelled folder (its test/ part when it has one, else validation/, else the folder itself).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
+    /// Test-time augmentation: average each image's probabilities over N looks — the image, its horizontal flip,
+    /// and N − 2 seeded draws of the augmentation its run trained with (the course's set if none); 1 is the plain
+    /// evaluation.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub tta: usize,
     /// Images per batch.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub batch_size: usize,
@@ -633,6 +638,11 @@ pub struct PredictArgs {
     /// A checkpoint written by `catdog finetune`.
     #[arg(long, value_name = "FILE")]
     pub checkpoint: PathBuf,
+    /// Test-time augmentation: average each image's probabilities over N looks — the image, its horizontal flip,
+    /// and N − 2 seeded draws of the augmentation its run trained with (the course's set if none); 1 is the plain
+    /// evaluation.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub tta: usize,
     /// Images per batch.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub batch_size: usize,

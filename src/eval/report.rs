@@ -35,8 +35,28 @@ pub struct Evaluation {
     #[serde(flatten)]
     pub metrics: Metrics,
     pub bad_files: Vec<(PathBuf, String)>,
+    /// With test-time augmentation: how many looks, and the plain evaluation beside.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub tta: Option<WithoutTta>,
     #[serde(skip)]
     pub predictions: Vec<Prediction>,
+}
+
+/// Test-time augmentation: each image seen `looks` ways — itself, its horizontal flip, then `looks − 2` seeded
+/// draws of `augment` — and the probabilities averaged (fastai's `tta`, Keras users' flip-and-average).
+#[derive(Debug, Clone)]
+pub struct Tta {
+    pub looks: usize,
+    pub augment: crate::data::augment::AugmentConfig,
+}
+
+/// The plain evaluation beside a test-time-augmented one (`evaluate --json` with `--tta N`).
+#[derive(Debug, Clone, Serialize)]
+pub struct WithoutTta {
+    pub tta: usize,
+    pub accuracy_without_tta: f64,
+    pub loss_without_tta: f64,
+    pub roc_auc_without_tta: Option<f64>,
 }
 
 fn loader_for(model: &Classifier, samples: Vec<Sample>, batch: usize) -> Result<Loader> {
@@ -83,6 +103,85 @@ fn run(model: &Classifier, loader: &Loader, on_batch: &mut dyn FnMut(usize)) -> 
     Ok((out, loss_sum))
 }
 
+/// The batch with every image flipped left to right.
+fn flipped(x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+    let w = x.dim(3)?;
+    let reversed: Vec<u32> = (0..w as u32).rev().collect();
+    let idx = candle_core::Tensor::from_vec(reversed, w, x.device())?;
+    Ok(x.index_select(&idx, 3)?)
+}
+
+/// Each image's probabilities under the model, `None` when not finite.
+fn look(model: &Classifier, x: &candle_core::Tensor) -> Result<Vec<Option<Vec<f64>>>> {
+    let p = Head::probabilities(&model.logits(x)?)?
+        .to_dtype(candle_core::DType::F64)?
+        .to_vec2::<f64>()?;
+    Ok(p.into_iter()
+        .map(|p| p.iter().all(|v| v.is_finite()).then_some(p))
+        .collect())
+}
+
+/// The probabilities of every image of `samples` under `tta`, averaged over its looks, by sample index; `None`
+/// for an image one of whose looks gave a non-finite output.
+fn tta_probabilities(
+    model: &Classifier,
+    samples: &[Sample],
+    batch: usize,
+    tta: &Tta,
+    on_batch: &mut dyn FnMut(usize),
+) -> Result<Vec<(usize, Option<Vec<f64>>)>> {
+    let device = model.base.device().clone();
+    let mut sums: Vec<(usize, Option<Vec<f64>>)> = vec![(0, None); samples.len()];
+    let mut add = |i: usize, p: Option<Vec<f64>>| {
+        let (count, sum) = &mut sums[i];
+        *sum = match (sum.take(), p) {
+            (Some(s), Some(p)) => Some(s.iter().zip(&p).map(|(a, b)| a + b).collect()),
+            (None, Some(p)) if *count == 0 => Some(p),
+            _ => None,
+        };
+        *count += 1;
+    };
+    for b in loader_for(model, samples.to_vec(), batch)?.epoch(0) {
+        let b = b?;
+        let x = b.images.to_device(&device)?;
+        let mut views = vec![look(model, &x)?];
+        if tta.looks > 1 {
+            views.push(look(model, &flipped(&x)?)?);
+        }
+        for view in views {
+            b.indices.iter().zip(view).for_each(|(&i, p)| add(i, p));
+        }
+        on_batch(b.indices.len());
+    }
+    let mut cfg = LoaderConfig::new(batch, model.meta.size, model.meta.preprocess);
+    cfg.interpolation = model.meta.interpolation;
+    cfg.augment = Some(tta.augment);
+    let drawn = Loader::new(samples.to_vec(), cfg)?;
+    for draw in 2..tta.looks {
+        for b in drawn.epoch(draw) {
+            let b = b?;
+            let view = look(model, &b.images.to_device(&device)?)?;
+            b.indices.iter().zip(view).for_each(|(&i, p)| add(i, p));
+        }
+    }
+    let looks = tta.looks.max(1);
+    Ok(sums
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (count, _))| *count > 0)
+        .map(|(i, (count, sum))| {
+            let whole = sum.filter(|_| count == looks);
+            (i, whole.map(|s| s.iter().map(|v| v / looks as f64).collect()))
+        })
+        .collect())
+}
+
+/// Mean cross-entropy of probabilities against the true labels (the loss of averaged predictions).
+fn probability_loss(probs: &[Vec<f64>], labels: &[usize]) -> f64 {
+    let total: f64 = probs.iter().zip(labels).map(|(p, &l)| -p[l].max(1e-12).ln()).sum();
+    total / labels.len().max(1) as f64
+}
+
 fn prediction(model: &Classifier, path: PathBuf, p: Vec<f64>, truth: Option<usize>) -> Prediction {
     let classes = &model.meta.classes;
     let best = p
@@ -105,6 +204,7 @@ pub fn evaluate(
     folder: &ImageFolder,
     checkpoint: PathBuf,
     batch: usize,
+    tta: Option<&Tta>,
     on_batch: &mut dyn FnMut(usize),
 ) -> Result<Evaluation> {
     if folder.classes != model.meta.classes {
@@ -123,10 +223,52 @@ pub fn evaluate(
             folder.root.display()
         )));
     }
+    let probs = finite_or_refused(scored, folder, &checkpoint)?;
+    let labels: Vec<usize> = probs.iter().map(|(i, _)| folder.samples[*i].label).collect();
+    let p: Vec<Vec<f64>> = probs.iter().map(|(_, p)| p.clone()).collect();
+    let mut m = metrics::compute(&p, &labels, &model.meta.classes);
+    let mut loss = loss_sum / labels.len() as f64;
+    let mut probs = probs;
+    let mut without = None;
+    if let Some(t) = tta.filter(|t| t.looks > 1) {
+        let looked = tta_probabilities(model, &folder.samples, batch, t, &mut |_| {})?;
+        let looked = finite_or_refused(looked, folder, &checkpoint)?;
+        let p: Vec<Vec<f64>> = looked.iter().map(|(_, p)| p.clone()).collect();
+        let labels: Vec<usize> = looked.iter().map(|(i, _)| folder.samples[*i].label).collect();
+        let plain = std::mem::replace(&mut m, metrics::compute(&p, &labels, &model.meta.classes));
+        without = Some(WithoutTta {
+            tta: t.looks,
+            accuracy_without_tta: plain.accuracy,
+            loss_without_tta: std::mem::replace(&mut loss, probability_loss(&p, &labels)),
+            roc_auc_without_tta: plain.roc_auc,
+        });
+        probs = looked;
+    }
+    let predictions = probs
+        .into_iter()
+        .map(|(i, p)| prediction(model, folder.samples[i].path.clone(), p, Some(folder.samples[i].label)))
+        .collect();
+    Ok(Evaluation {
+        data: folder.root.clone(),
+        checkpoint,
+        loss,
+        metrics: m,
+        bad_files: loader.bad_files(),
+        tta: without,
+        predictions,
+    })
+}
+
+/// The probabilities of every image, or the error naming the checkpoint when some are not finite.
+fn finite_or_refused(
+    scored: Vec<(usize, Option<Vec<f64>>)>,
+    folder: &ImageFolder,
+    checkpoint: &std::path::Path,
+) -> Result<Vec<(usize, Vec<f64>)>> {
     let broken: Vec<usize> = scored.iter().filter(|(_, p)| p.is_none()).map(|(i, _)| *i).collect();
     if let Some(first) = broken.first() {
         return Err(Error::Checkpoint {
-            path: checkpoint,
+            path: checkpoint.to_path_buf(),
             message: format!(
                 "the model's output is not a finite number for {} of {} images (the first: {}): its weights are \
                  damaged or too large for float32, so no loss, accuracy or ROC-AUC can be reported",
@@ -136,22 +278,7 @@ pub fn evaluate(
             ),
         });
     }
-    let probs: Vec<(usize, Vec<f64>)> = scored.into_iter().filter_map(|(i, p)| Some((i, p?))).collect();
-    let labels: Vec<usize> = probs.iter().map(|(i, _)| folder.samples[*i].label).collect();
-    let p: Vec<Vec<f64>> = probs.iter().map(|(_, p)| p.clone()).collect();
-    let m = metrics::compute(&p, &labels, &model.meta.classes);
-    let predictions = probs
-        .into_iter()
-        .map(|(i, p)| prediction(model, folder.samples[i].path.clone(), p, Some(folder.samples[i].label)))
-        .collect();
-    Ok(Evaluation {
-        data: folder.root.clone(),
-        checkpoint,
-        loss: loss_sum / labels.len() as f64,
-        metrics: m,
-        bad_files: loader.bad_files(),
-        predictions,
-    })
+    Ok(scored.into_iter().filter_map(|(i, p)| Some((i, p?))).collect())
 }
 
 /// Predicts every file; unreadable ones come back as errors with the reason, in input order.
@@ -159,6 +286,7 @@ pub fn predict(
     model: &Classifier,
     files: &[PathBuf],
     batch: usize,
+    tta: Option<&Tta>,
     on_batch: &mut dyn FnMut(usize),
 ) -> Result<Vec<std::result::Result<Prediction, (PathBuf, String)>>> {
     let samples: Vec<Sample> = files
@@ -169,7 +297,26 @@ pub fn predict(
         })
         .collect();
     let loader = loader_for(model, samples, batch)?;
-    let (scored, _) = run(model, &loader, on_batch)?;
+    let (mut scored, _) = run(model, &loader, on_batch)?;
+    if let Some(t) = tta.filter(|t| t.looks > 1) {
+        // The plain pass found the unreadable files; the looks replace the probabilities of the others.
+        let samples: Vec<Sample> = files
+            .iter()
+            .map(|p| Sample {
+                path: p.clone(),
+                label: 0,
+            })
+            .collect();
+        let looked: std::collections::HashMap<usize, Option<Vec<f64>>> =
+            tta_probabilities(model, &samples, batch, t, &mut |_| {})?
+                .into_iter()
+                .collect();
+        for (i, p) in scored.iter_mut() {
+            if let Some(l) = looked.get(i) {
+                *p = l.clone();
+            }
+        }
+    }
     let mut by_index: Vec<Option<Option<Vec<f64>>>> = vec![None; files.len()];
     for (i, p) in scored {
         by_index[i] = Some(p);

@@ -1,5 +1,6 @@
 use std::path::Path;
 
+use crate::data::augment::AugmentConfig;
 use crate::data::folder::{collect_inputs, split_dirs, ImageFolder};
 use crate::eval::report;
 use crate::kernels::{Kernels, Precision};
@@ -21,6 +22,29 @@ struct PredictionLine<'a> {
 struct FailedLine<'a> {
     path: &'a Path,
     error: &'a str,
+}
+
+/// Most looks of `--tta`.
+const MAX_TTA: usize = 64;
+
+/// `--tta N`: `None` for 1 (the plain evaluation); else the augmentation the checkpoint's run trained with (its
+/// folder's config.json), or the course's set when it had none.
+fn tta_for(checkpoint: &Path, looks: usize) -> Result<Option<report::Tta>> {
+    if !(1..=MAX_TTA).contains(&looks) {
+        return Err(crate::app::UsageError(format!("--tta {looks}: use 1..={MAX_TTA} looks per image")).into());
+    }
+    if looks == 1 {
+        return Ok(None);
+    }
+    let recorded = checkpoint
+        .parent()
+        .and_then(|dir| std::fs::read_to_string(dir.join("config.json")).ok())
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|cfg| serde_json::from_value::<AugmentConfig>(cfg["augment"].clone()).ok());
+    Ok(Some(report::Tta {
+        looks,
+        augment: recorded.unwrap_or_else(AugmentConfig::course),
+    }))
 }
 
 /// Loads a checkpoint onto `--device`, set to run with `--kernels` and `--precision`.
@@ -60,9 +84,15 @@ pub fn compute(a: &EvaluateArgs, quiet: bool) -> Result<report::Evaluation> {
     super::usage_check(crate::limits::check_batch(a.batch_size))?;
     super::check_forward_memory("evaluate", &model.base, model.meta.size, a.batch_size)?;
     let bar = crate::progress::bar(folder.samples.len() as u64, "evaluate", "images", quiet);
-    let ev = report::evaluate(&model, &folder, a.checkpoint.clone(), a.batch_size.max(1), &mut |n| {
-        bar.inc(n as u64)
-    })?;
+    let tta = tta_for(&a.checkpoint, a.tta)?;
+    let ev = report::evaluate(
+        &model,
+        &folder,
+        a.checkpoint.clone(),
+        a.batch_size.max(1),
+        tta.as_ref(),
+        &mut |n| bar.inc(n as u64),
+    )?;
     bar.finish_and_clear();
     if let Some(path) = &a.misclassified {
         match report::misclassified_grid(&model, &ev.predictions, 64)? {
@@ -85,12 +115,30 @@ fn print_evaluation(ev: &report::Evaluation) {
         ev.data.display(),
         m.images
     );
-    println!(
-        "loss {:.4}  accuracy {:.4}  ROC-AUC {}",
-        ev.loss,
-        m.accuracy,
-        m.roc_auc.map_or("-".into(), |v| format!("{v:.4}"))
-    );
+    let auc = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.4}"));
+    match &ev.tta {
+        Some(t) => {
+            println!(
+                "with test-time augmentation ({} looks): loss {:.4}  accuracy {:.4}  ROC-AUC {}",
+                t.tta,
+                ev.loss,
+                m.accuracy,
+                auc(m.roc_auc)
+            );
+            println!(
+                "without:                                  loss {:.4}  accuracy {:.4}  ROC-AUC {}",
+                t.loss_without_tta,
+                t.accuracy_without_tta,
+                auc(t.roc_auc_without_tta)
+            );
+        }
+        None => println!(
+            "loss {:.4}  accuracy {:.4}  ROC-AUC {}",
+            ev.loss,
+            m.accuracy,
+            auc(m.roc_auc)
+        ),
+    }
     println!();
     let w = m.classes.iter().map(|c| c.len()).max().unwrap_or(5).max(9);
     print!("{:>w$}  ", "true\\pred");
@@ -163,7 +211,10 @@ pub fn predictions(a: &PredictArgs, quiet: bool) -> Result<(Vec<serde_json::Valu
     super::usage_check(crate::limits::check_batch(a.batch_size))?;
     super::check_forward_memory("predict", &model.base, model.meta.size, a.batch_size)?;
     let bar = crate::progress::bar(files.len() as u64, "predict", "images", quiet);
-    let preds = report::predict(&model, &files, a.batch_size.max(1), &mut |n| bar.inc(n as u64))?;
+    let tta = tta_for(&a.checkpoint, a.tta)?;
+    let preds = report::predict(&model, &files, a.batch_size.max(1), tta.as_ref(), &mut |n| {
+        bar.inc(n as u64)
+    })?;
     bar.finish_and_clear();
     let mut failures = 0;
     let mut lines = Vec::with_capacity(preds.len());
