@@ -674,3 +674,59 @@ fn test_time_augmentation_averages_the_image_its_flip_and_augmented_draws() {
     let o = catdog(&["predict", "--checkpoint", ck, p1, "--tta", "0"], tmp.path());
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn the_course_runs_its_recipes_reports_them_and_a_rerun_keeps_what_is_done() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    course_layout(&data);
+    let out = tmp.path().join("course");
+    let args = [
+        "course",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quick",
+        "--recipes",
+        "extract,finetune-from-extract",
+        "--",
+        "--weights",
+        WIDTHS,
+        "--size",
+        "48",
+        "--batch-size",
+        "8",
+        "--hidden",
+        "32",
+    ];
+    let o = catdog(&args, tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let rows = report.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert!((0.0..=1.0).contains(&row["test_accuracy"].as_f64().unwrap()), "{row}");
+        assert_eq!(row["epochs_run"], 3, "{row}");
+    }
+    let table = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        table.contains("(a) feature extraction") && table.contains("(d) block5 fine-tuning from (a)"),
+        "{table}"
+    );
+    assert_eq!(&std::fs::read(out.join("report.png")).unwrap()[..4], b"\x89PNG");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("finetune-from-extract/config.json")).unwrap()).unwrap();
+    assert!(
+        cfg["init_from"].as_str().unwrap().ends_with("extract/best.safetensors"),
+        "{cfg}"
+    );
+    // A re-run keeps the finished recipes and reports the same figures.
+    let o = catdog(&args, tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o).matches("finished earlier").count(), 2, "{}", stderr(&o));
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(again[0]["test_accuracy"], rows[0]["test_accuracy"]);
+}

@@ -58,6 +58,10 @@ pub enum Command {
     /// Train on an image folder. By default feature extraction (the conv base frozen, only the new head trains);
     /// --mode finetune also trains the layers from --unfreeze-from (block5_conv1) on.
     Finetune(Box<FinetuneArgs>),
+    /// Run the course's recipes on one data set — (a) feature extraction, (b) with augmentation, (c) block5
+    /// fine-tuning from a fresh head, (d) block5 fine-tuning from (a)'s head — evaluate each on the test folder and
+    /// write report.md, report.json and report.png under --out; a re-run skips finished recipes.
+    Course(CourseArgs),
     /// Find a learning rate as fastai's lr_find does: an exponential sweep over --iters steps on finetune's data and
     /// model (nothing is saved), the valley and steepest-fall suggestions printed and marked on a plot.
     LrFind(Box<LrFindArgs>),
@@ -878,4 +882,31 @@ pub struct LrFindArgs {
     /// Print one JSON object: suggestion (the valley), steepest, points ([lr, smoothed loss]).
     #[arg(long, help_heading = "Learning-rate finder")]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CourseArgs {
+    /// The data folder: DIR/train/<class>/… with DIR/test/<class>/… (the recipes validate and are evaluated on it).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
+    pub data: PathBuf,
+    /// Folder of the recipes' run folders and the report.
+    #[arg(long, value_name = "DIR", default_value = "runs/course")]
+    pub out: PathBuf,
+    /// Recipes to run, in order: extract, extract-aug, finetune, finetune-from-extract.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "NAME,…",
+        default_value = "extract,extract-aug,finetune,finetune-from-extract"
+    )]
+    pub recipes: Vec<String>,
+    /// Epochs of every recipe [default: 30, the course's; 3 with --quick].
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
+    /// A smaller demonstration: 3 epochs per recipe unless --epochs says otherwise.
+    #[arg(long)]
+    pub quick: bool,
+    /// finetune flags given to every recipe, after `--` (e.g. `-- --weights FILE --preprocess caffe --precision bf16`).
+    #[arg(last = true, value_name = "FINETUNE FLAGS")]
+    pub shared: Vec<String>,
 }

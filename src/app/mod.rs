@@ -105,7 +105,7 @@ pub fn run_args(args: impl IntoIterator<Item = OsString>) -> i32 {
 }
 
 /// The parsed command and the flags given explicitly (as clap names them).
-fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(cli::Cli, Vec<String>), clap::Error> {
+pub(in crate::app) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(cli::Cli, Vec<String>), clap::Error> {
     let matches = cli::Cli::command().try_get_matches_from(args)?;
     let cli = cli::Cli::from_arg_matches(&matches)?;
     let explicit = cli::explicit_flags(&matches);

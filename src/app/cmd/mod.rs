@@ -2,6 +2,7 @@
 
 mod augment;
 mod bench;
+mod course;
 mod data;
 pub(in crate::app) mod evaluate;
 mod extract;
@@ -23,6 +24,7 @@ pub(in crate::app) fn run(cli: Cli, explicit: &[String]) -> Result<i32> {
         Command::Extract(a) => extract::run(a, quiet),
         Command::Finetune(a) => finetune::run(*a, quiet, explicit),
         Command::LrFind(a) => lr_find::run(*a, quiet, explicit),
+        Command::Course(a) => course::run(a, quiet),
         Command::Evaluate(a) => evaluate::evaluate(a, quiet),
         Command::Predict(a) => evaluate::predict(a, quiet),
         Command::Lab(a) => lab::run(*a, quiet),
