@@ -59,6 +59,18 @@ fn l1_leaves_more_near_zero_weights_than_l2_at_the_same_strength() {
     // And the penalty shrinks the weights as it grows.
     let m = |r: &LabResult, s: &str| r.variant(s).unwrap().extra["mean_abs_weight"];
     assert!(m(&l2, "λ = 0.01") < m(&l2, "λ = 0") * 0.5);
+    // At λ = 0.1, L1 drives every weight to ~0 and the network answers the majority class: the notes say so (and
+    // not for L2, which still learns there).
+    let collapsed = |r: &LabResult| r.notes.iter().any(|n| n.contains("collapsed to the majority class"));
+    assert!(collapsed(&l1), "{:?}", l1.notes);
+    assert!(
+        l1.notes
+            .iter()
+            .any(|n| n.starts_with("At λ = 0.1 the network collapsed")),
+        "{:?}",
+        l1.notes
+    );
+    assert!(!collapsed(&l2), "{:?}", l2.notes);
 }
 
 #[test]

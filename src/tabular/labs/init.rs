@@ -1,8 +1,6 @@
 //! Kernel initialisations on a three-layer network: does it learn, and how large are the first epoch's gradients
 //! layer by layer.
 
-use std::collections::BTreeMap;
-
 use super::format::{metric_name, num, pm};
 use super::plots::{loss_curves, save};
 use super::train::{summaries, train_all, Variant};
@@ -93,7 +91,7 @@ impl Lab for Init {
         vec![
             format!(
                 "Learns (better than the majority class, {}, by 0.05): {}.",
-                num(majority(cx), 3),
+                num(cx.majority(), 3),
                 if learners.is_empty() { "none".to_string() } else { learners.join(", ") }
             ),
             "Zeros make every unit of a layer the same (and with ReLU pass no gradient back), so nothing learns beyond \
@@ -106,21 +104,11 @@ impl Lab for Init {
 /// Dense layers of the deep network: its hidden layers and the output.
 const LAYERS: usize = DEEP.len() + 1;
 
-/// The share of the first seed's validation rows in their most common class.
-fn majority(cx: &Context) -> f64 {
-    let val = &cx.data[0].val;
-    let mut counts = BTreeMap::new();
-    for y in &val.y {
-        *counts.entry(*y as i64).or_insert(0usize) += 1;
-    }
-    counts.values().copied().max().unwrap_or(0) as f64 / val.rows().max(1) as f64
-}
-
 /// Classification: better than the majority class by 0.05; regression: the best validation loss is 20% under
 /// the first epoch's.
 fn learns(cx: &Context, v: &VariantResult) -> bool {
     match cx.data[0].train.task {
-        Task::Classification => v.val_metric > majority(cx) + 0.05,
+        Task::Classification => v.val_metric > cx.majority() + 0.05,
         Task::Regression => v.best_val_loss < v.history.first().map_or(f64::INFINITY, |r| r.val_loss) * 0.8,
     }
 }

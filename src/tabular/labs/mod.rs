@@ -310,6 +310,19 @@ struct Context<'a> {
     plots: Vec<String>,
 }
 
+impl Context<'_> {
+    /// The share of the first seed's validation rows in their most common class: the accuracy of a network that
+    /// always answers that class.
+    fn majority(&self) -> f64 {
+        let val = &self.data[0].val;
+        let mut counts = std::collections::BTreeMap::new();
+        for y in &val.y {
+            *counts.entry(*y as i64).or_insert(0usize) += 1;
+        }
+        counts.values().copied().max().unwrap_or(0) as f64 / val.rows().max(1) as f64
+    }
+}
+
 /// One lab: the variants it trains and what it measures of them, then how it shows them. Each lab file holds one
 /// implementation; [`run_lab`] calls the methods in order.
 trait Lab: Sync {

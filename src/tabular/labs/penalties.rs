@@ -106,7 +106,12 @@ impl Lab for Penalties {
     }
 
     fn notes(&self, cx: &Context, vs: &[VariantResult]) -> Vec<String> {
-        notes(vs, cx.data[0].train.task)
+        let task = cx.data[0].train.task;
+        let mut notes = notes(vs, task);
+        if task == Task::Classification {
+            notes.extend(collapsed(vs, cx.majority()));
+        }
+        notes
     }
 }
 
@@ -134,4 +139,26 @@ fn notes(vs: &[VariantResult], task: Task) -> Vec<String> {
         ),
         "Losses include the penalty, as Keras reports them.".into(),
     ]
+}
+
+/// A note for each penalty under which the network stopped learning: its validation accuracy is the share of the
+/// most common class (within 0.005) — it answers that class whatever the input — and a table that only shows the gap
+/// shrinking would read as a success.
+fn collapsed(vs: &[VariantResult], majority: f64) -> Vec<String> {
+    vs.iter()
+        .filter(|v| (v.val_metric - majority).abs() <= 0.005)
+        .map(|v| {
+            format!(
+                "At {} the network collapsed to the majority class: its validation accuracy {} is the share of the \
+                 most common class, and {}% of its weights are below {NEAR_ZERO} — the penalty outweighs the data \
+                 loss, so the small gap there is not better generalisation.",
+                v.variant,
+                num(v.val_metric, 4),
+                num(
+                    100.0 * v.extra.get("near_zero_fraction").copied().unwrap_or(f64::NAN),
+                    1
+                )
+            )
+        })
+        .collect()
 }
