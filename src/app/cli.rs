@@ -598,14 +598,9 @@ pub struct FinetuneArgs {
     pub strict: bool,
 }
 
+/// How `evaluate` and `predict` run a checkpoint: test-time augmentation, batch, device, kernels, precision.
 #[derive(Debug, Args)]
-pub struct EvaluateArgs {
-    /// A checkpoint written by `catdog finetune` (best.safetensors or last.safetensors).
-    #[arg(long, value_name = "FILE")]
-    pub checkpoint: PathBuf,
-    /// Labelled folder (its test/ part when it has one, else validation/, else the folder itself).
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
-    pub data: PathBuf,
+pub struct InferenceFlags {
     /// Test-time augmentation: average each image's probabilities over N looks — the image, its horizontal flip,
     /// and N − 2 seeded draws of the augmentation its run trained with (the course's set if none); 1 is the plain
     /// evaluation.
@@ -629,6 +624,18 @@ pub struct EvaluateArgs {
     /// bf16 on a GPU).
     #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
     pub precision: crate::kernels::Precision,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// A checkpoint written by `catdog finetune` (best.safetensors or last.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// Labelled folder (its test/ part when it has one, else validation/, else the folder itself).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub run: InferenceFlags,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -642,29 +649,8 @@ pub struct PredictArgs {
     /// A checkpoint written by `catdog finetune`.
     #[arg(long, value_name = "FILE")]
     pub checkpoint: PathBuf,
-    /// Test-time augmentation: average each image's probabilities over N looks — the image, its horizontal flip,
-    /// and N − 2 seeded draws of the augmentation its run trained with (the course's set if none); 1 is the plain
-    /// evaluation.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub tta: usize,
-    /// Images per batch.
-    #[arg(long, default_value_t = 32, value_name = "N")]
-    pub batch_size: usize,
-    /// Device: cpu, cuda, cuda:N or auto (the first GPU when this catdog is built with CUDA and one answers, else
-    /// the CPU).
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
-    pub device: String,
-
-    /// Kernels: fast (catdog's CPU ops) or portable (only candle's device-generic ops: the graph that runs on a GPU)
-    /// [default: $CATDOG_KERNELS, else fast; always portable on a GPU].
-    #[arg(long, value_enum, value_name = "KERNELS")]
-    pub kernels: Option<crate::kernels::Kernels>,
-
-    /// Precision of the convolutions' and dense layers' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
-    /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
-    /// bf16 on a GPU).
-    #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
-    pub precision: crate::kernels::Precision,
+    #[command(flatten)]
+    pub run: InferenceFlags,
     /// Print one JSON object per image (path, label, probabilities) instead of a table.
     #[arg(long)]
     pub json: bool,

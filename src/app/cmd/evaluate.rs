@@ -74,22 +74,22 @@ pub fn evaluate(a: EvaluateArgs, quiet: bool) -> Result<i32> {
 
 /// Evaluates the checkpoint (and writes the misclassified grid when asked); `--json` prints this value.
 pub fn compute(a: &EvaluateArgs, quiet: bool) -> Result<report::Evaluation> {
-    let model = open_checkpoint(&a.checkpoint, &a.device, a.kernels, a.precision, quiet)?;
+    let model = open_checkpoint(&a.checkpoint, &a.run.device, a.run.kernels, a.run.precision, quiet)?;
     let parts = split_dirs(&a.data);
     let root = ["test", "validation", "val"]
         .iter()
         .find_map(|n| parts.iter().find(|(p, _)| p == n).map(|(_, d)| d.clone()))
         .unwrap_or_else(|| a.data.clone());
     let folder = ImageFolder::scan_lenient(&root)?;
-    super::usage_check(crate::limits::check_batch(a.batch_size))?;
-    super::check_forward_memory("evaluate", &model.base, model.meta.size, a.batch_size)?;
+    super::usage_check(crate::limits::check_batch(a.run.batch_size))?;
+    super::check_forward_memory("evaluate", &model.base, model.meta.size, a.run.batch_size)?;
     let bar = crate::progress::bar(folder.samples.len() as u64, "evaluate", "images", quiet);
-    let tta = tta_for(&a.checkpoint, a.tta)?;
+    let tta = tta_for(&a.checkpoint, a.run.tta)?;
     let ev = report::evaluate(
         &model,
         &folder,
         a.checkpoint.clone(),
-        a.batch_size.max(1),
+        a.run.batch_size.max(1),
         tta.as_ref(),
         &mut |n| bar.inc(n as u64),
     )?;
@@ -199,7 +199,7 @@ pub fn predict(a: PredictArgs, quiet: bool) -> Result<i32> {
 /// `predict --json`'s lines, in input order (a prediction, or the file's error), with the count of failures and
 /// of files.
 pub fn predictions(a: &PredictArgs, quiet: bool) -> Result<(Vec<serde_json::Value>, usize, usize)> {
-    let model = open_checkpoint(&a.checkpoint, &a.device, a.kernels, a.precision, quiet)?;
+    let model = open_checkpoint(&a.checkpoint, &a.run.device, a.run.kernels, a.run.precision, quiet)?;
     let mut files = Vec::new();
     let mut skipped = Vec::new();
     for p in &a.paths {
@@ -208,11 +208,11 @@ pub fn predictions(a: &PredictArgs, quiet: bool) -> Result<(Vec<serde_json::Valu
         skipped.extend(inputs.skipped);
     }
     super::report_skipped(&skipped);
-    super::usage_check(crate::limits::check_batch(a.batch_size))?;
-    super::check_forward_memory("predict", &model.base, model.meta.size, a.batch_size)?;
+    super::usage_check(crate::limits::check_batch(a.run.batch_size))?;
+    super::check_forward_memory("predict", &model.base, model.meta.size, a.run.batch_size)?;
     let bar = crate::progress::bar(files.len() as u64, "predict", "images", quiet);
-    let tta = tta_for(&a.checkpoint, a.tta)?;
-    let preds = report::predict(&model, &files, a.batch_size.max(1), tta.as_ref(), &mut |n| {
+    let tta = tta_for(&a.checkpoint, a.run.tta)?;
+    let preds = report::predict(&model, &files, a.run.batch_size.max(1), tta.as_ref(), &mut |n| {
         bar.inc(n as u64)
     })?;
     bar.finish_and_clear();
