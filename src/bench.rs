@@ -38,7 +38,7 @@ pub fn pseudo_random(shape: &[usize], seed: u64, device: &Device) -> Result<Tens
     Ok(Tensor::from_vec(v, shape, device)?)
 }
 
-/// gemm's f32 throughput on a square product, GFLOP/s (the "peak" that layer figures are compared with).
+/// gemm's f32 throughput on a square product, GFLOP per second (the "peak" that layer figures are compared with).
 pub fn gemm_peak(n: usize, iters: usize) -> Result<f64> {
     let a = vec![1.0f32; n * n];
     let b = vec![0.5f32; n * n];
@@ -63,10 +63,10 @@ pub struct LayerFigures {
     pub speedup: f64,
     /// Fast forward as a fraction of the gemm peak measured in the same run.
     pub fraction_of_peak: f64,
-    /// Fast backward: input gradient and weight gradient, GFLOP/s each (when measured).
+    /// Fast backward: input gradient and weight gradient, GFLOP per second each (when measured).
     pub fast_input_grad_gflops: Option<f64>,
     pub fast_weight_grad_gflops: Option<f64>,
-    /// candle's backward (input and weight gradients through autograd), GFLOP/s for both together.
+    /// candle's backward (input and weight gradients through autograd), GFLOP per second for both together.
     pub candle_backward_gflops: Option<f64>,
 }
 
@@ -113,7 +113,7 @@ pub struct ForwardReport {
     pub precision: String,
     /// The kernel of its products: `fp32`, `avx512-bf16`, `candle bf16`.
     pub precision_kernel: String,
-    /// With bf16: catdog's fp32 forward in the same run, images/s.
+    /// With bf16: catdog's fp32 forward in the same run, images per second.
     pub fp32_images_per_s: Option<f64>,
     /// With bf16: its block5_pool output against fp32's, max |a − b| / max |b|.
     pub bf16_vs_fp32_difference: Option<f32>,

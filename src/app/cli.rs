@@ -191,11 +191,11 @@ pub struct ExtractArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
-    /// Conv-base forward: images/s and GFLOP/s with catdog's convolution and candle's conv2d in the same run.
+    /// Conv-base forward: images and GFLOP per second with catdog's convolution and candle's conv2d in the same run.
     Forward(BenchForwardArgs),
-    /// Input pipeline: images/s for decode + resize + augment, batch by batch, with and without the image cache.
+    /// Input pipeline: images per second for decode + resize + augment, batch by batch, with and without the image cache.
     Loader(BenchLoaderArgs),
-    /// Training step: images/s for extract or finetune, with or without the frozen-prefix cache.
+    /// Training step: images per second for extract or finetune, with or without the frozen-prefix cache.
     Train(BenchTrainArgs),
     /// The labs' speed reference: an 11-64-32-1 MLP (dropout 0.2, L2), batch 32, 20 epochs on 10,000 rows.
     Mlp {
