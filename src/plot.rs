@@ -388,26 +388,7 @@ pub fn line_chart_on(
         })
         .collect();
     let pts: Vec<(f64, f64)> = mapped.iter().flatten().copied().collect();
-    let (x0, x1) = pts
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (y0, y1) = match axis.range {
-        Some((lo, hi)) => (axis.map(lo).unwrap_or(lo), axis.map(hi).unwrap_or(hi)),
-        None => pts
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1))),
-    };
-    let (x0, x1) = if pts.is_empty() {
-        (0.0, 1.0)
-    } else {
-        (x0 - 0.3, x1 + 0.3)
-    };
-    let (y0, y1) = if !y0.is_finite() || !y1.is_finite() {
-        (0.0, 1.0)
-    } else {
-        let pad = ((y1 - y0) * 0.08).max(1e-3);
-        (y0 - pad, y1 + pad)
-    };
+    let (x0, x1, y0, y1) = ranges(&pts, &axis);
     // A dashed series is a marker line across the whole height (the best epoch): the legend keeps to the other side.
     let markers: Vec<f64> = series
         .iter()
@@ -416,18 +397,7 @@ pub fn line_chart_on(
         .flat_map(|(_, m)| m.iter().map(|p| p.0))
         .collect();
     let legend_at = emptiest_corner(&pts, &markers, (x0, x1, y0, y1));
-    let y_format = |y: &f64| {
-        let v = if axis.log { 10f64.powf(*y) } else { *y };
-        let s = format!("{v:.3}");
-        let s = s.trim_end_matches('0').trim_end_matches('.').to_string();
-        if s == "-0" {
-            "0".into()
-        } else if v.abs() < 1e-3 && v != 0.0 {
-            format!("{v:.0e}")
-        } else {
-            s
-        }
-    };
+    let y_format = |y: &f64| tick_label(*y, axis.log);
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 17))
         .margin(12)
@@ -492,6 +462,48 @@ pub fn line_chart_on(
         .draw()
         .map_err(plot_err)?;
     Ok(())
+}
+
+/// The chart's ranges `(x0, x1, y0, y1)`: the points' (or the axis's fixed y range), x padded by 0.3 and y by 8%;
+/// `0..1` where there is nothing to span.
+fn ranges(pts: &[(f64, f64)], axis: &YAxis) -> (f64, f64, f64, f64) {
+    let span = |f: fn(&(f64, f64)) -> f64| {
+        pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(f(p)), b.max(f(p)))
+        })
+    };
+    let (x0, x1) = span(|p| p.0);
+    let (y0, y1) = match axis.range {
+        Some((lo, hi)) => (axis.map(lo).unwrap_or(lo), axis.map(hi).unwrap_or(hi)),
+        None => span(|p| p.1),
+    };
+    let (x0, x1) = if pts.is_empty() {
+        (0.0, 1.0)
+    } else {
+        (x0 - 0.3, x1 + 0.3)
+    };
+    let (y0, y1) = if !y0.is_finite() || !y1.is_finite() {
+        (0.0, 1.0)
+    } else {
+        let pad = ((y1 - y0) * 0.08).max(1e-3);
+        (y0 - pad, y1 + pad)
+    };
+    (x0, x1, y0, y1)
+}
+
+/// A y tick's label: the value (10^y on a log axis) with at most three decimals, trailing zeros dropped, and very
+/// small values in exponent form.
+fn tick_label(y: f64, log: bool) -> String {
+    let v = if log { 10f64.powf(y) } else { y };
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+    if s == "-0" {
+        "0".into()
+    } else if v.abs() < 1e-3 && v != 0.0 {
+        format!("{v:.0e}")
+    } else {
+        s
+    }
 }
 
 /// The course's two plots side by side: training and validation loss, training and validation accuracy.
