@@ -8,31 +8,15 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::mock_hub::{refusing_server, run_catdog, sha256_hex, Behaviour, MockHub, RepoFile, COMMIT};
+use common::mock_hub::{
+    refusing_server, run_catdog, sha256_hex, tiny_vgg_hub, tiny_vgg_weights, Behaviour, MockHub, COMMIT, TINY_VGG,
+};
 use common::{stderr, stdout};
 
-const REPO: &str = "someone/tiny-vgg";
+const REPO: &str = TINY_VGG;
 
 fn weights_bytes() -> Vec<u8> {
-    std::fs::read(common::fixtures().join("vgg_tiny/weights.safetensors")).unwrap()
-}
-
-/// The tiny VGG fixture as `someone/tiny-vgg`: model.safetensors in LFS, a small config.json beside it.
-fn tiny_vgg_hub(behaviour: Behaviour) -> MockHub {
-    let file = |path: &str, bytes: Vec<u8>, lfs: bool| RepoFile {
-        kind: "model",
-        repo: REPO.into(),
-        path: path.into(),
-        bytes,
-        lfs,
-    };
-    MockHub::start(
-        vec![
-            file("model.safetensors", weights_bytes(), true),
-            file("config.json", br#"{"architecture": "vgg16"}"#.to_vec(), false),
-        ],
-        behaviour,
-    )
+    tiny_vgg_weights()
 }
 
 fn repo_dir(hf_home: &Path) -> PathBuf {

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::mock_hub::{run_catdog, Behaviour, MockHub, RepoFile};
+use common::mock_hub::{run_catdog, tiny_vgg_hub, Behaviour, MockHub, RepoFile};
 use common::stderr;
 
 /// Every file and link under `root`, relative to it, sorted.
@@ -44,21 +44,9 @@ fn outside_the_cache(tmp: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn tiny_vgg(behaviour: Behaviour) -> MockHub {
-    let weights = std::fs::read(common::fixtures().join("vgg_tiny/weights.safetensors")).unwrap();
-    let file = RepoFile {
-        kind: "model",
-        repo: "someone/tiny-vgg".into(),
-        path: "model.safetensors".into(),
-        bytes: weights,
-        lfs: true,
-    };
-    MockHub::start(vec![file], behaviour)
-}
-
 #[test]
 fn a_commit_from_the_hub_that_climbs_out_of_the_cache_is_refused_and_nothing_is_written_outside() {
-    let hub = tiny_vgg(Behaviour {
+    let hub = tiny_vgg_hub(Behaviour {
         repo_commit: Some("../../../../../../outside".into()),
         ..Behaviour::default()
     });
@@ -82,7 +70,7 @@ fn a_commit_from_the_hub_that_climbs_out_of_the_cache_is_refused_and_nothing_is_
 
 #[test]
 fn a_revision_that_climbs_out_of_the_cache_is_a_usage_error_before_any_request() {
-    let hub = tiny_vgg(Behaviour::default());
+    let hub = tiny_vgg_hub(Behaviour::default());
     let (tmp, home) = nested_home();
     let victim = tmp.path().join("a/b/c/d/x.txt");
     std::fs::write(&victim, "mine").unwrap();
@@ -156,7 +144,7 @@ fn a_listing_that_names_a_file_outside_the_repository_is_refused_whole() {
 
 #[test]
 fn a_hub_that_sends_one_header_a_second_is_cut_off_within_the_timeout() {
-    let hub = tiny_vgg(Behaviour {
+    let hub = tiny_vgg_hub(Behaviour {
         header_per_second: true,
         ..Behaviour::default()
     });
@@ -211,7 +199,7 @@ fn a_listing_that_trickles_is_cut_off_within_the_timeout() {
 
 #[test]
 fn a_download_that_drips_is_a_stall_the_next_run_resumes() {
-    let hub = tiny_vgg(Behaviour {
+    let hub = tiny_vgg_hub(Behaviour {
         drip_cdn: true,
         ..Behaviour::default()
     });
@@ -263,7 +251,7 @@ fn a_hub_timeout_or_retry_count_that_is_not_a_number_in_range_is_refused() {
 
 #[test]
 fn a_token_with_a_line_break_is_refused_by_where_it_came_from_and_never_printed() {
-    let hub = tiny_vgg(Behaviour::default());
+    let hub = tiny_vgg_hub(Behaviour::default());
     let (_tmp, home) = nested_home();
     let (o, _) = run_catdog(
         &hub.url,

@@ -388,16 +388,7 @@ fn socks5_proxy(targets: Arc<Mutex<Vec<String>>>) -> String {
 
 #[test]
 fn socks5_and_socks5h_proxies_with_a_password_reach_a_hub_only_they_can_resolve() {
-    use common::mock_hub::{Behaviour, MockHub, RepoFile};
-    let weights = std::fs::read(common::fixtures().join("vgg_tiny/weights.safetensors")).unwrap();
-    let file = RepoFile {
-        kind: "model",
-        repo: "someone/tiny-vgg".into(),
-        path: "model.safetensors".into(),
-        bytes: weights,
-        lfs: true,
-    };
-    let hub = MockHub::start(vec![file], Behaviour::default());
+    let hub = common::mock_hub::tiny_vgg_hub(common::mock_hub::Behaviour::default());
     let hub_port = hub.url.rsplit(':').next().unwrap();
     let endpoint = format!("http://hub.invalid:{hub_port}");
     let targets = Arc::new(Mutex::new(Vec::new()));

@@ -461,3 +461,29 @@ pub fn run_catdog(endpoint: &str, hf_home: &Path, args: &[&str], vars: &[(&str, 
     }
     (child.wait_with_output().unwrap(), start.elapsed())
 }
+
+/// The repository the tiny VGG fixture stands as on the mock hub.
+pub const TINY_VGG: &str = "someone/tiny-vgg";
+
+/// The tiny VGG fixture's weights.
+pub fn tiny_vgg_weights() -> Vec<u8> {
+    std::fs::read(super::fixtures().join("vgg_tiny/weights.safetensors")).unwrap()
+}
+
+/// The tiny VGG fixture as [`TINY_VGG`] on a mock hub: model.safetensors in LFS, a small config.json beside it.
+pub fn tiny_vgg_hub(behaviour: Behaviour) -> MockHub {
+    let file = |path: &str, bytes: Vec<u8>, lfs: bool| RepoFile {
+        kind: "model",
+        repo: TINY_VGG.into(),
+        path: path.into(),
+        bytes,
+        lfs,
+    };
+    MockHub::start(
+        vec![
+            file("model.safetensors", tiny_vgg_weights(), true),
+            file("config.json", br#"{"architecture": "vgg16"}"#.to_vec(), false),
+        ],
+        behaviour,
+    )
+}
