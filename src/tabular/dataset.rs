@@ -176,13 +176,51 @@ pub fn parse_csv(
     drop: &[String],
     task: Option<Task>,
 ) -> Result<Table> {
-    struct Shown<'a>(&'a str);
-    impl Shown<'_> {
-        fn display(&self) -> &str {
-            self.0
-        }
+    let (headers, rows) = read_rows(input, source)?;
+    let t = headers.iter().position(|h| h == target).ok_or_else(|| {
+        Error::invalid(format!(
+            "{source}: no column '{}' for --target; columns: {}",
+            shorten(target),
+            shorten(&headers.join(", "))
+        ))
+    })?;
+    if let Some(d) = drop.iter().find(|d| !headers.contains(d)) {
+        return Err(Error::invalid(format!(
+            "{source}: --drop {}: no such column",
+            shorten(d)
+        )));
     }
-    let path = Shown(source);
+    let (features, x) = encode_features(&headers, &rows, t, drop, source)?;
+    if features.is_empty() {
+        return Err(Error::invalid(format!(
+            "{source}: no feature columns are left (the only columns are the target '{}' and those given to --drop); \
+             keep at least one column",
+            shorten(target)
+        )));
+    }
+    let (task, y, classes) = encode_target(&rows, t, target, task, source)?;
+    Ok(Table {
+        x,
+        features,
+        task,
+        y,
+        classes,
+        name: source.to_string(),
+    })
+}
+
+/// A missing value as tables write it: empty, `na`, `nan` or `?`.
+fn missing(s: &str) -> bool {
+    s.is_empty() || s.eq_ignore_ascii_case("na") || s.eq_ignore_ascii_case("nan") || s == "?"
+}
+
+/// A finite number, if the cell is one.
+fn numeric(s: &str) -> Option<f64> {
+    s.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// The header and the data rows (at least 4, each as wide as the header), read through [`LineLimit`].
+fn read_rows(input: impl std::io::Read, source: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
     let input = LineLimit {
         inner: input,
         line: 1,
@@ -192,34 +230,16 @@ pub fn parse_csv(
     let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input);
     let headers: Vec<String> = rdr
         .headers()
-        .map_err(|e| Error::Data(format!("{}: no header row: {e}", path.display())))?
+        .map_err(|e| Error::Data(format!("{source}: no header row: {e}")))?
         .iter()
         .map(String::from)
         .collect();
-    let t = headers.iter().position(|h| h == target).ok_or_else(|| {
-        Error::invalid(format!(
-            "{}: no column '{}' for --target; columns: {}",
-            path.display(),
-            shorten(target),
-            shorten(&headers.join(", "))
-        ))
-    })?;
-    for d in drop {
-        if !headers.contains(d) {
-            return Err(Error::invalid(format!(
-                "{}: --drop {}: no such column",
-                path.display(),
-                shorten(d)
-            )));
-        }
-    }
     let mut rows: Vec<Vec<String>> = Vec::new();
     for (i, rec) in rdr.records().enumerate() {
-        let rec = rec.map_err(|e| Error::Data(format!("{}: row {}: {e}", path.display(), i + 2)))?;
+        let rec = rec.map_err(|e| Error::Data(format!("{source}: row {}: {e}", i + 2)))?;
         if rec.len() != headers.len() {
             return Err(Error::Data(format!(
-                "{}: row {} has {} fields, the header has {}",
-                path.display(),
+                "{source}: row {} has {} fields, the header has {}",
                 i + 2,
                 rec.len(),
                 headers.len()
@@ -228,47 +248,38 @@ pub fn parse_csv(
         rows.push(rec.iter().map(String::from).collect());
     }
     if rows.len() < 4 {
-        return Err(Error::Data(format!(
-            "{}: only {} data rows",
-            path.display(),
-            rows.len()
-        )));
+        return Err(Error::Data(format!("{source}: only {} data rows", rows.len())));
     }
-    let missing = |s: &str| s.is_empty() || s.eq_ignore_ascii_case("na") || s.eq_ignore_ascii_case("nan") || s == "?";
-    let numeric = |s: &str| s.parse::<f64>().ok().filter(|v| v.is_finite());
-    // Check every cell of the used columns; decide numeric vs text per column.
+    Ok((headers, rows))
+}
+
+/// The feature names and the row-major feature matrix: every used column checked cell by cell (no missing value; a
+/// mostly numeric column must be numeric throughout), numeric columns as they are, text columns one-hot.
+fn encode_features(
+    headers: &[String],
+    rows: &[Vec<String>],
+    t: usize,
+    drop: &[String],
+    source: &str,
+) -> Result<(Vec<String>, Vec<f32>)> {
     let mut features = Vec::new();
     let mut cols: Vec<(usize, Option<Vec<String>>)> = Vec::new();
     for (c, name) in headers.iter().enumerate() {
         if c == t || drop.contains(name) {
             continue;
         }
-        let mut n_num = 0;
-        let mut n_text = 0;
-        for (r, row) in rows.iter().enumerate() {
-            if missing(&row[c]) {
-                return Err(Error::Data(format!(
-                    "{}: row {}, column '{name}': missing value; fill it in, or leave the column out with --drop {name}",
-                    path.display(),
-                    r + 2
-                )));
-            }
-            if numeric(&row[c]).is_some() {
-                n_num += 1;
-            } else {
-                n_text += 1;
-            }
-        }
-        if n_text > 0 && n_num > n_text {
-            let (r, v) = rows
-                .iter()
-                .enumerate()
-                .find(|(_, row)| numeric(&row[c]).is_none())
-                .map(|(r, row)| (r, row[c].clone()))
-                .unwrap_or_default();
+        if let Some(r) = rows.iter().position(|row| missing(&row[c])) {
             return Err(Error::Data(format!(
-                "{}: row {}, column '{}': '{}' is not a number in a numeric column",
-                path.display(),
+                "{source}: row {}, column '{name}': missing value; fill it in, or leave the column out with --drop {name}",
+                r + 2
+            )));
+        }
+        let n_num = rows.iter().filter(|row| numeric(&row[c]).is_some()).count();
+        let n_text = rows.len() - n_num;
+        if n_text > 0 && n_num > n_text {
+            let (r, v) = first_non_number(rows, c);
+            return Err(Error::Data(format!(
+                "{source}: row {}, column '{}': '{}' is not a number in a numeric column",
                 r + 2,
                 shorten(name),
                 shorten(&v)
@@ -276,25 +287,15 @@ pub fn parse_csv(
         }
         if n_text > 0 {
             let cats: BTreeSet<String> = rows.iter().map(|row| row[c].clone()).collect();
-            for cat in &cats {
-                features.push(format!("{name}={cat}"));
-            }
+            features.extend(cats.iter().map(|cat| format!("{name}={cat}")));
             cols.push((c, Some(cats.into_iter().collect())));
         } else {
             features.push(name.clone());
             cols.push((c, None));
         }
     }
-    if features.is_empty() {
-        return Err(Error::invalid(format!(
-            "{}: no feature columns are left (the only columns are the target '{}' and those given to --drop); \
-             keep at least one column",
-            path.display(),
-            shorten(target)
-        )));
-    }
     let mut x = Vec::with_capacity(rows.len() * features.len());
-    for row in &rows {
+    for row in rows {
         for (c, cats) in &cols {
             match cats {
                 None => x.push(numeric(&row[*c]).expect("checked") as f32),
@@ -302,56 +303,60 @@ pub fn parse_csv(
             }
         }
     }
-    for (r, row) in rows.iter().enumerate() {
-        if missing(&row[t]) {
-            return Err(Error::Data(format!(
-                "{}: row {}, column '{target}': missing target",
-                path.display(),
-                r + 2
-            )));
-        }
+    Ok((features, x))
+}
+
+/// The first row (0-based) whose column `c` is not a number, and its value.
+fn first_non_number(rows: &[Vec<String>], c: usize) -> (usize, String) {
+    rows.iter()
+        .enumerate()
+        .find(|(_, row)| numeric(&row[c]).is_none())
+        .map(|(r, row)| (r, row[c].clone()))
+        .unwrap_or_default()
+}
+
+/// The task (given, else: a text target or one of at most 20 integer values is classification) and the target:
+/// numbers for regression, class indices (classes sorted by name, or by value when numeric) for classification.
+fn encode_target(
+    rows: &[Vec<String>],
+    t: usize,
+    target: &str,
+    task: Option<Task>,
+    source: &str,
+) -> Result<(Task, Vec<f32>, Vec<String>)> {
+    if let Some(r) = rows.iter().position(|row| missing(&row[t])) {
+        return Err(Error::Data(format!(
+            "{source}: row {}, column '{target}': missing target",
+            r + 2
+        )));
     }
     let all_numeric = rows.iter().all(|row| numeric(&row[t]).is_some());
     let task = task.unwrap_or_else(|| {
-        if !all_numeric {
-            return Task::Classification;
-        }
-        let vals: BTreeSet<i64> = rows
+        let ints: Option<BTreeSet<i64>> = rows
             .iter()
-            .filter_map(|row| numeric(&row[t]))
-            .filter(|v| v.fract() == 0.0)
-            .map(|v| v as i64)
+            .map(|row| numeric(&row[t]).filter(|v| v.fract() == 0.0).map(|v| v as i64))
             .collect();
-        let all_int = rows
-            .iter()
-            .all(|row| numeric(&row[t]).is_some_and(|v| v.fract() == 0.0));
-        if all_int && vals.len() <= 20 {
-            Task::Classification
-        } else {
-            Task::Regression
+        match ints {
+            Some(values) if values.len() <= 20 => Task::Classification,
+            Some(_) => Task::Regression,
+            None if all_numeric => Task::Regression,
+            None => Task::Classification,
         }
     });
-    let (y, classes) = match task {
+    match task {
         Task::Regression => {
             if !all_numeric {
-                let (r, v) = rows
-                    .iter()
-                    .enumerate()
-                    .find(|(_, row)| numeric(&row[t]).is_none())
-                    .map(|(r, row)| (r, row[t].clone()))
-                    .unwrap_or_default();
+                let (r, v) = first_non_number(rows, t);
                 return Err(Error::Data(format!(
-                    "{}: row {}, column '{target}': '{v}' is not a number (regression target)",
-                    path.display(),
+                    "{source}: row {}, column '{target}': '{v}' is not a number (regression target)",
                     r + 2
                 )));
             }
-            (
-                rows.iter()
-                    .map(|row| numeric(&row[t]).expect("checked") as f32)
-                    .collect(),
-                Vec::new(),
-            )
+            let y = rows
+                .iter()
+                .map(|row| numeric(&row[t]).expect("checked") as f32)
+                .collect();
+            Ok((task, y, Vec::new()))
         }
         Task::Classification => {
             let mut names: Vec<String> = rows
@@ -364,26 +369,15 @@ pub fn parse_csv(
                 names.sort_by(|a, b| numeric(a).unwrap_or(0.0).total_cmp(&numeric(b).unwrap_or(0.0)));
             }
             if names.len() < 2 {
-                return Err(Error::Data(format!(
-                    "{}: column '{target}' has one value only",
-                    path.display()
-                )));
+                return Err(Error::Data(format!("{source}: column '{target}' has one value only")));
             }
             let y = rows
                 .iter()
                 .map(|row| names.iter().position(|n| *n == row[t]).expect("a class") as f32)
                 .collect();
-            (y, names)
+            Ok((task, y, names))
         }
-    };
-    Ok(Table {
-        x,
-        features,
-        task,
-        y,
-        classes,
-        name: source.to_string(),
-    })
+    }
 }
 
 /// The shipped breast-cancer data (`data/breast_cancer.csv`, compiled in).
