@@ -12,6 +12,59 @@ use crate::data::preprocess::{self, Preprocess};
 use crate::error::{Error, Result};
 use crate::model::vgg16::{Vgg16, LAYERS};
 
+/// The K-th of N equal slices of an image list (`--shard K/N`, K from 1): contiguous, so that the shards of a
+/// sorted list are sorted and their union is the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub k: usize,
+    pub n: usize,
+}
+
+/// The most shards one image list may be cut into.
+pub const MAX_SHARDS: usize = 100_000;
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let parsed = s
+            .split_once('/')
+            .and_then(|(k, n)| Some((k.trim().parse::<usize>().ok()?, n.trim().parse::<usize>().ok()?)));
+        match parsed {
+            Some((k, n)) if (1..=MAX_SHARDS).contains(&n) && (1..=n).contains(&k) => Ok(Shard { k, n }),
+            _ => Err(format!(
+                "expected K/N with 1 ≤ K ≤ N ≤ {MAX_SHARDS} (the K-th of N slices, e.g. 1/4 … 4/4; a Slurm array \
+                 gives K as $SLURM_ARRAY_TASK_ID with --array=1-N, a Kubernetes Indexed Job as \
+                 $((JOB_COMPLETION_INDEX+1)))"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}/{}", self.k, self.n)
+    }
+}
+
+impl Shard {
+    /// The indices of this shard in a list of `len` items: the sizes of the N slices differ by at most one.
+    pub fn range(&self, len: usize) -> std::ops::Range<usize> {
+        (self.k - 1) * len / self.n..self.k * len / self.n
+    }
+
+    /// This shard of `inputs` (files and labels; the class names and skipped files stay whole).
+    pub fn of(&self, inputs: &Inputs) -> Inputs {
+        let r = self.range(inputs.files.len());
+        Inputs {
+            files: inputs.files[r.clone()].to_vec(),
+            labels: inputs.labels.as_ref().map(|l| l[r].to_vec()),
+            classes: inputs.classes.clone(),
+            skipped: inputs.skipped.clone(),
+        }
+    }
+}
+
 /// What to extract and how to read the images.
 #[derive(Debug, Clone)]
 pub struct ExtractOptions {
@@ -46,6 +99,8 @@ pub struct Provenance<'a> {
     pub classes: Option<&'a [String]>,
     /// The weights, as `--weights` named them.
     pub weights: &'a str,
+    /// The slice of the image list, when only one was extracted.
+    pub shard: Option<Shard>,
 }
 
 /// Runs the base up to `opts.layer` over `inputs`, batch by batch (decoding in parallel), and writes the layer's
@@ -185,6 +240,44 @@ fn metadata(ex: &Extracted, opts: &ExtractOptions, provenance: &Provenance) -> R
         .map(|(p, r)| (p.display().to_string(), r.clone()))
         .collect();
     meta.insert("skipped".into(), serde_json::to_string(&bad)?);
+    if let Some(shard) = provenance.shard {
+        meta.insert("shard".into(), shard.to_string());
+    }
+    // Relative file names are relative to this folder; `finetune --features` resolves them against it.
+    if let Ok(cwd) = std::env::current_dir() {
+        meta.insert("cwd".into(), cwd.display().to_string());
+    }
     meta.insert("catdog_version".into(), env!("CARGO_PKG_VERSION").into());
     Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shard;
+
+    #[test]
+    fn shards_cover_the_list_once_in_order_with_sizes_one_apart() {
+        for len in [0, 1, 7, 100, 101] {
+            for n in [1, 2, 3, 8] {
+                let ranges: Vec<_> = (1..=n).map(|k| Shard { k, n }.range(len)).collect();
+                let joined: Vec<usize> = ranges.iter().flat_map(|r| r.clone()).collect();
+                assert_eq!(joined, (0..len).collect::<Vec<_>>(), "len {len}, n {n}");
+                let sizes: Vec<usize> = ranges.iter().map(|r| r.len()).collect();
+                assert!(
+                    sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+                    "{sizes:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_shard_is_k_of_n_from_one() {
+        assert_eq!("2/4".parse::<Shard>(), Ok(Shard { k: 2, n: 4 }));
+        assert_eq!("1/1".parse::<Shard>().unwrap().to_string(), "1/1");
+        for bad in ["0/4", "5/4", "1/0", "4", "a/b", "-1/3", "1/100001"] {
+            let e = bad.parse::<Shard>().unwrap_err();
+            assert!(e.contains("1 ≤ K ≤ N"), "{bad}: {e}");
+        }
+    }
 }

@@ -730,3 +730,69 @@ fn the_course_runs_its_recipes_reports_them_and_a_rerun_keeps_what_is_done() {
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(again[0]["test_accuracy"], rows[0]["test_accuracy"]);
 }
+
+/// `catdog extract` of `dir` into `out` with the settings of [`finetune`] (and `extra`).
+fn extract(dir: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["extract", "--weights", WIDTHS, "--size", "48", "--quiet"];
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    args.push(dir.to_str().unwrap());
+    catdog(&args, out.parent().unwrap())
+}
+
+#[test]
+fn a_head_trained_on_extracted_shards_has_the_in_run_cache_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    course_layout(&data);
+    let runs = tmp.path().join("runs");
+    let train = ["--epochs", "3", "--dropout", "0.2"];
+    let o = finetune(&data, &runs, "cached", &train);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The training images in three jobs' shards, the validation (test) folder in one file.
+    let feats = tmp.path().join("feats");
+    std::fs::create_dir(&feats).unwrap();
+    for k in 1..=3 {
+        let out = feats.join(format!("train-{k}.safetensors"));
+        let o = extract(&data.join("train"), &out, &["--shard", &format!("{k}/3")]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = extract(&data.join("test"), &feats.join("test.safetensors"), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let with = |name: &str, extra: &[&str]| {
+        let mut args = vec!["--features", feats.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        finetune(&data, &runs, name, &args)
+    };
+    let o = with("from-features", &train);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (a, b) = (history(&runs.join("cached")), history(&runs.join("from-features")));
+    assert_eq!(a.epochs.len(), 3);
+    for (x, y) in a.epochs.iter().zip(&b.epochs) {
+        assert_eq!(
+            (x.loss, x.accuracy, x.val_loss, x.val_accuracy),
+            (y.loss, y.accuracy, y.val_loss, y.val_accuracy),
+            "epoch {}",
+            x.epoch
+        );
+    }
+    let cfg = std::fs::read_to_string(runs.join("from-features/config.json")).unwrap();
+    assert!(cfg.contains("\"features\": \""), "{cfg}");
+
+    // A missing shard, another size, fine-tuning: refused before any training, saying what to do.
+    std::fs::remove_file(feats.join("train-2.safetensors")).unwrap();
+    let o = with("missing", &train);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("of the 60 train images have no features"), "{e}");
+    let o = with("filter", &["--interpolation", "bilinear"]);
+    assert!(
+        stderr(&o).contains("interpolation: features Nearest, this run Bilinear"),
+        "{}",
+        stderr(&o)
+    );
+    let o = with("ft", &["--mode", "finetune"]);
+    assert!(stderr(&o).contains("needs --mode extract"), "{}", stderr(&o));
+    let o = extract(&data.join("train"), &feats.join("x.safetensors"), &["--shard", "4/3"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -184,6 +184,12 @@ pub struct ExtractArgs {
     #[arg(long)]
     pub strict: bool,
 
+    /// Extract only the K-th of N equal, deterministic slices of the image list (K from 1), so that N jobs (a
+    /// Slurm array, a Kubernetes Indexed Job) share the work; `finetune --features DIR` trains on their union
+    /// [default: all images].
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<crate::extract::Shard>,
+
     /// Image files or folders (a single folder with one sub-folder per class gives labels).
     #[arg(required = true, value_name = "IMAGES_OR_DIRS")]
     pub inputs: Vec<PathBuf>,
@@ -469,6 +475,11 @@ pub struct FinetuneArgs {
     /// The data folder: DIR/train/<class>/… (+ DIR/test or DIR/validation), or one class folder with --val-split.
     #[arg(help_heading = "Data", long, value_name = "DIR", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
+    /// Train the head on these features of `catdog extract` (a file, or a folder of them: the shards of
+    /// `extract --shard K/N`) instead of running the conv base; images are matched by path. Extract mode, no
+    /// augmentation [default: none: the run extracts its own].
+    #[arg(help_heading = "Data", long, value_name = "FILE_OR_DIR")]
+    pub features: Option<PathBuf>,
     /// extract: the conv base frozen, only the head trains; finetune: layers from --unfreeze-from on train too.
     #[arg(help_heading = "Model", long, value_enum, default_value_t = crate::model::classifier::TrainMode::Extract)]
     pub mode: crate::model::classifier::TrainMode,

@@ -59,10 +59,36 @@ impl FeatureCache {
         let size = loader.config().size as usize;
         let (c, h, w) = model.output_shape(model.split().saturating_sub(1), size);
         let shape = if model.split() == 0 { [3, size, size] } else { [c, h, w] };
+        let mut cache = Self::empty(label, loader.len(), shape, budget_bytes, spill_dir)?;
+        for batch in loader.epoch(0) {
+            let batch = batch?;
+            let x = batch.images.to_device(model.device())?;
+            let f = model
+                .forward_frozen(&x)?
+                .to_device(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            for (k, &i) in batch.indices.iter().enumerate() {
+                cache.put(i, &f[k * cache.per..(k + 1) * cache.per])?;
+            }
+            on_batch(batch.indices.len());
+        }
+        cache.build_seconds = start.elapsed().as_secs_f64();
+        Ok(cache)
+    }
+
+    /// A cache of `n` items of `shape` with no entry yet: in memory when it fits `budget_bytes`, else in a file
+    /// in `spill_dir` named after `label`.
+    pub(super) fn empty(
+        label: &str,
+        n: usize,
+        shape: [usize; 3],
+        budget_bytes: usize,
+        spill_dir: &Path,
+    ) -> Result<Self> {
         let per = shape.iter().product::<usize>();
-        let n = loader.len();
         let bytes = n * per * 4;
-        let mut store = if bytes <= budget_bytes {
+        let store = if bytes <= budget_bytes {
             Store::Memory(vec![0f32; n * per])
         } else {
             std::fs::create_dir_all(spill_dir).map_err(|e| Error::io(spill_dir, e))?;
@@ -86,38 +112,38 @@ impl FeatureCache {
                 .map_err(|e| Error::io(&spill.path, e))?;
             Store::File(spill)
         };
-        let mut valid = vec![false; n];
-        for batch in loader.epoch(0) {
-            let batch = batch?;
-            let x = batch.images.to_device(model.device())?;
-            let f = model
-                .forward_frozen(&x)?
-                .to_device(&Device::Cpu)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            for (k, &i) in batch.indices.iter().enumerate() {
-                let row = &f[k * per..(k + 1) * per];
-                match &mut store {
-                    Store::Memory(v) => v[i * per..(i + 1) * per].copy_from_slice(row),
-                    Store::File(SpillFile { path, file }) => {
-                        let f = file.get_mut().expect("cache file lock");
-                        f.seek(SeekFrom::Start((i * per * 4) as u64))
-                            .map_err(|e| Error::io(&*path, e))?;
-                        let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
-                        f.write_all(&bytes).map_err(|e| Error::io(&*path, e))?;
-                    }
-                }
-                valid[i] = true;
-            }
-            on_batch(batch.indices.len());
-        }
         Ok(FeatureCache {
             shape,
             per,
-            valid,
+            valid: vec![false; n],
             store,
-            build_seconds: start.elapsed().as_secs_f64(),
+            build_seconds: 0.0,
         })
+    }
+
+    /// Stores the features of item `i` (`row` holds one item's values).
+    pub(super) fn put(&mut self, i: usize, row: &[f32]) -> Result<()> {
+        if row.len() != self.per || i >= self.valid.len() {
+            return Err(Error::Other(format!(
+                "feature cache: item {i} of {} with {} values, expected {}",
+                self.valid.len(),
+                row.len(),
+                self.per
+            )));
+        }
+        let per = self.per;
+        match &mut self.store {
+            Store::Memory(v) => v[i * per..(i + 1) * per].copy_from_slice(row),
+            Store::File(SpillFile { path, file }) => {
+                let f = file.get_mut().expect("cache file lock");
+                f.seek(SeekFrom::Start((i * per * 4) as u64))
+                    .map_err(|e| Error::io(&*path, e))?;
+                let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+                f.write_all(&bytes).map_err(|e| Error::io(&*path, e))?;
+            }
+        }
+        self.valid[i] = true;
+        Ok(())
     }
 
     /// True when the features are on disk.

@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod callbacks;
 pub mod early_stop;
+pub mod features;
 pub mod fit_loop;
 pub mod history;
 pub mod loss;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::cache::FeatureCache;
 use super::callbacks::{check_loss, Callbacks};
 use super::early_stop::{EarlyStopping, EarlyStoppingConfig, Mode};
+use super::features::FeatureFiles;
 use super::fit_loop::{self, Batches, Learner, Monitored};
 use super::history::{EpochRecord, History};
 use super::loss;
@@ -97,6 +98,9 @@ pub struct TrainConfig {
     /// The checkpoint the run started from (`--init-from`: its conv base and head), if any.
     #[serde(default)]
     pub init_from: Option<PathBuf>,
+    /// The files of `catdog extract` the head trains on (`--features`) instead of running the conv base.
+    #[serde(default)]
+    pub features: Option<PathBuf>,
     pub catdog_version: String,
 }
 
@@ -163,7 +167,25 @@ impl TrainConfig {
                  use --cache auto (the frozen part then runs every step without gradients) or drop the augmentation flags",
             ));
         }
+        if self.features.is_some() {
+            self.check_features_apply(augmenting)?;
+        }
         Ok(())
+    }
+
+    /// `--features` holds one fixed block5_pool output per image: it serves the extraction mode, without
+    /// augmentation, through the feature cache.
+    fn check_features_apply(&self, augmenting: bool) -> Result<()> {
+        let problem = if self.mode != TrainMode::Extract {
+            "trains the head on fixed block5_pool features, so it needs --mode extract (fine-tuning runs block5 itself)"
+        } else if augmenting {
+            "holds one feature map per image, but augmentation changes the images every epoch: drop the augmentation flags"
+        } else if self.cache == CacheMode::Off {
+            "replaces the conv base with the feature cache it fills: drop --cache off"
+        } else {
+            return Ok(());
+        };
+        Err(Error::invalid(format!("--features {problem}")))
     }
 }
 
@@ -274,6 +296,8 @@ pub struct Trainer {
     val: Option<Loader>,
     train_cache: Option<FeatureCache>,
     val_cache: Option<FeatureCache>,
+    /// `--features`: where the caches come from instead of the conv base.
+    features: Option<FeatureFiles>,
     pub history: History,
     state: TrainState,
     run_dir: PathBuf,
@@ -418,6 +442,7 @@ impl Trainer {
             val,
             train_cache: None,
             val_cache: None,
+            features: None,
             history,
             state,
             run_dir: run_dir.to_path_buf(),
@@ -472,28 +497,21 @@ impl Trainer {
         }
     }
 
+    /// Trains on the features of `catdog extract` (`--features`) instead of running the conv base: the caches
+    /// are filled from `files` (the validation one from the base when the files hold no validation image).
+    pub fn use_features(&mut self, files: FeatureFiles) {
+        self.features = Some(files);
+    }
+
     /// Builds the feature caches (training when caching, validation always).
     fn build_caches(&mut self, quiet: bool, log: &mut dyn FnMut(&str)) -> Result<()> {
-        let budget = self.cfg.feature_cache_mb * 1024 * 1024;
-        let dir = self.run_dir.clone();
-        let prefix = LAYERS[self.split.min(LAYERS.len()) - 1].name;
         if self.caching() && self.train_cache.is_none() {
-            let det = Loader::new(self.train.samples().to_vec(), loader_cfg(&self.cfg, None, false, 0))?;
-            let bar = crate::progress::bar(det.len() as u64, "cache train", "images", quiet);
-            let c = FeatureCache::build("train", &det, &self.model.base, budget, &dir, &mut |n| {
-                bar.inc(n as u64)
-            })?;
-            bar.finish_and_clear();
-            // The training loader learns which files are bad from the cache build.
-            for (p, r) in det.bad_files() {
-                if let Some(i) = self.train.samples().iter().position(|s| s.path == p) {
-                    self.train.mark_bad(i, r);
-                }
-            }
+            let (c, good) = self.train_cache_built(quiet)?;
+            let prefix = LAYERS[self.split.min(LAYERS.len()) - 1].name;
             log(&format!(
-                "cached the frozen part's output (up to {prefix}, {:?} per image) for {} training images in {:.1} s{}",
+                "{} the frozen part's output (up to {prefix}, {:?} per image) for {good} training images in {:.1} s{}",
+                if self.features.is_some() { "read" } else { "cached" },
                 c.shape,
-                det.good_len(),
                 c.build_seconds,
                 if c.on_disk() {
                     " (on disk: over --feature-cache-mb)"
@@ -505,13 +523,58 @@ impl Trainer {
             self.train_cache = Some(c);
         }
         if let (Some(val), None) = (&self.val, &self.val_cache) {
-            let bar = crate::progress::bar(val.len() as u64, "cache val", "images", quiet);
-            let c = FeatureCache::build("val", val, &self.model.base, budget, &dir, &mut |n| bar.inc(n as u64))?;
-            bar.finish_and_clear();
+            let budget = self.cfg.feature_cache_mb * 1024 * 1024;
+            let c = match self.features.as_mut().filter(|f| f.covered(val.samples()) > 0) {
+                Some(files) => {
+                    let (c, bad) = files.cache("validation", val.samples(), budget, &self.run_dir)?;
+                    for (p, r) in bad {
+                        if let Some(i) = val.samples().iter().position(|s| s.path == p) {
+                            val.mark_bad(i, r);
+                        }
+                    }
+                    c
+                }
+                None => {
+                    if self.features.is_some() {
+                        log("--features holds no validation image: the conv base computes their features");
+                    }
+                    let bar = crate::progress::bar(val.len() as u64, "cache val", "images", quiet);
+                    let c = FeatureCache::build("val", val, &self.model.base, budget, &self.run_dir, &mut |n| {
+                        bar.inc(n as u64)
+                    })?;
+                    bar.finish_and_clear();
+                    c
+                }
+            };
             self.cache_seconds += c.build_seconds;
             self.val_cache = Some(c);
         }
         Ok(())
+    }
+
+    /// The training cache, from `--features` or the conv base, with how many images it holds; the training
+    /// loader learns which files are bad from it.
+    fn train_cache_built(&mut self, quiet: bool) -> Result<(FeatureCache, usize)> {
+        let budget = self.cfg.feature_cache_mb * 1024 * 1024;
+        let samples = self.train.samples().to_vec();
+        let (cache, bad) = match self.features.as_mut() {
+            Some(files) => files.cache("train", &samples, budget, &self.run_dir)?,
+            None => {
+                let det = Loader::new(samples.clone(), loader_cfg(&self.cfg, None, false, 0))?;
+                let bar = crate::progress::bar(det.len() as u64, "cache train", "images", quiet);
+                let c = FeatureCache::build("train", &det, &self.model.base, budget, &self.run_dir, &mut |n| {
+                    bar.inc(n as u64)
+                })?;
+                bar.finish_and_clear();
+                (c, det.bad_files())
+            }
+        };
+        for (p, r) in &bad {
+            if let Some(i) = samples.iter().position(|s| &s.path == p) {
+                self.train.mark_bad(i, r.clone());
+            }
+        }
+        Ok((cache, samples.len() - bad.len()))
     }
 
     fn dropout_seed(&self, epoch: usize, batch: usize) -> u64 {

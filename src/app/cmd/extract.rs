@@ -2,7 +2,7 @@ use crate::data::decode::DecodeLimits;
 use crate::data::folder::collect_inputs;
 use crate::extract::{self, ExtractOptions};
 use crate::model::vgg16::layer_index;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::app::cli::ExtractArgs;
 
@@ -10,7 +10,23 @@ pub fn run(a: ExtractArgs, quiet: bool) -> Result<i32> {
     super::usage_check(crate::limits::check_size(a.size))?;
     super::usage_check(crate::limits::check_batch(a.batch_size))?;
     let layer = layer_index(&a.layer)?;
-    let inputs = collect_inputs(&a.inputs)?;
+    let all = collect_inputs(&a.inputs)?;
+    let inputs = match a.shard {
+        Some(shard) => {
+            let part = shard.of(&all);
+            if part.files.is_empty() {
+                bail!(crate::app::UsageError(format!(
+                    "--shard {shard}: the {} images leave slice {} of {} empty; use at most {} shards",
+                    all.files.len(),
+                    shard.k,
+                    shard.n,
+                    all.files.len()
+                )));
+            }
+            part
+        }
+        None => all,
+    };
     let loaded = super::load_weights(&a.w, quiet)?;
     let opts = ExtractOptions {
         layer,
@@ -27,16 +43,18 @@ pub fn run(a: ExtractArgs, quiet: bool) -> Result<i32> {
     let provenance = extract::Provenance {
         classes: inputs.classes.as_deref(),
         weights: &loaded.spec.describe(),
+        shard: a.shard,
     };
     let ex = extract::extract(&loaded.model, &inputs, &opts, &bar, &a.out, &provenance)
         .with_context(|| format!("writing {}", a.out.display()))?;
     bar.finish_and_clear();
     let dims = ex.shape;
     eprintln!(
-        "wrote {}: features {:?} ({} images, layer {}, {})",
+        "wrote {}: features {:?} ({} images{}, layer {}, {})",
         a.out.display(),
         dims,
         ex.files.len(),
+        a.shard.map_or(String::new(), |s| format!(", shard {s}")),
         a.layer,
         opts.preprocess.describe()
     );

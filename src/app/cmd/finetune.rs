@@ -4,9 +4,10 @@ use crate::data::folder::{resolve_splits, Splits};
 use crate::data::preprocess::Preprocess;
 use crate::kernels::Kernels;
 use crate::model::classifier::TrainMode;
-use crate::model::vgg16::{layer_index, Vgg16};
+use crate::model::vgg16::{layer_index, Vgg16, LAYERS};
 use crate::run;
 use crate::train::early_stop::EarlyStoppingConfig;
+use crate::train::features::{Expected, FeatureFiles};
 use crate::train::optim::OptimConfig;
 use crate::train::trainer::{Ending, ReduceLrSettings, Resume, RunOptions, TrainConfig, Trainer};
 use anyhow::{bail, Context, Result};
@@ -80,6 +81,7 @@ fn build_config(a: &FinetuneArgs, preprocess: Preprocess, weights_revision: Opti
         precision: Default::default(),
         strict: a.strict,
         init_from: None,
+        features: a.features.clone(),
         catdog_version: env!("CARGO_PKG_VERSION").to_string(),
     })
 }
@@ -178,6 +180,9 @@ pub fn train(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<(i32, 
             .init_from(&init.path, &init.meta, &init.tensors)
             .map_err(usage)?;
     }
+    if let Some(given) = &cfg.features {
+        trainer.use_features(open_features(given, &cfg, quiet)?);
+    }
     let mut opts = RunOptions {
         quiet,
         interrupt,
@@ -209,6 +214,26 @@ pub fn train(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<(i32, 
             Ok((0, Some(run_dir)))
         }
     }
+}
+
+/// `--features`: the files of `catdog extract`, checked against what this run's head takes.
+fn open_features(given: &Path, cfg: &TrainConfig, quiet: bool) -> Result<FeatureFiles> {
+    let files = FeatureFiles::open(given).map_err(usage)?;
+    let weights = crate::model::weights::WeightsSpec::parse(&cfg.weights, cfg.seed)?.describe();
+    let expected = Expected {
+        layer: LAYERS[LAYERS.len() - 1].name,
+        size: cfg.size,
+        interpolation: cfg.interpolation,
+        preprocess: cfg.preprocess,
+        precision: cfg.precision.name(),
+        weights: &weights,
+    };
+    for note in files.check(&expected).map_err(usage)? {
+        if !quiet {
+            eprintln!("{note}");
+        }
+    }
+    Ok(files)
 }
 
 /// A run folder and what it holds: the configuration, the conv base, the folder (locked) and, on a resume, where
