@@ -617,42 +617,89 @@ pub fn color(i: usize) -> RGBColor {
     RGBColor(r, g, b)
 }
 
-/// A histogram of `values` in `bins` bins over [lo, hi] on one panel.
+/// The counts of `values` in `bins` equal bins over [lo, hi] (values outside go to the end bins).
+pub fn histogram_counts(values: &[f32], lo: f64, hi: f64, bins: usize) -> Vec<usize> {
+    let mut counts = vec![0usize; bins.max(1)];
+    for &v in values {
+        let k = (((v as f64 - lo) / (hi - lo)) * counts.len() as f64).floor();
+        let last = counts.len() - 1;
+        counts[(k.max(0.0) as usize).min(last)] += 1;
+    }
+    counts
+}
+
+/// The count axis the histograms of one figure share: up to the largest bin of them all, logarithmic when the
+/// panels' largest bins differ more than 10× (a collapsed model's spike would flatten the others otherwise).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CountAxis {
+    pub top: usize,
+    pub log: bool,
+}
+
+impl CountAxis {
+    pub fn shared(panels: &[Vec<usize>]) -> CountAxis {
+        let tops: Vec<usize> = panels.iter().map(|c| c.iter().copied().max().unwrap_or(0)).collect();
+        let top = tops.iter().copied().max().unwrap_or(0).max(1);
+        let low = tops.iter().copied().min().unwrap_or(0).max(1);
+        CountAxis {
+            top,
+            log: top > 10 * low,
+        }
+    }
+
+    /// Where a count goes on the axis (log10 on a log axis; a count of 1 stands above the floor).
+    fn y(&self, count: usize) -> f64 {
+        if self.log {
+            (count.max(1) as f64).log10()
+        } else {
+            count as f64
+        }
+    }
+
+    /// The axis' range.
+    fn range(&self) -> std::ops::Range<f64> {
+        if self.log {
+            LOG_FLOOR..(self.top as f64 * 1.5).log10()
+        } else {
+            0.0..self.top as f64 * 1.05
+        }
+    }
+}
+
+/// The bottom of a logarithmic count axis: log10(0.5), so that bins of one count show.
+const LOG_FLOOR: f64 = -std::f64::consts::LOG10_2;
+
+/// A histogram's bins (`counts` over [lo, hi]) on one panel, against `axis`.
 pub fn histogram(
     area: &DrawingArea<Canvas, plotters::coord::Shift>,
     title: &str,
-    values: &[f32],
-    lo: f64,
-    hi: f64,
-    bins: usize,
+    counts: &[usize],
+    (lo, hi): (f64, f64),
+    axis: CountAxis,
 ) -> Result<()> {
-    let mut counts = vec![0usize; bins];
-    for &v in values {
-        let k = (((v as f64 - lo) / (hi - lo)) * bins as f64).floor();
-        counts[(k.max(0.0) as usize).min(bins - 1)] += 1;
-    }
-    let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 14))
         .margin(8)
         .x_label_area_size(28)
         .y_label_area_size(44)
-        .build_cartesian_2d(lo..hi, 0.0..top * 1.05)
+        .build_cartesian_2d(lo..hi, axis.range())
         .map_err(plot_err)?;
+    let count_label = |v: &f64| {
+        let whole = |x: f64| (x - x.round()).abs() < 1e-6;
+        // Counts are integers; a log axis labels its powers of ten.
+        match axis.log {
+            true if whole(*v) && *v >= 0.0 => format!("{}", 10f64.powi(v.round() as i32) as i64),
+            false if whole(*v) => format!("{}", v.round() as i64),
+            _ => String::new(),
+        }
+    };
     chart
         .configure_mesh()
         .x_desc("weight")
-        .y_desc("count")
+        .y_desc(if axis.log { "count (log)" } else { "count" })
         .x_labels(5)
-        .y_labels(5)
-        // Counts are integers; weights need two significant digits at most.
-        .y_label_formatter(&|v| {
-            if (v - v.round()).abs() < 1e-9 {
-                format!("{}", v.round() as i64)
-            } else {
-                String::new()
-            }
-        })
+        .y_labels(if axis.log { 40 } else { 5 })
+        .y_label_formatter(&count_label)
         .x_label_formatter(&|v| {
             let s = format!("{v:.2}");
             if s == "-0.00" {
@@ -665,23 +712,35 @@ pub fn histogram(
         .light_line_style(RGBColor(248, 248, 248))
         .draw()
         .map_err(plot_err)?;
-    let w = (hi - lo) / bins as f64;
+    let w = (hi - lo) / counts.len().max(1) as f64;
+    let floor = axis.range().start;
     chart
-        .draw_series(counts.iter().enumerate().map(|(i, &c)| {
+        .draw_series(counts.iter().enumerate().filter(|(_, &c)| c > 0).map(|(i, &c)| {
             let x0 = lo + i as f64 * w;
-            Rectangle::new([(x0, 0.0), (x0 + w * 0.95, c as f64)], color(0).filled())
+            Rectangle::new([(x0, floor), (x0 + w * 0.95, axis.y(c))], color(0).filled())
         }))
         .map_err(plot_err)?;
     Ok(())
 }
 
-/// A 2-D decision map: `prob(x, y)` of class 1 as a colour field, with the points on top.
+/// The colour of class `c`'s points on a decision map (the map runs from class 0's warm to class 1's cool).
+pub fn class_point_color(c: usize) -> RGBColor {
+    if c == 0 {
+        RGBColor(200, 60, 20)
+    } else {
+        RGBColor(20, 60, 200)
+    }
+}
+
+/// A classifier's probability of class 1 over a grid (`grid[j][i]`, row j from `y0`), with the training points
+/// (filled) and the validation points (rings) coloured by class, and a legend saying which is which.
 pub fn decision_map(
     area: &DrawingArea<Canvas, plotters::coord::Shift>,
     title: &str,
     (x0, x1, y0, y1): (f64, f64, f64, f64),
     grid: &[Vec<f32>],
-    points: &[(f64, f64, usize)],
+    train: &[(f64, f64, usize)],
+    val: &[(f64, f64, usize)],
 ) -> Result<()> {
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 14))
@@ -712,15 +771,30 @@ pub fn decision_map(
             })
         }))
         .map_err(plot_err)?;
+    let key = RGBColor(60, 60, 60);
+    for (name, points, filled) in [("training", train, true), ("validation", val, false)] {
+        if points.is_empty() {
+            continue;
+        }
+        let style = move |c: RGBColor| if filled { c.filled() } else { c.stroke_width(1) };
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(move |&(x, y, c)| Circle::new((x, y), 3, style(class_point_color(c)))),
+            )
+            .map_err(plot_err)?
+            .label(name)
+            .legend(move |(x, y)| Circle::new((x + 10, y), 3, style(key)));
+    }
+    let all: Vec<(f64, f64)> = train.iter().chain(val).map(|&(x, y, _)| (x, y)).collect();
     chart
-        .draw_series(points.iter().map(|&(x, y, c)| {
-            let col = if c == 0 {
-                RGBColor(200, 60, 20)
-            } else {
-                RGBColor(20, 60, 200)
-            };
-            Circle::new((x, y), 3, col.filled())
-        }))
+        .configure_series_labels()
+        .position(emptiest_corner(&all, &[], (x0, x1, y0, y1)))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 10))
+        .draw()
         .map_err(plot_err)?;
     Ok(())
 }
@@ -810,6 +884,38 @@ mod tests {
             at,
             SeriesLabelPosition::LowerLeft | SeriesLabelPosition::UpperLeft
         ));
+    }
+
+    #[test]
+    fn decision_maps_draw_training_points_filled_and_validation_points_as_rings() {
+        let grid = vec![vec![0.5f32; 4]; 4];
+        let map = |train: &[(f64, f64, usize)], val: &[(f64, f64, usize)]| {
+            let img = panels(1, 1, 300, 300, None, |area, _| {
+                decision_map(area, "t", (0.0, 1.0, 0.0, 1.0), &grid, train, val)
+            })
+            .unwrap();
+            let c = class_point_color(0);
+            img.pixels().filter(|p| p.0 == [c.0, c.1, c.2]).count()
+        };
+        let point = [(0.3, 0.3, 0)];
+        let (filled, ring) = (map(&point, &[]), map(&[], &point));
+        assert!(filled > 0 && ring > 0, "filled {filled}, ring {ring}");
+        assert!(
+            ring < filled,
+            "a validation ring ({ring} px) must show less colour than a filled point ({filled})"
+        );
+    }
+
+    #[test]
+    fn the_histograms_of_a_figure_share_one_count_axis() {
+        let counts = histogram_counts(&[-1.0, -0.9, 0.0, 0.05, 0.9, 5.0], -1.0, 1.0, 4);
+        assert_eq!(counts, vec![2, 0, 2, 2]);
+        let near = CountAxis::shared(&[vec![1, 5, 2], vec![2, 9, 3]]);
+        assert_eq!(near, CountAxis { top: 9, log: false });
+        // One collapsed panel (every weight in one bin): a log axis, so the others keep their shape.
+        let spiky = CountAxis::shared(&[vec![0, 500, 0], vec![20, 30, 25]]);
+        assert_eq!(spiky, CountAxis { top: 500, log: true });
+        assert!(spiky.y(1) > spiky.range().start && spiky.y(500) < spiky.range().end);
     }
 
     #[test]

@@ -126,9 +126,12 @@ impl Lab for Dropout {
     fn notes(&self, cx: &Context, vs: &[VariantResult]) -> Vec<String> {
         let (regression, classification): (Vec<VariantResult>, Vec<VariantResult>) =
             vs.iter().cloned().partition(|v| v.variant.ends_with(REGRESSION));
-        let mut notes = vec![trend_note(&classification, metric_name(cx.data[0].train.task), "")];
+        let metric = metric_name(cx.data[0].train.task);
+        let mut notes = vec![trend_note(&classification, metric, "")];
+        notes.extend(spread_note(&classification, metric, ""));
         if !regression.is_empty() {
             notes.push(trend_note(&regression, "mse", " on the regression"));
+            notes.extend(spread_note(&regression, "mse", " on the regression"));
         }
         notes.push(
             "Dropout is inverted: kept units are scaled by 1/(1−p) in training and nothing is dropped at inference."
@@ -154,4 +157,108 @@ fn trend_note(vs: &[VariantResult], metric: &str, on: &str) -> String {
         num(most.val_metric, 4),
         seeds_phrase(&none.seeds)
     )
+}
+
+/// Whether the rates can be told apart: the validation metric's order when it does not go one way from the
+/// lowest rate to the highest, and whether the differences are within the seeds' spread (±1 sd ranges that
+/// overlap); with one seed, that the spread is unknown.
+fn spread_note(vs: &[VariantResult], metric: &str, on: &str) -> Option<String> {
+    let values: Vec<f64> = vs.iter().map(|v| v.val_metric).collect();
+    let rising = values.windows(2).all(|w| w[1] >= w[0]);
+    let falling = values.windows(2).all(|w| w[1] <= w[0]);
+    let rate = |v: &VariantResult| v.variant.trim_end_matches(REGRESSION).to_string();
+    let (lo, hi) = (
+        vs.iter().min_by(|a, b| a.val_metric.total_cmp(&b.val_metric))?,
+        vs.iter().max_by(|a, b| a.val_metric.total_cmp(&b.val_metric))?,
+    );
+    let mut parts = Vec::new();
+    if !(rising || falling) {
+        parts.push(format!(
+            "The rates between do not go one way{on}: the validation {metric} is highest at {} ({}) and lowest at {} \
+             ({}).",
+            rate(hi),
+            pm(hi, "val_metric", 4),
+            rate(lo),
+            pm(lo, "val_metric", 4)
+        ));
+    }
+    let sd = |v: &VariantResult| v.sd.get("val_metric").copied().filter(|s| s.is_finite());
+    match (sd(lo), sd(hi)) {
+        _ if vs[0].seeds.len() < 2 => parts.push(
+            "With one seed the spread is unknown: differences this size may be chance (--seeds 3 measures it).".into(),
+        ),
+        (Some(a), Some(b)) if hi.val_metric - lo.val_metric <= a + b => parts.push(format!(
+            "Every rate's validation {metric}{on} is within the seeds' spread of the others (the highest and \
+             lowest ± 1 sd overlap): these seeds do not tell the rates apart."
+        )),
+        (Some(_), Some(_)) if within(&vs[0], &vs[vs.len() - 1]) => parts.push(format!(
+            "The two ends' validation {metric}{on} are within the seeds' spread of each other (± 1 sd overlap)."
+        )),
+        _ => {}
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// True when the ±1 sd ranges of two variants' validation metric overlap.
+fn within(a: &VariantResult, b: &VariantResult) -> bool {
+    match (a.sd.get("val_metric"), b.sd.get("val_metric")) {
+        (Some(x), Some(y)) => (a.val_metric - b.val_metric).abs() <= x + y,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variant(rate: f64, val_metric: f64, sd: f64, seeds: usize) -> VariantResult {
+        VariantResult {
+            variant: format!("dropout {rate}"),
+            model: String::new(),
+            data: String::new(),
+            epochs_run: 1.0,
+            best_epoch: 1.0,
+            best_val_loss: 0.5,
+            train_loss: 0.4,
+            val_loss: 0.5,
+            train_metric: 0.9,
+            val_metric,
+            extra: [("gap_loss".to_string(), 0.1)].into(),
+            seeds: (0..seeds as u64).collect(),
+            sd: [("val_metric".to_string(), sd)].into(),
+            history: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn overlapping_spreads_and_a_non_monotone_order_are_said() {
+        // The measured shape: not monotone, every difference within the spread.
+        let vs = [
+            variant(0.0, 0.80, 0.03, 3),
+            variant(0.2, 0.84, 0.03, 3),
+            variant(0.5, 0.81, 0.02, 3),
+        ];
+        let note = spread_note(&vs, "accuracy", "").unwrap();
+        assert!(note.contains("do not go one way"), "{note}");
+        assert!(note.contains("highest at dropout 0.2"), "{note}");
+        assert!(note.contains("do not tell the rates apart"), "{note}");
+        // Monotone and far apart: nothing to add.
+        let vs = [
+            variant(0.0, 0.70, 0.01, 3),
+            variant(0.2, 0.80, 0.01, 3),
+            variant(0.5, 0.90, 0.01, 3),
+        ];
+        assert_eq!(spread_note(&vs, "accuracy", ""), None);
+        // The ends overlap, the middle stands out.
+        let vs = [
+            variant(0.0, 0.80, 0.02, 3),
+            variant(0.2, 0.95, 0.01, 3),
+            variant(0.5, 0.82, 0.02, 3),
+        ];
+        let note = spread_note(&vs, "accuracy", "").unwrap();
+        assert!(note.contains("two ends") && !note.contains("apart"), "{note}");
+        // One seed: the spread is unknown, said.
+        let vs = [variant(0.0, 0.70, f64::NAN, 1), variant(0.5, 0.90, f64::NAN, 1)];
+        assert!(spread_note(&vs, "accuracy", "").unwrap().contains("one seed"));
+    }
 }

@@ -50,13 +50,15 @@ impl Lab for Penalties {
             .collect::<Result<_>>()?;
         let lim = ws.iter().flatten().fold(0f32, |m, v| m.max(v.abs())).max(1e-3) as f64;
         let vs = summaries(&trained);
+        let counts: Vec<Vec<usize>> = ws.iter().map(|w| plot::histogram_counts(w, -lim, lim, 41)).collect();
+        let axis = plot::CountAxis::shared(&counts);
         let hist = plot::panels(
             trained.len(),
             5,
             260,
             220,
             Some("regularized kernel weights (first seed)"),
-            |a, i| plot::histogram(a, &vs[i].variant, &ws[i], -lim, lim, 41),
+            |a, i| plot::histogram(a, &vs[i].variant, &counts[i], (-lim, lim), axis),
         )?;
         save(cx.out, "histograms.png", &hist, &mut cx.plots)?;
         save(

@@ -54,26 +54,22 @@ pub(super) fn loss_curves(title: &str, vs: &[VariantResult]) -> Result<image::Rg
     })
 }
 
-/// The decision map of each model (its first seed) over the data's 2-D range (unscaled axes).
+/// The decision map of each model (its first seed) over the data's 2-D range (unscaled axes), with the training
+/// points filled and the validation points as rings.
 pub(super) fn decision_maps(
     title: &str,
     p: &Prepared,
     trained: &[Trained],
     vs: &[VariantResult],
 ) -> Result<image::RgbImage> {
-    let raw: Vec<(f64, f64, usize)> = {
+    let points = |t: &crate::tabular::dataset::Table| -> Vec<(f64, f64, usize)> {
         let inv = |v: f32, j: usize| (v / p.scaler.scale[j] + p.scaler.shift[j]) as f64;
-        (0..p.train.rows())
-            .map(|i| {
-                (
-                    inv(p.train.row(i)[0], 0),
-                    inv(p.train.row(i)[1], 1),
-                    p.train.y[i] as usize,
-                )
-            })
+        (0..t.rows())
+            .map(|i| (inv(t.row(i)[0], 0), inv(t.row(i)[1], 1), t.y[i] as usize))
             .collect()
     };
-    let (mut x0, mut x1, mut y0, mut y1) = raw.iter().fold(
+    let (raw, val) = (points(&p.train), points(&p.val));
+    let (mut x0, mut x1, mut y0, mut y1) = raw.iter().chain(&val).fold(
         (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY),
         |a, p| (a.0.min(p.0), a.1.max(p.0), a.2.min(p.1), a.3.max(p.1)),
     );
@@ -110,6 +106,7 @@ pub(super) fn decision_maps(
             (x0, x1, y0, y1),
             &maps[i],
             &raw,
+            &val,
         )
     })
 }
