@@ -12,8 +12,21 @@ Errors: ``ValueError`` for what the command line calls a usage error, ``OSError`
 and raises ``KeyboardInterrupt``; ``finetune(resume=run.dir, epochs=N)`` continues it.
 """
 
-from ._api import augment_preview, evaluate, extract, finetune, info, lab, predict
+from ._api import CourseReport, augment_preview, course, evaluate, extract, finetune, info, lab, lr_find, predict
 from ._native import __version__
 from ._run import Run
 
-__all__ = ["Run", "augment_preview", "evaluate", "extract", "finetune", "info", "lab", "predict", "__version__"]
+__all__ = [
+    "CourseReport",
+    "Run",
+    "augment_preview",
+    "course",
+    "evaluate",
+    "extract",
+    "finetune",
+    "info",
+    "lab",
+    "lr_find",
+    "predict",
+    "__version__",
+]

@@ -97,6 +97,35 @@ def lab(name, **kwargs):
     return loaded[0] if name != "all" else loaded
 
 
+def lr_find(data=None, **kwargs):
+    """fastai's learning-rate finder as ``catdog lr-find --json`` (``mode``, ``weights``, ``start_lr``,
+    ``end_lr``, ``iters``, ``out`` for the plot, …): a dict with ``suggestion`` (the valley), ``steepest`` and
+    the ``points`` [lr, smoothed loss]. It saves no run."""
+    return _call(["lr-find"], {"data": data, **kwargs})
+
+
+class CourseReport(dict):
+    """``catdog course``'s result: ``out`` (its folder) and ``recipes`` (report.json's rows); shows report.md and
+    report.png in a notebook."""
+
+    def _repr_markdown_(self):
+        report = Path(self["out"]) / "report.md"
+        return report.read_text() if report.exists() else None
+
+
+_COURSE_FLAGS = ("out", "recipes", "epochs", "quick", "quiet", "threads")
+
+
+def course(data=None, **kwargs):
+    """Runs the course's recipes as ``catdog course`` (``out``, ``recipes``, ``epochs``, ``quick``); any other
+    keyword is a ``finetune`` flag given to every recipe (``weights``, ``preprocess``, ``precision``, …). Returns a
+    ``CourseReport``."""
+    own = {k: v for k, v in kwargs.items() if k in _COURSE_FLAGS}
+    shared = _flags({k: v for k, v in kwargs.items() if k not in _COURSE_FLAGS})
+    positional = ["--", *shared] if shared else []
+    return CourseReport(_call(["course"], {"data": data, **own}, positional=positional))
+
+
 def info():
     """What ``catdog info --json`` reports: version, CPU and kernels, threads, CUDA, hub settings."""
     return _call(["info"], {})

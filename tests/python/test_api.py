@@ -67,6 +67,25 @@ def test_lab_returns_its_results_and_shows_its_table(tmp_path):
     assert result.dir == tmp_path / "l2" and "|" in result._repr_markdown_()
 
 
+def test_lr_find_returns_what_lr_find_json_prints(data, tmp_path):
+    small = dict(weights="random:4,4,4,4,4", size=32, batch_size=8, hidden=8, iters=20)
+    result = catdog.lr_find(data=data, out=tmp_path / "lr.png", quiet=True, **small)
+    flags = [a for k, v in small.items() for a in ("--" + k.replace("_", "-"), v)]
+    printed = json.loads(cli_json("lr-find", "--data", data, "--out", tmp_path / "cli.png", "--json", "--quiet", *flags))
+    assert result == printed and 0 < result["suggestion"] < 10
+    assert (tmp_path / "lr.png").exists()
+
+
+def test_course_runs_its_recipes_and_shows_the_report(data, tmp_path):
+    tiny = {k: v for k, v in TINY.items() if k not in ("lr", "quiet")}
+    report = catdog.course(data=data, out=tmp_path, recipes=["extract"], epochs=1, quiet=True, **tiny)
+    assert isinstance(report, catdog.CourseReport) and Path(report["out"]) == tmp_path
+    [row] = report["recipes"]
+    assert row["recipe"].startswith("(a)") and 0 <= row["test_accuracy"] <= 1
+    assert "| (a)" in report._repr_markdown_()
+    assert json.loads((tmp_path / "report.json").read_text()) == report["recipes"]
+
+
 def test_augment_preview_writes_the_grid(data, tmp_path):
     out = catdog.augment_preview(data=data / "train", augment=True, shear=10, n=2, samples=2, size=32, out=tmp_path / "grid.png", quiet=True)
     assert out.exists() and out.read_bytes()[:4] == b"\x89PNG"

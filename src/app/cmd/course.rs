@@ -63,7 +63,7 @@ const RECIPES: [Recipe; 4] = [
 
 /// One row of the report.
 #[derive(Debug, Clone, Serialize)]
-struct Row {
+pub struct Row {
     recipe: String,
     run_dir: PathBuf,
     test_accuracy: f64,
@@ -76,6 +76,14 @@ struct Row {
 }
 
 pub fn run(a: CourseArgs, quiet: bool) -> Result<i32> {
+    let rows = run_recipes(&a, quiet)?;
+    println!("{}", markdown(&rows));
+    eprintln!("wrote {} (report.md, report.json, report.png)", a.out.display());
+    Ok(0)
+}
+
+/// Trains, evaluates and reports the chosen recipes; returns report.json's rows.
+pub fn run_recipes(a: &CourseArgs, quiet: bool) -> Result<Vec<Row>> {
     let chosen: Vec<&Recipe> = RECIPES
         .iter()
         .filter(|r| a.recipes.iter().any(|n| n == r.name))
@@ -97,8 +105,8 @@ pub fn run(a: CourseArgs, quiet: bool) -> Result<i32> {
             )
             .into());
         }
-        let dir = train_recipe(&a, recipe, epochs, quiet).with_context(|| format!("recipe {}", recipe.name))?;
-        let row = evaluate_recipe(&a, recipe, &dir, quiet)?;
+        let dir = train_recipe(a, recipe, epochs, quiet).with_context(|| format!("recipe {}", recipe.name))?;
+        let row = evaluate_recipe(a, recipe, &dir, quiet)?;
         histories.push((recipe.title, History::read(&dir).unwrap_or_default()));
         if !quiet {
             eprintln!("{}: test accuracy {:.4}", recipe.title, row.test_accuracy);
@@ -106,9 +114,7 @@ pub fn run(a: CourseArgs, quiet: bool) -> Result<i32> {
         rows.push(row);
     }
     write_report(&a.out, &rows, &histories)?;
-    println!("{}", markdown(&rows));
-    eprintln!("wrote {} (report.md, report.json, report.png)", a.out.display());
-    Ok(0)
+    Ok(rows)
 }
 
 /// Trains one recipe in `OUT/<name>`: skipped when finished, resumed when interrupted, else started.

@@ -15,8 +15,7 @@ use crate::train::trainer::Trainer;
 const MAX_ITERS: usize = 10_000;
 
 pub fn run(a: LrFindArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
-    let s = find(&a, quiet, explicit)?;
-    plot(&s, &a.out)?;
+    let s = find_and_plot(&a, quiet, explicit)?;
     if a.json {
         println!("{}", serde_json::to_string(&s)?);
         return Ok(0);
@@ -33,6 +32,13 @@ pub fn run(a: LrFindArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
     );
     eprintln!("wrote {}", a.out.display());
     Ok(0)
+}
+
+/// The sweep and its plot (`--out`).
+pub fn find_and_plot(a: &LrFindArgs, quiet: bool, explicit: &[String]) -> Result<Suggestions> {
+    let s = find(a, quiet, explicit)?;
+    plot(&s, &a.out)?;
+    Ok(s)
 }
 
 /// The sweep: a trainer on a scratch folder that is removed afterwards, so no run or checkpoint changes.

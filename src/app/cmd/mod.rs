@@ -2,13 +2,13 @@
 
 mod augment;
 mod bench;
-mod course;
+pub(in crate::app) mod course;
 mod data;
 pub(in crate::app) mod evaluate;
 mod extract;
 pub(in crate::app) mod finetune;
 pub(in crate::app) mod lab;
-mod lr_find;
+pub(in crate::app) mod lr_find;
 mod summary;
 mod weights;
 
