@@ -6,8 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::names::{check_commit, check_etag, check_repo_path, check_revision};
-use super::RepoKind;
+use super::names::{check_commit, check_etag, check_repo_path, check_revision, is_commit, RepoKind};
 use crate::error::{Error, Result};
 
 /// One repository's folder in the cache.
@@ -192,12 +191,3 @@ impl BlobLock {
     }
 }
 
-/// A 40-digit hex commit hash.
-pub fn is_commit(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// A 64-digit hex sha256 (what the hub gives as the ETag of an LFS file).
-pub fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}

@@ -21,7 +21,7 @@ pub use self::cache::RepoCache;
 use self::client::{quote, Budget, Client, Failure, Follow};
 pub use self::download::sha256_of;
 use self::download::Problem;
-pub use self::names::check_revision;
+pub use self::names::{check_revision, RepoKind};
 pub use self::proxy::proxy_for;
 use self::proxy::{ProxySetting, Target};
 pub use self::token::{hf_token, token_from};
@@ -153,22 +153,6 @@ pub fn unavailable_error(kind: RepoKind, id: &str, file: &str, reason: String) -
         reason,
         ways_out,
     }))
-}
-
-/// Which kind of hub repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RepoKind {
-    Model,
-    Dataset,
-}
-
-impl RepoKind {
-    fn folder_prefix(self) -> &'static str {
-        match self {
-            RepoKind::Model => "models",
-            RepoKind::Dataset => "datasets",
-        }
-    }
 }
 
 /// A file found in the cache, without network: `snapshots/<commit>/<file>` where `<commit>` is `refs/<revision>`

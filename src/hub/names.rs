@@ -7,7 +7,7 @@
 
 /// A commit hash: 40 hex digits.
 pub fn check_commit(commit: &str) -> Result<(), String> {
-    if super::cache::is_commit(commit) {
+    if is_commit(commit) {
         Ok(())
     } else {
         Err(format!("'{}' is not a commit hash (40 hex digits)", shown(commit)))
@@ -65,6 +65,32 @@ fn shown(s: &str) -> String {
     match escaped.char_indices().nth(100) {
         Some((i, _)) => format!("{}…", &escaped[..i]),
         None => escaped,
+    }
+}
+
+/// A 40-digit hex commit hash.
+pub fn is_commit(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A 64-digit hex sha256 (what the hub gives as the ETag of an LFS file).
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Which kind of hub repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoKind {
+    Model,
+    Dataset,
+}
+
+impl RepoKind {
+    pub(super) fn folder_prefix(self) -> &'static str {
+        match self {
+            RepoKind::Model => "models",
+            RepoKind::Dataset => "datasets",
+        }
     }
 }
 

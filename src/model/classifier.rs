@@ -130,20 +130,56 @@ pub fn check_all_finite(tensors: &HashMap<String, Tensor>) -> std::result::Resul
     Ok(())
 }
 
-/// The first NaN/Inf value of a float tensor, if any.
-pub fn first_non_finite(t: &Tensor) -> Option<f32> {
-    if !t.dtype().is_float() {
-        return None;
+/// Lists every field where the checkpoint's model (`saved`) differs from the one this run's configuration and
+/// data describe (`expected`); an error naming them all, or `Ok` when they agree.
+pub fn check_same_model(saved: &ModelMeta, expected: &ModelMeta, checkpoint: &std::path::Path) -> Result<()> {
+    let mut diffs = Vec::new();
+    let mut field = |name: &str, saved: String, now: String| {
+        if saved != now {
+            diffs.push(format!("{name}: checkpoint {saved}, now {now}"));
+        }
+    };
+    field(
+        "classes (from the data folders)",
+        format!("{:?}", saved.classes),
+        format!("{:?}", expected.classes),
+    );
+    field("size", saved.size.to_string(), expected.size.to_string());
+    field(
+        "interpolation",
+        format!("{:?}", saved.interpolation),
+        format!("{:?}", expected.interpolation),
+    );
+    field(
+        "preprocess",
+        format!("{:?}", saved.preprocess.mode),
+        format!("{:?}", expected.preprocess.mode),
+    );
+    field("mode", format!("{:?}", saved.mode), format!("{:?}", expected.mode));
+    field(
+        "unfreeze_from",
+        format!("{:?}", saved.unfreeze_from),
+        format!("{:?}", expected.unfreeze_from),
+    );
+    field("head", format!("{:?}", saved.head), format!("{:?}", expected.head));
+    // Runs before the path had its own config field wrote "id (path)" as the weights.
+    let id = |w: &str| w.split(" (").next().unwrap_or(w).to_string();
+    field("weights", id(&saved.weights), id(&expected.weights));
+    if diffs.is_empty() {
+        return Ok(());
     }
-    let v = t
-        .flatten_all()
-        .ok()?
-        .to_dtype(candle_core::DType::F32)
-        .ok()?
-        .to_vec1::<f32>()
-        .ok()?;
-    v.into_iter().find(|x| !x.is_finite())
+    Err(Error::Checkpoint {
+        path: checkpoint.to_path_buf(),
+        message: format!(
+            "does not belong to this run; refusing to resume because\n  {}\n  (a renamed or added class folder \
+             would change which label each image gets). Restore the data folders as they were, or start a new \
+             run with another --name",
+            diffs.join("\n  ")
+        ),
+    })
 }
+
+pub use super::tensors::first_non_finite;
 
 /// Named tensors of a safetensors file.
 pub type Tensors = HashMap<String, Tensor>;

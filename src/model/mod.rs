@@ -6,3 +6,4 @@ pub mod head;
 pub mod onnx;
 pub mod vgg16;
 pub mod weights;
+pub mod tensors;

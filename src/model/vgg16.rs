@@ -173,7 +173,7 @@ impl Vgg16 {
                 }
             }
             for (name, t) in [(&wn, w), (&bn, b)] {
-                if let Some(bad) = super::classifier::first_non_finite(t) {
+                if let Some(bad) = super::tensors::first_non_finite(t) {
                     return Err(Error::Checkpoint {
                         path: source_name.into(),
                         message: format!(

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod callbacks;
+pub mod config;
 pub mod early_stop;
 pub mod features;
 pub mod fit_loop;
@@ -10,4 +11,5 @@ pub mod loss;
 pub mod lr_find;
 pub mod monitor;
 pub mod optim;
+pub mod state;
 pub mod trainer;
