@@ -16,7 +16,7 @@
 //! per k step, so that each tile loaded feeds two `tdpbf16ps` (the 2 × 2 blocking every AMX GEMM uses; a first
 //! version with 8 rows × 32 columns a call fed each tile once and was slower than tract-linalg's kernel).
 
-use super::bf16::{MR, NR};
+use super::bf16_format::{from_bf16, to_bf16, MR, NR};
 
 /// k-pairs per tile step (a 64-byte tile row).
 pub const STEP: usize = 16;
@@ -105,7 +105,7 @@ fn detect() -> Amx {
 pub fn self_check(kernel: TileFn) -> Result<(), String> {
     let kp: usize = 20;
     let lda = kp.div_ceil(STEP) * STEP;
-    let bf16 = |v: i32| u32::from(super::bf16::to_bf16(v as f32));
+    let bf16 = |v: i32| u32::from(to_bf16(v as f32));
     let pair = |lo: i32, hi: i32| bf16(lo) | (bf16(hi) << 16);
     let a_val = |r: usize, t: usize| ((r * 5 + t * 3) % 7) as i32 - 3;
     let b_val = |t: usize, j: usize| ((t * 2 + j * 5) % 9) as i32 - 4;
@@ -353,7 +353,7 @@ pub unsafe fn emulated_tile(
     ldc: usize,
     accumulate: bool,
 ) {
-    let half = |v: u32, hi: bool| super::bf16::from_bf16(if hi { (v >> 16) as u16 } else { v as u16 });
+    let half = |v: u32, hi: bool| from_bf16(if hi { (v >> 16) as u16 } else { v as u16 });
     let mut c = [0f32; ROWS * NR];
     if accumulate {
         for (r, row) in c.chunks_exact_mut(NR).enumerate() {
@@ -546,7 +546,7 @@ pub unsafe fn conv_tile(call: &ConvCall) {
 /// See [`ConvTileFn`] (no CPU requirement).
 // SAFETY (callers): see "# Safety"; `direct::block` and the tests pass operands of the sizes it needs.
 pub unsafe fn emulated_conv_tile(call: &ConvCall) {
-    let half = |v: u32, hi: bool| super::bf16::from_bf16(if hi { (v >> 16) as u16 } else { v as u16 });
+    let half = |v: u32, hi: bool| from_bf16(if hi { (v >> 16) as u16 } else { v as u16 });
     let (lda, ldb) = (call.lda_bytes / 4, call.ldb / 4);
     for block in 0..call.blocks {
         let mut c = [0f32; ROWS * NR];
@@ -608,7 +608,7 @@ pub fn conv_self_check(kernel: ConvTileFn) -> Result<(), String> {
     const PLANE: usize = 80;
     const STEPS: usize = 2;
     let lda = STEPS * TAPS * STEP;
-    let bf16 = |v: i32| u32::from(super::bf16::to_bf16(v as f32));
+    let bf16 = |v: i32| u32::from(to_bf16(v as f32));
     let pair = |lo: i32, hi: i32| bf16(lo) | (bf16(hi) << 16);
     // Weight (row r, tap t, channel c) and input (channel c, position q), small integers: exact sums.
     let a_val = |r: usize, t: usize, c: usize| ((r * 5 + t * 3 + c * 2) % 7) as i32 - 3;

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use super::amx::{self, ConvCall, STEP, TAPS};
 use super::bf16::{self, Bf16Kernel, RunnableKernel, MR};
-use super::conv::ConvGeom;
+use super::geom::ConvGeom;
 use super::raw::{Out, Pool, SendPtr};
 use super::simd::dispatch;
 
@@ -447,7 +447,7 @@ fn epilogue_body(e: &Epilogue, scratch: &[f32], ldc: usize, img: usize, y0: usiz
                 // SAFETY: img < n, oc < o, y < ho: row y of plane (img, oc) of the N × O × ho × wo output (length
                 // checked by `forward`); this band and channel block write it alone.
                 let dst = unsafe { e.outp.row(at, g.wo) };
-                super::conv::store_act(dst, &src[(y - y0) * wp..][..g.wo], b, e.relu);
+                super::geom::store_act(dst, &src[(y - y0) * wp..][..g.wo], b, e.relu);
             }
         }
     }

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::conv::ConvGeom;
+use super::geom::ConvGeom;
 use super::direct::{epilogue, Epilogue};
 use super::raw::{Out, Pool};
 

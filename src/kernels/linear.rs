@@ -6,7 +6,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
 use super::bf16::{self, Bf16Kernel, PackedA};
-use super::conv::slice_of;
+use super::geom::slice_of;
 use super::{Compute, Precision};
 
 /// `x · wᵀ` (no bias) for `x` N × in and `w` out × in, in `compute`'s precision.

@@ -12,7 +12,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::{dims4, slice_of};
+use super::geom::{dims4, slice_of};
 use super::Kernels;
 
 pub(crate) fn max_pool_planes(x: &[f32], h: usize, w: usize, k: usize, s: usize, out: &mut [f32]) {

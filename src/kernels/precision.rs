@@ -12,7 +12,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use super::bf16::{self, Bf16Kernel};
-use super::Kernels;
+use super::choice::Kernels;
 
 /// The precision of the convolutions' and dense layers' products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]

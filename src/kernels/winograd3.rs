@@ -12,9 +12,10 @@
 
 use rayon::prelude::*;
 
-use super::conv::ConvGeom;
+use super::geom::ConvGeom;
 use super::raw::{Out, Pool, SendPtr};
-use super::winograd::{bias_grad, check_weight_grad, grad_products, kernels_from_sums, runs, with_buffers, Run};
+use super::winograd::{grad_products, with_buffers};
+use super::winograd_shared::{bias_grad, check_weight_grad, kernels_from_sums, runs, Run};
 use super::winograd_tiles::{gather, over_chunks, store_rows, tile_outputs, tile_products, transform_weights_into};
 
 /// Tiles of 3×3 outputs from 5×5 input patches.

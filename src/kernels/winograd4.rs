@@ -8,9 +8,9 @@
 //! rounding, so it runs in f32 only: in bf16 the same coefficients would amplify the operands' rounding.
 //! [`chosen`] says where it wins.
 
-use super::conv::ConvGeom;
+use super::geom::ConvGeom;
 use super::raw::{Out, Pool, SendPtr};
-use super::winograd::Run;
+use super::winograd_shared::Run;
 use super::winograd_tiles::{gather, over_chunks, store_rows, tile_outputs, tile_products, transform_weights_into};
 
 /// Tiles of 4×4 outputs from 6×6 input patches.

@@ -18,11 +18,11 @@
 use rayon::prelude::*;
 
 use super::bf16::{self, Bf16Kernel, PackedA, MR, NR};
-use super::conv::ConvGeom;
+use super::geom::ConvGeom;
 use super::raw::Pool;
 use super::simd::dispatch;
 use super::transpose::rows_to_lanes;
-use super::winograd;
+use super::winograd_shared as shared;
 
 /// Channels per vector: one lane each.
 const L: usize = 16;
@@ -35,7 +35,7 @@ const _: () = assert!(2 * MR == L && NR == 2 * L);
 
 /// True when this path computes the geometry: a Winograd geometry whose channel counts are multiples of 16.
 pub fn applicable(g: &ConvGeom) -> bool {
-    winograd::applicable(g) && g.c.is_multiple_of(L) && g.o.is_multiple_of(L)
+    shared::applicable(g) && g.c.is_multiple_of(L) && g.o.is_multiple_of(L)
 }
 
 /// Bytes of packed operands per chunk of tiles (16 · (C + O) bf16 values a tile): block5 at batch 32 (800 tiles
@@ -64,7 +64,7 @@ pub fn weight_grad(kernel: Bf16Kernel, x: &[f32], g: &ConvGeom, dy: &[f32], dw: 
         applicable(g),
         "Winograd bf16: {g:?} is not a 3×3 geometry with channels in multiples of 16"
     );
-    winograd::check_weight_grad(x, g, dy, dw, db);
+    shared::check_weight_grad(x, g, dy, dw, db);
     let total = g.n * g.ho.div_ceil(2) * g.wo.div_ceil(2);
     weight_grad_in_chunks(kernel, x, g, dy, chunk_tiles(g, total), dw, db)
 }
@@ -105,9 +105,9 @@ fn weight_grad_in_chunks(
             OPERANDS.give(block, 32);
         }
     }
-    winograd::weights_from_sums(&[&sums], o, c, dw);
+    shared::weights_from_sums(&[&sums], o, c, dw);
     SUMS.give(sums, 1);
-    winograd::bias_grad(dy, g, db);
+    shared::bias_grad(dy, g, db);
 }
 
 /// `kp` pairs of tiles cut into `parts` near-equal ranges (fewer when there are fewer pairs).
@@ -232,7 +232,7 @@ fn pack_input_lanes_body(
     out: &mut [&mut [u32]],
 ) {
     let (c, h, w, pad) = (g.c, g.h, g.w, g.pad as isize);
-    let runs = winograd::runs(first, count, g.ho.div_ceil(2), g.wo.div_ceil(2));
+    let runs = shared::runs(first, count, g.ho.div_ceil(2), g.wo.div_ceil(2));
     let width = 2 * runs.iter().map(|r| r.len).max().unwrap_or(0) + 2;
     // The run's four input rows, channel-interleaved (zero outside the image): band[r · width + col][lane].
     let mut band = vec![[0f32; L]; 4 * width];
@@ -328,7 +328,7 @@ fn pack_grad_lanes_body(
     hi: &mut [&mut [u32]],
 ) {
     let (o, ho, wo) = (g.o, g.ho, g.wo);
-    let runs = winograd::runs(first, count, ho.div_ceil(2), wo.div_ceil(2));
+    let runs = shared::runs(first, count, ho.div_ceil(2), wo.div_ceil(2));
     let width = 2 * runs.iter().map(|r| r.len).max().unwrap_or(0);
     // The run's two output-gradient rows, channel-interleaved (zero past the edges).
     let mut band = vec![[0f32; L]; 2 * width];
@@ -411,7 +411,7 @@ mod tests {
                 let x = values(n * c * h * w, 1);
                 let dy = values(n * o * g.p(), 2);
                 let (mut want, mut want_b) = (vec![0f32; o * c * 9], vec![0f32; o]);
-                winograd::weight_grad_bf16_along_tiles(kernel, &x, &g, &dy, &mut want, &mut want_b);
+                super::super::winograd::weight_grad_bf16_along_tiles(kernel, &x, &g, &dy, &mut want, &mut want_b);
                 let (mut got, mut got_b) = (vec![1f32; o * c * 9], vec![1f32; o]);
                 weight_grad_in_chunks(kernel, &x, &g, &dy, tc, &mut got, &mut got_b);
                 let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));

@@ -9,8 +9,8 @@
 //! lane q of four registers, and the whole transform is 32 vector adds per channel and 16 tiles.
 
 use super::bf16::NR;
-use super::conv::ConvGeom;
-use super::winograd::{self, Run};
+use super::geom::ConvGeom;
+use super::winograd_shared::Run;
 
 /// Tiles per vector.
 const LANES: usize = 16;
@@ -39,7 +39,7 @@ pub(super) fn pack(x: &[f32], g: &ConvGeom, (t0, nt): (usize, usize), block: usi
         block >= nt.div_ceil(NR) * kp * NR && packed.len() >= 16 * block,
         "Winograd bf16: packed input too short"
     );
-    let pieces = pieces(winograd::runs(t0, nt, th, tw));
+    let pieces = pieces(super::winograd_shared::runs(t0, nt, th, tw));
     #[cfg(target_arch = "x86_64")]
     // SAFETY: available() saw AVX-512 F/BW and AVX512-BF16; x holds the N × C × H × W input and packed 16 blocks
     // of `block` ≥ the packed length (asserted above); every piece lies inside one 16-tile group of the chunk and
@@ -65,7 +65,7 @@ pub(super) fn transform_f32(x: &[f32], g: &ConvGeom, (t0, nt): (usize, usize), v
     assert_eq!(x.len(), g.n * g.c * g.h * g.w, "Winograd: input does not fit {g:?}");
     assert!(t0 + nt <= g.n * th * tw, "Winograd: tiles past the batch");
     assert!(v.len() >= 16 * g.c * nt, "Winograd: transformed input too short");
-    let pieces = pieces(winograd::runs(t0, nt, th, tw));
+    let pieces = pieces(super::winograd_shared::runs(t0, nt, th, tw));
     #[cfg(target_arch = "x86_64")]
     // SAFETY: available_f32() saw AVX-512 F; x holds the N × C × H × W input and v 16 blocks of C × nt (asserted
     // above); every piece holds at most 16 tiles of the chunk (pieces()).

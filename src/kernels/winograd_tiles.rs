@@ -6,9 +6,10 @@
 
 use rayon::prelude::*;
 
-use super::conv::ConvGeom;
+use super::geom::ConvGeom;
 use super::raw::SendPtr;
-use super::winograd::{block_products, runs, with_buffers, Run};
+use super::winograd::{block_products, with_buffers};
+use super::winograd_shared::{runs, Run};
 
 /// `u[k][o][c]` = (G g Gᵀ)[k / T][k % T] for each 3×3 kernel g = w[o][c], where `g_times` is G (T × 3) times a
 /// kernel column or row (`u`'s old values do not matter).
@@ -258,7 +259,7 @@ pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
     #[cfg(target_arch = "x86_64")]
-    use super::super::winograd::Run;
+    use super::super::winograd_shared::Run;
     #[cfg(target_arch = "x86_64")]
     use super::{inside, RowSpan};
 
