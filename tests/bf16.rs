@@ -7,7 +7,7 @@ mod common;
 use candle_core::{Device, Tensor};
 use catdog::kernels::bf16::{self, pack_b, reference_gemm, PackedA};
 use catdog::kernels::conv::{self, ConvGeom, WeightCache};
-use catdog::kernels::{winograd, Compute, Kernels, Precision};
+use catdog::kernels::{winograd_f2, Compute, Kernels, Precision};
 use catdog::model::vgg16::layer_index;
 use catdog::model::weights::{self, read_safetensors, HubOptions, WeightsSpec};
 use common::{fixtures, rel_diff, POOLS};
@@ -160,8 +160,8 @@ fn bf16_gemm_speed() {
 fn the_one_pass_bf16_weight_packing_equals_transforming_then_packing() {
     for (o, c) in [(8, 3), (13, 7), (40, 24), (9, 33)] {
         let w = values(o * c * 9, 4);
-        let u = winograd::transform_weights(&w, o, c);
-        let packed = winograd::pack_weights_bf16(&w, o, c);
+        let u = winograd_f2::transform_weights(&w, o, c);
+        let packed = winograd_f2::pack_weights_bf16(&w, o, c);
         assert_eq!(packed.len(), 16);
         for (k, uk) in u.chunks(o * c).enumerate() {
             assert!(PackedA::pack(uk, o, c) == packed[k], "{o}×{c}, block {k}");
@@ -175,10 +175,10 @@ fn weight_transform_and_pack_speed() {
     let (o, c) = (512, 512);
     let w = values(o * c * 9, 3);
     let t = std::time::Instant::now();
-    let u = winograd::transform_weights(&w, o, c);
+    let u = winograd_f2::transform_weights(&w, o, c);
     let tr = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    let packed = winograd::pack_weights_bf16(&w, o, c);
+    let packed = winograd_f2::pack_weights_bf16(&w, o, c);
     let pk = t.elapsed().as_secs_f64();
     eprintln!(
         "512×512: f32 transform {:.1} ms; bf16 transform + pack {:.1} ms",
@@ -218,9 +218,9 @@ fn the_bf16_winograd_convolution_is_within_bf16_rounding_of_fp32_and_its_cache_f
     let w = values(40 * 24 * 9, 6);
     let b = values(40, 7);
     let mut want = vec![0f32; 2 * 40 * 13 * 11];
-    winograd::forward(&x, &g, &w, Some(&b), false, false, &mut want);
+    winograd_f2::forward(&x, &g, &w, Some(&b), false, false, &mut want);
     let mut got = vec![0f32; want.len()];
-    winograd::forward_bf16(kernel, &x, &g, &w, Some(&b), false, false, &mut got);
+    winograd_f2::forward_bf16(kernel, &x, &g, &w, Some(&b), false, false, &mut got);
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
     eprintln!("bf16 vs fp32 Winograd: {err:.2e} relative");
@@ -379,9 +379,9 @@ fn the_bf16_weight_gradient_is_within_bf16_rounding_of_fp32() {
     let x = values(2 * 37 * 9 * 7, 11);
     let dy = values(2 * 45 * 9 * 7, 12);
     let (mut want, mut want_b) = (vec![0f32; 45 * 37 * 9], vec![0f32; 45]);
-    winograd::weight_grad(&x, &g, &dy, &mut want, &mut want_b);
+    winograd_f2::weight_grad(&x, &g, &dy, &mut want, &mut want_b);
     let (mut got, mut got_b) = (vec![0f32; want.len()], vec![0f32; 45]);
-    winograd::weight_grad_bf16(kernel, &x, &g, &dy, &mut got, &mut got_b);
+    winograd_f2::weight_grad_bf16(kernel, &x, &g, &dy, &mut got, &mut got_b);
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
     eprintln!("bf16 vs fp32 weight gradient: {err:.2e} relative");
@@ -391,9 +391,9 @@ fn the_bf16_weight_gradient_is_within_bf16_rounding_of_fp32() {
 
 #[test]
 fn the_channel_vectorised_weight_gradient_equals_the_one_along_tiles_on_every_kernel() {
-    // Channel counts in multiples of 16 take the channel-vectorised transforms (winograd_dw); the form along
+    // Channel counts in multiples of 16 take the channel-vectorised transforms (winograd_weight_grad); the form along
     // tiles makes the same rounded products, so only the order of the f32 sums differs. The AMX kernel runs here
-    // where the CPU has it (the unit tests in winograd_dw cover chunking and edges on amx-emulated).
+    // where the CPU has it (the unit tests in winograd_weight_grad cover chunking and edges on amx-emulated).
     let (mut kernels, skipped) = bf16::available();
     kernels.push(bf16::Bf16Kernel::AmxEmulated);
     let names: Vec<&str> = kernels.iter().map(|k| k.name()).collect();
@@ -406,9 +406,9 @@ fn the_channel_vectorised_weight_gradient_equals_the_one_along_tiles_on_every_ke
             let x = values(g.n * g.c * g.h * g.w, 41);
             let dy = values(g.n * g.o * g.p(), 42);
             let (mut want, mut want_b) = (vec![0f32; g.o * g.c * 9], vec![0f32; g.o]);
-            winograd::weight_grad_bf16_along_tiles(kernel, &x, &g, &dy, &mut want, &mut want_b);
+            winograd_f2::weight_grad_bf16_along_tiles(kernel, &x, &g, &dy, &mut want, &mut want_b);
             let (mut got, mut got_b) = (vec![0f32; want.len()], vec![0f32; g.o]);
-            winograd::weight_grad_bf16(kernel, &x, &g, &dy, &mut got, &mut got_b);
+            winograd_f2::weight_grad_bf16(kernel, &x, &g, &dy, &mut got, &mut got_b);
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
             let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
             assert!(err < 1e-5, "{} {g:?}: {err:.2e} relative", kernel.name());
@@ -430,9 +430,9 @@ fn weight_gradient_speed() {
             let t = std::time::Instant::now();
             for _ in 0..3 {
                 if bf {
-                    winograd::weight_grad_bf16(kernel, &x, &g, &dy, &mut dw, &mut db);
+                    winograd_f2::weight_grad_bf16(kernel, &x, &g, &dy, &mut dw, &mut db);
                 } else {
-                    winograd::weight_grad(&x, &g, &dy, &mut dw, &mut db);
+                    winograd_f2::weight_grad(&x, &g, &dy, &mut dw, &mut db);
                 }
             }
             let s = t.elapsed().as_secs_f64() / 3.0;
@@ -458,9 +458,9 @@ fn block1_conv2_speed() {
         let t = std::time::Instant::now();
         for _ in 0..3 {
             if bf {
-                winograd::forward_bf16(kernel, &x, &g, &w, None, true, true, &mut out);
+                winograd_f2::forward_bf16(kernel, &x, &g, &w, None, true, true, &mut out);
             } else {
-                winograd::forward(&x, &g, &w, None, true, true, &mut out);
+                winograd_f2::forward(&x, &g, &w, None, true, true, &mut out);
             }
         }
         let s = t.elapsed().as_secs_f64() / 3.0;
@@ -481,7 +481,7 @@ fn block5_weight_gradient_profile_target() {
     let dy = values(32 * 512 * 81, 2);
     let (mut dw, mut db) = (vec![0f32; 512 * 512 * 9], vec![0f32; 512]);
     for _ in 0..20 {
-        winograd::weight_grad_bf16(kernel, &x, &g, &dy, &mut dw, &mut db);
+        winograd_f2::weight_grad_bf16(kernel, &x, &g, &dy, &mut dw, &mut db);
     }
 }
 
@@ -716,9 +716,9 @@ fn the_amx_layouts_run_the_winograd_convolution_and_its_weight_gradient() {
     let x: Vec<f32> = values(2 * 24 * 9 * 11, 31).iter().map(|v| v.max(0.0)).collect();
     let w = values(40 * 24 * 9, 32);
     let mut want = vec![0f32; 2 * 40 * 9 * 11];
-    winograd::forward(&x, &g, &w, None, false, false, &mut want);
+    winograd_f2::forward(&x, &g, &w, None, false, false, &mut want);
     let mut got = vec![0f32; want.len()];
-    winograd::forward_bf16(kernel, &x, &g, &w, None, false, false, &mut got);
+    winograd_f2::forward_bf16(kernel, &x, &g, &w, None, false, false, &mut got);
     let rel = |got: &[f32], want: &[f32]| {
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
@@ -727,9 +727,9 @@ fn the_amx_layouts_run_the_winograd_convolution_and_its_weight_gradient() {
     let g = ConvGeom::new(2, 256, 5, 5, 256, 3, 1);
     let (x, dy) = (values(2 * 256 * 25, 33), values(2 * 256 * 25, 34));
     let (mut want_dw, mut db) = (vec![0f32; 256 * 256 * 9], vec![0f32; 256]);
-    winograd::weight_grad(&x, &g, &dy, &mut want_dw, &mut db);
+    winograd_f2::weight_grad(&x, &g, &dy, &mut want_dw, &mut db);
     let mut got_dw = vec![0f32; want_dw.len()];
-    winograd::weight_grad_bf16(kernel, &x, &g, &dy, &mut got_dw, &mut db);
+    winograd_f2::weight_grad_bf16(kernel, &x, &g, &dy, &mut got_dw, &mut db);
     let grad_err = rel(&got_dw, &want_dw);
     eprintln!("amx-emulated vs fp32: forward {forward_err:.2e}, weight gradient {grad_err:.2e}");
     assert!(forward_err > 0.0 && forward_err < 1e-2, "forward {forward_err}");
@@ -747,8 +747,8 @@ fn the_input_gradient_packs_the_flipped_weights_straight_and_computes_what_the_f
                 flipped[(ci * o + oc) * 9 + j] = w[(oc * c + ci) * 9 + 8 - j];
             }
         }
-        let direct = winograd::pack_weights_bf16_flipped(&w, o, c);
-        let copied = winograd::pack_weights_bf16(&flipped, c, o);
+        let direct = winograd_f2::pack_weights_bf16_flipped(&w, o, c);
+        let copied = winograd_f2::pack_weights_bf16(&flipped, c, o);
         assert!(direct == copied, "{o}×{c}");
     }
     let Some(kernel) = kernel_or_skip("bf16 input gradient") else {

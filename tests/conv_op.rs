@@ -282,7 +282,7 @@ fn winograd_weight_gradient_equals_im2col_on_odd_sizes_and_paddings() {
         let dy = rand(&[n * o * g.ho * g.wo], 80 + i as u64).to_vec1::<f32>().unwrap();
         let (mut dw1, mut db1) = (vec![0f32; o * c * 9], vec![0f32; o]);
         let (mut dw2, mut db2) = (vec![0f32; o * c * 9], vec![0f32; o]);
-        catdog::kernels::winograd::weight_grad(&x, &g, &dy, &mut dw1, &mut db1);
+        catdog::kernels::winograd_f2::weight_grad(&x, &g, &dy, &mut dw1, &mut db1);
         conv_weight_grad_with(Algo::Im2col, &x, &g, &dy, &mut dw2, &mut db2);
         let scale = dw2.iter().fold(0f32, |m, v| m.max(v.abs()));
         let err = dw1.iter().zip(&dw2).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
@@ -294,7 +294,7 @@ fn winograd_weight_gradient_equals_im2col_on_odd_sizes_and_paddings() {
 #[test]
 fn winograd_refuses_buffers_that_do_not_fit_the_geometry_instead_of_writing_past_them() {
     use catdog::kernels::conv::ConvGeom;
-    use catdog::kernels::winograd;
+    use catdog::kernels::winograd_f2;
     let g = ConvGeom::new(1, 8, 9, 9, 4, 3, 1);
     let x = vec![0.5f32; 8 * 81];
     let w = vec![0.1f32; 4 * 8 * 9];
@@ -306,18 +306,18 @@ fn winograd_refuses_buffers_that_do_not_fit_the_geometry_instead_of_writing_past
     for (what, len, pool) in cases {
         let r = std::panic::catch_unwind(|| {
             let mut out = vec![0f32; len];
-            winograd::forward(&x, &g, &w, None, true, pool, &mut out);
+            winograd_f2::forward(&x, &g, &w, None, true, pool, &mut out);
         });
         assert!(r.is_err(), "{what}: accepted");
     }
     let r = std::panic::catch_unwind(|| {
         let mut dw = vec![0f32; 4 * 8 * 9];
         let mut db = vec![0f32; 4];
-        winograd::weight_grad(&x, &g, &[1.0; 10], &mut dw, &mut db);
+        winograd_f2::weight_grad(&x, &g, &[1.0; 10], &mut dw, &mut db);
     });
     assert!(r.is_err(), "a short output gradient was accepted");
     let mut out = vec![0f32; 4 * 16];
-    winograd::forward(&x, &g, &w, None, true, true, &mut out);
+    winograd_f2::forward(&x, &g, &w, None, true, true, &mut out);
     assert!(out.iter().all(|v| *v > 0.0));
 }
 
@@ -372,8 +372,8 @@ fn an_empty_batch_gives_zero_weight_gradients_on_every_path() {
     let g = ConvGeom::new(0, 8, 9, 9, 12, 3, 1);
     type WeightGrad = fn(&[f32], &ConvGeom, &[f32], &mut [f32], &mut [f32]);
     let paths: [(&str, WeightGrad); 3] = [
-        ("winograd F(2x2)", catdog::kernels::winograd::weight_grad),
-        ("winograd F(3x3)", catdog::kernels::winograd3::weight_grad),
+        ("winograd F(2x2)", catdog::kernels::winograd_f2::weight_grad),
+        ("winograd F(3x3)", catdog::kernels::winograd_f3::weight_grad),
         ("im2col", |x, g, dy, dw, db| {
             conv_weight_grad_with(Algo::Im2col, x, g, dy, dw, db)
         }),

@@ -190,4 +190,3 @@ impl BlobLock {
         Ok(BlobLock { _file: file })
     }
 }
-

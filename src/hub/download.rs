@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::cache::RepoCache;
-use super::names::is_sha256;
 use super::client::{absolute, is_stall, Budget, Client, Failure, Follow};
+use super::names::is_sha256;
 use super::names::{check_commit, check_etag};
 use crate::progress::Progress;
 

@@ -20,4 +20,3 @@ pub fn to_bf16(x: f32) -> u16 {
 pub fn from_bf16(h: u16) -> f32 {
     f32::from_bits(u32::from(h) << 16)
 }
-

@@ -25,11 +25,11 @@ use rayon::prelude::*;
 
 use super::bf16::{self, Bf16Kernel, PackedA};
 use super::direct::DirectWeights;
+use super::geom::{dims4, slice_of, store_act};
+pub use super::geom::{supported, ConvGeom};
 use super::pool::{max_pool2d, max_pool_planes};
 use super::raw::{sgemm, stored_by, Out, SendPtr};
 use super::{Compute, Kernels, Precision};
-pub use super::geom::{supported, ConvGeom};
-use super::geom::{dims4, slice_of, store_act};
 
 #[derive(Debug, Clone, Copy)]
 enum Chunk {
@@ -202,7 +202,7 @@ fn parallelism(nchunks: usize, threads: usize) -> (bool, gemm::Parallelism) {
 /// How the CPU forward (and input gradient) is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Algo {
-    /// Winograd for 3×3 kernels on 8 or more input channels (F(4×4, 3×3) where `winograd4::chosen`, else
+    /// Winograd for 3×3 kernels on 8 or more input channels (F(4×4, 3×3) where `winograd_f4::chosen`, else
     /// F(2×2, 3×3)), im2col + gemm otherwise.
     #[default]
     Auto,
@@ -216,7 +216,7 @@ pub enum Algo {
 
 impl Algo {
     fn use_winograd(self, g: &ConvGeom) -> bool {
-        matches!(self, Algo::Auto | Algo::Bf16(_)) && g.c >= 8 && super::winograd::applicable(g)
+        matches!(self, Algo::Auto | Algo::Bf16(_)) && g.c >= 8 && super::winograd_f2::applicable(g)
     }
 }
 
@@ -387,20 +387,24 @@ fn winograd_forward(
     }
     match (algo, cache) {
         (Algo::Bf16(kernel), Some((id, cache))) => {
-            let pack = || Packed::Winograd(super::winograd::pack_weights_bf16(weight, g.o, g.c));
+            let pack = || Packed::Winograd(super::winograd_f2::pack_weights_bf16(weight, g.o, g.c));
             match &*cache.packed(*id, kernel, false, pack) {
                 Packed::Winograd(blocks) => {
-                    super::winograd::forward_bf16_packed(kernel, x, g, blocks, bias, relu, pool, out.reborrow())
+                    super::winograd_f2::forward_bf16_packed(kernel, x, g, blocks, bias, relu, pool, out.reborrow())
                 }
                 Packed::Direct(_) => unreachable!("the cache gives back what `pack` made"),
             }
         }
         (Algo::Bf16(kernel), None) => {
-            super::winograd::forward_bf16(kernel, x, g, weight, bias, relu, pool, out.reborrow())
+            super::winograd_f2::forward_bf16(kernel, x, g, weight, bias, relu, pool, out.reborrow())
         }
-        _ if super::winograd3::chosen(g) => super::winograd3::forward(x, g, weight, bias, relu, pool, out.reborrow()),
-        _ if super::winograd4::chosen(g) => super::winograd4::forward(x, g, weight, bias, relu, pool, out.reborrow()),
-        _ => super::winograd::forward(x, g, weight, bias, relu, pool, out.reborrow()),
+        _ if super::winograd_f3::chosen(g) => {
+            super::winograd_f3::forward(x, g, weight, bias, relu, pool, out.reborrow())
+        }
+        _ if super::winograd_f4::chosen(g) => {
+            super::winograd_f4::forward(x, g, weight, bias, relu, pool, out.reborrow())
+        }
+        _ => super::winograd_f2::forward(x, g, weight, bias, relu, pool, out.reborrow()),
     }
     true
 }
@@ -572,7 +576,7 @@ pub fn conv_input_grad_with(algo: Algo, dy: &[f32], g: &ConvGeom, weight: &[f32]
         }
     }
     if let (Algo::Bf16(kernel), true) = (algo, algo.use_winograd(&gt)) {
-        return super::winograd::input_grad_bf16(kernel, dy, &gt, weight, dx);
+        return super::winograd_f2::input_grad_bf16(kernel, dy, &gt, weight, dx);
     }
     // The weights of the transposed convolution: O and C swapped, each kernel turned 180°. One input channel per
     // task (its C·k² row of the result is contiguous); this ran on one thread before, 2.4M values a step for a
@@ -599,21 +603,21 @@ pub fn conv_weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db:
 /// [`conv_weight_grad`] with an explicit algorithm (Winograd for 3×3 kernels with 8+ channels on both sides).
 pub fn conv_weight_grad_with(algo: Algo, x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
     // Measured on VGG16 layers: in f32 on AVX-512 CPUs, F(3×3)'s weight gradient wins on every layer from 9 pixels
-    // (`winograd3::weight_grad_chosen`); elsewhere F(2×2)'s wins from 256 channels on both sides and below, its
+    // (`winograd_f3::weight_grad_chosen`); elsewhere F(2×2)'s wins from 256 channels on both sides and below, its
     // transforms cost more than the flops it saves. The bf16 one with channel-vectorised transforms wins on every
     // layer from block1_conv2 on (docs/performance.md).
     match algo {
-        Algo::Bf16(kernel) if algo.use_winograd(g) && super::winograd_dw::applicable(g) => {
-            super::winograd_dw::weight_grad(kernel, x, g, dy, dw, db)
+        Algo::Bf16(kernel) if algo.use_winograd(g) && super::winograd_weight_grad::applicable(g) => {
+            super::winograd_weight_grad::weight_grad(kernel, x, g, dy, dw, db)
         }
-        Algo::Auto if algo.use_winograd(g) && super::winograd3::weight_grad_chosen(g) => {
-            super::winograd3::weight_grad(x, g, dy, dw, db)
+        Algo::Auto if algo.use_winograd(g) && super::winograd_f3::weight_grad_chosen(g) => {
+            super::winograd_f3::weight_grad(x, g, dy, dw, db)
         }
         _ if !(algo.use_winograd(g) && g.c >= 256 && g.o >= 256) => {
             im2col_weight_grad(x, g, dy, matches!(algo, Algo::Bf16(_)), dw, db)
         }
-        Algo::Bf16(kernel) => super::winograd::weight_grad_bf16(kernel, x, g, dy, dw, db),
-        _ => super::winograd::weight_grad(x, g, dy, dw, db),
+        Algo::Bf16(kernel) => super::winograd_f2::weight_grad_bf16(kernel, x, g, dy, dw, db),
+        _ => super::winograd_f2::weight_grad(x, g, dy, dw, db),
     }
 }
 

@@ -12,8 +12,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::geom::ConvGeom;
 use super::direct::{epilogue, Epilogue};
+use super::geom::ConvGeom;
 use super::raw::{Out, Pool};
 
 /// Output channels per task (the scratch band's channels, as the direct convolution's epilogue takes them).

@@ -106,4 +106,3 @@ pub(super) fn dims4(l: &Layout, what: &str) -> candle_core::Result<(usize, usize
         _ => candle_core::bail!("fast conv: {what} must be 4-D, got {:?}", l.dims()),
     }
 }
-

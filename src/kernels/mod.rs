@@ -20,13 +20,13 @@ pub mod precision;
 pub mod raw;
 pub mod simd;
 mod transpose;
-pub mod winograd;
-pub mod winograd3;
-pub mod winograd4;
-pub mod winograd_dw;
+pub mod winograd_f2;
+pub mod winograd_f3;
+pub mod winograd_f4;
 pub mod winograd_input;
 mod winograd_shared;
 mod winograd_tiles;
+pub mod winograd_weight_grad;
 
 pub use self::choice::{check_env, Kernels};
 pub use self::precision::{Compute, Precision};

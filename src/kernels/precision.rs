@@ -2,7 +2,7 @@
 //!
 //! bf16 means what PyTorch's CPU autocast means: the products' inputs rounded to bf16, accumulated in f32;
 //! bias, ReLU, pooling, the loss, the weight updates, optimizer state and master weights stay f32. On the CPU's
-//! own kernels the bf16 products are the Winograd domain's (see [`super::winograd::forward_bf16`]) or, for the
+//! own kernels the bf16 products are the Winograd domain's (see [`super::winograd_f2::forward_bf16`]) or, for the
 //! first convolution, im2col's, on AVX512-BF16, chosen by CPUID; a CPU without it runs fp32 with a one-line
 //! notice. The portable twins cast the
 //! convolution's inputs to candle's bf16 and its output back to f32 on CUDA; on the CPU (where candle has no bf16

@@ -232,6 +232,7 @@ mod tests {
     use super::*;
 
     use crate::kernels::test_values as values;
+    use crate::kernels::winograd_f2;
 
     /// Odd channel counts, padding 0–2, chunks that start inside a run, runs longer than 16 tiles, edge tiles:
     /// (geometry, chunk start, chunk length, input, tile rows, tile columns).
@@ -263,7 +264,7 @@ mod tests {
             let block = nt.div_ceil(NR) * g.c.div_ceil(2) * NR;
             let (mut want, mut got) = (vec![0u32; 16 * block], vec![0u32; 16 * block]);
             let mut scratch = vec![0f32; 128 * nt];
-            winograd::input_transform_packed(&x, &g, t0, nt, th, tw, &mut scratch, &mut want);
+            winograd_f2::input_transform_packed(&x, &g, t0, nt, th, tw, &mut scratch, &mut want);
             pack(&x, &g, (t0, nt), block, &mut got);
             let first_diff = want.iter().zip(&got).position(|(a, b)| a != b);
             assert_eq!(first_diff, None, "{g:?}, tiles {t0}..{}", t0 + nt);
@@ -279,7 +280,7 @@ mod tests {
         }
         for (g, t0, nt, x, th, tw) in cases(9) {
             let (mut want, mut got) = (vec![0f32; 16 * g.c * nt], vec![0f32; 16 * g.c * nt]);
-            winograd::input_transform(&x, &g, t0, nt, th, tw, &mut want);
+            winograd_f2::input_transform(&x, &g, t0, nt, th, tw, &mut want);
             transform_f32(&x, &g, (t0, nt), &mut got);
             let first_diff = want.iter().zip(&got).position(|(a, b)| a.to_bits() != b.to_bits());
             assert_eq!(first_diff, None, "{g:?}, tiles {t0}..{}", t0 + nt);
@@ -288,7 +289,7 @@ mod tests {
 
     #[test]
     fn pieces_stay_inside_16_tile_groups_and_cover_every_tile_once() {
-        let runs = winograd::runs(5, 60, 3, 7);
+        let runs = crate::kernels::winograd_shared::runs(5, 60, 3, 7);
         let pieces = pieces(runs);
         let mut next = 0;
         for p in &pieces {

@@ -1,5 +1,5 @@
-//! What the large-tile f32 Winograd convolutions share (F(4×4, 3×3) in `winograd4`, F(3×3, 3×3) in
-//! `winograd3`): the weight transform, the chunk loop of the forward, the pass that gathers tiles' patches from an
+//! What the large-tile f32 Winograd convolutions share (F(4×4, 3×3) in `winograd_f4`, F(3×3, 3×3) in
+//! `winograd_f3`): the weight transform, the chunk loop of the forward, the pass that gathers tiles' patches from an
 //! image into transformed blocks, the output tiles, and the rows they are read from and written to — each tile
 //! size brings its matrices. The portable loops go tile by tile (the reference, and the path of CPUs without
 //! AVX-512); [`avx512`] has the same loops 16 tiles a vector.
@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::geom::ConvGeom;
 use super::raw::SendPtr;
-use super::winograd::{block_products, with_buffers};
+use super::winograd_f2::{block_products, with_buffers};
 use super::winograd_shared::{runs, Run};
 
 /// `u[k][o][c]` = (G g Gᵀ)[k / T][k % T] for each 3×3 kernel g = w[o][c], where `g_times` is G (T × 3) times a

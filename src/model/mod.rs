@@ -4,6 +4,6 @@
 pub mod classifier;
 pub mod head;
 pub mod onnx;
+pub mod tensors;
 pub mod vgg16;
 pub mod weights;
-pub mod tensors;

@@ -9,8 +9,8 @@ use candle_core::Device;
 use crate::error::{Error, Result};
 use crate::model::classifier::Classifier;
 use crate::model::vgg16::Vgg16;
-use crate::train::history::History;
 use crate::train::config::TrainConfig;
+use crate::train::history::History;
 use crate::train::state::{Resume, TrainState};
 
 /// Reads `dir/config.json` and `dir/last.safetensors` (onto `device`): the run's configuration, its conv base and

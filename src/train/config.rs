@@ -174,4 +174,3 @@ impl TrainConfig {
         Err(Error::invalid(format!("--features {problem}")))
     }
 }
-

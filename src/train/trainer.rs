@@ -29,7 +29,6 @@ use crate::model::vgg16::{Vgg16, LAYERS};
 pub use super::config::{CacheMode, ReduceLrSettings, TrainConfig};
 pub use super::state::{Resume, TrainState};
 
-
 pub use super::fit_loop::Ending;
 
 /// A step's forward pass: the logits, the data loss and the penalty as numbers, and their sum to differentiate.

@@ -86,7 +86,7 @@ fn at(m: [f32; T]) -> [f32; 4] {
 /// The f32 forward's transformed weights (36 · O · C floats), kept for the next call as in [`super::winograd`].
 static TRANSFORMED: Pool<f32> = Pool::new();
 
-/// Forward convolution with Winograd F(4×4, 3×3); the contract of [`super::winograd::forward`] (bias and ReLU
+/// Forward convolution with Winograd F(4×4, 3×3); the contract of [`super::winograd_f2::forward`] (bias and ReLU
 /// fused, and with `pool` a 2×2/2 max-pool in floor mode: `out` is then `N × O × ⌊Ho/2⌋ × ⌊Wo/2⌋`).
 ///
 /// Panics when `g` is not a 3×3 geometry with padding ≤ 2 or a buffer's length does not fit `g`: the unsafe
@@ -450,7 +450,7 @@ mod tests {
         check_forward(
             &cases,
             &activations,
-            &paths("winograd4", avx512::available()),
+            &paths("winograd_f4", avx512::available()),
             |simd, x, g, w, b, (relu, pool), out| {
                 forward_on(simd, x, g, w, Some(b), relu, pool, out.into());
                 true

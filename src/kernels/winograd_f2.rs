@@ -14,10 +14,10 @@ use rayon::prelude::*;
 
 use super::bf16::{self, Bf16Kernel, PackedA};
 use super::geom::ConvGeom;
-pub use super::winograd_shared::applicable;
-use super::winograd_shared::{bias_grad, check_weight_grad, runs, weights_from_sums, Run};
 use super::raw::{sgemm, Out, Pool, SendPtr};
 use super::simd::dispatch;
+pub use super::winograd_shared::applicable;
+use super::winograd_shared::{bias_grad, check_weight_grad, runs, weights_from_sums, Run};
 
 /// `U[k][o][c]` = (G g Gᵀ)[k / 4][k % 4] for the 3×3 kernel g = `w[o][c]`.
 pub fn transform_weights(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
@@ -1036,10 +1036,10 @@ pub fn weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut
 
 /// [`weight_grad`] with the 16 products in bf16 on `kernel` (the transformed output gradients and inputs rounded,
 /// their products summed in f32), as autocast runs a weight gradient. Channel counts in multiples of 16 take the
-/// channel-vectorised transforms of [`super::winograd_dw`]; others [`weight_grad_bf16_along_tiles`].
+/// channel-vectorised transforms of [`super::winograd_weight_grad`]; others [`weight_grad_bf16_along_tiles`].
 pub fn weight_grad_bf16(kernel: Bf16Kernel, x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
-    if super::winograd_dw::applicable(g) {
-        return super::winograd_dw::weight_grad(kernel, x, g, dy, dw, db);
+    if super::winograd_weight_grad::applicable(g) {
+        return super::winograd_weight_grad::weight_grad(kernel, x, g, dy, dw, db);
     }
     weight_grad_with(Some(kernel), x, g, dy, dw, db)
 }
@@ -1159,4 +1159,3 @@ pub(super) fn grad_products(
         }
     }
 }
-

@@ -1,6 +1,6 @@
 //! The bf16 Winograd F(2×2, 3×3) weight gradient with its transforms vectorised across channels.
 //!
-//! The arithmetic is [`super::winograd::weight_grad_bf16`]'s: `dW = Gᵀ (Σ_tiles V ⊙ Ŷ) G`, V = Bᵀ d B of the
+//! The arithmetic is [`super::winograd_f2::weight_grad_bf16`]'s: `dW = Gᵀ (Σ_tiles V ⊙ Ŷ) G`, V = Bᵀ d B of the
 //! input tiles and Ŷ = A dY Aᵀ of the output-gradient tiles rounded to bf16, their products summed in f32. What
 //! differs is how the operands are made. That form transforms one channel along a run of tiles into f32 buffers
 //! and packs them afterwards; at 9×9 a run is 5 tiles long, and in block5's bf16 weight gradient the transforms and
@@ -55,7 +55,7 @@ static SUMS: Pool<f32> = Pool::new();
 static OPERANDS: Pool<u32> = Pool::new();
 
 /// Weight and bias gradients of a 3×3 convolution in bf16 on `kernel`, as
-/// [`super::winograd::weight_grad_bf16`] computes them (up to the order of the f32 sums). `x` is N × C × H × W,
+/// [`super::winograd_f2::weight_grad_bf16`] computes them (up to the order of the f32 sums). `x` is N × C × H × W,
 /// `dy` N × O × Ho × Wo, `dw` O × C × 3 × 3, `db` O.
 ///
 /// Panics when `g` is not [`applicable`] or a buffer does not fit `g`.
@@ -411,7 +411,7 @@ mod tests {
                 let x = values(n * c * h * w, 1);
                 let dy = values(n * o * g.p(), 2);
                 let (mut want, mut want_b) = (vec![0f32; o * c * 9], vec![0f32; o]);
-                super::super::winograd::weight_grad_bf16_along_tiles(kernel, &x, &g, &dy, &mut want, &mut want_b);
+                super::super::winograd_f2::weight_grad_bf16_along_tiles(kernel, &x, &g, &dy, &mut want, &mut want_b);
                 let (mut got, mut got_b) = (vec![1f32; o * c * 9], vec![1f32; o]);
                 weight_grad_in_chunks(kernel, &x, &g, &dy, tc, &mut got, &mut got_b);
                 let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));

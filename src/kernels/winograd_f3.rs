@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::geom::ConvGeom;
 use super::raw::{Out, Pool, SendPtr};
-use super::winograd::{grad_products, with_buffers};
+use super::winograd_f2::{grad_products, with_buffers};
 use super::winograd_shared::{bias_grad, check_weight_grad, kernels_from_sums, runs, Run};
 use super::winograd_tiles::{gather, over_chunks, store_rows, tile_outputs, tile_products, transform_weights_into};
 
@@ -26,7 +26,7 @@ const K: usize = T * T;
 
 /// True when the f32 forward, input gradient or weight gradient of `g` runs here: 3×3 kernels, 8+ input
 /// channels, 9 to 18 outputs across, and AVX-512 for the transforms (the portable ones cost more than the
-/// products save). [`super::winograd4::chosen`] takes the wider layers; below 9, F(2×2) wastes less.
+/// products save). [`super::winograd_f4::chosen`] takes the wider layers; below 9, F(2×2) wastes less.
 pub fn chosen(g: &ConvGeom) -> bool {
     g.k == 3 && g.pad <= 2 && g.c >= 8 && (9..=18).contains(&g.ho) && (9..=18).contains(&g.wo) && avx512::available()
 }
@@ -74,7 +74,7 @@ fn at(m: [f32; T]) -> [f32; M] {
 static TRANSFORMED: Pool<f32> = Pool::new();
 
 /// Forward convolution with Winograd F(3×3, 3×3), bias and ReLU fused; the contract of
-/// [`super::winograd::forward`]. A 3×3 tile is not a pooling window, so with `pool` the full output goes
+/// [`super::winograd_f2::forward`]. A 3×3 tile is not a pooling window, so with `pool` the full output goes
 /// through a scratch buffer and a separate 2×2/2 max-pool (floor mode): at 18×18 and 9×9 that extra pass costs
 /// less than F(2×2)'s 1.44–1.78× more products.
 ///
@@ -556,7 +556,7 @@ mod tests {
             (1, 64, 9, 9, 4, 1),
         ];
         let activations = [(false, false), (true, false), (true, true)];
-        let paths = paths("winograd3", avx512::available());
+        let paths = paths("winograd_f3", avx512::available());
         check_forward(&cases, &activations, &paths, |simd, x, g, w, b, (relu, pool), out| {
             if !pool {
                 forward_on(simd, x, g, w, Some(b), relu, out.into());
@@ -621,7 +621,7 @@ mod tests {
             let dy = noise(n * o * g.ho * g.wo, 300 + i as u64);
             let (want_w, want_b) = reference_grads(&x, &g, &dy);
             let scale = want_w.iter().fold(1e-6f64, |s, v| s.max(v.abs()));
-            for simd in paths("winograd3", avx512::available()) {
+            for simd in paths("winograd_f3", avx512::available()) {
                 let (mut dw, mut db) = (vec![f32::NAN; o * c * 9], vec![f32::NAN; o]);
                 weight_grad_on(simd, &x, &g, &dy, &mut dw, &mut db);
                 let worst = dw
