@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// File name of the lock inside a run folder.
-pub const LOCK_FILE: &str = ".lock";
+pub use super::paths::LOCK_FILE;
 
 /// A held lock; dropping it removes the lock file.
 #[derive(Debug)]
@@ -22,7 +22,7 @@ impl RunLock {
     /// Takes the lock of `dir` (which must exist), or says which process holds it and, as `other_way`, what
     /// else the user can do (e.g. "choose another --name").
     pub fn acquire(dir: &Path, other_way: &str) -> Result<Self> {
-        let path = dir.join(LOCK_FILE);
+        let path = super::RunPaths::new(dir).lock();
         let pid = std::process::id();
         let tmp = dir.join(format!(".lock.{pid}.tmp"));
         let write = || -> std::io::Result<()> {

@@ -3,12 +3,14 @@
 
 mod lock;
 mod name;
+mod paths;
 pub mod resume;
 
 use std::path::{Path, PathBuf};
 
 pub use lock::{RunLock, LOCK_FILE};
 pub use name::{validate_name, MAX_NAME_BYTES};
+pub use paths::RunPaths;
 
 use crate::error::{Error, Result};
 
@@ -23,7 +25,7 @@ pub struct RunFolder {
 
 /// True when `dir` holds a run that got as far as its first checkpoint.
 pub fn has_checkpoint(dir: &Path) -> bool {
-    dir.join("last.safetensors").exists()
+    RunPaths::new(dir).last().exists()
 }
 
 impl RunFolder {
@@ -66,7 +68,7 @@ impl RunFolder {
                     folder.dir.display()
                 )));
             }
-            if folder.dir.join("config.json").exists() {
+            if folder.paths().config().exists() {
                 log(&format!(
                     "{}: its run stopped before the first epoch ended (no last.safetensors); starting it again",
                     folder.dir.display()
@@ -85,7 +87,7 @@ impl RunFolder {
                 dir.display()
             )));
         }
-        if !dir.join("config.json").exists() {
+        if !RunPaths::new(dir).config().exists() {
             let name = dir
                 .file_name()
                 .map_or(String::new(), |n| n.to_string_lossy().into_owned());
@@ -103,6 +105,11 @@ impl RunFolder {
             }));
         }
         Self::lock(dir.to_path_buf(), false)
+    }
+
+    /// The paths of the folder's files.
+    pub fn paths(&self) -> RunPaths {
+        RunPaths::new(&self.dir)
     }
 
     fn lock(dir: PathBuf, created: bool) -> Result<Self> {
@@ -128,7 +135,7 @@ impl Drop for RunFolder {
             .map(|entries| entries.flatten().all(|e| e.file_name() == LOCK_FILE))
             .unwrap_or(false);
         if only_lock {
-            let _ = std::fs::remove_file(self.dir.join(LOCK_FILE));
+            let _ = std::fs::remove_file(self.paths().lock());
             let _ = std::fs::remove_dir(&self.dir);
         }
     }
@@ -142,9 +149,7 @@ fn remove_leftovers(dir: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let leftover = (name.ends_with(".tmp") && !name.starts_with(".lock."))
-            || (name.starts_with("feature-cache-") && name.ends_with(".f32"));
-        if leftover {
+        if RunPaths::is_leftover(&name) {
             let _ = std::fs::remove_file(entry.path());
         }
     }

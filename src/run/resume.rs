@@ -16,7 +16,7 @@ use crate::train::state::{Resume, TrainState};
 /// Reads `dir/config.json` and `dir/last.safetensors` (onto `device`): the run's configuration, its conv base and
 /// where it stopped.
 pub fn load(dir: &Path, device: &Device) -> Result<(TrainConfig, Vgg16, Resume)> {
-    let cfg_path = dir.join("config.json");
+    let cfg_path = super::RunPaths::new(dir).config();
     let text = std::fs::read_to_string(&cfg_path).map_err(|_| {
         Error::invalid(format!(
             "{}: cannot resume: no config.json (is it a run folder?)",
@@ -27,7 +27,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(TrainConfig, Vgg16, Resume)>
         path: cfg_path.clone(),
         message: format!("not a catdog config.json: {e}"),
     })?;
-    let last = dir.join("last.safetensors");
+    let last = super::RunPaths::new(dir).last();
     if !super::has_checkpoint(dir) {
         return Err(no_checkpoint(dir));
     }
@@ -63,7 +63,7 @@ fn no_checkpoint(dir: &Path) -> Error {
         .file_name()
         .map_or(String::new(), |n| n.to_string_lossy().into_owned());
     let epochs = History::read(dir).map(|h| h.epochs.len()).unwrap_or(0);
-    let best = dir.join("best.safetensors");
+    let best = super::RunPaths::new(dir).best();
     if epochs == 0 && !best.exists() {
         return Error::invalid(format!(
             "{}: nothing to resume: the run stopped before its first epoch ended (no last.safetensors); start it \

@@ -92,7 +92,7 @@ impl FeatureCache {
             Store::Memory(vec![0f32; n * per])
         } else {
             std::fs::create_dir_all(spill_dir).map_err(|e| Error::io(spill_dir, e))?;
-            let path = spill_dir.join(format!("feature-cache-{label}-{}.f32", std::process::id()));
+            let path = crate::run::RunPaths::new(spill_dir).feature_cache(label);
             let file = File::options()
                 .read(true)
                 .write(true)

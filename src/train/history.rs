@@ -82,12 +82,13 @@ impl History {
 
     /// Writes `history.csv` and `history.json` into `dir` (atomically).
     pub fn write(&self, dir: &Path) -> Result<()> {
-        crate::io::atomic_write(&dir.join("history.csv"), self.csv().as_bytes())?;
-        crate::io::write_json(&dir.join("history.json"), self)
+        let paths = crate::run::RunPaths::new(dir);
+        crate::io::atomic_write(&paths.history_csv(), self.csv().as_bytes())?;
+        crate::io::write_json(&paths.history_json(), self)
     }
 
     pub fn read(dir: &Path) -> Result<Self> {
-        let p = dir.join("history.json");
+        let p = crate::run::RunPaths::new(dir).history_json();
         let s = std::fs::read_to_string(&p).map_err(|e| crate::Error::io(&p, e))?;
         Ok(serde_json::from_str(&s)?)
     }

@@ -258,6 +258,11 @@ impl Trainer {
         self.model.head.load_values(tensors)
     }
 
+    /// The paths of the run folder's files.
+    pub fn paths(&self) -> crate::run::RunPaths {
+        crate::run::RunPaths::new(&self.run_dir)
+    }
+
     /// True when the training batches go through the feature cache.
     pub fn caching(&self) -> bool {
         match self.cfg.cache {
@@ -453,7 +458,7 @@ impl Trainer {
         } else {
             format!(
                 "{} holds the last good epoch ({})",
-                self.run_dir.join("last.safetensors").display(),
+                self.paths().last().display(),
                 self.history.epochs.len()
             )
         }
@@ -508,7 +513,7 @@ impl Trainer {
 
     fn save_last(&self) -> Result<()> {
         self.model.save(
-            &self.run_dir.join("last.safetensors"),
+            &self.paths().last(),
             self.optimizer.state_tensors(),
             self.train_state_meta()?,
         )
@@ -596,7 +601,7 @@ impl Trainer {
             "interrupted in epoch {} after batch {}: saved {}; continue with --resume {}",
             epoch + 1,
             self.state.batches_done,
-            self.run_dir.join("last.safetensors").display(),
+            self.paths().last().display(),
             self.run_dir.display()
         ));
         Ok(())
@@ -629,12 +634,12 @@ impl Trainer {
         if let Some(v) = value {
             meta.insert("monitor_value".into(), v.to_string());
         }
-        self.model.save(&self.run_dir.join("best.safetensors"), vec![], meta)
+        self.model.save(&self.paths().best(), vec![], meta)
     }
 
     /// restore_best_weights: the best epoch's weights back into the model (Keras 3 does so even without a stop).
     fn restore_best(&mut self, epoch: usize, log: &mut dyn FnMut(&str)) -> Result<()> {
-        let (t, _) = crate::model::weights::read_safetensors(&self.run_dir.join("best.safetensors"))?;
+        let (t, _) = crate::model::weights::read_safetensors(&self.paths().best())?;
         self.model.base.load_values(&t)?;
         self.model.head.load_values(&t)?;
         log(&format!("restored the weights of the best epoch ({})", epoch + 1));
@@ -657,7 +662,7 @@ impl Trainer {
     fn write_curves(&self, log: &mut dyn FnMut(&str)) {
         let best = self.state.callbacks.best.epoch.map(|e| e + 1);
         let img = crate::plot::curves(&self.history, best);
-        if let Err(e) = img.and_then(|img| crate::plot::save_png(&self.run_dir.join("curves.png"), &img)) {
+        if let Err(e) = img.and_then(|img| crate::plot::save_png(&self.paths().curves(), &img)) {
             log(&format!("warning: curves.png not written: {e}"));
         }
     }

@@ -121,15 +121,16 @@ pub fn run_recipes(a: &CourseArgs, quiet: bool) -> Result<Vec<Row>> {
 fn train_recipe(a: &CourseArgs, recipe: &Recipe, epochs: usize, quiet: bool) -> Result<PathBuf> {
     let dir = a.out.join(recipe.name);
     let done = History::read(&dir).map(|h| h.epochs.len()).unwrap_or(0);
-    let stopped_early = std::fs::read_to_string(dir.join("summary.md")).is_ok_and(|s| s.contains("early"));
-    if dir.join("last.safetensors").exists() && (done >= epochs || stopped_early) {
+    let paths = crate::run::RunPaths::new(&dir);
+    let stopped_early = std::fs::read_to_string(paths.summary()).is_ok_and(|s| s.contains("early"));
+    if paths.last().exists() && (done >= epochs || stopped_early) {
         if !quiet {
             eprintln!("{}: finished earlier ({done} epochs), kept", recipe.title);
         }
         return Ok(dir);
     }
     let mut args: Vec<OsString> = vec!["catdog".into(), "finetune".into()];
-    if dir.join("last.safetensors").exists() {
+    if paths.last().exists() {
         args.extend(["--resume".into(), dir.clone().into_os_string()]);
         args.extend(["--epochs".into(), epochs.to_string().into()]);
     } else {
@@ -192,7 +193,10 @@ fn without_weights(shared: &[String]) -> Vec<String> {
 /// Evaluates a recipe's best checkpoint on the data's test folder.
 fn evaluate_recipe(a: &CourseArgs, recipe: &Recipe, dir: &Path, quiet: bool) -> Result<Row> {
     let mut args: Vec<OsString> = vec!["catdog".into(), "evaluate".into(), "--quiet".into()];
-    args.extend(["--checkpoint".into(), dir.join("best.safetensors").into_os_string()]);
+    args.extend([
+        "--checkpoint".into(),
+        crate::run::RunPaths::new(dir).best().into_os_string(),
+    ]);
     args.extend(["--data".into(), a.data.clone().into_os_string()]);
     let (cli, _) = crate::app::parse(args).map_err(|e| crate::app::UsageError(e.render().to_string()))?;
     let Command::Evaluate(e) = cli.command else {

@@ -38,7 +38,7 @@ fn tta_for(checkpoint: &Path, looks: usize) -> Result<Option<report::Tta>> {
     }
     let recorded = checkpoint
         .parent()
-        .and_then(|dir| std::fs::read_to_string(dir.join("config.json")).ok())
+        .and_then(|dir| std::fs::read_to_string(crate::run::RunPaths::new(dir).config()).ok())
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
         .and_then(|cfg| serde_json::from_value::<AugmentConfig>(cfg["augment"].clone()).ok());
     Ok(Some(report::Tta {

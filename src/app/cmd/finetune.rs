@@ -172,7 +172,7 @@ pub fn train(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<(i32, 
         );
     }
     check_run_memory(&cfg, &base, &splits)?;
-    crate::io::write_json(&run_dir.join("config.json"), &cfg)?;
+    crate::io::write_json(&folder.paths().config(), &cfg)?;
     describe_start(&cfg, &splits, &run_dir, precision.kernel);
     let mut trainer = Trainer::new(cfg.clone(), base, &splits, &run_dir, resume, &device)?;
     if let Some(init) = &init {
@@ -197,7 +197,7 @@ pub fn train(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<(i32, 
         eprintln!(
             "skipped {} unreadable images (listed in {}), e.g. {}: {}",
             bad.len(),
-            run_dir.join("bad_files.txt").display(),
+            folder.paths().bad_files().display(),
             bad[0].0.display(),
             bad[0].1
         );
@@ -282,7 +282,7 @@ pub(in crate::app) struct InitFrom {
 /// `--init-from RUN|CHECKPOINT`: a run folder's best.safetensors, or the checkpoint named; loaded onto `device`.
 fn load_init(given: &Path, device: &candle_core::Device) -> Result<(Vgg16, InitFrom)> {
     let path = if given.is_dir() {
-        given.join("best.safetensors")
+        run::RunPaths::new(given).best()
     } else {
         given.to_path_buf()
     };
@@ -577,6 +577,6 @@ fn write_bad_files(dir: &Path, bad: &[(PathBuf, String)]) -> Result<()> {
     for (p, r) in bad {
         s.push_str(&format!("{}\t{r}\n", p.display()));
     }
-    crate::io::atomic_write(&dir.join("bad_files.txt"), s.as_bytes())?;
+    crate::io::atomic_write(&run::RunPaths::new(dir).bad_files(), s.as_bytes())?;
     Ok(())
 }

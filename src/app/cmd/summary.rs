@@ -164,6 +164,6 @@ pub fn write(t: &Trainer, s: &Splits, o: &Outcome) -> Result<()> {
         ));
     }
     md.push_str("\n![training curves](curves.png)\n\nFiles: `config.json`, `history.csv`, `history.json`, `curves.png`, `best.safetensors`, `last.safetensors`, `bad_files.txt`.\n");
-    crate::io::atomic_write(&o.run_dir.join("summary.md"), md.as_bytes())?;
+    crate::io::atomic_write(&crate::run::RunPaths::new(&o.run_dir).summary(), md.as_bytes())?;
     Ok(())
 }
