@@ -8,6 +8,10 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::callbacks::Callbacks;
+use super::config::TrainConfig;
+use super::early_stop::EarlyStopping;
+use super::optim::ReduceLrOnPlateau;
+use crate::error::Result;
 use super::history::History;
 use crate::model::classifier::ModelMeta;
 
@@ -35,6 +39,31 @@ pub struct TrainState {
 const MAX_SAVED_EPOCHS: usize = 1_000_000;
 
 impl TrainState {
+    /// The state of a run that has not started: epoch 0, the configured learning rate, new callbacks.
+    pub fn fresh(cfg: &TrainConfig) -> Result<Self> {
+        let reduce_lr = match &cfg.reduce_lr {
+            Some(r) => Some(ReduceLrOnPlateau::new(&cfg.monitor()?.name, r.factor, r.patience, r.min_lr)?),
+            None => None,
+        };
+        Ok(TrainState {
+            epoch: 0,
+            batches_done: 0,
+            sum_data_loss: 0.0,
+            sum_penalty: 0.0,
+            correct: 0,
+            seen: 0,
+            seconds: 0.0,
+            optimizer_steps: 0,
+            lr: cfg.optimizer.lr,
+            callbacks: Callbacks {
+                early_stopping: cfg.early_stopping.clone().map(EarlyStopping::new).transpose()?,
+                reduce_lr,
+                best: Default::default(),
+            },
+            finished: false,
+        })
+    }
+
     /// Checks a state read back from a checkpoint against what a run with batches of `batch_size` can have
     /// saved: a learning rate that is finite and not negative, `correct ≤ seen ≤ batches × batch_size`, finite
     /// non-negative sums, a sane epoch count. `Err` says which value is impossible.

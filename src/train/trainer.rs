@@ -17,7 +17,7 @@ use super::fit_loop::{self, Batches, Learner, Monitored};
 use super::history::{EpochRecord, History};
 use super::loss;
 use super::monitor::Monitor;
-use super::optim::{Optimizer, ReduceLrOnPlateau};
+use super::optim::Optimizer;
 use crate::data::augment::AugmentConfig;
 use crate::data::folder::{ImageFolder, Splits};
 use crate::data::loader::{mix, Loader, LoaderConfig};
@@ -86,11 +86,72 @@ fn loader_cfg(cfg: &TrainConfig, augment: Option<AugmentConfig>, shuffle: bool, 
     l
 }
 
+/// The classifier of a new run: `base` with its layers from `split` on trainable, in the run's kernels and
+/// precision, and a new head for `classes`.
+fn new_model(cfg: &TrainConfig, mut base: Vgg16, split: usize, classes: &[String], device: &Device) -> Result<Classifier> {
+    base.set_trainable_from(split)?;
+    base.set_kernels(cfg.kernels.for_device(device));
+    base.set_precision(cfg.precision);
+    let (c, h, w) = base.output_shape(LAYERS.len() - 1, cfg.size as usize);
+    let head_cfg = HeadConfig {
+        kind: cfg.head,
+        in_shape: [c, h, w],
+        hidden: cfg.hidden,
+        dropout: cfg.dropout,
+        n_out: HeadConfig::outputs_for(classes.len()),
+    };
+    let head = Head::new(head_cfg.clone(), cfg.seed, device)?;
+    let meta = ModelMeta {
+        classes: classes.to_vec(),
+        size: cfg.size,
+        interpolation: cfg.interpolation,
+        preprocess: cfg.preprocess,
+        head: head_cfg,
+        mode: cfg.mode,
+        unfreeze_from: (cfg.mode == TrainMode::Finetune).then(|| cfg.unfreeze_from.clone()),
+        weights: cfg.weights.clone(),
+        weights_revision: cfg.weights_revision.clone(),
+        catdog_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    Ok(Classifier { base, head, meta })
+}
+
+/// A resumed run's state and history, its weights and optimizer state loaded into `model` and `optimizer`
+/// (after checking that the checkpoint holds this run's model).
+fn resumed(
+    cfg: &TrainConfig,
+    r: Resume,
+    model: &mut Classifier,
+    optimizer: &mut Optimizer,
+) -> Result<(TrainState, History)> {
+    crate::model::classifier::check_same_model(&r.meta, &model.meta, &r.checkpoint)?;
+    model.base.load_values(&r.tensors)?;
+    model.head.load_values(&r.tensors)?;
+    optimizer.load_state(&r.tensors, r.state.optimizer_steps)?;
+    optimizer.set_lr(r.state.lr);
+    let mut state = r.state;
+    // --patience may change on a resume: the saved callback keeps its counters, with the new patience.
+    match (&cfg.early_stopping, state.callbacks.early_stopping.as_mut()) {
+        (Some(c), Some(es)) => es.config.patience = c.patience,
+        (Some(c), None) => state.callbacks.early_stopping = Some(EarlyStopping::new(c.clone())?),
+        _ => {}
+    }
+    // A finished run given more epochs is a new fit, as a second model.fit() in Keras: patience counts
+    // again from here. The best value is kept, so best.safetensors is only replaced by a better epoch.
+    if state.finished && cfg.epochs > state.epoch {
+        state.finished = false;
+        state.callbacks.start_new_fit();
+    }
+    let mut history = r.history;
+    history.epochs.truncate(state.epoch);
+    Ok((state, history))
+}
+
 impl Trainer {
     /// Sets up a new run (`resume = None`) or continues one from `last.safetensors`.
     pub fn new(
         cfg: TrainConfig,
-        mut base: Vgg16,
+        base: Vgg16,
         splits: &Splits,
         run_dir: &Path,
         resume: Option<Resume>,
@@ -98,37 +159,8 @@ impl Trainer {
     ) -> Result<Self> {
         cfg.validate()?;
         let split = cfg.split()?;
-        base.set_trainable_from(split)?;
         let kernels = cfg.kernels.for_device(device);
-        base.set_kernels(kernels);
-        base.set_precision(cfg.precision);
-        let classes = splits.train.classes.clone();
-        let n_out = HeadConfig::outputs_for(classes.len());
-        let in_shape = {
-            let (c, h, w) = base.output_shape(LAYERS.len() - 1, cfg.size as usize);
-            [c, h, w]
-        };
-        let head_cfg = HeadConfig {
-            kind: cfg.head,
-            in_shape,
-            hidden: cfg.hidden,
-            dropout: cfg.dropout,
-            n_out,
-        };
-        let head = Head::new(head_cfg.clone(), cfg.seed, device)?;
-        let meta = ModelMeta {
-            classes,
-            size: cfg.size,
-            interpolation: cfg.interpolation,
-            preprocess: cfg.preprocess,
-            head: head_cfg,
-            mode: cfg.mode,
-            unfreeze_from: (cfg.mode == TrainMode::Finetune).then(|| cfg.unfreeze_from.clone()),
-            weights: cfg.weights.clone(),
-            weights_revision: cfg.weights_revision.clone(),
-            catdog_version: env!("CARGO_PKG_VERSION").to_string(),
-        };
-        let model = Classifier { base, head, meta };
+        let mut model = new_model(&cfg, base, split, &splits.train.classes, device)?;
         let mut params = model.head.vars();
         params.extend(model.base.trainable_vars());
         let mut optimizer = Optimizer::new(cfg.optimizer.clone(), params)?;
@@ -145,65 +177,10 @@ impl Trainer {
             .as_ref()
             .map(|v: &ImageFolder| Loader::new(v.samples.clone(), loader_cfg(&cfg, None, false, 0)))
             .transpose()?;
-
-        let es = cfg.early_stopping.clone().map(EarlyStopping::new).transpose()?;
-        let rl = match &cfg.reduce_lr {
-            Some(r) => Some(ReduceLrOnPlateau::new(
-                &cfg.monitor()?.name,
-                r.factor,
-                r.patience,
-                r.min_lr,
-            )?),
-            None => None,
+        let (state, history) = match resume {
+            Some(r) => resumed(&cfg, r, &mut model, &mut optimizer)?,
+            None => (TrainState::fresh(&cfg)?, History::default()),
         };
-        let mut state = TrainState {
-            epoch: 0,
-            batches_done: 0,
-            sum_data_loss: 0.0,
-            sum_penalty: 0.0,
-            correct: 0,
-            seen: 0,
-            seconds: 0.0,
-            optimizer_steps: 0,
-            lr: cfg.optimizer.lr,
-            callbacks: Callbacks {
-                early_stopping: es,
-                reduce_lr: rl,
-                best: Default::default(),
-            },
-            finished: false,
-        };
-        let mut history = History::default();
-        let mut model = model;
-        if let Some(Resume {
-            checkpoint,
-            meta,
-            tensors,
-            state: st,
-            history: hist,
-        }) = resume
-        {
-            crate::model::classifier::check_same_model(&meta, &model.meta, &checkpoint)?;
-            model.base.load_values(&tensors)?;
-            model.head.load_values(&tensors)?;
-            optimizer.load_state(&tensors, st.optimizer_steps)?;
-            optimizer.set_lr(st.lr);
-            state = st;
-            // --patience may change on a resume: the saved callback keeps its counters, with the new patience.
-            match (&cfg.early_stopping, state.callbacks.early_stopping.as_mut()) {
-                (Some(c), Some(es)) => es.config.patience = c.patience,
-                (Some(c), None) => state.callbacks.early_stopping = Some(EarlyStopping::new(c.clone())?),
-                _ => {}
-            }
-            // A finished run given more epochs is a new fit, as a second model.fit() in Keras: patience counts
-            // again from here. The best value is kept, so best.safetensors is only replaced by a better epoch.
-            if state.finished && cfg.epochs > state.epoch {
-                state.finished = false;
-                state.callbacks.start_new_fit();
-            }
-            history = hist;
-            history.epochs.truncate(state.epoch);
-        }
         Ok(Trainer {
             cfg,
             model,
