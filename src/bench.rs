@@ -147,132 +147,35 @@ pub fn forward(model: &Vgg16, opts: &ForwardOptions, mut log: impl FnMut(&str)) 
         kernels: Kernels::Fast,
         precision: resolved.precision,
     };
-    // The backward timings follow the precision too (bf16 products where a kernel for them runs).
-    let algo = compute.bf16_kernel().map_or(conv::Algo::Auto, conv::Algo::Bf16);
     log(&format!(
         "timing the whole base with the fast convolution ({}, {})…",
         resolved.precision.name(),
         resolved.kernel
     ));
-    let mut out_fast = None;
-    let fast_s = best_of(opts.iters, || {
-        out_fast = Some(fast_model.forward(&x)?);
-        device.synchronize()?;
-        Ok(())
-    })?;
+    let (fast_s, out_fast) = time_whole(&fast_model, &x, opts.iters)?;
     let (mut fp32_s, mut bf16_diff) = (None, None);
     if resolved.precision == Precision::Bf16 {
         let mut fp32_model = fast_model.clone();
         fp32_model.set_precision(Precision::Fp32);
         log("timing the whole base with the fast convolution in fp32, for comparison…");
-        let mut out_fp32 = None;
-        fp32_s = Some(best_of(opts.iters, || {
-            out_fp32 = Some(fp32_model.forward(&x)?);
-            device.synchronize()?;
-            Ok(())
-        })?);
-        if let (Some(a), Some(b)) = (&out_fast, &out_fp32) {
-            bf16_diff = Some(max_rel_diff(a, b)?);
-        }
+        let (t, out) = time_whole(&fp32_model, &x, opts.iters)?;
+        fp32_s = Some(t);
+        bf16_diff = Some(max_rel_diff(&out_fast, &out)?);
     }
     let (mut candle_s, mut diff) = (None, None);
     if opts.compare {
         let mut stock = model.clone();
         stock.set_kernels(Kernels::Portable);
         log("timing the whole base with candle's conv2d…");
-        let mut out_stock = None;
-        candle_s = Some(best_of(opts.iters, || {
-            out_stock = Some(stock.forward(&x)?);
-            device.synchronize()?;
-            Ok(())
-        })?);
-        if let (Some(a), Some(b)) = (&out_fast, &out_stock) {
-            diff = Some(max_rel_diff(a, b)?);
-        }
+        let (t, out) = time_whole(&stock, &x, opts.iters)?;
+        candle_s = Some(t);
+        diff = Some(max_rel_diff(&out_fast, &out)?);
     }
-    let mut layers = Vec::new();
-    if opts.layers {
-        let mut s = opts.size;
-        let mut c = 3;
-        let named = model.named_tensors();
-        for spec in LAYERS.iter() {
-            if !spec.is_conv {
-                s /= 2;
-                continue;
-            }
-            let w = named
-                .iter()
-                .find(|(n, _)| *n == format!("features.{}.weight", spec.index))
-                .map(|(_, t)| t.clone())
-                .expect("every conv has a weight");
-            let b = named
-                .iter()
-                .find(|(n, _)| *n == format!("features.{}.bias", spec.index))
-                .map(|(_, t)| t.clone())
-                .expect("every conv has a bias");
-            let o = w.dim(0)?;
-            log(&format!("timing {} ({c}→{o}, {s}×{s})…", spec.name));
-            let xin = pseudo_random(&[opts.batch, c, s, s], 2, &device)?.relu()?;
-            let g = ConvGeom::new(opts.batch, c, s, s, o, 3, 1);
-            let gflop = g.flops() / 1e9;
-            let tf = best_of(opts.iters, || {
-                conv::conv2d(&xin, &w, &b, 1, true, compute)?;
-                Ok(())
-            })?;
-            let tc = if opts.compare {
-                best_of(opts.iters.min(2), || {
-                    conv::conv2d(&xin, &w, &b, 1, true, Kernels::Portable)?;
-                    Ok(())
-                })?
-            } else {
-                f64::NAN
-            };
-            let (mut dxg, mut dwg, mut cb) = (None, None, None);
-            if opts.backward {
-                let xs = xin.flatten_all()?.to_vec1::<f32>()?;
-                let ws = w.flatten_all()?.to_vec1::<f32>()?;
-                let dy = pseudo_random(&[opts.batch, o, s, s], 3, &device)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?;
-                let mut dx = vec![0f32; xs.len()];
-                let mut dw = vec![0f32; ws.len()];
-                let mut db = vec![0f32; o];
-                let t_dx = best_of(opts.iters, || {
-                    conv::conv_input_grad_with(algo, &dy, &g, &ws, &mut dx);
-                    Ok(())
-                })?;
-                let t_dw = best_of(opts.iters, || {
-                    conv::conv_weight_grad_with(algo, &xs, &g, &dy, &mut dw, &mut db);
-                    Ok(())
-                })?;
-                dxg = Some(gflop / t_dx);
-                dwg = Some(gflop / t_dw);
-                if opts.compare {
-                    let xv = Var::from_tensor(&xin)?;
-                    let wv = Var::from_tensor(&w)?;
-                    let loss = conv::conv2d(&xv, &wv, &b, 1, false, Kernels::Portable)?.sum_all()?;
-                    let t_cb = best_of(1, || {
-                        loss.backward()?;
-                        Ok(())
-                    })?;
-                    cb = Some(2.0 * gflop / t_cb);
-                }
-            }
-            layers.push(LayerFigures {
-                layer: spec.name.to_string(),
-                shape: [opts.batch, c, s, s, o],
-                gflop,
-                fast_gflops: gflop / tf,
-                candle_gflops: gflop / tc,
-                speedup: tc / tf,
-                fraction_of_peak: gflop / tf / peak,
-                fast_input_grad_gflops: dxg,
-                fast_weight_grad_gflops: dwg,
-                candle_backward_gflops: cb,
-            });
-            c = o;
-        }
-    }
+    let layers = if opts.layers {
+        layer_figures(model, opts, compute, peak, &mut log)?
+    } else {
+        Vec::new()
+    };
     let imgs = opts.batch as f64;
     Ok(ForwardReport {
         device: crate::device::device_name(&device),
@@ -297,6 +200,126 @@ pub fn forward(model: &Vgg16, opts: &ForwardOptions, mut log: impl FnMut(&str)) 
         fp32_images_per_s: fp32_s.map(|t| opts.batch as f64 / t),
         bf16_vs_fp32_difference: bf16_diff,
     })
+}
+
+/// The best of `iters` whole forwards of `model` on `x` (seconds), and its output.
+fn time_whole(model: &Vgg16, x: &Tensor, iters: usize) -> Result<(f64, Tensor)> {
+    let mut out = None;
+    let seconds = best_of(iters, || {
+        out = Some(model.forward(x)?);
+        model.device().synchronize()?;
+        Ok(())
+    })?;
+    Ok((seconds, out.expect("best_of runs at least once")))
+}
+
+/// Each conv layer of `model` timed alone on its own input shape (forward, and with `opts.backward` the input
+/// and weight gradients), against candle's with `opts.compare`.
+fn layer_figures(
+    model: &Vgg16,
+    opts: &ForwardOptions,
+    compute: Compute,
+    peak: f64,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<LayerFigures>> {
+    let device = model.device().clone();
+    let named = model.named_tensors();
+    let tensor = |name: String| {
+        named
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t.clone())
+            .expect("every conv has a weight and a bias")
+    };
+    let (mut s, mut c) = (opts.size, 3);
+    let mut layers = Vec::new();
+    for spec in LAYERS.iter() {
+        if !spec.is_conv {
+            s /= 2;
+            continue;
+        }
+        let w = tensor(format!("features.{}.weight", spec.index));
+        let b = tensor(format!("features.{}.bias", spec.index));
+        let o = w.dim(0)?;
+        log(&format!("timing {} ({c}→{o}, {s}×{s})…", spec.name));
+        let xin = pseudo_random(&[opts.batch, c, s, s], 2, &device)?.relu()?;
+        let g = ConvGeom::new(opts.batch, c, s, s, o, 3, 1);
+        let gflop = g.flops() / 1e9;
+        let tf = best_of(opts.iters, || {
+            conv::conv2d(&xin, &w, &b, 1, true, compute)?;
+            Ok(())
+        })?;
+        let tc = if opts.compare {
+            best_of(opts.iters.min(2), || {
+                conv::conv2d(&xin, &w, &b, 1, true, Kernels::Portable)?;
+                Ok(())
+            })?
+        } else {
+            f64::NAN
+        };
+        let (dxg, dwg, cb) = if opts.backward {
+            backward_figures(&xin, &w, &b, &g, opts, compute)?
+        } else {
+            (None, None, None)
+        };
+        layers.push(LayerFigures {
+            layer: spec.name.to_string(),
+            shape: [opts.batch, c, s, s, o],
+            gflop,
+            fast_gflops: gflop / tf,
+            candle_gflops: gflop / tc,
+            speedup: tc / tf,
+            fraction_of_peak: gflop / tf / peak,
+            fast_input_grad_gflops: dxg,
+            fast_weight_grad_gflops: dwg,
+            candle_backward_gflops: cb,
+        });
+        c = o;
+    }
+    Ok(layers)
+}
+
+/// GFLOP/s of one layer's input gradient and weight gradient with catdog's kernels (in the precision's algorithm),
+/// and of candle's whole backward with `opts.compare`.
+fn backward_figures(
+    xin: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    g: &ConvGeom,
+    opts: &ForwardOptions,
+    compute: Compute,
+) -> Result<(Option<f64>, Option<f64>, Option<f64>)> {
+    // The backward timings follow the precision too (bf16 products where a kernel for them runs).
+    let algo = compute.bf16_kernel().map_or(conv::Algo::Auto, conv::Algo::Bf16);
+    let gflop = g.flops() / 1e9;
+    let xs = xin.flatten_all()?.to_vec1::<f32>()?;
+    let ws = w.flatten_all()?.to_vec1::<f32>()?;
+    let dy = pseudo_random(&[g.n, g.o, g.ho, g.wo], 3, xin.device())?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let mut dx = vec![0f32; xs.len()];
+    let mut dw = vec![0f32; ws.len()];
+    let mut db = vec![0f32; g.o];
+    let t_dx = best_of(opts.iters, || {
+        conv::conv_input_grad_with(algo, &dy, g, &ws, &mut dx);
+        Ok(())
+    })?;
+    let t_dw = best_of(opts.iters, || {
+        conv::conv_weight_grad_with(algo, &xs, g, &dy, &mut dw, &mut db);
+        Ok(())
+    })?;
+    let mut candle = None;
+    if opts.compare {
+        let xv = Var::from_tensor(xin)?;
+        let wv = Var::from_tensor(w)?;
+        let loss = conv::conv2d(&xv, &wv, b, 1, false, Kernels::Portable)?.sum_all()?;
+        let t_cb = best_of(1, || {
+            loss.backward()?;
+            Ok(())
+        })?;
+        candle = Some(2.0 * gflop / t_cb);
+    }
+    Ok((Some(gflop / t_dx), Some(gflop / t_dw), candle))
 }
 
 fn max_rel_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
@@ -394,114 +417,141 @@ pub struct TrainPass {
     pub images_per_s: f64,
 }
 
-/// Times training steps (forward, backward, RMSprop update) at `batch` × `size`²: from images (the frozen part
-/// runs every step without gradients) and from the cached frozen-part output, for `extract` or `finetune` from
-/// `split`. With `compare`, a bf16 base is also timed in fp32, and the step from images with candle's stock conv2d.
-#[allow(clippy::too_many_arguments)]
-pub fn train_step(
-    base: &Vgg16,
-    split: usize,
-    batch: usize,
-    size: usize,
-    steps: usize,
-    from_images: bool,
-    from_cache: bool,
-    compare: bool,
-    mut log: impl FnMut(&str),
-) -> Result<Vec<TrainPass>> {
-    use crate::model::head::{Head, HeadConfig, HeadKind};
-    use crate::train::optim::{OptimConfig, Optimizer, OptimizerKind};
-    let device = base.device().clone();
-    let x = pseudo_random(&[batch, 3, size, size], 5, &device)?;
-    let labels: Vec<u32> = (0..batch as u32).map(|i| i % 2).collect();
-    let mut passes = Vec::new();
-    let mut run = |name: &str, imp: Kernels, precision: Precision, cached: bool, steps: usize| -> Result<()> {
-        let mut m = base.clone();
-        m.set_kernels(imp);
-        m.set_precision(precision);
-        m.set_trainable_from(split)?;
-        let (c, h, w) = m.output_shape(LAYERS.len() - 1, size);
-        let head = Head::new(
-            HeadConfig {
-                kind: HeadKind::Flatten,
-                in_shape: [c, h, w],
-                hidden: 256,
-                dropout: 0.5,
-                n_out: 1,
-            },
-            0,
-            &device,
-        )?;
-        let mut params = head.vars();
-        params.extend(m.trainable_vars());
-        let mut opt = Optimizer::new(OptimConfig::new(OptimizerKind::Rmsprop, 1e-5), params)?;
-        let cache = if cached { Some(m.forward_frozen(&x)?) } else { None };
-        log(&format!("timing {name}…"));
-        let mut k = 0u64;
-        let secs = best_of(steps, || {
-            let h = match &cache {
-                Some(h) => h.clone(),
-                None => m.forward_frozen(&x)?,
-            };
-            let f = m.forward_trainable(&h)?;
-            k += 1;
-            let logits = head.forward(&f, Some(k), m.compute())?;
-            let loss = crate::train::loss::data_loss(&logits, &labels)?;
-            let g = loss.backward()?;
-            opt.step(&g)?;
-            device.synchronize()?;
-            Ok(())
-        })?;
-        passes.push(TrainPass {
-            name: name.to_string(),
-            seconds_per_step: secs,
-            images_per_s: batch as f64 / secs,
-        });
-        Ok(())
-    };
-    // The base's precision (bf16 where a kernel for it runs), and fp32 beside it for comparison.
+/// What the training-step benchmark times.
+#[derive(Debug, Clone)]
+pub struct TrainStepOptions {
+    /// The first trainable layer (an index into [`LAYERS`]; `LAYERS.len()` for the head alone).
+    pub split: usize,
+    pub batch: usize,
+    pub size: usize,
+    pub steps: usize,
+    /// Steps that run the frozen prefix on images.
+    pub from_images: bool,
+    /// Steps that start from the frozen prefix's output, computed once (the feature cache).
+    pub from_cache: bool,
+    /// Also fp32 beside bf16, and candle's convolution.
+    pub compare: bool,
+}
+
+/// Seconds per training step (forward, loss, backward, RMSprop update) of `base` with a 256-unit head, in the
+/// passes `opts` asks for: catdog's kernels from images and from the cached frozen output, in the base's
+/// precision (and fp32 beside bf16 with `compare`), and candle's stock conv2d with `compare`.
+pub fn train_step(base: &Vgg16, opts: &TrainStepOptions, mut log: impl FnMut(&str)) -> Result<Vec<TrainPass>> {
     let precision = base.precision();
-    let bf16 = compare && precision == Precision::Bf16;
-    if from_images {
-        run("step from images (catdog conv)", Kernels::Fast, precision, false, steps)?;
-        if bf16 {
-            run(
-                "step from images (catdog conv, fp32)",
-                Kernels::Fast,
-                Precision::Fp32,
-                false,
-                steps,
-            )?;
-        }
-    }
-    if from_cache {
-        run(
+    let bf16 = opts.compare && precision == Precision::Bf16;
+    let plan: [(&str, Kernels, Precision, bool, bool); 5] = [
+        (
+            "step from images (catdog conv)",
+            Kernels::Fast,
+            precision,
+            false,
+            opts.from_images,
+        ),
+        (
+            "step from images (catdog conv, fp32)",
+            Kernels::Fast,
+            Precision::Fp32,
+            false,
+            opts.from_images && bf16,
+        ),
+        (
             "step from the cached frozen output",
             Kernels::Fast,
             precision,
             true,
-            steps,
-        )?;
-        if bf16 {
-            run(
-                "step from the cached frozen output (fp32)",
-                Kernels::Fast,
-                Precision::Fp32,
-                true,
-                steps,
-            )?;
-        }
-    }
-    if compare && from_images {
-        run(
+            opts.from_cache,
+        ),
+        (
+            "step from the cached frozen output (fp32)",
+            Kernels::Fast,
+            Precision::Fp32,
+            true,
+            opts.from_cache && bf16,
+        ),
+        (
             "step from images (candle's stock conv2d)",
             Kernels::Portable,
             Precision::Fp32,
             false,
-            1,
-        )?;
+            opts.compare && opts.from_images,
+        ),
+    ];
+    let bench = StepBench::new(base, opts)?;
+    let mut passes = Vec::new();
+    for (name, kernels, precision, cached, wanted) in plan {
+        if wanted {
+            log(&format!("timing {name}…"));
+            // candle's stock path is slow: one timed step is enough for a comparison.
+            let steps = if kernels == Kernels::Portable { 1 } else { opts.steps };
+            let secs = bench.seconds_per_step(kernels, precision, cached, steps)?;
+            passes.push(TrainPass {
+                name: name.to_string(),
+                seconds_per_step: secs,
+                images_per_s: opts.batch as f64 / secs,
+            });
+        }
     }
     Ok(passes)
+}
+
+/// One batch of pseudo-random images and labels, and the base they train.
+struct StepBench<'a> {
+    base: &'a Vgg16,
+    split: usize,
+    size: usize,
+    x: Tensor,
+    labels: Vec<u32>,
+}
+
+impl<'a> StepBench<'a> {
+    fn new(base: &'a Vgg16, opts: &TrainStepOptions) -> Result<Self> {
+        Ok(StepBench {
+            base,
+            split: opts.split,
+            size: opts.size,
+            x: pseudo_random(&[opts.batch, 3, opts.size, opts.size], 5, base.device())?,
+            labels: (0..opts.batch as u32).map(|i| i % 2).collect(),
+        })
+    }
+
+    /// The best of `steps` training steps with these kernels and precision, from the cached frozen output when
+    /// `cached`.
+    fn seconds_per_step(&self, kernels: Kernels, precision: Precision, cached: bool, steps: usize) -> Result<f64> {
+        use crate::model::head::{Head, HeadConfig, HeadKind};
+        use crate::train::optim::{OptimConfig, Optimizer, OptimizerKind};
+        let device = self.base.device().clone();
+        let mut m = self.base.clone();
+        m.set_kernels(kernels);
+        m.set_precision(precision);
+        m.set_trainable_from(self.split)?;
+        let (c, h, w) = m.output_shape(LAYERS.len() - 1, self.size);
+        let head_cfg = HeadConfig {
+            kind: HeadKind::Flatten,
+            in_shape: [c, h, w],
+            hidden: 256,
+            dropout: 0.5,
+            n_out: 1,
+        };
+        let head = Head::new(head_cfg, 0, &device)?;
+        let mut params = head.vars();
+        params.extend(m.trainable_vars());
+        let mut opt = Optimizer::new(OptimConfig::new(OptimizerKind::Rmsprop, 1e-5), params)?;
+        let cache = if cached { Some(m.forward_frozen(&self.x)?) } else { None };
+        let mut k = 0u64;
+        best_of(steps, || {
+            let h = match &cache {
+                Some(h) => h.clone(),
+                None => m.forward_frozen(&self.x)?,
+            };
+            let f = m.forward_trainable(&h)?;
+            k += 1;
+            let logits = head.forward(&f, Some(k), m.compute())?;
+            let loss = crate::train::loss::data_loss(&logits, &self.labels)?;
+            opt.step(&loss.backward()?)?;
+            device.synchronize()?;
+            Ok(())
+        })
+    }
 }
 
 /// The labs' speed reference: an 11-64-32-1 MLP with dropout 0.2 and L2 1e-4, Adam, batch 32, 20 epochs on

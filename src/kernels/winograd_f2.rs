@@ -889,8 +889,7 @@ fn output_transform_body(
     pool: bool,
     outp: SendPtr,
 ) {
-    let (o, ho, wo) = (g.o, g.ho, g.wo);
-    let (ph, pw) = (ho / 2, wo / 2);
+    let o = g.o;
     let mut pooled = vec![0f32; if pool { tw } else { 0 }];
     let stride_k = o * nt;
     let runs = runs(t0, nt, th, tw);
@@ -931,34 +930,44 @@ fn output_transform_body(
                 }
                 q0 += l;
             }
-            if pool {
-                if run.ty < ph && run.tx0 < pw {
-                    let n = run.len.min(pw - run.tx0);
-                    // SAFETY: img < n, oc < o, ty < ph and tx0 + n ≤ pw, so the n values lie in row ty of plane
-                    // (img, oc) of the N × O × ph × pw output (its length checked by forward_with); tile
-                    // rows belong to one chunk each, so no other task writes them; `pooled` is a local buffer.
-                    unsafe {
-                        let dst = outp.get().add(((run.img * o + oc) * ph + run.ty) * pw + run.tx0);
-                        std::ptr::copy_nonoverlapping(pooled.as_ptr(), dst, n);
-                    }
-                }
-                continue;
+            store_run(run, oc, g, pool.then_some(&pooled[..]), [&y0, &y1], outp);
+        }
+    }
+}
+
+/// Stores one run's outputs of channel `oc`: the pooled row (`pooled`, with the 2×2/2 pool) or the two output
+/// rows `y` of its tile row, clipped to the output's edge. The caller (`output_transform`, for `forward_with`,
+/// which checks the output's length) gives each tile row to one task.
+#[inline(always)]
+fn store_run(run: &Run, oc: usize, g: &ConvGeom, pooled: Option<&[f32]>, y: [&[f32]; 2], outp: SendPtr) {
+    let (o, ho, wo) = (g.o, g.ho, g.wo);
+    let (ph, pw) = (ho / 2, wo / 2);
+    if let Some(pooled) = pooled {
+        if run.ty < ph && run.tx0 < pw {
+            let n = run.len.min(pw - run.tx0);
+            // SAFETY: img < n, oc < o, ty < ph and tx0 + n ≤ pw, so the n values lie in row ty of plane
+            // (img, oc) of the N × O × ph × pw output (its length checked by forward_with); tile
+            // rows belong to one chunk each, so no other task writes them; `pooled` is a local buffer.
+            unsafe {
+                let dst = outp.get().add(((run.img * o + oc) * ph + run.ty) * pw + run.tx0);
+                std::ptr::copy_nonoverlapping(pooled.as_ptr(), dst, n);
             }
-            let x0 = 2 * run.tx0;
-            let ncols = (2 * run.len).min(wo - x0);
-            for (r, y) in [&y0, &y1].into_iter().enumerate() {
-                let yy = 2 * run.ty + r;
-                if yy >= ho {
-                    break;
-                }
-                // SAFETY: yy < ho and x0 + ncols ≤ wo, so the values lie in row yy of plane (img, oc) of the
-                // N × O × ho × wo output (length checked by forward_with); output rows 2·ty and 2·ty + 1
-                // belong to this tile row's chunk alone; y is a local buffer of 2·tw ≥ ncols values.
-                unsafe {
-                    let plane = outp.get().add((run.img * o + oc) * ho * wo);
-                    std::ptr::copy_nonoverlapping(y.as_ptr(), plane.add(yy * wo + x0), ncols);
-                }
-            }
+        }
+        return;
+    }
+    let x0 = 2 * run.tx0;
+    let ncols = (2 * run.len).min(wo - x0);
+    for (r, y) in y.into_iter().enumerate() {
+        let yy = 2 * run.ty + r;
+        if yy >= ho {
+            break;
+        }
+        // SAFETY: yy < ho and x0 + ncols ≤ wo, so the values lie in row yy of plane (img, oc) of the
+        // N × O × ho × wo output (length checked by forward_with); output rows 2·ty and 2·ty + 1
+        // belong to this tile row's chunk alone; y is a local buffer of 2·tw ≥ ncols values.
+        unsafe {
+            let plane = outp.get().add((run.img * o + oc) * ho * wo);
+            std::ptr::copy_nonoverlapping(y.as_ptr(), plane.add(yy * wo + x0), ncols);
         }
     }
 }

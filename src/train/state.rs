@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::callbacks::Callbacks;
 use super::config::TrainConfig;
 use super::early_stop::EarlyStopping;
+use super::history::History;
 use super::optim::ReduceLrOnPlateau;
 use crate::error::Result;
-use super::history::History;
 use crate::model::classifier::ModelMeta;
 
 /// Progress of an interrupted or finished run (stored in `last.safetensors` as `train_state`).
@@ -42,7 +42,12 @@ impl TrainState {
     /// The state of a run that has not started: epoch 0, the configured learning rate, new callbacks.
     pub fn fresh(cfg: &TrainConfig) -> Result<Self> {
         let reduce_lr = match &cfg.reduce_lr {
-            Some(r) => Some(ReduceLrOnPlateau::new(&cfg.monitor()?.name, r.factor, r.patience, r.min_lr)?),
+            Some(r) => Some(ReduceLrOnPlateau::new(
+                &cfg.monitor()?.name,
+                r.factor,
+                r.patience,
+                r.min_lr,
+            )?),
             None => None,
         };
         Ok(TrainState {

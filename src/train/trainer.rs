@@ -88,7 +88,13 @@ fn loader_cfg(cfg: &TrainConfig, augment: Option<AugmentConfig>, shuffle: bool, 
 
 /// The classifier of a new run: `base` with its layers from `split` on trainable, in the run's kernels and
 /// precision, and a new head for `classes`.
-fn new_model(cfg: &TrainConfig, mut base: Vgg16, split: usize, classes: &[String], device: &Device) -> Result<Classifier> {
+fn new_model(
+    cfg: &TrainConfig,
+    mut base: Vgg16,
+    split: usize,
+    classes: &[String],
+    device: &Device,
+) -> Result<Classifier> {
     base.set_trainable_from(split)?;
     base.set_kernels(cfg.kernels.for_device(device));
     base.set_precision(cfg.precision);

@@ -159,21 +159,20 @@ pub fn train(a: crate::app::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
         TrainMode::Extract => LAYERS.len(),
         TrainMode::Finetune => layer_index(&a.unfreeze_from)?,
     };
-    let passes = bench::train_step(
-        &loaded.model,
+    let opts = bench::TrainStepOptions {
         split,
-        a.batch.max(1),
-        a.size,
-        a.steps.max(1),
-        a.cache != BenchCache::On,
-        a.cache != BenchCache::Off,
-        !a.no_compare,
-        |m| {
-            if !quiet {
-                eprintln!("{m}")
-            }
-        },
-    )?;
+        batch: a.batch.max(1),
+        size: a.size,
+        steps: a.steps.max(1),
+        from_images: a.cache != BenchCache::On,
+        from_cache: a.cache != BenchCache::Off,
+        compare: !a.no_compare,
+    };
+    let passes = bench::train_step(&loaded.model, &opts, |m| {
+        if !quiet {
+            eprintln!("{m}")
+        }
+    })?;
     let what = match a.mode {
         TrainMode::Extract => "extract (head only)".to_string(),
         TrainMode::Finetune => format!("finetune from {}", a.unfreeze_from),

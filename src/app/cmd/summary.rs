@@ -99,7 +99,10 @@ impl DataPart {
     fn of(t: &Trainer, s: &Splits, o: &Outcome) -> Self {
         DataPart {
             train: format!("`{}` ({})", s.train.root.display(), class_counts(&s.train)),
-            validation: s.val.as_ref().map(|v| format!("{} ({})", s.val_source, class_counts(v))),
+            validation: s
+                .val
+                .as_ref()
+                .map(|v| format!("{} ({})", s.val_source, class_counts(v))),
             bad_files: o.bad_files.len(),
             classes: t.model.meta.classes.join(", "),
         }
@@ -166,7 +169,11 @@ impl TrainingPart {
             format!(
                 "{b} ({monitor} {}) → `best.safetensors`{}",
                 v.map_or("-".into(), |v| format!("{v:.4}")),
-                if restored { "; its weights were restored at the end" } else { "" }
+                if restored {
+                    "; its weights were restored at the end"
+                } else {
+                    ""
+                }
             )
         });
         TrainingPart {
@@ -182,9 +189,7 @@ impl TrainingPart {
             ending: match &o.ending {
                 Ending::Completed => "completed".to_string(),
                 Ending::EarlyStopped(e) => format!("early stopping after epoch {e}"),
-                Ending::Interrupted => {
-                    "interrupted (resume with `catdog finetune --resume <this folder>`)".to_string()
-                }
+                Ending::Interrupted => "interrupted (resume with `catdog finetune --resume <this folder>`)".to_string(),
             },
             best,
             cache: CacheUse::of(t, o.history.epochs.len()),
@@ -224,7 +229,12 @@ impl CacheUse {
 
 impl fmt::Display for Summary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        writeln!(f, "# catdog run `{}`\n\ncatdog {}\n", self.name, env!("CARGO_PKG_VERSION"))?;
+        writeln!(
+            f,
+            "# catdog run `{}`\n\ncatdog {}\n",
+            self.name,
+            env!("CARGO_PKG_VERSION")
+        )?;
         write!(f, "{}{}{}", self.data, self.model, self.training)?;
         writeln!(f, "\n## History\n")?;
         writeln!(
