@@ -110,3 +110,154 @@ pub fn fit<L: Learner>(learner: &mut L, monitor: &Monitor, epochs: usize) -> Res
     }
     Ok(ending)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::early_stop::{EarlyStopping, EarlyStoppingConfig, Mode};
+    use crate::train::optim::ReduceLrOnPlateau;
+
+    struct Record(f64);
+
+    impl Monitored for Record {
+        fn metric(&self, name: &str) -> Option<f64> {
+            (name == "val_loss").then_some(self.0)
+        }
+    }
+
+    /// A learner whose epochs have scripted validation losses; it writes down what the loop asks of it.
+    struct Mock {
+        val_losses: Vec<f64>,
+        next: usize,
+        /// The epoch inside which Ctrl-C comes, if any.
+        interrupt_in: Option<usize>,
+        /// A stop asked for between epochs, after this epoch.
+        stop_after: Option<usize>,
+        callbacks: Callbacks,
+        lr: f64,
+        calls: Vec<String>,
+    }
+
+    impl Mock {
+        fn new(val_losses: &[f64], callbacks: Callbacks) -> Self {
+            Mock {
+                val_losses: val_losses.to_vec(),
+                next: 0,
+                interrupt_in: None,
+                stop_after: None,
+                callbacks,
+                lr: 1.0,
+                calls: Vec::new(),
+            }
+        }
+    }
+
+    impl Learner for Mock {
+        type Record = Record;
+        fn next_epoch(&self) -> usize {
+            self.next
+        }
+        fn callbacks(&mut self) -> &mut Callbacks {
+            &mut self.callbacks
+        }
+        fn train_epoch(&mut self, epoch: usize) -> Result<Batches> {
+            self.calls.push(format!("train {epoch}"));
+            Ok(if self.interrupt_in == Some(epoch) {
+                Batches::Interrupted
+            } else {
+                Batches::Done
+            })
+        }
+        fn record(&mut self, epoch: usize) -> Result<Record> {
+            Ok(Record(self.val_losses[epoch]))
+        }
+        fn lr(&self) -> f64 {
+            self.lr
+        }
+        fn set_lr(&mut self, lr: f64) {
+            self.calls.push(format!("lr {lr}"));
+            self.lr = lr;
+        }
+        fn keep_best(&mut self, epoch: usize, _: &Monitor, _: Option<f64>) -> Result<()> {
+            self.calls.push(format!("best {epoch}"));
+            Ok(())
+        }
+        fn epoch_done(&mut self, epoch: usize, _: Record, last: bool) -> Result<()> {
+            self.calls.push(format!("done {epoch}{}", if last { " last" } else { "" }));
+            Ok(())
+        }
+        fn interrupted(&mut self, epoch: usize) -> Result<()> {
+            self.calls.push(format!("interrupted {epoch}"));
+            Ok(())
+        }
+        fn stop_requested(&self) -> bool {
+            self.stop_after.is_some_and(|e| self.calls.iter().any(|c| c.starts_with(&format!("done {e}"))))
+        }
+        fn restore_best(&mut self, epoch: usize) -> Result<()> {
+            self.calls.push(format!("restore {epoch}"));
+            Ok(())
+        }
+        fn log(&mut self, _: &str) {}
+    }
+
+    fn monitor() -> Monitor {
+        Monitor::parse("val_loss", Mode::Auto).unwrap()
+    }
+
+    fn callbacks(patience: Option<usize>, restore: bool, reduce_lr: bool) -> Callbacks {
+        Callbacks {
+            early_stopping: patience.map(|patience| {
+                EarlyStopping::new(EarlyStoppingConfig {
+                    patience,
+                    restore_best_weights: restore,
+                    ..Default::default()
+                })
+                .unwrap()
+            }),
+            reduce_lr: reduce_lr.then(|| ReduceLrOnPlateau::new("val_loss", 0.5, 1, 0.0).unwrap()),
+            best: Default::default(),
+        }
+    }
+
+    #[test]
+    fn every_epoch_runs_and_each_improvement_is_kept() {
+        let mut m = Mock::new(&[1.0, 0.8, 0.9, 0.7], callbacks(None, false, false));
+        assert_eq!(fit(&mut m, &monitor(), 4).unwrap(), Ending::Completed);
+        let kept: Vec<&String> = m.calls.iter().filter(|c| c.starts_with("best")).collect();
+        assert_eq!(kept, ["best 0", "best 1", "best 3"]);
+        assert_eq!(m.calls.last().unwrap(), "done 3 last");
+    }
+
+    #[test]
+    fn early_stopping_ends_after_patience_and_restores_the_best_epoch() {
+        let mut m = Mock::new(&[1.0, 0.8, 0.9, 0.95, 0.7, 0.6], callbacks(Some(2), true, false));
+        assert_eq!(fit(&mut m, &monitor(), 6).unwrap(), Ending::EarlyStopped(4));
+        assert!(m.calls.contains(&"done 3 last".to_string()), "{:?}", m.calls);
+        assert!(!m.calls.contains(&"train 4".to_string()), "{:?}", m.calls);
+        assert_eq!(m.calls.last().unwrap(), "restore 1");
+    }
+
+    #[test]
+    fn an_interrupt_inside_an_epoch_saves_it_and_restores_nothing() {
+        let mut m = Mock::new(&[1.0, 0.8, 0.9], callbacks(Some(5), true, false));
+        m.interrupt_in = Some(1);
+        assert_eq!(fit(&mut m, &monitor(), 3).unwrap(), Ending::Interrupted);
+        assert_eq!(m.calls, ["train 0", "best 0", "done 0", "train 1", "interrupted 1"]);
+        // A stop between epochs: the epoch is done, nothing else runs, nothing is restored.
+        let mut m = Mock::new(&[1.0, 0.8, 0.9], callbacks(Some(5), true, false));
+        m.stop_after = Some(0);
+        assert_eq!(fit(&mut m, &monitor(), 3).unwrap(), Ending::Interrupted);
+        assert_eq!(m.calls, ["train 0", "best 0", "done 0"]);
+    }
+
+    #[test]
+    fn a_resumed_run_starts_at_its_next_epoch_and_a_plateau_lowers_the_rate() {
+        let mut m = Mock::new(&[1.0, 0.8, 0.9, 0.95], callbacks(None, false, true));
+        m.next = 2;
+        assert_eq!(fit(&mut m, &monitor(), 4).unwrap(), Ending::Completed);
+        assert_eq!(m.calls[0], "train 2");
+        assert!(!m.calls.iter().any(|c| c == "train 0" || c == "train 1"));
+        // Epoch 2 (0.9) is the first seen, so it improves; epoch 3 (0.95) does not: the rate halves.
+        assert!(m.calls.contains(&"lr 0.5".to_string()), "{:?}", m.calls);
+    }
+}
