@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cli;
 mod cmd;
+mod values;
 
 use std::ffi::OsString;
 

@@ -32,7 +32,7 @@ impl Default for DecodeLimits {
 }
 
 /// How to resize.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Interpolation {
     /// Nearest neighbour (Keras' `load_img` default).

@@ -23,7 +23,7 @@ pub struct Preprocess {
 }
 
 /// The named modes of `--preprocess`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PreprocessMode {
     /// RGB, x/255, then ImageNet mean/std (torchvision and timm weights).

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Which kernels run the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kernels {
     /// catdog's CPU ops (f32): Winograd F(2×2, 3×3) for 3×3 kernels (F(4×4, 3×3) where it wins), im2col + gemm
@@ -15,7 +15,6 @@ pub enum Kernels {
     #[default]
     Fast,
     /// catdog's CPU ops with im2col + gemm only (for comparisons in benchmarks and tests).
-    #[value(skip)]
     Im2col,
     /// Only candle's device-generic ops: exactly the graph that `--device cuda` runs.
     Portable,

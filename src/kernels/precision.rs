@@ -15,7 +15,7 @@ use super::bf16::{self, Bf16Kernel};
 use super::choice::Kernels;
 
 /// The precision of the convolutions' and dense layers' products.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// f32 everywhere.

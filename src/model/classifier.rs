@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 pub const FORMAT: &str = "catdog-checkpoint-1";
 
 /// Which part of the network trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TrainMode {
     /// The whole conv base frozen; only the head trains.

@@ -15,7 +15,7 @@ use crate::kernels::Compute;
 use crate::nn::{dropout_mask, Dense, Init};
 
 /// How the conv features become a vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HeadKind {
     /// Flatten C×H×W in NCHW order (the course's Flatten; PyTorch's `torch.flatten(x, 1)`).

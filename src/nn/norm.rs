@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 
 /// Normalization after each hidden Dense layer (before its activation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Norm {
     #[default]
@@ -18,7 +18,7 @@ pub enum Norm {
 }
 
 /// Whose defaults the normalization layers take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NormDefaults {
     /// Keras: batch-norm momentum 0.99 (running = 0.99·running + 0.01·batch), ε 1e-3 (also layer norm).

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Classification (binary or multi-class) or regression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Task {
     Classification,
@@ -394,11 +394,10 @@ pub fn breast_cancer() -> Table {
 }
 
 /// Built-in data sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Builtin {
     /// The shipped UCI breast-cancer data (569 × 30, two classes, features of very different ranges).
-    #[value(alias = "breast_cancer")]
     BreastCancer,
     /// Two interleaving half circles (2-D, two classes).
     Moons,
@@ -518,7 +517,7 @@ pub fn split(t: &Table, fraction: f64, seed: u64) -> Result<(Table, Table)> {
 }
 
 /// Input scaling, fitted on the training split only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scaling {
     /// The features as they are.

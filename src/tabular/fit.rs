@@ -18,7 +18,7 @@ use crate::train::monitor::Monitor;
 use crate::train::optim::{OptimConfig, Optimizer};
 
 /// Which Dense kernels the L1/L2 penalty reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Regularize {
     /// The hidden layers only, as the course's Keras code puts `kernel_regularizer` on the hidden `Dense` layers.

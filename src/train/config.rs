@@ -17,7 +17,7 @@ use crate::model::head::HeadKind;
 use crate::model::vgg16::{layer_index, LAYERS};
 
 /// When to use the frozen-prefix cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CacheMode {
     /// On when the training input is deterministic (no augmentation); validation always uses it.
@@ -95,6 +95,58 @@ fn default_monitor() -> String {
 }
 
 impl TrainConfig {
+    /// The fields (by their config.json names) where `now` differs from this saved configuration. Every field is
+    /// compared (the destructuring fails to compile when one is added and not listed); a saved `weights` of the
+    /// form "id (path)", as runs before `weights_path` wrote it, equals the id.
+    pub fn differing_fields(&self, now: &TrainConfig) -> Vec<&'static str> {
+        let TrainConfig {
+            data, mode, unfreeze_from, weights, weights_revision, weights_path, preprocess, size, interpolation, epochs, batch_size, seed, optimizer, head, hidden, dropout, l1, l2, augment, val_split, monitor, early_stopping, reduce_lr, cache, feature_cache_mb, image_cache_mb, device, kernels, precision, strict, init_from, features, catdog_version,
+        } = self;
+        let mut out = Vec::new();
+        let mut differ = |name: &'static str, differs: bool| {
+            if differs {
+                out.push(name);
+            }
+        };
+        differ(
+            "weights",
+            !(now.weights == *weights || weights.starts_with(&format!("{} (", now.weights))),
+        );
+        differ("data", data != &now.data);
+        differ("mode", mode != &now.mode);
+        differ("unfreeze_from", unfreeze_from != &now.unfreeze_from);
+        differ("weights_revision", weights_revision != &now.weights_revision);
+        differ("weights_path", weights_path != &now.weights_path);
+        differ("preprocess", preprocess != &now.preprocess);
+        differ("size", size != &now.size);
+        differ("interpolation", interpolation != &now.interpolation);
+        differ("epochs", epochs != &now.epochs);
+        differ("batch_size", batch_size != &now.batch_size);
+        differ("seed", seed != &now.seed);
+        differ("optimizer", optimizer != &now.optimizer);
+        differ("head", head != &now.head);
+        differ("hidden", hidden != &now.hidden);
+        differ("dropout", dropout != &now.dropout);
+        differ("l1", l1 != &now.l1);
+        differ("l2", l2 != &now.l2);
+        differ("augment", augment != &now.augment);
+        differ("val_split", val_split != &now.val_split);
+        differ("monitor", monitor != &now.monitor);
+        differ("early_stopping", early_stopping != &now.early_stopping);
+        differ("reduce_lr", reduce_lr != &now.reduce_lr);
+        differ("cache", cache != &now.cache);
+        differ("feature_cache_mb", feature_cache_mb != &now.feature_cache_mb);
+        differ("image_cache_mb", image_cache_mb != &now.image_cache_mb);
+        differ("device", device != &now.device);
+        differ("kernels", kernels != &now.kernels);
+        differ("precision", precision != &now.precision);
+        differ("strict", strict != &now.strict);
+        differ("init_from", init_from != &now.init_from);
+        differ("features", features != &now.features);
+        differ("catdog_version", catdog_version != &now.catdog_version);
+        out
+    }
+
     /// The first trainable layer (an index into [`LAYERS`]; `LAYERS.len()` for extract).
     pub fn split(&self) -> Result<usize> {
         match self.mode {

@@ -104,7 +104,7 @@ fn load_resume(
     let (mut cfg, base, resume) = run::resume::load(dir, device).map_err(usage)?;
     let preprocess = a.w.preprocess.map_or(cfg.preprocess, Preprocess::from_mode);
     let now = build_config(a, preprocess, cfg.weights_revision.clone())?;
-    let conflicts = run::resume::conflicting_flags(explicit, &cfg, &now, &a.w.weights)?;
+    let conflicts = super::resume_flags::conflicting_flags(explicit, &cfg, &now);
     if !conflicts.is_empty() {
         bail!(crate::app::UsageError(format!(
             "--resume continues the run as its config.json describes it, but {} would change it; drop them (only \

@@ -9,6 +9,7 @@ mod extract;
 pub(in crate::app) mod finetune;
 pub(in crate::app) mod lab;
 pub(in crate::app) mod lr_find;
+mod resume_flags;
 mod summary;
 mod weights;
 

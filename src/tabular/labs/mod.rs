@@ -31,7 +31,7 @@ use crate::nn::{Activation, Init, Norm, NormDefaults};
 use train::Prepared;
 
 /// The labs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LabName {
     /// A too-large network on little data: train and validation curves diverge.
