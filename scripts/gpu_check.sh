@@ -58,12 +58,12 @@ else
   step tests-bf16 env CATDOG_TEST_DEVICE=cuda "$bundle/bf16"
   bin="$bundle/catdog"
 fi
-step bench-forward-cuda "$bin" bench forward --device cuda --batch 32 --size 150 --iters 5 --no-compare
-step bench-forward-cpu "$bin" bench forward --device cpu --batch 32 --size 150 --iters 3 --no-compare
-step bench-train-cuda "$bin" bench train --device cuda --batch 32 --size 150 --steps 5 --cache both
-step bench-train-cpu "$bin" bench train --device cpu --batch 32 --size 150 --steps 3 --cache both
-step bench-forward-cuda-bf16 "$bin" bench forward --device cuda --precision bf16 --batch 32 --size 150 --iters 5 --no-compare
-step bench-train-cuda-bf16 "$bin" bench train --device cuda --precision bf16 --batch 32 --size 150 --steps 5 --cache both
+step bench-forward-cuda "$bin" bench forward --device cuda --batch-size 32 --size 150 --iters 5 --no-compare
+step bench-forward-cpu "$bin" bench forward --device cpu --batch-size 32 --size 150 --iters 3 --no-compare
+step bench-train-cuda "$bin" bench train --device cuda --batch-size 32 --size 150 --steps 5 --cache both
+step bench-train-cpu "$bin" bench train --device cpu --batch-size 32 --size 150 --steps 3 --cache both
+step bench-forward-cuda-bf16 "$bin" bench forward --device cuda --precision bf16 --batch-size 32 --size 150 --iters 5 --no-compare
+step bench-train-cuda-bf16 "$bin" bench train --device cuda --precision bf16 --batch-size 32 --size 150 --steps 5 --cache both
 if [ ${#failed[@]} -gt 0 ]; then
   echo "gpu_check: FAILED steps: ${failed[*]}; logs in $out/"
   exit 1

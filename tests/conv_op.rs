@@ -345,7 +345,7 @@ fn winograd_transforms_agree_with_candles_conv_at_every_simd_level_the_cpu_has()
                 "random:8,16,16,16,16",
                 "--size",
                 "37",
-                "--batch",
+                "--batch-size",
                 "2",
             ])
             .args(["--iters", "1", "--json"])

@@ -107,6 +107,15 @@ pub struct WeightsFlag {
     #[arg(help_heading = "Model", long, default_value_t = 0, value_name = "N")]
     pub seed: u64,
 
+    #[command(flatten)]
+    pub rt: RuntimeFlags,
+}
+
+/// Where and how a model computes: the device, the kernels and the precision of the products (the thread count
+/// is the global `--threads`). Shared by every command that runs a model; `bench` has its own
+/// ([`BenchRuntimeFlags`]: the CPU by default, both kernels timed).
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeFlags {
     /// Device: cpu, cuda, cuda:N or auto (the first GPU when this catdog is built with CUDA and one answers, else
     /// the CPU).
     #[arg(help_heading = "Device", long, default_value = "auto", value_name = "DEVICE")]
@@ -127,6 +136,20 @@ pub struct WeightsFlag {
         default_value = "fp32",
         value_name = "PRECISION"
     )]
+    pub precision: crate::kernels::Precision,
+}
+
+/// `bench`'s device and precision: the CPU unless told otherwise.
+#[derive(Debug, Clone, Args)]
+pub struct BenchRuntimeFlags {
+    /// Device: cpu, cuda, cuda:N or auto (on a GPU both timed paths are candle's ops).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: String,
+
+    /// Precision of the convolutions' and dense layers' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
+    /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
+    /// bf16 on a GPU).
+    #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
     pub precision: crate::kernels::Precision,
 }
 
@@ -214,23 +237,16 @@ pub enum BenchCmd {
 #[derive(Debug, Args)]
 pub struct BenchForwardArgs {
     /// Images per batch.
-    #[arg(long, default_value_t = 32, value_name = "N")]
-    pub batch: usize,
+    #[arg(long, alias = "batch", default_value_t = 32, value_name = "N")]
+    pub batch_size: usize,
     /// Input size in pixels.
     #[arg(long, default_value_t = 150, value_name = "PIXELS")]
     pub size: usize,
     /// Timed repetitions (best is reported) after one warm-up.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub iters: usize,
-    /// Device: cpu, cuda, cuda:N or auto (on a GPU both timed paths are candle's ops).
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
-    pub device: String,
-
-    /// Precision of the convolutions' and dense layers' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
-    /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
-    /// bf16 on a GPU).
-    #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
-    pub precision: crate::kernels::Precision,
+    #[command(flatten)]
+    pub rt: BenchRuntimeFlags,
     /// Weights (random full-width VGG16 by default; the speed does not depend on the values).
     #[arg(long, default_value = "random", value_name = "ID|FILE|random")]
     pub weights: String,
@@ -456,8 +472,8 @@ pub struct BenchLoaderArgs {
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
     /// Images per batch.
-    #[arg(long, default_value_t = 32, value_name = "N")]
-    pub batch: usize,
+    #[arg(long, alias = "batch", default_value_t = 32, value_name = "N")]
+    pub batch_size: usize,
     /// Batches timed per pass [default: one epoch].
     #[arg(long, value_name = "N")]
     pub batches: Option<usize>,
@@ -620,21 +636,8 @@ pub struct InferenceFlags {
     /// Images per batch.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub batch_size: usize,
-    /// Device: cpu, cuda, cuda:N or auto (the first GPU when this catdog is built with CUDA and one answers, else
-    /// the CPU).
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
-    pub device: String,
-
-    /// Kernels: fast (catdog's CPU ops) or portable (only candle's device-generic ops: the graph that runs on a GPU)
-    /// [default: $CATDOG_KERNELS, else fast; always portable on a GPU].
-    #[arg(long, value_enum, value_name = "KERNELS")]
-    pub kernels: Option<crate::kernels::Kernels>,
-
-    /// Precision of the convolutions' and dense layers' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
-    /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
-    /// bf16 on a GPU).
-    #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
-    pub precision: crate::kernels::Precision,
+    #[command(flatten)]
+    pub rt: RuntimeFlags,
 }
 
 #[derive(Debug, Args)]
@@ -682,23 +685,16 @@ pub struct BenchTrainArgs {
     #[arg(long, value_enum, default_value_t = BenchCache::Both)]
     pub cache: BenchCache,
     /// Images per step.
-    #[arg(long, default_value_t = 32, value_name = "N")]
-    pub batch: usize,
+    #[arg(long, alias = "batch", default_value_t = 32, value_name = "N")]
+    pub batch_size: usize,
     /// Input size in pixels.
     #[arg(long, default_value_t = 150, value_name = "PIXELS")]
     pub size: usize,
     /// Timed steps (best is reported) after one warm-up.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub steps: usize,
-    /// Device: cpu, cuda, cuda:N or auto (on a GPU both timed paths are candle's ops).
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
-    pub device: String,
-
-    /// Precision of the convolutions' and dense layers' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
-    /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
-    /// bf16 on a GPU).
-    #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
-    pub precision: crate::kernels::Precision,
+    #[command(flatten)]
+    pub rt: BenchRuntimeFlags,
     /// Weights (random full-width VGG16 by default).
     #[arg(long, default_value = "random", value_name = "ID|FILE|random")]
     pub weights: String,

@@ -183,7 +183,8 @@ mod tests {
             Ok(())
         }
         fn epoch_done(&mut self, epoch: usize, _: Record, last: bool) -> Result<()> {
-            self.calls.push(format!("done {epoch}{}", if last { " last" } else { "" }));
+            self.calls
+                .push(format!("done {epoch}{}", if last { " last" } else { "" }));
             Ok(())
         }
         fn interrupted(&mut self, epoch: usize) -> Result<()> {
@@ -191,7 +192,8 @@ mod tests {
             Ok(())
         }
         fn stop_requested(&self) -> bool {
-            self.stop_after.is_some_and(|e| self.calls.iter().any(|c| c.starts_with(&format!("done {e}"))))
+            self.stop_after
+                .is_some_and(|e| self.calls.iter().any(|c| c.starts_with(&format!("done {e}"))))
         }
         fn restore_best(&mut self, epoch: usize) -> Result<()> {
             self.calls.push(format!("restore {epoch}"));

@@ -6,19 +6,19 @@ use crate::app::cli::BenchForwardArgs;
 
 pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
     super::usage_check(crate::limits::check_size(u32::try_from(a.size).unwrap_or(u32::MAX)))?;
-    super::usage_check(crate::limits::check_batch(a.batch))?;
+    super::usage_check(crate::limits::check_batch(a.batch_size))?;
     let spec = WeightsSpec::parse(&a.weights, 0)?;
-    let device = crate::device::parse_device(&a.device)?;
+    let device = crate::device::parse_device(&a.rt.device)?;
     let loaded = weights::load(&spec, &device, &HubOptions::from_env()?)?;
-    super::check_forward_memory("bench forward", &loaded.model, a.size as u32, a.batch)?;
+    super::check_forward_memory("bench forward", &loaded.model, a.size as u32, a.batch_size)?;
     let opts = ForwardOptions {
-        batch: a.batch.max(1),
+        batch: a.batch_size.max(1),
         size: a.size,
         iters: a.iters.max(1),
         compare: !a.no_compare,
         layers: a.layers,
         backward: a.backward,
-        precision: a.precision,
+        precision: a.rt.precision,
     };
     let r = bench::forward(&loaded.model, &opts, |m| {
         if !quiet {
@@ -93,7 +93,7 @@ pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
 
 pub fn loader(a: crate::app::cli::BenchLoaderArgs, quiet: bool) -> Result<i32> {
     super::usage_check(crate::limits::check_size(a.img.size))?;
-    super::usage_check(crate::limits::check_batch(a.batch))?;
+    super::usage_check(crate::limits::check_batch(a.batch_size))?;
     use crate::data::folder::{split_dirs, ImageFolder};
     use crate::data::loader::LoaderConfig;
     use crate::data::preprocess::Preprocess;
@@ -104,7 +104,7 @@ pub fn loader(a: crate::app::cli::BenchLoaderArgs, quiet: bool) -> Result<i32> {
         .unwrap_or(a.data.clone());
     let folder = ImageFolder::scan_lenient(&root)?;
     let aug = super::augment_config(&a.aug)?;
-    let mut cfg = LoaderConfig::new(a.batch.max(1), a.img.size, Preprocess::imagenet());
+    let mut cfg = LoaderConfig::new(a.batch_size.max(1), a.img.size, Preprocess::imagenet());
     cfg.interpolation = a.img.interpolation;
     cfg.augment = Some(aug);
     cfg.shuffle = true;
@@ -118,7 +118,7 @@ pub fn loader(a: crate::app::cli::BenchLoaderArgs, quiet: bool) -> Result<i32> {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "data": root, "images_in_folder": n, "batch": a.batch, "size": a.img.size,
+                "data": root, "images_in_folder": n, "batch": a.batch_size, "size": a.img.size,
                 "threads": rayon::current_num_threads(),
                 "augmentation": crate::data::preview::describe(&aug), "passes": passes,
             }))?
@@ -129,7 +129,7 @@ pub fn loader(a: crate::app::cli::BenchLoaderArgs, quiet: bool) -> Result<i32> {
         "loader on {} ({} images), batch {}, {}×{}, {} threads, {}",
         root.display(),
         n,
-        a.batch,
+        a.batch_size,
         a.img.size,
         a.img.size,
         rayon::current_num_threads(),
@@ -146,22 +146,22 @@ pub fn loader(a: crate::app::cli::BenchLoaderArgs, quiet: bool) -> Result<i32> {
 
 pub fn train(a: crate::app::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
     super::usage_check(crate::limits::check_size(u32::try_from(a.size).unwrap_or(u32::MAX)))?;
-    super::usage_check(crate::limits::check_batch(a.batch))?;
+    super::usage_check(crate::limits::check_batch(a.batch_size))?;
     use crate::app::cli::BenchCache;
     use crate::model::classifier::TrainMode;
     use crate::model::vgg16::{layer_index, LAYERS};
     let spec = WeightsSpec::parse(&a.weights, 0)?;
-    let device = crate::device::parse_device(&a.device)?;
+    let device = crate::device::parse_device(&a.rt.device)?;
     let mut loaded = weights::load(&spec, &device, &HubOptions::from_env()?)?;
-    super::check_forward_memory("bench train", &loaded.model, a.size as u32, a.batch)?;
-    let precision = super::set_precision(&mut loaded.model, a.precision, &device, quiet);
+    super::check_forward_memory("bench train", &loaded.model, a.size as u32, a.batch_size)?;
+    let precision = super::set_precision(&mut loaded.model, a.rt.precision, &device, quiet);
     let split = match a.mode {
         TrainMode::Extract => LAYERS.len(),
         TrainMode::Finetune => layer_index(&a.unfreeze_from)?,
     };
     let opts = bench::TrainStepOptions {
         split,
-        batch: a.batch.max(1),
+        batch: a.batch_size.max(1),
         size: a.size,
         steps: a.steps.max(1),
         from_images: a.cache != BenchCache::On,
@@ -182,7 +182,7 @@ pub fn train(a: crate::app::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "mode": what, "device": crate::device::device_name(&device), "cpu": crate::bench::cpu_model(),
-                "batch": a.batch, "size": a.size,
+                "batch": a.batch_size, "size": a.size,
                 "threads": rayon::current_num_threads(),
                 "widths": loaded.model.widths(), "passes": passes,
                 "precision": precision.precision.name(), "precision_kernel": precision.kernel,
@@ -194,7 +194,7 @@ pub fn train(a: crate::app::cli::BenchTrainArgs, quiet: bool) -> Result<i32> {
         "training step on {} ({}), {what}, batch {}, {}×{}, {} threads, widths {:?}, RMSprop, {} ({})",
         crate::device::device_name(&device),
         crate::bench::cpu_model(),
-        a.batch,
+        a.batch_size,
         a.size,
         a.size,
         rayon::current_num_threads(),

@@ -74,7 +74,13 @@ pub fn evaluate(a: EvaluateArgs, quiet: bool) -> Result<i32> {
 
 /// Evaluates the checkpoint (and writes the misclassified grid when asked); `--json` prints this value.
 pub fn compute(a: &EvaluateArgs, quiet: bool) -> Result<report::Evaluation> {
-    let model = open_checkpoint(&a.checkpoint, &a.run.device, a.run.kernels, a.run.precision, quiet)?;
+    let model = open_checkpoint(
+        &a.checkpoint,
+        &a.run.rt.device,
+        a.run.rt.kernels,
+        a.run.rt.precision,
+        quiet,
+    )?;
     let parts = split_dirs(&a.data);
     let root = ["test", "validation", "val"]
         .iter()
@@ -199,7 +205,13 @@ pub fn predict(a: PredictArgs, quiet: bool) -> Result<i32> {
 /// `predict --json`'s lines, in input order (a prediction, or the file's error), with the count of failures and
 /// of files.
 pub fn predictions(a: &PredictArgs, quiet: bool) -> Result<(Vec<serde_json::Value>, usize, usize)> {
-    let model = open_checkpoint(&a.checkpoint, &a.run.device, a.run.kernels, a.run.precision, quiet)?;
+    let model = open_checkpoint(
+        &a.checkpoint,
+        &a.run.rt.device,
+        a.run.rt.kernels,
+        a.run.rt.precision,
+        quiet,
+    )?;
     let mut files = Vec::new();
     let mut skipped = Vec::new();
     for p in &a.paths {

@@ -76,7 +76,7 @@ fn build_config(a: &FinetuneArgs, preprocess: Preprocess, weights_revision: Opti
         cache: a.cache,
         feature_cache_mb: a.feature_cache_mb,
         image_cache_mb: a.image_cache_mb,
-        device: a.w.device.clone(),
+        device: a.w.rt.device.clone(),
         kernels: Kernels::default(),
         precision: Default::default(),
         strict: a.strict,
@@ -132,9 +132,9 @@ pub fn run(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<i32> {
 /// was made.
 pub fn train(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<(i32, Option<PathBuf>)> {
     let interrupt = crate::signals::install();
-    let device = crate::device::parse_device(&a.w.device)?;
+    let device = crate::device::parse_device(&a.w.rt.device)?;
     let mut log = |m: &str| eprintln!("{m}");
-    let kernels = Kernels::resolve(a.w.kernels, &device)?;
+    let kernels = Kernels::resolve(a.w.rt.kernels, &device)?;
     let (mut cfg, base, folder, resume, init) = match &a.resume {
         Some(dir) => match open_resumed(&a, explicit, dir, &device)? {
             Some((cfg, base, folder, resume)) => (cfg, base, folder, resume, None),
@@ -146,13 +146,13 @@ pub fn train(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<(i32, 
         }
     };
     // Like the device, the kernels say how a run computes, not what: a resume may change them.
-    cfg.device = crate::device::resolved_name(&a.w.device, &device);
+    cfg.device = crate::device::resolved_name(&a.w.rt.device, &device);
     cfg.kernels = kernels;
     // The precision too; a resume keeps the run's unless --precision is given again.
     let asked = if a.resume.is_some() && !explicit.iter().any(|f| f == "precision") {
         cfg.precision
     } else {
-        a.w.precision
+        a.w.rt.precision
     };
     let precision = asked.resolve(&device, kernels);
     if let (Some(notice), false) = (&precision.notice, quiet) {

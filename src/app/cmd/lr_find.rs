@@ -61,12 +61,12 @@ pub fn find(a: &LrFindArgs, quiet: bool, explicit: &[String]) -> Result<Suggesti
             "lr-find starts from --weights or --init-from; --resume continues a run instead".into()
         ));
     }
-    let device = crate::device::parse_device(&f.w.device)?;
+    let device = crate::device::parse_device(&f.w.rt.device)?;
     super::finetune::check_new(f, explicit)?;
     super::finetune::ensure_data(f, quiet)?;
     let (mut cfg, base, init) = super::finetune::model_for(f, explicit, quiet, &device)?;
-    cfg.kernels = crate::kernels::Kernels::resolve(f.w.kernels, &device)?;
-    cfg.precision = f.w.precision.resolve(&device, cfg.kernels).precision;
+    cfg.kernels = crate::kernels::Kernels::resolve(f.w.rt.kernels, &device)?;
+    cfg.precision = f.w.rt.precision.resolve(&device, cfg.kernels).precision;
     let splits = super::finetune::splits_for(&cfg)?;
     super::finetune::check_run_memory(&cfg, &base, &splits)?;
     let scratch = std::env::temp_dir().join(format!("catdog-lr-find-{}", std::process::id()));

@@ -93,7 +93,7 @@ pub fn load_weights(w: &crate::app::cli::WeightsFlag, quiet: bool) -> Result<cra
     use crate::data::preprocess::Preprocess;
     use crate::model::weights::{self, HubOptions, WeightsSpec};
     use anyhow::Context;
-    let device = crate::device::parse_device(&w.device)?;
+    let device = crate::device::parse_device(&w.rt.device)?;
     let spec = WeightsSpec::parse(&w.weights, w.seed)?;
     let opts = HubOptions {
         progress: !quiet,
@@ -113,9 +113,9 @@ pub fn load_weights(w: &crate::app::cli::WeightsFlag, quiet: bool) -> Result<cra
     if let Some(mode) = w.preprocess {
         loaded.preprocess = Preprocess::from_mode(mode);
     }
-    let kernels = crate::kernels::Kernels::resolve(w.kernels, &device)?;
+    let kernels = crate::kernels::Kernels::resolve(w.rt.kernels, &device)?;
     loaded.model.set_kernels(kernels);
-    set_precision(&mut loaded.model, w.precision, &device, quiet);
+    set_precision(&mut loaded.model, w.rt.precision, &device, quiet);
     Ok(loaded)
 }
 

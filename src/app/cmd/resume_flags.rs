@@ -47,7 +47,6 @@ pub fn conflicting_flags(explicit: &[String], saved: &TrainConfig, now: &TrainCo
         .collect()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +78,9 @@ mod tests {
         // A field given no flag of its own name is compared too: --features.
         let mut with_features = saved.clone();
         with_features.features = Some("feats".into());
-        assert_eq!(conflicting_flags(&flags(&["features"]), &saved, &with_features), ["--features"]);
+        assert_eq!(
+            conflicting_flags(&flags(&["features"]), &saved, &with_features),
+            ["--features"]
+        );
     }
 }
