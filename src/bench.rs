@@ -68,6 +68,8 @@ pub struct LayerFigures {
     pub fast_weight_grad_gflops: Option<f64>,
     /// candle's backward (input and weight gradients through autograd), GFLOP per second for both together.
     pub candle_backward_gflops: Option<f64>,
+    /// What catdog's forward ran: algorithm, precision, SIMD level, and why (`kernels::plan`).
+    pub plan: String,
 }
 
 /// The CPU's model name (Linux `/proc/cpuinfo`), else the architecture: benchmark figures name the machine they
@@ -273,6 +275,7 @@ fn layer_figures(
             fast_input_grad_gflops: dxg,
             fast_weight_grad_gflops: dwg,
             candle_backward_gflops: cb,
+            plan: conv::plan(compute, &g).map_or("candle's conv2d".into(), |p| p.describe()),
         });
         c = o;
     }

@@ -427,7 +427,7 @@ fn catdog_kernels_picks_the_kernels_config_json_records_them_and_a_wrong_value_i
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(
-        e.contains("CATDOG_KERNELS=quick") && e.contains("fast or portable"),
+        e.contains("CATDOG_KERNELS=quick") && e.contains("use fast, portable"),
         "{e}"
     );
 }

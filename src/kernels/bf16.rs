@@ -103,14 +103,12 @@ impl RunnableKernel {
 /// `CATDOG_BF16=off` hides both (to see the fp32 fallback and its notice on a CPU that has one);
 /// `CATDOG_BF16=avx512` skips AMX (to compare the two).
 pub fn kernel() -> Option<Bf16Kernel> {
-    let asked = std::env::var("CATDOG_BF16")
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    if asked == "off" {
+    use super::overrides::{Bf16Switch, KernelOverrides};
+    let asked = KernelOverrides::current().bf16;
+    if asked == Some(Bf16Switch::Off) {
         return None;
     }
-    if asked != "avx512" && *amx::status() == Amx::Ready {
+    if asked != Some(Bf16Switch::Avx512) && *amx::status() == Amx::Ready {
         return Some(Bf16Kernel::Amx);
     }
     avx512_bf16()

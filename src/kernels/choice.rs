@@ -1,10 +1,10 @@
-//! Which kernels run: `--kernels fast|portable` (or `CATDOG_KERNELS`), and the environment switches of the CPU
-//! kernels, checked once at start-up.
+//! Which kernels run: `--kernels fast|portable`, else `CATDOG_KERNELS`, else fast.
 
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use super::overrides::{KernelOverrides, KernelsSwitch};
+use crate::error::Result;
 
 /// Which kernels run the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -28,7 +28,9 @@ impl Kernels {
     pub fn resolve(flag: Option<Kernels>, device: &Device) -> Result<Kernels> {
         let chosen = match flag {
             Some(k) => k,
-            None => Self::from_env()?.unwrap_or_default(),
+            None => KernelOverrides::current()
+                .kernels
+                .map_or_else(Kernels::default, Kernels::from),
         };
         Ok(chosen.for_device(device))
     }
@@ -39,22 +41,6 @@ impl Kernels {
             self
         } else {
             Kernels::Portable
-        }
-    }
-
-    /// `CATDOG_KERNELS`, if set.
-    pub fn from_env() -> Result<Option<Kernels>> {
-        match std::env::var(Self::ENV) {
-            Err(_) => Ok(None),
-            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "" => Ok(None),
-                "fast" => Ok(Some(Kernels::Fast)),
-                "portable" => Ok(Some(Kernels::Portable)),
-                other => Err(Error::invalid(format!(
-                    "{}={other}: expected fast or portable (or unset it)",
-                    Self::ENV
-                ))),
-            },
         }
     }
 
@@ -73,37 +59,11 @@ impl Kernels {
     }
 }
 
-/// The kernel switches read from the environment, each with the values it takes (`CATDOG_KERNELS` has its own
-/// check in [`Kernels::from_env`]). Empty or unset means the default.
-const SWITCHES: [(&str, &[&str]); 3] = [
-    ("CATDOG_SIMD", &["generic", "avx2", "avx512"]),
-    ("CATDOG_BF16", &["off", "avx512"]),
-    ("CATDOG_BF16_CONV", &["direct", "winograd"]),
-];
-
-/// Refuses, at start-up, a kernel switch whose value the kernels would ignore (they read the switches lazily and
-/// fall back to the default on anything else): `CATDOG_SIMD`, `CATDOG_BF16`, `CATDOG_BF16_CONV`,
-/// `CATDOG_CONV_CHUNK_KB` (16 to 1,048,576) and `CATDOG_KERNELS`.
-pub fn check_env() -> crate::Result<()> {
-    for (name, values) in SWITCHES {
-        if let Ok(v) = std::env::var(name) {
-            let t = v.trim().to_ascii_lowercase();
-            if !t.is_empty() && !values.contains(&t.as_str()) {
-                return Err(crate::Error::invalid(format!(
-                    "{name}={}: use {}, or unset it",
-                    v.escape_debug(),
-                    values.join(", ")
-                )));
-            }
+impl From<KernelsSwitch> for Kernels {
+    fn from(s: KernelsSwitch) -> Kernels {
+        match s {
+            KernelsSwitch::Fast => Kernels::Fast,
+            KernelsSwitch::Portable => Kernels::Portable,
         }
     }
-    if let Ok(v) = std::env::var("CATDOG_CONV_CHUNK_KB") {
-        if !v.trim().parse::<usize>().is_ok_and(|kb| (16..=1 << 20).contains(&kb)) {
-            return Err(crate::Error::invalid(format!(
-                "CATDOG_CONV_CHUNK_KB={}: give KiB from 16 to 1048576, or unset it",
-                v.escape_debug()
-            )));
-        }
-    }
-    Kernels::from_env().map(|_| ())
 }

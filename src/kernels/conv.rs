@@ -27,6 +27,8 @@ use super::bf16::{self, Bf16Kernel, PackedA};
 use super::direct::DirectWeights;
 use super::geom::{dims4, slice_of, store_act};
 pub use super::geom::{supported, ConvGeom};
+pub use super::plan::Algo;
+use super::plan::{forward_plan, Forward};
 use super::pool::{max_pool2d, max_pool_planes};
 use super::raw::{sgemm, stored_by, Out, SendPtr};
 use super::{Compute, Kernels, Precision};
@@ -58,14 +60,10 @@ impl Chunk {
 /// outputs) want the buffer near L2 size, wide ones (512) a few MiB so the weights are packed less often; about
 /// 8 KiB per output channel fits both. `CATDOG_CONV_CHUNK_KB` overrides it for benchmarks.
 fn chunk_bytes(o: usize) -> usize {
-    static V: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    V.get_or_init(|| {
-        std::env::var("CATDOG_CONV_CHUNK_KB")
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
-            .map(|kb| kb * 1024)
-    })
-    .unwrap_or((o * 8 * 1024).clamp(512 * 1024, 8 * 1024 * 1024))
+    super::overrides::KernelOverrides::current()
+        .conv_chunk_kb
+        .map(|kb| kb * 1024)
+        .unwrap_or((o * 8 * 1024).clamp(512 * 1024, 8 * 1024 * 1024))
 }
 
 /// Splits the `n * p` output columns into chunks of about the same width: wide enough for gemm to run at
@@ -199,27 +197,6 @@ fn parallelism(nchunks: usize, threads: usize) -> (bool, gemm::Parallelism) {
     }
 }
 
-/// How the CPU forward (and input gradient) is computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Algo {
-    /// Winograd for 3×3 kernels on 8 or more input channels (F(4×4, 3×3) where `winograd_f4::chosen`, else
-    /// F(2×2, 3×3)), im2col + gemm otherwise.
-    #[default]
-    Auto,
-    /// Always im2col + gemm.
-    Im2col,
-    /// As `Auto`, in bf16 on this kernel (`--precision bf16`): the Winograd products (forward, input gradient,
-    /// and the weight gradient from 256 channels) and the im2col forward run on it; the narrower im2col weight
-    /// gradients round their factors to bf16 and sum in f32, the same arithmetic.
-    Bf16(Bf16Kernel),
-}
-
-impl Algo {
-    fn use_winograd(self, g: &ConvGeom) -> bool {
-        matches!(self, Algo::Auto | Algo::Bf16(_)) && g.c >= 8 && super::winograd_f2::applicable(g)
-    }
-}
-
 /// Forward convolution: `out[n, o, y, x] = act(b[o] + Σ w[o, c, ky, kx] · x[n, c, y + ky - pad, x + kx - pad])`.
 /// `weight` is `O × C × k × k`, `out` is `N × O × Ho × Wo`.
 pub fn conv_forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
@@ -242,8 +219,9 @@ pub fn conv_forward_with<'o>(
     }
 }
 
-/// The forward on the first-layer, direct or Winograd kernel, whichever `algo` and `g` take (with the packed bf16
-/// weights kept in `cache` when one is given), or false when none does (the caller then runs im2col).
+/// The forward on the first-layer, direct or Winograd kernel, as [`forward_plan`] decides for `algo` and `g`
+/// (with the packed bf16 weights kept in `cache` when one is given), or false when the plan is im2col (the
+/// caller runs it).
 #[allow(clippy::too_many_arguments)]
 fn kernel_forward(
     algo: Algo,
@@ -256,9 +234,19 @@ fn kernel_forward(
     pool: bool,
     out: &mut Out,
 ) -> bool {
-    first_forward(algo, x, g, weight, bias, relu, pool, out)
-        || direct_forward(algo, cache, x, g, weight, bias, relu, pool, out)
-        || winograd_forward(algo, cache, x, g, weight, bias, relu, pool, out)
+    let plan = forward_plan(algo, g);
+    match plan.forward {
+        Forward::FirstConv => {
+            let bf16 = plan.bf16.is_some();
+            super::first_conv::forward(x, g, weight, bias, relu, pool, bf16, out.reborrow());
+        }
+        Forward::Direct(kernel) => direct_forward(kernel, cache, x, g, weight, bias, relu, pool, out),
+        Forward::WinogradF2 | Forward::WinogradF3 | Forward::WinogradF4 => {
+            winograd_forward(plan.forward, plan.bf16, cache, x, g, weight, bias, relu, pool, out)
+        }
+        Forward::Im2col => return false,
+    }
+    true
 }
 
 /// The forward of a conv + bias + ReLU + 2×2/2 max-pool (floor mode), fused where a kernel can, else im2col and
@@ -292,36 +280,10 @@ fn pooled_forward(
     }
 }
 
-/// The forward of a first layer (3 input channels) by [`super::first_conv`], in either precision, or false when
-/// `g` is not such a layer or the CPU lacks AVX-512 (the caller then runs the other algorithms).
-#[allow(clippy::too_many_arguments)]
-fn first_forward(
-    algo: Algo,
-    x: &[f32],
-    g: &ConvGeom,
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
-    pool: bool,
-    out: &mut Out,
-) -> bool {
-    let bf16 = match algo {
-        Algo::Auto => false,
-        Algo::Bf16(_) => true,
-        Algo::Im2col => return false,
-    };
-    if !super::first_conv::applicable(g) {
-        return false;
-    }
-    super::first_conv::forward(x, g, weight, bias, relu, pool, bf16, out.reborrow());
-    true
-}
-
-/// The direct bf16 forward where [`super::direct::chosen`] picks it for this kernel and geometry (with the packed
-/// weights kept in `cache` when one is given), or false (the caller then runs Winograd or im2col).
+/// The direct bf16 forward on `kernel` (with the packed weights kept in `cache` when one is given).
 #[allow(clippy::too_many_arguments)]
 fn direct_forward(
-    algo: Algo,
+    kernel: Bf16Kernel,
     cache: Option<&(TensorId, Arc<WeightCache>)>,
     x: &[f32],
     g: &ConvGeom,
@@ -330,13 +292,7 @@ fn direct_forward(
     relu: bool,
     pool: bool,
     out: &mut Out,
-) -> bool {
-    let Algo::Bf16(kernel) = algo else {
-        return false;
-    };
-    if !super::direct::chosen(kernel, g) {
-        return false;
-    }
+) {
     let pack = || Packed::Direct(DirectWeights::pack(kernel, weight, g.o, g.c));
     let packed = match cache {
         Some((id, cache)) => cache.packed(*id, kernel, true, pack),
@@ -346,7 +302,6 @@ fn direct_forward(
         unreachable!("the cache gives back what `pack` made for this kernel")
     };
     super::direct::forward(kernel, x, g, weights, bias, relu, pool, out.reborrow());
-    true
 }
 
 /// The im2col forward in the precision `algo` asks for: bf16 products on its kernel, f32 otherwise.
@@ -368,11 +323,12 @@ fn im2col_forward_as(
     }
 }
 
-/// The Winograd forward `algo` asks for — f32, or bf16 with the packed weights kept in `cache` when one is
-/// given — or false when the geometry is not Winograd's (the caller then runs im2col).
+/// The Winograd forward the plan chose — F(2×2) in f32 or bf16 (with the packed weights kept in `cache` when
+/// one is given), F(3×3) or F(4×4) in f32.
 #[allow(clippy::too_many_arguments)]
 fn winograd_forward(
-    algo: Algo,
+    forward: Forward,
+    bf16: Option<Bf16Kernel>,
     cache: Option<&(TensorId, Arc<WeightCache>)>,
     x: &[f32],
     g: &ConvGeom,
@@ -381,12 +337,9 @@ fn winograd_forward(
     relu: bool,
     pool: bool,
     out: &mut Out,
-) -> bool {
-    if !algo.use_winograd(g) {
-        return false;
-    }
-    match (algo, cache) {
-        (Algo::Bf16(kernel), Some((id, cache))) => {
+) {
+    match (forward, bf16, cache) {
+        (_, Some(kernel), Some((id, cache))) => {
             let pack = || Packed::Winograd(super::winograd_f2::pack_weights_bf16(weight, g.o, g.c));
             match &*cache.packed(*id, kernel, false, pack) {
                 Packed::Winograd(blocks) => {
@@ -395,18 +348,13 @@ fn winograd_forward(
                 Packed::Direct(_) => unreachable!("the cache gives back what `pack` made"),
             }
         }
-        (Algo::Bf16(kernel), None) => {
+        (_, Some(kernel), None) => {
             super::winograd_f2::forward_bf16(kernel, x, g, weight, bias, relu, pool, out.reborrow())
         }
-        _ if super::winograd_f3::chosen(g) => {
-            super::winograd_f3::forward(x, g, weight, bias, relu, pool, out.reborrow())
-        }
-        _ if super::winograd_f4::chosen(g) => {
-            super::winograd_f4::forward(x, g, weight, bias, relu, pool, out.reborrow())
-        }
+        (Forward::WinogradF3, None, _) => super::winograd_f3::forward(x, g, weight, bias, relu, pool, out.reborrow()),
+        (Forward::WinogradF4, None, _) => super::winograd_f4::forward(x, g, weight, bias, relu, pool, out.reborrow()),
         _ => super::winograd_f2::forward(x, g, weight, bias, relu, pool, out.reborrow()),
     }
-    true
 }
 
 /// The weights of an im2col forward in bf16: the kernel, and the weights (O × C·k²) packed as its A.
@@ -906,6 +854,12 @@ fn own_algo(compute: Compute) -> Option<Algo> {
         Kernels::Im2col => Some(Algo::Im2col),
         Kernels::Portable => None,
     }
+}
+
+/// The plan of catdog's CPU forward for `compute` and `g` (what [`conv2d`] runs on the CPU); `None` for the
+/// portable twin, which is candle's.
+pub fn plan(compute: Compute, g: &ConvGeom) -> Option<super::plan::ConvPlan> {
+    own_algo(compute).map(|algo| forward_plan(algo, g))
 }
 
 /// 2-D convolution, stride 1, with bias and optional ReLU: `x` is NCHW, `w` OIHW, `b` O.

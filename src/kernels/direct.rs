@@ -150,14 +150,12 @@ fn runs_on(kernel: Bf16Kernel) -> bool {
     }
 }
 
-/// `CATDOG_BF16_CONV`: Some(true) for `direct`, Some(false) for `winograd`, None when unset (read once).
+/// `CATDOG_BF16_CONV`: Some(true) for `direct`, Some(false) for `winograd`, None when unset.
 fn forced() -> Option<bool> {
-    static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
-    *FORCED.get_or_init(|| match std::env::var("CATDOG_BF16_CONV").ok()?.trim() {
-        "direct" => Some(true),
-        "winograd" => Some(false),
-        _ => None,
-    })
+    use super::overrides::{Bf16ConvSwitch, KernelOverrides};
+    KernelOverrides::current()
+        .bf16_conv
+        .map(|c| c == Bf16ConvSwitch::Direct)
 }
 
 /// How a layer's output rows are split into bands, and the input planes' size.

@@ -15,6 +15,8 @@ pub mod direct;
 pub mod first_conv;
 mod geom;
 pub mod linear;
+pub mod overrides;
+pub mod plan;
 pub mod pool;
 pub mod precision;
 pub mod raw;
@@ -28,7 +30,8 @@ mod winograd_shared;
 mod winograd_tiles;
 pub mod winograd_weight_grad;
 
-pub use self::choice::{check_env, Kernels};
+pub use self::choice::Kernels;
+pub use self::overrides::{check_env, KernelOverrides};
 pub use self::precision::{Compute, Precision};
 
 /// Deterministic values in [−1, 1) for the kernels' unit tests (xorshift).

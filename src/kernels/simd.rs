@@ -13,6 +13,17 @@ pub enum Level {
     Avx512,
 }
 
+impl Level {
+    /// As `CATDOG_SIMD` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Generic => "generic",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
+        }
+    }
+}
+
 /// The level the CPU supports.
 pub fn detected() -> Level {
     #[cfg(target_arch = "x86_64")]
@@ -32,14 +43,13 @@ pub fn detected() -> Level {
     Level::Generic
 }
 
-/// The level `CATDOG_SIMD=generic|avx2|avx512` asks for, if set to one of them (read once).
+/// The level `CATDOG_SIMD=generic|avx2|avx512` asks for, if any.
 fn requested() -> Option<Level> {
-    static REQUESTED: std::sync::OnceLock<Option<Level>> = std::sync::OnceLock::new();
-    *REQUESTED.get_or_init(|| match std::env::var("CATDOG_SIMD").ok().as_deref().map(str::trim) {
-        Some("generic") => Some(Level::Generic),
-        Some("avx2") => Some(Level::Avx2),
-        Some("avx512") => Some(Level::Avx512),
-        _ => None,
+    use super::overrides::{KernelOverrides, SimdSwitch};
+    KernelOverrides::current().simd.map(|s| match s {
+        SimdSwitch::Generic => Level::Generic,
+        SimdSwitch::Avx2 => Level::Avx2,
+        SimdSwitch::Avx512 => Level::Avx512,
     })
 }
 

@@ -87,6 +87,10 @@ pub fn forward(a: BenchForwardArgs, quiet: bool) -> Result<i32> {
             );
         }
         println!("(GFLOP/s; dx = input gradient, dW = weight gradient, candle bwd = both through candle's autograd)");
+        println!();
+        for l in &r.layers {
+            println!("{:<13} {}", l.layer, l.plan);
+        }
     }
     Ok(0)
 }
