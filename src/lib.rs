@@ -23,4 +23,5 @@ pub mod progress;
 pub mod run;
 pub mod signals;
 pub mod tabular;
+pub mod tensorboard;
 pub mod train;

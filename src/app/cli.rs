@@ -617,6 +617,11 @@ pub struct FinetuneArgs {
     /// Folder of run folders.
     #[arg(help_heading = "Output and caches", long, default_value = "runs", value_name = "DIR")]
     pub runs_dir: PathBuf,
+    /// Also log the epochs to TensorBoard event files here, in Keras' layout (DIR/train, DIR/validation; scalars
+    /// epoch_loss, epoch_accuracy, … at step = epoch from 0), with the config as text and the curves as an image
+    /// [default: none].
+    #[arg(help_heading = "Output and caches", long, value_name = "DIR")]
+    pub tensorboard: Option<PathBuf>,
     /// Continue the run in this folder from its last.safetensors (its config.json is used; --epochs may extend it).
     #[arg(help_heading = "Output and caches", long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,

@@ -2,7 +2,7 @@
 //!
 //! Each 4×4 block of outputs (a tile) comes from a 6×6 input patch with 36 multiplications per (input, output)
 //! channel pair instead of 144: 4× fewer than im2col and 1.78× fewer than F(2×2, 3×3) where the image is a
-//! whole number of tiles wide. The structure is [`super::winograd`]'s (transforms around 36 gemms
+//! whole number of tiles wide. The structure is [`super::winograd_f2`]'s (transforms around 36 gemms
 //! `[O, C] × [C, tiles]`, tiles in chunks, in parallel), with Lavin and Gray's matrices for the points 0, ±1, ±2.
 //! Its rounding error is a few times F(2×2, 3×3)'s (the transforms' coefficients reach 5 and 1/24), still near f32
 //! rounding, so it runs in f32 only: in bf16 the same coefficients would amplify the operands' rounding.
@@ -83,7 +83,7 @@ fn at(m: [f32; T]) -> [f32; 4] {
     ]
 }
 
-/// The f32 forward's transformed weights (36 · O · C floats), kept for the next call as in [`super::winograd`].
+/// The f32 forward's transformed weights (36 · O · C floats), kept for the next call as in [`super::winograd_f2`].
 static TRANSFORMED: Pool<f32> = Pool::new();
 
 /// Forward convolution with Winograd F(4×4, 3×3); the contract of [`super::winograd_f2::forward`] (bias and ReLU

@@ -87,6 +87,9 @@ pub struct TrainConfig {
     /// The files of `catdog extract` the head trains on (`--features`) instead of running the conv base.
     #[serde(default)]
     pub features: Option<PathBuf>,
+    /// Where the run's TensorBoard event files go (`--tensorboard`), if anywhere.
+    #[serde(default)]
+    pub tensorboard: Option<PathBuf>,
     pub catdog_version: String,
 }
 
@@ -132,6 +135,7 @@ impl TrainConfig {
             strict,
             init_from,
             features,
+            tensorboard,
             catdog_version,
         } = self;
         let mut out = Vec::new();
@@ -175,6 +179,7 @@ impl TrainConfig {
         differ("strict", strict != &now.strict);
         differ("init_from", init_from != &now.init_from);
         differ("features", features != &now.features);
+        differ("tensorboard", tensorboard != &now.tensorboard);
         differ("catdog_version", catdog_version != &now.catdog_version);
         out
     }

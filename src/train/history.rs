@@ -25,6 +25,30 @@ pub struct EpochRecord {
 }
 
 impl EpochRecord {
+    /// The epoch's figures as TensorBoard shows them for a Keras run (`epoch_<name>`): the training side
+    /// (`loss`, `accuracy`, `learning_rate`, and the other history columns) and the validation side (`loss`,
+    /// `accuracy`, `data_loss`, without their `val_` prefix).
+    pub fn board_figures(&self) -> (Vec<(&'static str, f64)>, Vec<(&'static str, f64)>) {
+        let train = vec![
+            ("loss", self.loss),
+            ("accuracy", self.accuracy),
+            ("learning_rate", self.lr),
+            ("data_loss", self.data_loss),
+            ("penalty", self.penalty),
+            ("seconds", self.seconds),
+            ("images_per_s", self.images_per_s),
+        ];
+        let validation = [
+            ("loss", self.val_loss),
+            ("accuracy", self.val_accuracy),
+            ("data_loss", self.val_data_loss),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.map(|v| (name, v)))
+        .collect();
+        (train, validation)
+    }
+
     /// A metric by its Keras name.
     pub fn metric(&self, name: &str) -> Option<f64> {
         match name {

@@ -13,6 +13,7 @@ use super::cache::FeatureCache;
 use super::callbacks::{check_loss, Callbacks};
 use super::early_stop::EarlyStopping;
 use super::features::FeatureFiles;
+use crate::tensorboard::RunBoard;
 use super::fit_loop::{self, Batches, Learner, Monitored};
 use super::history::{EpochRecord, History};
 use super::loss;
@@ -68,6 +69,8 @@ pub struct Trainer {
     val_cache: Option<FeatureCache>,
     /// `--features`: where the caches come from instead of the conv base.
     features: Option<FeatureFiles>,
+    /// `--tensorboard`: the event files the epochs go to.
+    board: Option<RunBoard>,
     pub history: History,
     state: TrainState,
     run_dir: PathBuf,
@@ -196,6 +199,7 @@ impl Trainer {
             train_cache: None,
             val_cache: None,
             features: None,
+            board: None,
             history,
             state,
             run_dir: run_dir.to_path_buf(),
@@ -632,21 +636,57 @@ impl Trainer {
     /// The epoch is over: its record in the history, curves.png, the next epoch's fresh sums and
     /// `last.safetensors`.
     fn epoch_done(&mut self, epoch: usize, record: EpochRecord, last: bool, log: &mut dyn FnMut(&str)) -> Result<()> {
+        self.board_epoch(&record, log);
         self.history.epochs.push(record);
         self.history.write(&self.run_dir)?;
-        self.write_curves(log);
+        let curves = self.write_curves(log);
+        if let (true, Some(img)) = (last, curves) {
+            self.board_write(log, |b| b.image("curves", epoch, &img));
+        }
         self.state
             .start_next_epoch(epoch + 1, self.optimizer.steps, self.optimizer.lr());
         self.state.finished = last;
         self.save_last()
     }
 
-    /// Redraws curves.png with the best epoch marked; a failure is a warning (the run goes on).
-    fn write_curves(&self, log: &mut dyn FnMut(&str)) {
+    /// Redraws curves.png with the best epoch marked, and gives the image back; a failure is a warning (the run
+    /// goes on).
+    fn write_curves(&self, log: &mut dyn FnMut(&str)) -> Option<image::RgbImage> {
         let best = self.state.callbacks.best.epoch.map(|e| e + 1);
-        let img = crate::plot::curves(&self.history, best);
-        if let Err(e) = img.and_then(|img| crate::plot::save_png(&self.paths().curves(), &img)) {
-            log(&format!("warning: curves.png not written: {e}"));
+        let written = crate::plot::curves(&self.history, best)
+            .and_then(|img| crate::plot::save_png(&self.paths().curves(), &img).map(|_| img));
+        match written {
+            Ok(img) => Some(img),
+            Err(e) => {
+                log(&format!("warning: curves.png not written: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Logs the run to TensorBoard event files in `dir` (`--tensorboard`), starting with its configuration.
+    pub fn use_tensorboard(&mut self, dir: &Path) -> Result<()> {
+        let mut board = RunBoard::create(dir)?;
+        let config = serde_json::to_string_pretty(&self.cfg)?;
+        board.text("config", self.state.epoch, &format!("```json\n{config}\n```"))?;
+        self.board = Some(board);
+        Ok(())
+    }
+
+    /// The epoch's figures to TensorBoard, at step = epoch counted from 0 as Keras does.
+    fn board_epoch(&mut self, record: &EpochRecord, log: &mut dyn FnMut(&str)) {
+        let (train, validation) = record.board_figures();
+        let step = record.epoch.saturating_sub(1);
+        self.board_write(log, |b| b.epoch(step, &train, &validation));
+    }
+
+    /// A write to the event files; a failure is a warning and ends the logging, never the run.
+    fn board_write(&mut self, log: &mut dyn FnMut(&str), write: impl FnOnce(&mut RunBoard) -> Result<()>) {
+        if let Some(board) = self.board.as_mut() {
+            if let Err(e) = write(board) {
+                log(&format!("warning: TensorBoard logging stopped: {e}"));
+                self.board = None;
+            }
         }
     }
 

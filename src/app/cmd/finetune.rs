@@ -82,6 +82,7 @@ fn build_config(a: &FinetuneArgs, preprocess: Preprocess, weights_revision: Opti
         strict: a.strict,
         init_from: None,
         features: a.features.clone(),
+        tensorboard: a.tensorboard.clone(),
         catdog_version: env!("CARGO_PKG_VERSION").to_string(),
     })
 }
@@ -108,13 +109,16 @@ fn load_resume(
     if !conflicts.is_empty() {
         bail!(crate::app::UsageError(format!(
             "--resume continues the run as its config.json describes it, but {} would change it; drop them (only \
-             --epochs, --patience, --device, --kernels, --precision, --threads and --quiet may change on a resume), or start a new \
+             --epochs, --patience, --device, --kernels, --precision, --threads, --tensorboard and --quiet may change on a resume), or start a new \
              run with another --name",
             conflicts.join(", ")
         )));
     }
     if let Some(e) = a.epochs {
         cfg.epochs = e;
+    }
+    if explicit.iter().any(|f| f == "tensorboard") {
+        cfg.tensorboard = a.tensorboard.clone();
     }
     if let Some(p) = a.patience {
         cfg.early_stopping
@@ -182,6 +186,11 @@ pub fn train(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<(i32, 
     }
     if let Some(given) = &cfg.features {
         trainer.use_features(open_features(given, &cfg, quiet)?);
+    }
+    if let Some(dir) = &cfg.tensorboard {
+        trainer
+            .use_tensorboard(dir)
+            .with_context(|| format!("--tensorboard {}", dir.display()))?;
     }
     let mut opts = RunOptions {
         quiet,

@@ -14,6 +14,7 @@ pub const MAY_CHANGE: &[&str] = &[
     "device",
     "kernels",
     "precision",
+    "tensorboard",
 ];
 
 /// The `config.json` field each flag sets, where its name differs from the flag's; `None` for flags that name the

@@ -1,0 +1,187 @@
+//! `finetune --tensorboard`: the event files are read back here with a decoder of their own (TFRecord framing with
+//! masked CRC-32C, then the Event and Summary protobufs), and hold what history.csv holds, in Keras' layout.
+//! `scripts/check_tensorboard.py` reads the same files with TensorBoard's EventAccumulator.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use catdog::tensorboard::crc32c::masked;
+use catdog::train::history::History;
+use common::{catdog, make_dataset, stderr};
+
+/// A decoded protobuf field: a varint, a fixed 32/64-bit value, or bytes (a string or a nested message).
+#[derive(Debug, Clone)]
+enum Field {
+    Varint(u64),
+    Fixed64([u8; 8]),
+    Fixed32([u8; 4]),
+    Bytes(Vec<u8>),
+}
+
+fn varint(b: &[u8], at: &mut usize) -> u64 {
+    let (mut v, mut shift) = (0u64, 0);
+    loop {
+        let byte = b[*at];
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return v;
+        }
+        shift += 7;
+    }
+}
+
+fn fields(b: &[u8]) -> Vec<(u64, Field)> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    while at < b.len() {
+        let key = varint(b, &mut at);
+        let f = match key & 7 {
+            0 => Field::Varint(varint(b, &mut at)),
+            1 => {
+                at += 8;
+                Field::Fixed64(b[at - 8..at].try_into().unwrap())
+            }
+            2 => {
+                let n = varint(b, &mut at) as usize;
+                at += n;
+                Field::Bytes(b[at - n..at].to_vec())
+            }
+            5 => {
+                at += 4;
+                Field::Fixed32(b[at - 4..at].try_into().unwrap())
+            }
+            w => panic!("wire type {w}"),
+        };
+        out.push((key >> 3, f));
+    }
+    out
+}
+
+fn get(fs: &[(u64, Field)], n: u64) -> Option<&Field> {
+    fs.iter().find(|(k, _)| *k == n).map(|(_, f)| f)
+}
+
+fn bytes(f: Option<&Field>) -> &[u8] {
+    match f {
+        Some(Field::Bytes(b)) => b,
+        other => panic!("expected bytes, got {other:?}"),
+    }
+}
+
+/// The records of an event file, each CRC checked.
+fn records(path: &Path) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).unwrap();
+    let mut at = 0;
+    let mut out = Vec::new();
+    while at < data.len() {
+        let len_bytes = &data[at..at + 8];
+        let len = u64::from_le_bytes(len_bytes.try_into().unwrap()) as usize;
+        assert_eq!(u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()), masked(len_bytes));
+        let body = &data[at + 12..at + 12 + len];
+        let crc = u32::from_le_bytes(data[at + 12 + len..at + 16 + len].try_into().unwrap());
+        assert_eq!(crc, masked(body), "record CRC");
+        out.push(body.to_vec());
+        at += 16 + len;
+    }
+    out
+}
+
+/// What one folder's event files hold: scalars by tag and step, the text and image tags, the file version.
+#[derive(Default, Debug)]
+struct Board {
+    scalars: BTreeMap<String, BTreeMap<i64, f32>>,
+    texts: BTreeMap<String, String>,
+    images: BTreeMap<String, (u64, u64, Vec<u8>)>,
+    versions: Vec<String>,
+}
+
+fn read_board(dir: &Path) -> Board {
+    let mut board = Board::default();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert!(path.file_name().unwrap().to_str().unwrap().starts_with("events.out.tfevents."));
+        for rec in records(&path) {
+            let event = fields(&rec);
+            if let Some(Field::Bytes(v)) = get(&event, 3) {
+                board.versions.push(String::from_utf8(v.clone()).unwrap());
+                continue;
+            }
+            let step = match get(&event, 2) {
+                Some(Field::Varint(s)) => *s as i64,
+                _ => 0,
+            };
+            for (_, value) in fields(bytes(get(&event, 5))).iter().filter(|(k, _)| *k == 1) {
+                let Field::Bytes(value) = value else { panic!() };
+                let v = fields(value);
+                let tag = String::from_utf8(bytes(get(&v, 1)).to_vec()).unwrap();
+                if let Some(Field::Fixed32(f)) = get(&v, 2) {
+                    board.scalars.entry(tag).or_default().insert(step, f32::from_le_bytes(*f));
+                } else if let Some(Field::Bytes(img)) = get(&v, 4) {
+                    let img = fields(img);
+                    let (Some(Field::Varint(h)), Some(Field::Varint(w))) = (get(&img, 1), get(&img, 2)) else {
+                        panic!()
+                    };
+                    board.images.insert(tag, (*h, *w, bytes(get(&img, 4)).to_vec()));
+                } else if let Some(Field::Bytes(tensor)) = get(&v, 8) {
+                    let metadata = fields(bytes(get(&v, 9)));
+                    let plugin = fields(bytes(get(&metadata, 1)));
+                    assert_eq!(bytes(get(&plugin, 1)), b"text");
+                    let tensor = fields(tensor);
+                    let text = bytes(get(&tensor, 8));
+                    board.texts.insert(tag, String::from_utf8(text.to_vec()).unwrap());
+                }
+            }
+        }
+    }
+    board
+}
+
+#[test]
+fn finetune_logs_every_epoch_to_tensorboard_in_keras_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data.join("train"), 12, 1);
+    make_dataset(&data.join("test"), 6, 2);
+    let (runs, tb) = (tmp.path().join("runs"), tmp.path().join("tb"));
+    let args = |extra: &[&str]| {
+        let mut a = vec!["finetune", "--data", data.to_str().unwrap(), "--weights", "random:4,4,4,4,4"];
+        a.extend(["--size", "32", "--batch-size", "8", "--hidden", "8", "--lr", "1e-3", "--quiet"]);
+        a.extend(["--runs-dir", runs.to_str().unwrap(), "--name", "r"]);
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        catdog(&a.iter().map(String::as_str).collect::<Vec<_>>(), tmp.path())
+    };
+    let o = run(&["--epochs", "2", "--tensorboard", tb.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A resume for a third epoch appends files beside the first ones.
+    let run_dir = runs.join("r");
+    let o = catdog(
+        &["finetune", "--resume", run_dir.to_str().unwrap(), "--epochs", "3", "--quiet"],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let history = History::read(&run_dir).unwrap();
+    let (train, val) = (read_board(&tb.join("train")), read_board(&tb.join("validation")));
+    assert!(train.versions.iter().all(|v| v == "brain.Event:2") && train.versions.len() == 2);
+    for (e, rec) in history.epochs.iter().enumerate() {
+        let at = |b: &Board, tag: &str| b.scalars[tag][&(e as i64)];
+        assert_eq!(at(&train, "epoch_loss"), rec.loss as f32, "epoch {e}");
+        assert_eq!(at(&train, "epoch_accuracy"), rec.accuracy as f32);
+        assert_eq!(at(&train, "epoch_learning_rate"), rec.lr as f32);
+        assert_eq!(at(&train, "epoch_images_per_s"), rec.images_per_s as f32);
+        assert_eq!(at(&val, "epoch_loss"), rec.val_loss.unwrap() as f32);
+        assert_eq!(at(&val, "epoch_accuracy"), rec.val_accuracy.unwrap() as f32);
+    }
+    assert_eq!(train.scalars["epoch_loss"].len(), 3);
+    assert!(!val.scalars.contains_key("epoch_learning_rate"));
+    assert!(train.texts["config"].contains("\"tensorboard\""), "{:?}", train.texts);
+    let (h, w, png) = &train.images["curves"];
+    assert!(*h > 0 && *w > 0 && png.starts_with(b"\x89PNG"));
+}
