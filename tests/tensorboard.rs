@@ -15,7 +15,7 @@ use common::{catdog, make_dataset, stderr};
 #[derive(Debug, Clone)]
 enum Field {
     Varint(u64),
-    Fixed64([u8; 8]),
+    Fixed64,
     Fixed32([u8; 4]),
     Bytes(Vec<u8>),
 }
@@ -42,7 +42,7 @@ fn fields(b: &[u8]) -> Vec<(u64, Field)> {
             0 => Field::Varint(varint(b, &mut at)),
             1 => {
                 at += 8;
-                Field::Fixed64(b[at - 8..at].try_into().unwrap())
+                Field::Fixed64
             }
             2 => {
                 let n = varint(b, &mut at) as usize;
@@ -79,7 +79,10 @@ fn records(path: &Path) -> Vec<Vec<u8>> {
     while at < data.len() {
         let len_bytes = &data[at..at + 8];
         let len = u64::from_le_bytes(len_bytes.try_into().unwrap()) as usize;
-        assert_eq!(u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()), masked(len_bytes));
+        assert_eq!(
+            u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()),
+            masked(len_bytes)
+        );
         let body = &data[at + 12..at + 12 + len];
         let crc = u32::from_le_bytes(data[at + 12 + len..at + 16 + len].try_into().unwrap());
         assert_eq!(crc, masked(body), "record CRC");
@@ -102,7 +105,12 @@ fn read_board(dir: &Path) -> Board {
     let mut board = Board::default();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        assert!(path.file_name().unwrap().to_str().unwrap().starts_with("events.out.tfevents."));
+        assert!(path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("events.out.tfevents."));
         for rec in records(&path) {
             let event = fields(&rec);
             if let Some(Field::Bytes(v)) = get(&event, 3) {
@@ -118,7 +126,11 @@ fn read_board(dir: &Path) -> Board {
                 let v = fields(value);
                 let tag = String::from_utf8(bytes(get(&v, 1)).to_vec()).unwrap();
                 if let Some(Field::Fixed32(f)) = get(&v, 2) {
-                    board.scalars.entry(tag).or_default().insert(step, f32::from_le_bytes(*f));
+                    board
+                        .scalars
+                        .entry(tag)
+                        .or_default()
+                        .insert(step, f32::from_le_bytes(*f));
                 } else if let Some(Field::Bytes(img)) = get(&v, 4) {
                     let img = fields(img);
                     let (Some(Field::Varint(h)), Some(Field::Varint(w))) = (get(&img, 1), get(&img, 2)) else {
@@ -147,8 +159,24 @@ fn finetune_logs_every_epoch_to_tensorboard_in_keras_layout() {
     make_dataset(&data.join("test"), 6, 2);
     let (runs, tb) = (tmp.path().join("runs"), tmp.path().join("tb"));
     let args = |extra: &[&str]| {
-        let mut a = vec!["finetune", "--data", data.to_str().unwrap(), "--weights", "random:4,4,4,4,4"];
-        a.extend(["--size", "32", "--batch-size", "8", "--hidden", "8", "--lr", "1e-3", "--quiet"]);
+        let mut a = vec![
+            "finetune",
+            "--data",
+            data.to_str().unwrap(),
+            "--weights",
+            "random:4,4,4,4,4",
+        ];
+        a.extend([
+            "--size",
+            "32",
+            "--batch-size",
+            "8",
+            "--hidden",
+            "8",
+            "--lr",
+            "1e-3",
+            "--quiet",
+        ]);
         a.extend(["--runs-dir", runs.to_str().unwrap(), "--name", "r"]);
         a.extend_from_slice(extra);
         a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
@@ -162,7 +190,14 @@ fn finetune_logs_every_epoch_to_tensorboard_in_keras_layout() {
     // A resume for a third epoch appends files beside the first ones.
     let run_dir = runs.join("r");
     let o = catdog(
-        &["finetune", "--resume", run_dir.to_str().unwrap(), "--epochs", "3", "--quiet"],
+        &[
+            "finetune",
+            "--resume",
+            run_dir.to_str().unwrap(),
+            "--epochs",
+            "3",
+            "--quiet",
+        ],
         tmp.path(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -184,4 +219,53 @@ fn finetune_logs_every_epoch_to_tensorboard_in_keras_layout() {
     assert!(train.texts["config"].contains("\"tensorboard\""), "{:?}", train.texts);
     let (h, w, png) = &train.images["curves"];
     assert!(*h > 0 && *w > 0 && png.starts_with(b"\x89PNG"));
+}
+
+#[test]
+fn lab_variants_become_tensorboard_runs_with_their_first_seeds_curves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, tb) = (tmp.path().join("labs"), tmp.path().join("tb"));
+    let o = catdog(
+        &[
+            "lab",
+            "l2",
+            "--dataset",
+            "moons",
+            "--n",
+            "80",
+            "--epochs",
+            "3",
+            "--seeds",
+            "1",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+            "--tensorboard",
+            tb.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("l2/results.json")).unwrap()).unwrap();
+    let variants = results["variants"].as_array().unwrap();
+    let runs: Vec<_> = std::fs::read_dir(tb.join("l2"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), variants.len(), "{runs:?}");
+    for v in variants {
+        let name: String = v["variant"].as_str().unwrap().replace(" = ", "_");
+        let run = tb.join("l2").join(&name);
+        let (train, val) = (read_board(&run.join("train")), read_board(&run.join("validation")));
+        for (step, row) in v["history"].as_array().unwrap().iter().enumerate() {
+            let step = step as i64;
+            assert_eq!(train.scalars["epoch_loss"][&step], row["loss"].as_f64().unwrap() as f32);
+            assert_eq!(
+                val.scalars["epoch_accuracy"][&step],
+                row["val_metric"].as_f64().unwrap() as f32
+            );
+        }
+        assert!(train.texts["lab"].contains("| λ |"), "{:?}", train.texts);
+    }
 }

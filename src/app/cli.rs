@@ -837,6 +837,10 @@ pub struct LabArgs {
     /// Output folder: each lab writes its own sub-folder DIR/<lab>/ (`all`: every lab's, and DIR/index.md).
     #[arg(long, value_name = "DIR", default_value = "runs/labs")]
     pub out: PathBuf,
+    /// Also write each variant's curves (its first seed) as TensorBoard runs: DIR/<lab>/<variant>/train and
+    /// …/validation, epoch_loss and epoch_<metric> at step = epoch from 0 [default: none].
+    #[arg(long, value_name = "DIR")]
+    pub tensorboard: Option<PathBuf>,
     /// Print the results as JSON (one object; `all`: an array).
     #[arg(long)]
     pub json: bool,

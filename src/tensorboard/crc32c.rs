@@ -22,14 +22,16 @@ const TABLE: [u32; 256] = {
 
 /// CRC-32C of `data`.
 pub fn crc32c(data: &[u8]) -> u32 {
-    !data.iter().fold(!0u32, |c, &b| TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8))
+    !data
+        .iter()
+        .fold(!0u32, |c, &b| TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8))
 }
 
 /// The masked CRC TFRecord stores: rotated right by 15 bits plus a constant, so that a CRC of data holding CRCs
 /// stays strong.
 pub fn masked(data: &[u8]) -> u32 {
     let c = crc32c(data);
-    ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8)
+    c.rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 #[cfg(test)]

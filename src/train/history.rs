@@ -24,11 +24,14 @@ pub struct EpochRecord {
     pub images_per_s: f64,
 }
 
+/// Named figures of one epoch, for TensorBoard.
+pub type Figures = Vec<(&'static str, f64)>;
+
 impl EpochRecord {
     /// The epoch's figures as TensorBoard shows them for a Keras run (`epoch_<name>`): the training side
     /// (`loss`, `accuracy`, `learning_rate`, and the other history columns) and the validation side (`loss`,
     /// `accuracy`, `data_loss`, without their `val_` prefix).
-    pub fn board_figures(&self) -> (Vec<(&'static str, f64)>, Vec<(&'static str, f64)>) {
+    pub fn board_figures(&self) -> (Figures, Figures) {
         let train = vec![
             ("loss", self.loss),
             ("accuracy", self.accuracy),

@@ -13,7 +13,6 @@ use super::cache::FeatureCache;
 use super::callbacks::{check_loss, Callbacks};
 use super::early_stop::EarlyStopping;
 use super::features::FeatureFiles;
-use crate::tensorboard::RunBoard;
 use super::fit_loop::{self, Batches, Learner, Monitored};
 use super::history::{EpochRecord, History};
 use super::loss;
@@ -26,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::model::classifier::{Classifier, ModelMeta, TrainMode};
 use crate::model::head::{Head, HeadConfig};
 use crate::model::vgg16::{Vgg16, LAYERS};
+use crate::tensorboard::RunBoard;
 
 pub use super::config::{CacheMode, ReduceLrSettings, TrainConfig};
 pub use super::state::{Resume, TrainState};

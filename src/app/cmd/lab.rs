@@ -1,6 +1,7 @@
 use crate::nn::{Activation, Init, Norm};
 use crate::tabular::labs::{self, DataSource, LabConfig, LabName};
 use crate::train::optim::OptimConfig;
+use anyhow::Context;
 use anyhow::Result;
 
 use crate::app::cli::{LabArgs, LabChoice};
@@ -127,6 +128,7 @@ pub fn run_printing(a: LabArgs, quiet: bool, print: bool) -> Result<i32> {
     };
     let out = out.join(lab.slug());
     let r = labs::run_lab(lab, &cfg, &out)?;
+    write_board(&a, &r)?;
     if print && a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else if print {
@@ -141,12 +143,21 @@ pub fn run_printing(a: LabArgs, quiet: bool, print: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// `--tensorboard DIR`: the lab's variants as TensorBoard runs.
+fn write_board(a: &LabArgs, r: &labs::LabResult) -> Result<()> {
+    if let Some(dir) = &a.tensorboard {
+        labs::board::write(dir, r).with_context(|| format!("--tensorboard {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// `catdog lab all`: every lab into its own folder under --out, then an index of them.
 fn run_every_lab(a: &LabArgs, cfg: &LabConfig, quiet: bool, print: bool) -> Result<i32> {
     let bar = crate::progress::bar(LabName::ALL.len() as u64, "labs", "labs", quiet);
     let mut results = Vec::new();
     for lab in LabName::ALL {
         let r = labs::run_lab(lab, cfg, &a.out.join(lab.slug()))?;
+        write_board(a, &r)?;
         bar.inc(1);
         if print && !a.json {
             bar.suspend(|| println!("{}", r.markdown()));

@@ -7,6 +7,7 @@
 
 mod ablation;
 mod activations;
+pub mod board;
 mod dropout;
 mod early_stopping;
 mod format;
