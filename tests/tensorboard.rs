@@ -9,67 +9,8 @@ use std::path::Path;
 
 use catdog::tensorboard::crc32c::masked;
 use catdog::train::history::History;
+use common::protobuf::{bytes, fields, get, Field};
 use common::{catdog, make_dataset, stderr};
-
-/// A decoded protobuf field: a varint, a fixed 32/64-bit value, or bytes (a string or a nested message).
-#[derive(Debug, Clone)]
-enum Field {
-    Varint(u64),
-    Fixed64,
-    Fixed32([u8; 4]),
-    Bytes(Vec<u8>),
-}
-
-fn varint(b: &[u8], at: &mut usize) -> u64 {
-    let (mut v, mut shift) = (0u64, 0);
-    loop {
-        let byte = b[*at];
-        *at += 1;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return v;
-        }
-        shift += 7;
-    }
-}
-
-fn fields(b: &[u8]) -> Vec<(u64, Field)> {
-    let mut at = 0;
-    let mut out = Vec::new();
-    while at < b.len() {
-        let key = varint(b, &mut at);
-        let f = match key & 7 {
-            0 => Field::Varint(varint(b, &mut at)),
-            1 => {
-                at += 8;
-                Field::Fixed64
-            }
-            2 => {
-                let n = varint(b, &mut at) as usize;
-                at += n;
-                Field::Bytes(b[at - n..at].to_vec())
-            }
-            5 => {
-                at += 4;
-                Field::Fixed32(b[at - 4..at].try_into().unwrap())
-            }
-            w => panic!("wire type {w}"),
-        };
-        out.push((key >> 3, f));
-    }
-    out
-}
-
-fn get(fs: &[(u64, Field)], n: u64) -> Option<&Field> {
-    fs.iter().find(|(k, _)| *k == n).map(|(_, f)| f)
-}
-
-fn bytes(f: Option<&Field>) -> &[u8] {
-    match f {
-        Some(Field::Bytes(b)) => b,
-        other => panic!("expected bytes, got {other:?}"),
-    }
-}
 
 /// The records of an event file, each CRC checked.
 fn records(path: &Path) -> Vec<Vec<u8>> {

@@ -12,7 +12,7 @@ Errors: ``ValueError`` for what the command line calls a usage error, ``OSError`
 and raises ``KeyboardInterrupt``; ``finetune(resume=run.dir, epochs=N)`` continues it.
 """
 
-from ._api import CourseReport, augment_preview, course, evaluate, extract, finetune, info, lab, lr_find, predict
+from ._api import CourseReport, augment_preview, course, evaluate, export, extract, finetune, info, lab, lr_find, predict
 from ._native import __version__
 from ._run import Run
 
@@ -22,6 +22,7 @@ __all__ = [
     "augment_preview",
     "course",
     "evaluate",
+    "export",
     "extract",
     "finetune",
     "info",

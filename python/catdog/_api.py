@@ -53,6 +53,12 @@ def predict(checkpoint, paths, **kwargs):
     return _call(["predict"], {"checkpoint": checkpoint, **kwargs}, positional=paths)
 
 
+def export(checkpoint, out, format="onnx"):
+    """Writes a checkpoint as one ONNX graph as ``catdog export`` (input ``pixels``: float32 N×3×S×S RGB 0–255;
+    output ``probabilities``) and returns what ``export --json`` prints (out, opset, nodes, parameters, bytes)."""
+    return _call(["export"], {"checkpoint": checkpoint, "out": out, "format": format})
+
+
 def extract(paths, out=None, **kwargs):
     """Runs the conv base over images as ``catdog extract`` (``weights``, ``layer``, ``size``, …) and returns
     ``(features, metadata)``: a float32 numpy array N×C×H×W and the file's metadata (files, labels, classes, layer,

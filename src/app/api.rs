@@ -13,7 +13,7 @@ use super::{cmd, parse, setup, UsageError};
 /// - `finetune`: `{"run_dir": …}` (a stopped run is the error `Interrupted`, after `last.safetensors` is written);
 /// - `evaluate`: what `evaluate --json` prints; `predict`: the list of `predict --json` lines;
 /// - `lab`: `{"results": [results.json of each lab]}`; `info`: what `info --json` prints;
-/// - `lr-find`: what `lr-find --json` prints; `course`: `{"out": …, "recipes": [report.json's rows]}`;
+/// - `export`: what `export --json` prints; `lr-find`: what `lr-find --json` prints; `course`: `{"out": …, "recipes": [report.json's rows]}`;
 /// - any other command: `{"code": exit code}`.
 pub fn call(args: Vec<OsString>) -> anyhow::Result<Value> {
     let (cli, explicit) = parse(args).map_err(|e| UsageError(e.render().to_string().trim_end().to_string()))?;
@@ -38,6 +38,7 @@ pub fn call(args: Vec<OsString>) -> anyhow::Result<Value> {
             json!({ "results": results })
         }
         Command::Info { .. } => serde_json::to_value(crate::info::gather())?,
+        Command::Export(a) => cmd::export::export(&a)?.1,
         Command::LrFind(a) => serde_json::to_value(cmd::lr_find::find_and_plot(&a, quiet, &explicit)?)?,
         Command::Course(a) => {
             let rows = cmd::course::run_recipes(&a, quiet)?;

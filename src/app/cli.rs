@@ -69,6 +69,9 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Predict the class of images with a checkpoint.
     Predict(PredictArgs),
+    /// Write a checkpoint as one ONNX graph — preprocessing, conv base, head, sigmoid/softmax — for onnxruntime,
+    /// OpenCV, TensorRT or the browser.
+    Export(ExportArgs),
     /// The regularization labs on tabular data: one comparison table and plots per lab.
     Lab(Box<LabArgs>),
     /// Check a data folder.
@@ -661,6 +664,30 @@ pub struct EvaluateArgs {
     /// Also write a PNG grid of misclassified images, highest loss first [default: none].
     #[arg(long, value_name = "FILE")]
     pub misclassified: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A checkpoint written by `catdog finetune` (best.safetensors or last.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// The format: onnx (opset 17; input `pixels` float32 N×3×S×S RGB 0–255 at the checkpoint's size, output
+    /// `probabilities` N×classes in the checkpoint's class order).
+    #[arg(long, value_enum, default_value_t = ExportFormat::Onnx)]
+    pub format: ExportFormat,
+    /// The file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Print one JSON object (out, format, opset, nodes, parameters, bytes).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `catdog export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// ONNX, opset 17.
+    Onnx,
 }
 
 #[derive(Debug, Args)]

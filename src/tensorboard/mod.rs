@@ -3,7 +3,7 @@
 //! True)` picks them up): `DIR/train/` and `DIR/validation/`, scalars `epoch_<name>` at step = epoch.
 //!
 //! The format is TensorFlow's: TFRecord framing (length, masked CRC-32C, data, masked CRC-32C) around `Event`
-//! protobufs holding `Summary` values. [`crc32c`] and [`proto`] are small writers of those two encodings, so no
+//! protobufs holding `Summary` values. [`crc32c`] and [`proto`] (over [`crate::protobuf`]) write those two encodings, so no
 //! TensorFlow or protobuf library is needed.
 
 pub mod crc32c;

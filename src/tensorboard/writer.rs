@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::crc32c::masked;
-use super::proto::{self, Message};
+use super::proto;
 use crate::error::{Error, Result};
+use crate::protobuf::Message;
 
 /// Event files made by this process, so that two made in one second get different names.
 static FILES_MADE: AtomicUsize = AtomicUsize::new(0);

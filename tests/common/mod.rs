@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod mock_hub;
+pub mod protobuf;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -86,6 +86,29 @@ def test_course_runs_its_recipes_and_shows_the_report(data, tmp_path):
     assert json.loads((tmp_path / "report.json").read_text()) == report["recipes"]
 
 
+def test_the_onnx_export_gives_predicts_probabilities_in_onnxruntime(trained, data, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    np = pytest.importorskip("numpy")
+
+    written = catdog.export(trained.best, tmp_path / "model.onnx")
+    assert written["opset"] == 17 and (tmp_path / "model.onnx").stat().st_size == written["bytes"]
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["classes"]) == ["cats", "dogs"] and meta["size"] == "32"
+    # 32×32 images (the checkpoint's size, so that catdog's resize leaves them as they are).
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, img in enumerate(pixels):
+        write_png(folder / f"{i}.png", 32, 32, lambda x, y, img=img: tuple(int(v) for v in img[y, x]))
+    ours = {Path(r["path"]).name: r["probabilities"] for r in catdog.predict(trained.best, folder, kernels="portable", quiet=True)}
+    (probs,) = session.run(["probabilities"], {"pixels": pixels.transpose(0, 3, 1, 2).astype(np.float32)})
+    for i, row in enumerate(probs):
+        want = [ours[f"{i}.png"][c] for c in ("cats", "dogs")]
+        assert np.max(np.abs(np.asarray(want) - row)) <= 1e-5, (want, row)
+
+
 def test_augment_preview_writes_the_grid(data, tmp_path):
     out = catdog.augment_preview(data=data / "train", augment=True, shear=10, n=2, samples=2, size=32, out=tmp_path / "grid.png", quiet=True)
     assert out.exists() and out.read_bytes()[:4] == b"\x89PNG"

@@ -5,6 +5,7 @@ mod bench;
 pub(in crate::app) mod course;
 mod data;
 pub(in crate::app) mod evaluate;
+pub(in crate::app) mod export;
 mod extract;
 pub(in crate::app) mod finetune;
 pub(in crate::app) mod lab;
@@ -28,6 +29,7 @@ pub(in crate::app) fn run(cli: Cli, explicit: &[String]) -> Result<i32> {
         Command::Course(a) => course::run(a, quiet),
         Command::Evaluate(a) => evaluate::evaluate(a, quiet),
         Command::Predict(a) => evaluate::predict(a, quiet),
+        Command::Export(a) => export::run(a),
         Command::Lab(a) => lab::run(*a, quiet),
         Command::Data(c) => data::run(c, quiet),
         Command::Augment(AugmentCmd::Preview(a)) => augment::preview(a, quiet),
