@@ -131,7 +131,7 @@ pub struct ForwardOptions {
     pub layers: bool,
     pub backward: bool,
     /// The precision asked for (`--precision`).
-    pub precision: Precision,
+    pub precision: crate::kernels::PrecisionChoice,
 }
 
 /// Times the whole base forward with the fast convolution and with candle's, then (optionally) each conv layer.

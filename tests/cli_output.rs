@@ -91,6 +91,8 @@ fn the_start_line_writes_modes_optimizers_and_counts_as_people_do() {
             "--runs-dir",
             tmp.path().join("runs").to_str().unwrap(),
             "--quiet",
+            "--precision",
+            "fp32",
         ],
         tmp.path(),
     );

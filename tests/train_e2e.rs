@@ -199,6 +199,8 @@ fn finetune_mode_with_augmentation_learns_and_a_checkpoint_round_trip_predicts_t
             again.to_str().unwrap(),
             files[0].to_str().unwrap(),
             "--json",
+            "--precision",
+            "fp32",
         ],
         tmp.path(),
     );

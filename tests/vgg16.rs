@@ -78,6 +78,8 @@ fn every_pool_output_matches_pytorch_through_catdog_extract_on_the_pngs() {
                 name,
                 "--size",
                 "64",
+                "--precision",
+                "fp32",
                 "--out",
                 out.to_str().unwrap(),
                 dir.join("image0.png").to_str().unwrap(),

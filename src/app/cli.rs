@@ -129,17 +129,17 @@ pub struct RuntimeFlags {
     #[arg(help_heading = "Device", long, value_enum, value_name = "KERNELS")]
     pub kernels: Option<crate::kernels::Kernels>,
 
-    /// Precision of the convolutions' and dense layers' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
-    /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
-    /// bf16 on a GPU).
+    /// Precision of the convolutions' and dense layers' products: auto (bf16 where this CPU has catdog's bf16
+    /// kernels, AMX or AVX512-BF16, else fp32), fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16, f32
+    /// accumulation; fp32 with a notice on CPUs without bf16 kernels; candle's bf16 on a GPU).
     #[arg(
         help_heading = "Device",
         long,
         value_enum,
-        default_value = "fp32",
+        default_value = "auto",
         value_name = "PRECISION"
     )]
-    pub precision: crate::kernels::Precision,
+    pub precision: crate::kernels::PrecisionChoice,
 }
 
 /// `bench`'s device and precision: the CPU unless told otherwise.
@@ -149,11 +149,11 @@ pub struct BenchRuntimeFlags {
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: String,
 
-    /// Precision of the convolutions' and dense layers' products: fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16,
-    /// f32 accumulation; AVX512-BF16 kernels chosen by CPUID, fp32 with a notice on CPUs without them; candle's
-    /// bf16 on a GPU).
+    /// Precision of the convolutions' and dense layers' products: auto (bf16 where this CPU has catdog's bf16
+    /// kernels, AMX or AVX512-BF16, else fp32), fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16, f32
+    /// accumulation; fp32 with a notice on CPUs without bf16 kernels; candle's bf16 on a GPU).
     #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
-    pub precision: crate::kernels::Precision,
+    pub precision: crate::kernels::PrecisionChoice,
 }
 
 #[derive(Debug, Subcommand)]

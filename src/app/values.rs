@@ -8,7 +8,7 @@ use crate::data::augment::FillMode;
 use crate::data::decode::Interpolation;
 use crate::data::preprocess::PreprocessMode;
 use crate::kernels::Kernels;
-use crate::kernels::Precision;
+use crate::kernels::{Precision, PrecisionChoice};
 use crate::model::classifier::TrainMode;
 use crate::model::head::HeadKind;
 use crate::nn::{Norm, NormDefaults};
@@ -149,4 +149,10 @@ value_enum!(FillMode {
     Constant => "constant": "`cval` for any sample outside the image",
     Reflect => "reflect": "Mirror about the edge, edge pixel repeated (d c b a | a b c d | d c b a)",
     Wrap => "wrap": "Wrap around to the opposite edge (scipy's `wrap`: period size − 1)",
+});
+
+value_enum!(PrecisionChoice {
+    Auto => "auto": "bf16 where this CPU has catdog's bf16 kernels (AMX or AVX512-BF16), else fp32",
+    Fp32 => "fp32": "f32 everywhere",
+    Bf16 => "bf16": "Convolution and dense-layer inputs rounded to bf16, products accumulated in f32 (PyTorch's CPU autocast)",
 });

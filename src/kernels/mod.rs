@@ -32,7 +32,7 @@ pub mod winograd_weight_grad;
 
 pub use self::choice::Kernels;
 pub use self::overrides::{check_env, KernelOverrides};
-pub use self::precision::{Compute, Precision};
+pub use self::precision::{Compute, Precision, PrecisionChoice};
 
 /// Deterministic values in [−1, 1) for the kernels' unit tests (xorshift).
 #[cfg(test)]

@@ -67,6 +67,62 @@ impl Precision {
     }
 }
 
+/// `--precision`: a precision, or `auto` — bf16 where catdog has bf16 kernels for this CPU (AMX or AVX512-BF16),
+/// fp32 elsewhere (on the portable kernels and on GPUs too, for now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionChoice {
+    /// bf16 where this CPU has catdog's bf16 kernels, else fp32.
+    #[default]
+    Auto,
+    Fp32,
+    Bf16,
+}
+
+impl From<Precision> for PrecisionChoice {
+    fn from(p: Precision) -> Self {
+        match p {
+            Precision::Fp32 => PrecisionChoice::Fp32,
+            Precision::Bf16 => PrecisionChoice::Bf16,
+        }
+    }
+}
+
+impl PrecisionChoice {
+    /// What runs when this is asked for with `kernels` on `device`; `auto` says what it chose and why.
+    pub fn resolve(self, device: &Device, kernels: Kernels) -> Resolved {
+        match self {
+            PrecisionChoice::Fp32 => Precision::Fp32.resolve(device, kernels),
+            PrecisionChoice::Bf16 => Precision::Bf16.resolve(device, kernels),
+            PrecisionChoice::Auto => {
+                let kernels = kernels.for_device(device);
+                let own_bf16 = kernels == Kernels::Fast && bf16::kernel().is_some();
+                if own_bf16 {
+                    let mut r = Precision::Bf16.resolve(device, kernels);
+                    let why = format!(
+                        "precision auto: bf16 on {} (inputs of the products rounded to bf16, f32 sums, as PyTorch's \
+                         autocast; --precision fp32 for f32)",
+                        r.kernel
+                    );
+                    r.notice = Some(r.notice.map_or(why.clone(), |n| format!("{why}\n{n}")));
+                    r
+                } else {
+                    let why = if !device.is_cpu() {
+                        "on a GPU auto keeps fp32; --precision bf16 runs candle's bf16"
+                    } else if kernels != Kernels::Fast {
+                        "the portable kernels have no bf16 speed-up on the CPU"
+                    } else {
+                        "this CPU has no AVX512-BF16 or AMX"
+                    };
+                    let mut r = Precision::Fp32.resolve(device, kernels);
+                    r.notice = Some(format!("precision auto: fp32 ({why})"));
+                    r
+                }
+            }
+        }
+    }
+}
+
 /// The precision that runs, after CPUID and the kernels had their say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {

@@ -495,6 +495,7 @@ impl Trainer {
         let mut m = HashMap::new();
         m.insert("train_state".into(), serde_json::to_string(&self.state)?);
         m.insert("epoch".into(), self.state.epoch.to_string());
+        m.insert("precision".into(), self.cfg.precision.name().into());
         Ok(m)
     }
 
@@ -618,6 +619,8 @@ impl Trainer {
         let mut meta = HashMap::new();
         meta.insert("epoch".into(), (epoch + 1).to_string());
         meta.insert("monitor".into(), monitor.name.clone());
+        // What the epoch ran in (the weights are f32 either way).
+        meta.insert("precision".into(), self.cfg.precision.name().into());
         if let Some(v) = value {
             meta.insert("monitor_value".into(), v.to_string());
         }

@@ -3,7 +3,7 @@ use std::path::Path;
 use crate::data::augment::AugmentConfig;
 use crate::data::folder::{collect_inputs, split_dirs, ImageFolder};
 use crate::eval::report;
-use crate::kernels::{Kernels, Precision};
+use crate::kernels::{Kernels, PrecisionChoice};
 use crate::model::classifier::Classifier;
 use anyhow::{Context, Result};
 
@@ -52,7 +52,7 @@ fn open_checkpoint(
     path: &Path,
     device: &str,
     kernels: Option<Kernels>,
-    precision: Precision,
+    precision: PrecisionChoice,
     quiet: bool,
 ) -> Result<Classifier> {
     let device = crate::device::parse_device(device)?;

@@ -154,7 +154,7 @@ pub fn train(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<(i32, 
     cfg.kernels = kernels;
     // The precision too; a resume keeps the run's unless --precision is given again.
     let asked = if a.resume.is_some() && !explicit.iter().any(|f| f == "precision") {
-        cfg.precision
+        cfg.precision.into()
     } else {
         a.w.rt.precision
     };
@@ -448,11 +448,11 @@ fn settle_monitor(cfg: &mut TrainConfig, splits: &Splits, explicit: &[String]) -
         )));
     }
     eprintln!(
-        "warning: no validation data, so the best checkpoint{} follow the training loss (monitor loss, not {})",
+        "warning: no validation data, so the best checkpoint{} the training loss (monitor loss, not {})",
         if cfg.early_stopping.is_some() {
-            " and early stopping"
+            " and early stopping follow"
         } else {
-            ""
+            " follows"
         },
         monitor.name
     );

@@ -125,7 +125,7 @@ pub fn load_weights(w: &crate::app::cli::WeightsFlag, quiet: bool) -> Result<cra
 /// notice printed unless `quiet`). Returns what runs.
 pub fn set_precision(
     base: &mut crate::model::vgg16::Vgg16,
-    asked: crate::kernels::Precision,
+    asked: crate::kernels::PrecisionChoice,
     device: &candle_core::Device,
     quiet: bool,
 ) -> crate::kernels::precision::Resolved {
