@@ -26,9 +26,9 @@ use rayon::prelude::*;
 use super::bf16::{self, Bf16Kernel, PackedA};
 use super::direct::DirectWeights;
 use super::geom::{dims4, slice_of, store_act};
-pub use super::geom::{supported, ConvGeom};
+pub use super::geom::{supported, ConvGeom, Epilogue};
 pub use super::plan::Algo;
-use super::plan::{forward_plan, Forward};
+use super::plan::{forward_plan, ConvPlan, Forward};
 use super::pool::{max_pool2d, max_pool_planes};
 use super::raw::{sgemm, stored_by, Out, SendPtr};
 use super::{Compute, Kernels, Precision};
@@ -214,7 +214,12 @@ pub fn conv_forward_with<'o>(
     out: impl Into<Out<'o>>,
 ) {
     let mut out = out.into();
-    if !kernel_forward(algo, None, x, g, weight, bias, relu, false, &mut out) {
+    let epilogue = Epilogue {
+        bias,
+        relu,
+        pool: false,
+    };
+    if !kernel_forward(algo, None, x, g, weight, epilogue, &mut out) {
         im2col_forward_as(algo, x, g, weight, bias, relu, out.zeroed())
     }
 }
@@ -222,27 +227,25 @@ pub fn conv_forward_with<'o>(
 /// The forward on the first-layer, direct or Winograd kernel, as [`forward_plan`] decides for `algo` and `g`
 /// (with the packed bf16 weights kept in `cache` when one is given), or false when the plan is im2col (the
 /// caller runs it).
-#[allow(clippy::too_many_arguments)]
 fn kernel_forward(
     algo: Algo,
     cache: Option<&(TensorId, Arc<WeightCache>)>,
     x: &[f32],
     g: &ConvGeom,
     weight: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
-    pool: bool,
+    epi: Epilogue,
     out: &mut Out,
 ) -> bool {
     let plan = forward_plan(algo, g);
+    let Epilogue { bias, relu, pool } = epi;
     match plan.forward {
         Forward::FirstConv => {
             let bf16 = plan.bf16.is_some();
             super::first_conv::forward(x, g, weight, bias, relu, pool, bf16, out.reborrow());
         }
-        Forward::Direct(kernel) => direct_forward(kernel, cache, x, g, weight, bias, relu, pool, out),
+        Forward::Direct(kernel) => direct_forward(kernel, cache, x, g, weight, epi, out),
         Forward::WinogradF2 | Forward::WinogradF3 | Forward::WinogradF4 => {
-            winograd_forward(plan.forward, plan.bf16, cache, x, g, weight, bias, relu, pool, out)
+            winograd_forward(&plan, cache, x, g, weight, epi, out)
         }
         Forward::Im2col => return false,
     }
@@ -273,7 +276,12 @@ fn pooled_forward(
     mut out: Out,
 ) {
     let bias = Some(bias);
-    if !kernel_forward(algo, cache, x, g, weight, bias, true, true, &mut out) {
+    let epilogue = Epilogue {
+        bias,
+        relu: true,
+        pool: true,
+    };
+    if !kernel_forward(algo, cache, x, g, weight, epilogue, &mut out) {
         let mut full = vec![0f32; g.n * g.o * g.p()];
         im2col_forward_as(algo, x, g, weight, bias, true, &mut full);
         max_pool_planes(&full, g.ho, g.wo, 2, 2, out.zeroed());
@@ -281,16 +289,13 @@ fn pooled_forward(
 }
 
 /// The direct bf16 forward on `kernel` (with the packed weights kept in `cache` when one is given).
-#[allow(clippy::too_many_arguments)]
 fn direct_forward(
     kernel: Bf16Kernel,
     cache: Option<&(TensorId, Arc<WeightCache>)>,
     x: &[f32],
     g: &ConvGeom,
     weight: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
-    pool: bool,
+    Epilogue { bias, relu, pool }: Epilogue,
     out: &mut Out,
 ) {
     let pack = || Packed::Direct(DirectWeights::pack(kernel, weight, g.o, g.c));
@@ -325,20 +330,16 @@ fn im2col_forward_as(
 
 /// The Winograd forward the plan chose — F(2×2) in f32 or bf16 (with the packed weights kept in `cache` when
 /// one is given), F(3×3) or F(4×4) in f32.
-#[allow(clippy::too_many_arguments)]
 fn winograd_forward(
-    forward: Forward,
-    bf16: Option<Bf16Kernel>,
+    plan: &ConvPlan,
     cache: Option<&(TensorId, Arc<WeightCache>)>,
     x: &[f32],
     g: &ConvGeom,
     weight: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
-    pool: bool,
+    Epilogue { bias, relu, pool }: Epilogue,
     out: &mut Out,
 ) {
-    match (forward, bf16, cache) {
+    match (plan.forward, plan.bf16, cache) {
         (_, Some(kernel), Some((id, cache))) => {
             let pack = || Packed::Winograd(super::winograd_f2::pack_weights_bf16(weight, g.o, g.c));
             match &*cache.packed(*id, kernel, false, pack) {

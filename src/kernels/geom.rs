@@ -71,6 +71,14 @@ impl ConvGeom {
     }
 }
 
+/// What a forward does with its sums before it stores them: add the bias, apply the ReLU, and max-pool 2×2/2.
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub relu: bool,
+    pub pool: bool,
+}
+
 /// True when the fast path can run this geometry.
 pub fn supported(k: usize, pad: usize, h: usize, w: usize) -> bool {
     k >= 1 && pad < k && h + 2 * pad >= k && w + 2 * pad >= k
