@@ -18,6 +18,7 @@ pub mod extract;
 pub mod hub;
 pub mod info;
 pub mod io;
+pub mod kernel_bench;
 pub mod limits;
 pub mod plot;
 pub mod progress;

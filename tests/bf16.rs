@@ -128,35 +128,6 @@ fn gemm_equals_the_reference(kernel: bf16::Bf16Kernel) {
 }
 
 #[test]
-#[ignore = "a timing, not a test: cargo test --release --test bf16 -- --ignored --nocapture"]
-fn bf16_gemm_speed() {
-    let Some(kernel) = bf16::kernel() else { return };
-    let (m, k, n) = (512, 512, 128);
-    let a = PackedA::pack(&values(m * k, 1), m, k);
-    let b = values(k * n, 2);
-    let mut buf = Vec::new();
-    let mut c = vec![0f32; m * n];
-    let reps = 200;
-    let t = std::time::Instant::now();
-    for _ in 0..reps {
-        pack_b(&b, k, n, n, &mut buf);
-    }
-    let pack_s = t.elapsed().as_secs_f64() / reps as f64;
-    let t = std::time::Instant::now();
-    for _ in 0..reps {
-        bf16::gemm(kernel, &a, &buf, n, &mut c, n);
-    }
-    let gemm_s = t.elapsed().as_secs_f64() / reps as f64;
-    let flops = 2.0 * (m * k * n) as f64;
-    eprintln!(
-        "{m}×{k}×{n}: gemm {:.0} GFLOP/s (one thread), pack B {:.1} µs = {:.0}% of the gemm",
-        flops / gemm_s / 1e9,
-        pack_s * 1e6,
-        100.0 * pack_s / gemm_s
-    );
-}
-
-#[test]
 fn the_one_pass_bf16_weight_packing_equals_transforming_then_packing() {
     for (o, c) in [(8, 3), (13, 7), (40, 24), (9, 33)] {
         let w = values(o * c * 9, 4);
@@ -167,25 +138,6 @@ fn the_one_pass_bf16_weight_packing_equals_transforming_then_packing() {
             assert!(PackedA::pack(uk, o, c) == packed[k], "{o}×{c}, block {k}");
         }
     }
-}
-
-#[test]
-#[ignore = "a timing, not a test"]
-fn weight_transform_and_pack_speed() {
-    let (o, c) = (512, 512);
-    let w = values(o * c * 9, 3);
-    let t = std::time::Instant::now();
-    let u = winograd_f2::transform_weights(&w, o, c);
-    let tr = t.elapsed().as_secs_f64();
-    let t = std::time::Instant::now();
-    let packed = winograd_f2::pack_weights_bf16(&w, o, c);
-    let pk = t.elapsed().as_secs_f64();
-    eprintln!(
-        "512×512: f32 transform {:.1} ms; bf16 transform + pack {:.1} ms",
-        tr * 1e3,
-        pk * 1e3
-    );
-    let _ = (u, packed);
 }
 
 /// ‖a − b‖₂ / ‖b‖₂.
@@ -414,74 +366,6 @@ fn the_channel_vectorised_weight_gradient_equals_the_one_along_tiles_on_every_ke
             assert!(err < 1e-5, "{} {g:?}: {err:.2e} relative", kernel.name());
             assert_eq!(got_b, want_b);
         }
-    }
-}
-
-#[test]
-#[ignore = "a timing, not a test"]
-fn weight_gradient_speed() {
-    let Some(kernel) = bf16::kernel() else { return };
-    for (c, size) in [(512, 9), (512, 18), (256, 37)] {
-        let g = ConvGeom::new(32, c, size, size, c, 3, 1);
-        let x = values(32 * c * size * size, 1);
-        let dy = values(32 * c * size * size, 2);
-        let (mut dw, mut db) = (vec![0f32; c * c * 9], vec![0f32; c]);
-        for bf in [false, true] {
-            let t = std::time::Instant::now();
-            for _ in 0..3 {
-                if bf {
-                    winograd_f2::weight_grad_bf16(kernel, &x, &g, &dy, &mut dw, &mut db);
-                } else {
-                    winograd_f2::weight_grad(&x, &g, &dy, &mut dw, &mut db);
-                }
-            }
-            let s = t.elapsed().as_secs_f64() / 3.0;
-            let what = if bf { "bf16" } else { "fp32" };
-            let gflops = g.flops() / s / 1e9;
-            eprintln!(
-                "{c}→{c} at {size}×{size}, batch 32, weight gradient {what}: {:.1} ms ({gflops:.0} GFLOP/s)",
-                s * 1e3
-            );
-        }
-    }
-}
-
-#[test]
-#[ignore = "a timing, not a test"]
-fn block1_conv2_speed() {
-    let Some(kernel) = bf16::kernel() else { return };
-    let g = ConvGeom::new(32, 64, 150, 150, 64, 3, 1);
-    let x = values(32 * 64 * 150 * 150, 1);
-    let w = values(64 * 64 * 9, 2);
-    let mut out = vec![0f32; 32 * 64 * 75 * 75];
-    for bf in [false, true] {
-        let t = std::time::Instant::now();
-        for _ in 0..3 {
-            if bf {
-                winograd_f2::forward_bf16(kernel, &x, &g, &w, None, true, true, &mut out);
-            } else {
-                winograd_f2::forward(&x, &g, &w, None, true, true, &mut out);
-            }
-        }
-        let s = t.elapsed().as_secs_f64() / 3.0;
-        eprintln!(
-            "block1_conv2 + pool, batch 32, {}: {:.1} ms",
-            if bf { "bf16" } else { "fp32" },
-            s * 1e3
-        );
-    }
-}
-
-#[test]
-#[ignore = "a timing, not a test"]
-fn block5_weight_gradient_profile_target() {
-    let Some(kernel) = bf16::kernel() else { return };
-    let g = ConvGeom::new(32, 512, 9, 9, 512, 3, 1);
-    let x = values(32 * 512 * 81, 1);
-    let dy = values(32 * 512 * 81, 2);
-    let (mut dw, mut db) = (vec![0f32; 512 * 512 * 9], vec![0f32; 512]);
-    for _ in 0..20 {
-        winograd_f2::weight_grad_bf16(kernel, &x, &g, &dy, &mut dw, &mut db);
     }
 }
 
@@ -956,36 +840,6 @@ fn the_direct_input_gradient_is_the_direct_convolution_with_the_flipped_transpos
         let err = dx.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
         assert!(err < 1e-5, "{}: {err:.2e} from the bf16 reference", kernel.name());
     }
-}
-
-#[test]
-#[ignore = "a timing, not a test"]
-fn block1_conv1_speed() {
-    use catdog::kernels::first_conv;
-    // VGG16's first layer, batch 32, into kept buffers (the output's allocation is not the kernel's time): the
-    // direct FMA kernel against im2col + gemm, in both precisions where the CPU has them.
-    let g = ConvGeom::new(32, 3, 150, 150, 64, 3, 1);
-    if !first_conv::applicable(&g) {
-        eprintln!("skipped: no AVX-512 here");
-        return;
-    }
-    let x = values(32 * 3 * 150 * 150, 1);
-    let w = values(64 * 3 * 9, 2);
-    let mut out = vec![0f32; 32 * 64 * 150 * 150];
-    let time = |f: &mut dyn FnMut()| {
-        f();
-        let t = std::time::Instant::now();
-        for _ in 0..5 {
-            f();
-        }
-        t.elapsed().as_secs_f64() / 5.0 * 1e3
-    };
-    let direct_fp32 = time(&mut || first_conv::forward(&x, &g, &w, None, true, false, false, &mut out));
-    let direct_bf16 = time(&mut || first_conv::forward(&x, &g, &w, None, true, false, true, &mut out));
-    let im2col = time(&mut || conv::conv_forward_with(conv::Algo::Im2col, &x, &g, &w, None, true, &mut out));
-    eprintln!(
-        "block1_conv1, batch 32, ms: direct fp32 {direct_fp32:.1}, direct bf16 {direct_bf16:.1}, im2col fp32 {im2col:.1}"
-    );
 }
 
 #[test]

@@ -375,3 +375,19 @@ fn every_catdog_switch_refuses_a_value_it_would_ignore() {
         assert!(e.contains(&format!("{var}={bad}")) || e.contains(var), "{var}: {e}");
     }
 }
+
+#[test]
+fn bench_kernels_reports_each_kernel_with_its_precision_and_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = catdog(&["bench", "kernels", "--iters", "1", "--json", "--quiet"], tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&common::stdout(&o)).unwrap();
+    let kernels = r["kernels"].as_array().unwrap();
+    let fp32 = |what: &str| {
+        kernels
+            .iter()
+            .any(|k| k["kernel"].as_str().unwrap().starts_with(what) && k["precision"] == "fp32")
+    };
+    assert!(fp32("weight gradient 512→512 at 9×9") && fp32("block1_conv2"), "{r}");
+    assert!(kernels.iter().all(|k| k["seconds"].as_f64().unwrap() > 0.0), "{r}");
+}

@@ -229,6 +229,16 @@ pub enum BenchCmd {
     Loader(BenchLoaderArgs),
     /// Training step: images per second for extract or finetune, with or without the frozen-prefix cache.
     Train(BenchTrainArgs),
+    /// Single kernels alone on VGG16 shapes, fp32 and bf16: the bf16 gemm and packing, the Winograd weight
+    /// transform and gradient, block1_conv2's fused forward.
+    Kernels {
+        /// Timed repetitions (best is reported) after one warm-up.
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        iters: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// The labs' speed reference: an 11-64-32-1 MLP (dropout 0.2, L2), batch 32, 20 epochs on 10,000 rows.
     Mlp {
         /// Epochs.

@@ -232,3 +232,33 @@ pub fn mlp(epochs: usize) -> Result<i32> {
     );
     Ok(0)
 }
+
+pub fn kernels(iters: usize, json: bool, quiet: bool) -> Result<i32> {
+    let figures = crate::kernel_bench::kernels(iters.max(1), &mut |m| {
+        if !quiet {
+            eprintln!("{m}")
+        }
+    })?;
+    if json {
+        let report = serde_json::json!({
+            "cpu": crate::bench::cpu_model(), "threads": rayon::current_num_threads(), "kernels": figures,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    println!(
+        "kernels on {} ({} threads; best of {iters})",
+        crate::bench::cpu_model(),
+        rayon::current_num_threads()
+    );
+    for f in &figures {
+        let rate = f.gflops.map_or(String::new(), |g| format!("{g:>8.0} GFLOP/s"));
+        println!(
+            "{:<58} {:<12} {:>9.2} ms {rate}",
+            f.kernel,
+            f.precision,
+            f.seconds * 1e3
+        );
+    }
+    Ok(0)
+}

@@ -38,6 +38,7 @@ pub(in crate::app) fn run(cli: Cli, explicit: &[String]) -> Result<i32> {
         Command::Bench(BenchCmd::Loader(a)) => bench::loader(a, quiet),
         Command::Bench(BenchCmd::Train(a)) => bench::train(a, quiet),
         Command::Bench(BenchCmd::Mlp { epochs }) => bench::mlp(epochs),
+        Command::Bench(BenchCmd::Kernels { iters, json }) => bench::kernels(iters, json, quiet),
         Command::Info { json } => info(json),
     }
 }
