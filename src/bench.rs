@@ -293,7 +293,7 @@ fn backward_figures(
     compute: Compute,
 ) -> Result<(Option<f64>, Option<f64>, Option<f64>)> {
     // The backward timings follow the precision too (bf16 products where a kernel for them runs).
-    let algo = compute.bf16_kernel().map_or(conv::Algo::Auto, conv::Algo::Bf16);
+    let algo = compute.bf16_kernel().map_or(conv::Algo::Fp32, conv::Algo::Bf16);
     let gflop = g.flops() / 1e9;
     let xs = xin.flatten_all()?.to_vec1::<f32>()?;
     let ws = w.flatten_all()?.to_vec1::<f32>()?;

@@ -414,7 +414,7 @@ fn the_first_convolution_runs_in_bf16_too_as_autocast_does() {
     let mut got = vec![0f32; want.len()];
     conv::conv_forward_with(conv::Algo::Bf16(kernel), &x, &g, &w, None, false, &mut got);
     let mut fp32 = vec![0f32; want.len()];
-    conv::conv_forward_with(conv::Algo::Auto, &x, &g, &w, None, false, &mut fp32);
+    conv::conv_forward_with(conv::Algo::Fp32, &x, &g, &w, None, false, &mut fp32);
     eprintln!(
         "im2col bf16 vs the bf16 reference: {:.1e}; fp32 vs it: {:.1e}",
         max_diff(&got),
@@ -452,7 +452,7 @@ fn the_narrow_weight_gradient_rounds_its_factors_to_bf16() {
     let (mut got, mut db) = (vec![0f32; want.len()], vec![0f32; 6]);
     conv::conv_weight_grad_with(conv::Algo::Bf16(kernel), &x, &g, &dy, &mut got, &mut db);
     let mut fp32 = vec![0f32; want.len()];
-    conv::conv_weight_grad_with(conv::Algo::Auto, &x, &g, &dy, &mut fp32, &mut db);
+    conv::conv_weight_grad_with(conv::Algo::Fp32, &x, &g, &dy, &mut fp32, &mut db);
     eprintln!(
         "bf16 weight gradient vs the bf16 reference: {:.1e}; fp32 vs it: {:.1e}",
         max_diff(&got),
@@ -642,7 +642,7 @@ fn the_input_gradient_packs_the_flipped_weights_straight_and_computes_what_the_f
     let g = ConvGeom::new(2, 24, 9, 11, 40, 3, 1);
     let (w, dy) = (values(40 * 24 * 9, 42), values(2 * 40 * 9 * 11, 43));
     let (mut want, mut got) = (vec![0f32; 2 * 24 * 9 * 11], vec![0f32; 2 * 24 * 9 * 11]);
-    conv::conv_input_grad_with(conv::Algo::Auto, &dy, &g, &w, &mut want);
+    conv::conv_input_grad_with(conv::Algo::Fp32, &dy, &g, &w, &mut want);
     conv::conv_input_grad_with(conv::Algo::Bf16(kernel), &dy, &g, &w, &mut got);
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;

@@ -200,7 +200,7 @@ fn parallelism(nchunks: usize, threads: usize) -> (bool, gemm::Parallelism) {
 /// Forward convolution: `out[n, o, y, x] = act(b[o] + Σ w[o, c, ky, kx] · x[n, c, y + ky - pad, x + kx - pad])`.
 /// `weight` is `O × C × k × k`, `out` is `N × O × Ho × Wo`.
 pub fn conv_forward(x: &[f32], g: &ConvGeom, weight: &[f32], bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
-    conv_forward_with(Algo::Auto, x, g, weight, bias, relu, out)
+    conv_forward_with(Algo::Fp32, x, g, weight, bias, relu, out)
 }
 
 /// [`conv_forward`] with an explicit algorithm. Stores every value of `out`, which need not be initialised.
@@ -324,7 +324,7 @@ fn im2col_forward_as(
             let packed = PackedA::pack(weight, g.o, g.kk());
             im2col_forward(x, g, weight, bias, relu, Some((kernel, &packed)), out)
         }
-        Algo::Auto | Algo::Im2col => im2col_forward(x, g, weight, bias, relu, None, out),
+        Algo::Fp32 | Algo::Im2col => im2col_forward(x, g, weight, bias, relu, None, out),
     }
 }
 
@@ -511,7 +511,7 @@ fn store_chunk(outp: SendPtr, g: &ConvGeom, ch: &Chunk, tmp: &[f32], bias: Optio
 
 /// Input gradient: `dx = conv(dy, flip(wᵀ), pad = k - 1 - pad)`. `dy` is `N × O × Ho × Wo`, `dx` is `N × C × H × W`.
 pub fn conv_input_grad(dy: &[f32], g: &ConvGeom, weight: &[f32], dx: &mut [f32]) {
-    conv_input_grad_with(Algo::Auto, dy, g, weight, dx)
+    conv_input_grad_with(Algo::Fp32, dy, g, weight, dx)
 }
 
 /// [`conv_input_grad`] with an explicit algorithm.
@@ -546,7 +546,7 @@ pub fn conv_input_grad_with(algo: Algo, dy: &[f32], g: &ConvGeom, weight: &[f32]
 
 /// Weight and bias gradients: `dw[o, r] = Σ_n Σ_p dy[n, o, p] · cols[r, p]`, `db[o] = Σ dy[n, o, ·]`.
 pub fn conv_weight_grad(x: &[f32], g: &ConvGeom, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
-    conv_weight_grad_with(Algo::Auto, x, g, dy, dw, db)
+    conv_weight_grad_with(Algo::Fp32, x, g, dy, dw, db)
 }
 
 /// [`conv_weight_grad`] with an explicit algorithm (Winograd for 3×3 kernels with 8+ channels on both sides).
@@ -559,7 +559,7 @@ pub fn conv_weight_grad_with(algo: Algo, x: &[f32], g: &ConvGeom, dy: &[f32], dw
         Algo::Bf16(kernel) if algo.use_winograd(g) && super::winograd_weight_grad::applicable(g) => {
             super::winograd_weight_grad::weight_grad(kernel, x, g, dy, dw, db)
         }
-        Algo::Auto if algo.use_winograd(g) && super::winograd_f3::weight_grad_chosen(g) => {
+        Algo::Fp32 if algo.use_winograd(g) && super::winograd_f3::weight_grad_chosen(g) => {
             super::winograd_f3::weight_grad(x, g, dy, dw, db)
         }
         _ if !(algo.use_winograd(g) && g.c >= 256 && g.o >= 256) => {
@@ -851,7 +851,7 @@ impl CustomOp2 for ConvWeightGradOp {
 /// The algorithm of catdog's CPU op for `compute`; `None` for the portable twin.
 fn own_algo(compute: Compute) -> Option<Algo> {
     match compute.kernels {
-        Kernels::Fast => Some(compute.bf16_kernel().map_or(Algo::Auto, Algo::Bf16)),
+        Kernels::Fast => Some(compute.bf16_kernel().map_or(Algo::Fp32, Algo::Bf16)),
         Kernels::Im2col => Some(Algo::Im2col),
         Kernels::Portable => None,
     }

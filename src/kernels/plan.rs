@@ -8,13 +8,13 @@ use super::simd::{self, Level};
 /// How the CPU forward (and input gradient) is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Algo {
-    /// Winograd for 3×3 kernels on 8 or more input channels (F(4×4, 3×3) where `winograd_f4::chosen`, else
-    /// F(2×2, 3×3)), im2col + gemm otherwise.
+    /// fp32 on the fastest algorithm for the geometry: the first-layer kernel, Winograd for 3×3 kernels on 8 or
+    /// more input channels (F(3×3) or F(4×4) where they win, else F(2×2, 3×3)), im2col + gemm otherwise.
     #[default]
-    Auto,
+    Fp32,
     /// Always im2col + gemm.
     Im2col,
-    /// As `Auto`, in bf16 on this kernel (`--precision bf16`): the Winograd products (forward, input gradient,
+    /// As `Fp32`, in bf16 on this kernel (`--precision bf16`): the Winograd products (forward, input gradient,
     /// and the weight gradient from 256 channels) and the im2col forward run on it; the narrower im2col weight
     /// gradients round their factors to bf16 and sum in f32, the same arithmetic.
     Bf16(Bf16Kernel),
@@ -23,7 +23,7 @@ pub enum Algo {
 impl Algo {
     /// True when the geometry goes to a Winograd kernel (3×3, 8 or more input channels) under this algorithm.
     pub(super) fn use_winograd(self, g: &ConvGeom) -> bool {
-        matches!(self, Algo::Auto | Algo::Bf16(_)) && g.c >= 8 && super::winograd_shared::applicable(g)
+        matches!(self, Algo::Fp32 | Algo::Bf16(_)) && g.c >= 8 && super::winograd_shared::applicable(g)
     }
 }
 
@@ -124,13 +124,13 @@ mod tests {
     fn the_plan_follows_the_geometry() {
         // A 1×1 convolution and a 3×3 one on too few channels: im2col; asked for: im2col.
         let one = ConvGeom::new(2, 64, 16, 16, 64, 1, 0);
-        assert_eq!(forward_plan(Algo::Auto, &one).forward, Forward::Im2col);
+        assert_eq!(forward_plan(Algo::Fp32, &one).forward, Forward::Im2col);
         let narrow = ConvGeom::new(2, 6, 16, 16, 8, 3, 1);
-        assert_eq!(forward_plan(Algo::Auto, &narrow).forward, Forward::Im2col);
+        assert_eq!(forward_plan(Algo::Fp32, &narrow).forward, Forward::Im2col);
         let wide = ConvGeom::new(2, 64, 8, 8, 64, 3, 1);
         assert_eq!(forward_plan(Algo::Im2col, &wide).forward, Forward::Im2col);
         // 3×3 on 64 channels at 8×8: Winograd F(2×2) (too small for F(3×3) and F(4×4)).
-        let p = forward_plan(Algo::Auto, &wide);
+        let p = forward_plan(Algo::Fp32, &wide);
         assert_eq!((p.forward, p.bf16), (Forward::WinogradF2, None));
         assert!(p.describe().starts_with("winograd F(2×2), fp32"), "{}", p.describe());
         // The first layer's kernel needs AVX-512; without it the 3-channel layer is im2col.
@@ -140,7 +140,7 @@ mod tests {
         } else {
             Forward::Im2col
         };
-        assert_eq!(forward_plan(Algo::Auto, &first).forward, expected);
+        assert_eq!(forward_plan(Algo::Fp32, &first).forward, expected);
         // bf16 keeps F(2×2) on any width.
         let big = ConvGeom::new(2, 64, 32, 32, 64, 3, 1);
         let p = forward_plan(Algo::Bf16(Bf16Kernel::AmxEmulated), &big);

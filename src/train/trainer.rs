@@ -40,6 +40,22 @@ struct LossPass {
     total: Tensor,
 }
 
+/// What one training step measured: its batch's mean data loss and penalty, and how many it classified right.
+#[derive(Debug, Clone, Copy)]
+struct StepStats {
+    data_loss: f64,
+    penalty: f64,
+    correct: usize,
+}
+
+/// A validation pass: the mean data loss, the loss with the penalty (as Keras reports `val_loss`), the accuracy.
+#[derive(Debug, Clone, Copy)]
+struct ValMetrics {
+    data_loss: f64,
+    loss: f64,
+    accuracy: f64,
+}
+
 /// Knobs of a run that are not part of its configuration.
 pub struct RunOptions<'a> {
     pub quiet: bool,
@@ -343,8 +359,8 @@ impl Trainer {
         mix(mix(self.cfg.seed ^ 0xD209) ^ mix(epoch as u64) ^ (batch as u64).wrapping_mul(0x9E37))
     }
 
-    /// One training step on a batch of frozen-prefix outputs; returns (data loss, penalty, correct).
-    fn step(&mut self, h: &Tensor, labels: &[u32], epoch: usize, batch: usize) -> Result<(f64, f64, usize)> {
+    /// One training step on a batch of frozen-prefix outputs.
+    fn step(&mut self, h: &Tensor, labels: &[u32], epoch: usize, batch: usize) -> Result<StepStats> {
         let pass = self.forward_loss(h, labels, epoch, batch)?;
         let worst = if pass.data_loss.is_finite() {
             pass.penalty
@@ -357,8 +373,11 @@ impl Trainer {
         }
         let grads = pass.total.backward()?;
         self.optimizer.step(&grads)?;
-        let correct = loss::correct(&pass.logits, labels)?;
-        Ok((pass.data_loss, pass.penalty, correct))
+        Ok(StepStats {
+            data_loss: pass.data_loss,
+            penalty: pass.penalty,
+            correct: loss::correct(&pass.logits, labels)?,
+        })
     }
 
     /// The forward pass of a training step on `h` (the frozen part's output) and its loss, before any update.
@@ -451,8 +470,8 @@ impl Trainer {
         }
     }
 
-    /// Validation loss (data, total) and accuracy with the current weights.
-    fn validate(&self) -> Result<Option<(f64, f64, f64)>> {
+    /// Validation loss (data, total) and accuracy with the current weights; `None` without validation data.
+    fn validation_metrics(&self) -> Result<Option<ValMetrics>> {
         let (Some(val), Some(cache)) = (&self.val, &self.val_cache) else {
             return Ok(None);
         };
@@ -488,7 +507,11 @@ impl Trainer {
             .map(|p| p.to_scalar::<f32>())
             .transpose()?
             .unwrap_or(0.0) as f64;
-        Ok(Some((sum / n, sum / n + pen, correct as f64 / n)))
+        Ok(Some(ValMetrics {
+            data_loss: sum / n,
+            loss: sum / n + pen,
+            accuracy: correct as f64 / n,
+        }))
     }
 
     fn train_state_meta(&self) -> Result<HashMap<String, String>> {
@@ -598,16 +621,16 @@ impl Trainer {
     /// The finished epoch's figures: the training sums of the state and a validation pass.
     fn epoch_record(&mut self, epoch: usize) -> Result<EpochRecord> {
         let n = self.state.seen as f64;
-        let val = self.validate()?;
+        let val = self.validation_metrics()?;
         Ok(EpochRecord {
             epoch: epoch + 1,
             loss: (self.state.sum_data_loss + self.state.sum_penalty) / n,
             data_loss: self.state.sum_data_loss / n,
             penalty: self.state.sum_penalty / n,
             accuracy: self.state.correct as f64 / n,
-            val_loss: val.map(|v| v.1),
-            val_data_loss: val.map(|v| v.0),
-            val_accuracy: val.map(|v| v.2),
+            val_loss: val.map(|v| v.loss),
+            val_data_loss: val.map(|v| v.data_loss),
+            val_accuracy: val.map(|v| v.accuracy),
             lr: self.optimizer.lr(),
             seconds: self.state.seconds,
             images_per_s: n / self.state.seconds.max(1e-9),
@@ -701,11 +724,11 @@ impl Trainer {
         b: usize,
         bar: &crate::progress::Progress,
     ) -> Result<()> {
-        let (dl, pen, correct) = self.step(h, labels, epoch, b)?;
+        let stats = self.step(h, labels, epoch, b)?;
         let n = labels.len();
-        self.state.sum_data_loss += dl * n as f64;
-        self.state.sum_penalty += pen * n as f64;
-        self.state.correct += correct;
+        self.state.sum_data_loss += stats.data_loss * n as f64;
+        self.state.sum_penalty += stats.penalty * n as f64;
+        self.state.correct += stats.correct;
         self.state.seen += n;
         self.state.batches_done = b + 1;
         let seen = self.state.seen as f64;
