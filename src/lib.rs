@@ -13,6 +13,7 @@ pub mod alloc;
 pub mod app;
 pub mod bench;
 pub mod eval;
+pub mod explain;
 pub mod export;
 pub mod extract;
 pub mod hub;

@@ -69,6 +69,8 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Predict the class of images with a checkpoint.
     Predict(PredictArgs),
+    /// What the model looked at: Grad-CAM maps of images at a conv layer, as overlays (PNG) or JSON.
+    Explain(ExplainArgs),
     /// Write a checkpoint as one ONNX graph — preprocessing, conv base, head, sigmoid/softmax — for onnxruntime,
     /// OpenCV, TensorRT or the browser.
     Export(ExportArgs),
@@ -674,6 +676,35 @@ pub struct EvaluateArgs {
     /// Also write a PNG grid of misclassified images, highest loss first [default: none].
     #[arg(long, value_name = "FILE")]
     pub misclassified: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A checkpoint written by `catdog finetune`.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// The layer whose output is explained, as Keras names it (block5_conv3 is its conv + ReLU).
+    #[arg(long, default_value = "block5_conv3", value_name = "LAYER")]
+    pub layer: String,
+    /// The class explained [default: each image's predicted class].
+    #[arg(long, value_name = "NAME")]
+    pub class: Option<String>,
+    /// Folder of the overlays: one PNG per image, and grid.png for several.
+    #[arg(long, default_value = "explain", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Print one JSON line per image (path, class, probability, layer, cam at the layer's resolution) instead of
+    /// writing overlays.
+    #[arg(long)]
+    pub json: bool,
+    /// Device: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    pub device: String,
+    /// Kernels: fast or portable (the gradients are computed in fp32 on either).
+    #[arg(long, value_enum, value_name = "KERNELS")]
+    pub kernels: Option<crate::kernels::Kernels>,
+    /// Image files or folders.
+    #[arg(required = true, value_name = "IMAGES_OR_DIRS")]
+    pub inputs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -4,10 +4,10 @@
 //! `max_pool2d`: that op's backward (candle-core 0.11.1, backprop.rs) upsamples the output gradient to the input
 //! size, which misroutes it when the input does not divide by the stride (VGG at 150×150 pools 75 → 37 and 9 → 4),
 //! and multiplies it by the window's share of maxima (¼ for a single maximum in a 2×2 window) where it should
-//! divide. The twin narrows the input to whole windows, makes each window its own axes and takes the max over
-//! them; the max's backward sends each output's gradient to its window's maximum. On ties the fast op picks the
-//! first maximum (as PyTorch) and the twin gives every tied element the gradient; after a ReLU the only likely tie
-//! is at 0, where the ReLU's own backward zeroes the gradient either way.
+//! divide. The twin narrows the input to whole windows, lays each window's values along one axis and keeps the
+//! first maximum by a one-hot mask of its argmax, so that its backward, like the fast op's and PyTorch's, sends
+//! each output's gradient to that one element, ties included (a ReLU output often ties at 0; Grad-CAM reads the
+//! gradient there, before the ReLU's own backward would zero it).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -144,10 +144,17 @@ fn portable_max_pool2d(x: &Tensor, k: usize, s: usize) -> candle_core::Result<Te
     if ho == 0 || wo == 0 {
         candle_core::bail!("max pool: a {h}×{w} input is smaller than the {k}×{k} window");
     }
-    x.narrow(2, 0, ho * k)?
+    // A plain max reduction would give the gradient to every tied value (see the module comment).
+    let windows = x
+        .narrow(2, 0, ho * k)?
         .narrow(3, 0, wo * k)?
         .contiguous()?
         .reshape((n, c, ho, k, wo, k))?
-        .max(5)?
-        .max(3)
+        .permute((0, 1, 2, 4, 3, 5))?
+        .contiguous()?
+        .reshape((n, c, ho, wo, k * k))?;
+    let first = windows.detach().argmax_keepdim(4)?;
+    let slots = Tensor::arange(0u32, (k * k) as u32, x.device())?.reshape((1, 1, 1, 1, k * k))?;
+    let mask = slots.broadcast_eq(&first)?.to_dtype(x.dtype())?;
+    (windows * mask)?.sum(4)
 }

@@ -48,7 +48,7 @@ fn tta_for(checkpoint: &Path, looks: usize) -> Result<Option<report::Tta>> {
 }
 
 /// Loads a checkpoint onto `--device`, set to run with `--kernels` and `--precision`.
-fn open_checkpoint(
+pub(super) fn open_checkpoint(
     path: &Path,
     device: &str,
     kernels: Option<Kernels>,

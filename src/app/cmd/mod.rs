@@ -5,6 +5,7 @@ mod bench;
 pub(in crate::app) mod course;
 mod data;
 pub(in crate::app) mod evaluate;
+mod explain;
 pub(in crate::app) mod export;
 mod extract;
 pub(in crate::app) mod finetune;
@@ -30,6 +31,7 @@ pub(in crate::app) fn run(cli: Cli, explicit: &[String]) -> Result<i32> {
         Command::Evaluate(a) => evaluate::evaluate(a, quiet),
         Command::Predict(a) => evaluate::predict(a, quiet),
         Command::Export(a) => export::run(a),
+        Command::Explain(a) => explain::run(a, quiet),
         Command::Lab(a) => lab::run(*a, quiet),
         Command::Data(c) => data::run(c, quiet),
         Command::Augment(AugmentCmd::Preview(a)) => augment::preview(a, quiet),
