@@ -85,3 +85,60 @@ fn overlays_and_a_grid_are_written_and_a_wrong_class_is_refused() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("cats, dogs"), "{}", stderr(&o));
 }
+
+#[test]
+fn evaluate_lays_grad_cam_over_the_misclassified_grid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixtures().join("gradcam");
+    let data = tmp.path().join("data");
+    // The same picture as a cat and as a dog: one of the two is misclassified whatever the model says.
+    for class in ["cats", "dogs"] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        std::fs::copy(dir.join("image.png"), data.join(class).join("image.png")).unwrap();
+    }
+    let ck = dir.join("checkpoint.safetensors");
+    let grid = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let mut args = vec![
+            "evaluate",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ];
+        args.extend([
+            "--misclassified",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--precision",
+            "fp32",
+        ]);
+        args.extend_from_slice(extra);
+        let o = catdog(&args, tmp.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+        image::open(&out).unwrap().to_rgb8()
+    };
+    let (plain, cam) = (grid("plain.png", &[]), grid("cam.png", &["--gradcam"]));
+    // The overlay changes the picture's colours and adds its colour bar beside it: a run of 10 pixels of
+    // viridis' top colour (the bar's first row) is in the Grad-CAM grid only.
+    assert_ne!(cam.as_raw(), plain.as_raw());
+    let top = catdog::explain::overlay::viridis(1.0);
+    let bar = |img: &image::RgbImage| {
+        img.rows().any(|row| {
+            row.collect::<Vec<_>>()
+                .windows(10)
+                .any(|w| w.iter().all(|p| **p == top))
+        })
+    };
+    assert!(bar(&cam) && !bar(&plain));
+    let o = catdog(
+        &["evaluate", "--checkpoint", ck.to_str().unwrap(), "--gradcam"],
+        tmp.path(),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "--gradcam without --misclassified: {}",
+        stderr(&o)
+    );
+}

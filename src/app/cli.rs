@@ -676,6 +676,9 @@ pub struct EvaluateArgs {
     /// Also write a PNG grid of misclassified images, highest loss first [default: none].
     #[arg(long, value_name = "FILE")]
     pub misclassified: Option<PathBuf>,
+    /// With --misclassified: lay each image's Grad-CAM (block5_conv3, for the class it was taken for) over it.
+    #[arg(long, requires = "misclassified")]
+    pub gradcam: bool,
 }
 
 #[derive(Debug, Args)]

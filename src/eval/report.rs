@@ -359,7 +359,12 @@ pub fn top_losses<'a>(classes: &[String], preds: &'a [Prediction], max: usize) -
 
 /// A grid of the misclassified images, highest loss first, each with its true and predicted class, the
 /// predicted probability and the loss.
-pub fn misclassified_grid(model: &Classifier, preds: &[Prediction], max: usize) -> Result<Option<image::RgbImage>> {
+pub fn misclassified_grid(
+    model: &Classifier,
+    preds: &[Prediction],
+    max: usize,
+    gradcam: bool,
+) -> Result<Option<image::RgbImage>> {
     let wrong = top_losses(&model.meta.classes, preds, max);
     if wrong.is_empty() {
         return Ok(None);
@@ -368,7 +373,16 @@ pub fn misclassified_grid(model: &Classifier, preds: &[Prediction], max: usize) 
     let cells: Vec<crate::plot::Cell> = wrong
         .iter()
         .filter_map(|(p, loss)| {
-            let img = crate::data::loader::load_for_display(&p.path, size, model.meta.interpolation).ok()?;
+            let mut img = crate::data::loader::load_for_display(&p.path, size, model.meta.interpolation).ok()?;
+            if gradcam {
+                // What the model looked at for the class it wrongly predicted, at block5_conv3.
+                let class = model.meta.classes.iter().position(|c| *c == p.label);
+                let layer = crate::model::vgg16::layer_index("block5_conv3").ok()?;
+                match crate::explain::gradcam::for_file(model, &p.path, layer, class) {
+                    Ok(cam) => img = crate::explain::overlay::overlay(&img, &cam.map),
+                    Err(e) => eprintln!("{}: no Grad-CAM ({e}); shown without", p.path.display()),
+                }
+            }
             let prob = p
                 .probabilities
                 .iter()

@@ -79,6 +79,15 @@ pub fn gradcam(model: &Classifier, x: &Tensor, layer: usize, class: Option<usize
         .collect())
 }
 
+/// The Grad-CAM of one image file at `layer`, read and preprocessed as the checkpoint's run did.
+pub fn for_file(model: &Classifier, path: &std::path::Path, layer: usize, class: Option<usize>) -> Result<Cam> {
+    let meta = &model.meta;
+    let limits = crate::data::decode::DecodeLimits::default();
+    let img = crate::data::decode::load_resized(path, (meta.size, meta.size), meta.interpolation, &limits)?;
+    let x = crate::data::preprocess::batch_tensor(&[&img], &meta.preprocess, model.base.device())?;
+    Ok(gradcam(model, &x, layer, class)?.remove(0))
+}
+
 fn argmax(p: &[f32]) -> usize {
     p.iter()
         .enumerate()

@@ -101,7 +101,7 @@ pub fn compute(a: &EvaluateArgs, quiet: bool) -> Result<report::Evaluation> {
     )?;
     bar.finish_and_clear();
     if let Some(path) = &a.misclassified {
-        match report::misclassified_grid(&model, &ev.predictions, 64)? {
+        match report::misclassified_grid(&model, &ev.predictions, 64, a.gradcam)? {
             Some(img) => {
                 crate::plot::save_png(path, &img)?;
                 eprintln!("wrote {}", path.display());
