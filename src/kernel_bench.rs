@@ -10,6 +10,7 @@ use crate::bench::best_of;
 use crate::error::Result;
 use crate::kernels::bf16::{self, pack_b, Bf16Kernel, PackedA};
 use crate::kernels::conv::ConvGeom;
+use crate::kernels::sample_values as values;
 use crate::kernels::winograd_f2;
 
 /// One timed kernel.
@@ -23,19 +24,6 @@ pub struct KernelFigure {
     pub seconds: f64,
     /// Multiply-adds × 2 per second, where the kernel has a FLOP count.
     pub gflops: Option<f64>,
-}
-
-/// Deterministic values in [−1, 1) (xorshift), as the kernels' tests use.
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
 }
 
 /// The precisions to time: fp32, and the bf16 kernel where there is one.

@@ -34,9 +34,8 @@ pub use self::choice::Kernels;
 pub use self::overrides::{check_env, KernelOverrides};
 pub use self::precision::{Compute, Precision, PrecisionChoice};
 
-/// Deterministic values in [−1, 1) for the kernels' unit tests (xorshift).
-#[cfg(test)]
-pub(crate) fn test_values(n: usize, seed: u64) -> Vec<f32> {
+/// Deterministic values in [−1, 1) (xorshift): the inputs of the kernels' unit tests and of `bench kernels`.
+pub(crate) fn sample_values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..n)
         .map(|_| {

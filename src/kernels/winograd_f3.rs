@@ -538,7 +538,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_values as noise;
+    use crate::kernels::sample_values as noise;
     use crate::kernels::winograd_tiles::tests::{check_forward, paths};
 
     #[test]

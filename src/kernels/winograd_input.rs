@@ -231,7 +231,7 @@ mod avx512 {
 mod tests {
     use super::*;
 
-    use crate::kernels::test_values as values;
+    use crate::kernels::sample_values as values;
     use crate::kernels::winograd_f2;
 
     /// Odd channel counts, padding 0–2, chunks that start inside a run, runs longer than 16 tiles, edge tiles:

@@ -434,7 +434,7 @@ pub(super) mod avx512 {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::kernels::test_values as noise;
+    use crate::kernels::sample_values as noise;
 
     /// A row that held anything (NaN here: another run's values) reads as the image's columns from `x0 − pad`,
     /// zero outside it, after one `clear` and a `fill`: left and right padding, ragged right edges, rows above

@@ -391,7 +391,7 @@ fn emit_rows(even: &Tile, odd: &Tile, pair: usize, lo: &mut [&mut [u32]], hi: &m
 mod tests {
     use super::*;
 
-    use crate::kernels::test_values as values;
+    use crate::kernels::sample_values as values;
 
     /// Against the transforms along tiles: the same rounded products, summed in another order. Odd sizes (a last
     /// tile row and column cut by the edge), padding 0–2, 48 input channels (half a last panel), chunks of odd and
