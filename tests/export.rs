@@ -185,6 +185,24 @@ fn caffe_preprocessing_reorders_the_channels_and_three_classes_end_in_a_softmax(
     );
     let output = fields(bytes(get(&graph, 12)));
     assert_eq!(dims(&output), vec![-1, 3]);
+    // `--weights model.onnx` takes its conv base with the checkpoint's preprocessing, from the file's metadata.
+    let features = tmp.path().join("features.safetensors");
+    let image = data.join("test/cats");
+    let o = catdog(
+        &[
+            "extract",
+            "--weights",
+            out.to_str().unwrap(),
+            "--size",
+            "32",
+            "--out",
+            features.to_str().unwrap(),
+            image.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("caffe: BGR"), "{}", stderr(&o));
 }
 
 #[test]

@@ -236,6 +236,10 @@ fn model_proto(meta: &ModelMeta, g: Graph) -> Message {
         entry("size", meta.size.to_string()),
         entry("input", "pixels: float32 N×3×size×size, RGB 0–255".into()),
         entry("preprocess", meta.preprocess.describe()),
+        entry(
+            "preprocess_json",
+            serde_json::to_string(&meta.preprocess).unwrap_or_default(),
+        ),
         entry("weights", meta.weights.clone()),
         entry("catdog_version", env!("CARGO_PKG_VERSION").into()),
     ];

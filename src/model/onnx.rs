@@ -19,6 +19,8 @@ pub struct OnnxConvBase {
     pub producer: String,
     /// The nodes after the conv base (a classifier), by op type and count, e.g. "MatMul ×4, Softmax".
     pub ignored: Vec<String>,
+    /// The model's `metadata_props` (`catdog export` writes its classes, size and preprocessing there).
+    pub metadata: HashMap<String, String>,
 }
 
 /// One protobuf field value.
@@ -291,17 +293,29 @@ pub fn read_onnx_conv_base(path: &Path) -> Result<OnnxConvBase> {
     }
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: the map is only read, and every tensor is copied out of it before it is dropped at the end of this
-    // function; nothing in catdog writes an ONNX file.
+    // function; catdog writes ONNX files (`export`) only to a temporary file renamed into place, so a file being
+    // read is never changed under the map.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
     conv_base(&map).map_err(bad)
 }
 
 fn conv_base(model: &[u8]) -> std::result::Result<OnnxConvBase, String> {
-    let (mut producer, mut graph) = (String::new(), None);
+    let (mut producer, mut graph, mut metadata) = (String::new(), None, HashMap::new());
     for f in fields(model) {
         match f? {
             (2, Value::Bytes(b)) => producer = text(b),
             (7, Value::Bytes(b)) => graph = Some(b),
+            (14, Value::Bytes(b)) => {
+                let (mut key, mut value) = (String::new(), String::new());
+                for entry in fields(b) {
+                    match entry? {
+                        (1, Value::Bytes(k)) => key = text(k),
+                        (2, Value::Bytes(v)) => value = text(v),
+                        _ => {}
+                    }
+                }
+                metadata.insert(key, value);
+            }
             _ => {}
         }
     }
@@ -381,6 +395,7 @@ fn conv_base(model: &[u8]) -> std::result::Result<OnnxConvBase, String> {
         tensors,
         producer,
         ignored,
+        metadata,
     })
 }
 

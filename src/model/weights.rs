@@ -236,22 +236,29 @@ fn is_onnx(path: &Path) -> bool {
 }
 
 /// The conv base of an ONNX model. Its preprocessing is the exporting framework's VGG16 convention: Keras'
-/// `preprocess_input` ("caffe": BGR, mean subtracted) for tf2onnx/keras2onnx models, ImageNet mean/std for the
-/// rest (torch.onnx); `--preprocess` overrides it when the model was trained otherwise.
+/// `preprocess_input` ("caffe": BGR, mean subtracted) for tf2onnx/keras2onnx models, the recorded one for
+/// `catdog export`'s, ImageNet mean/std for the rest (torch.onnx); `--preprocess` overrides it when the model was
+/// trained otherwise.
 fn load_onnx(spec: &WeightsSpec, path: &Path, device: &Device) -> Result<LoadedWeights> {
     let base = super::onnx::read_onnx_conv_base(path)?;
     let model = Vgg16::from_tensors(&base.tensors, &path.display().to_string(), device)?;
     let from_keras = base.producer.contains("tf2onnx") || base.producer.contains("keras");
+    // catdog's own export says how its checkpoint preprocessed.
+    let recorded = (base.producer == "catdog")
+        .then(|| base.metadata.get("preprocess_json"))
+        .flatten()
+        .and_then(|j| serde_json::from_str::<Preprocess>(j).ok());
+    let preprocess = match recorded {
+        Some(p) => p,
+        None if from_keras => Preprocess::caffe(),
+        None => Preprocess::imagenet(),
+    };
     Ok(LoadedWeights {
         spec: spec.clone(),
         model,
         tensors: base.tensors,
         ignored: base.ignored,
-        preprocess: if from_keras {
-            Preprocess::caffe()
-        } else {
-            Preprocess::imagenet()
-        },
+        preprocess,
         path: Some(path.to_path_buf()),
         revision: None,
         metadata: HashMap::from([("onnx_producer".to_string(), base.producer)]),
