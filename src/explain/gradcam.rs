@@ -36,32 +36,17 @@ pub fn gradcam(model: &Classifier, x: &Tensor, layer: usize, class: Option<usize
     let classes: Vec<usize> = (0..probabilities.len())
         .map(|i| class.unwrap_or_else(|| argmax(&probabilities[i])))
         .collect();
-    // Σ over the batch of each image's score: the images do not mix, so the gradient is each one's own.
-    let scores: Vec<f32> = classes
+    // Σ over the batch of each image's score (the images do not mix, so the gradient is each one's own): the
+    // logits weighted by ±1 for the one-logit head, by a one-hot row otherwise.
+    let weights: Vec<f32> = classes
         .iter()
-        .map(|&c| {
-            if n_out == 1 {
-                if c == 1 {
-                    1.0
-                } else {
-                    -1.0
-                }
-            } else {
-                0.0
-            }
+        .flat_map(|&c| match n_out {
+            1 => vec![if c == 1 { 1.0 } else { -1.0 }],
+            _ => (0..n_out).map(|k| if k == c { 1.0 } else { 0.0 }).collect(),
         })
         .collect();
-    let score = if n_out == 1 {
-        let sign = Tensor::from_vec(scores, (classes.len(), 1), logits.device())?;
-        (logits.clone() * sign)?.sum_all()?
-    } else {
-        let mut mask = vec![0f32; classes.len() * n_out];
-        for (i, &c) in classes.iter().enumerate() {
-            mask[i * n_out + c] = 1.0;
-        }
-        let mask = Tensor::from_vec(mask, (classes.len(), n_out), logits.device())?;
-        (logits.clone() * mask)?.sum_all()?
-    };
+    let weights = Tensor::from_vec(weights, (classes.len(), n_out), logits.device())?;
+    let score = (logits.clone() * weights)?.sum_all()?;
     let grads = score.backward()?;
     let g = grads
         .get(a.as_tensor())

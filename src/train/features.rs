@@ -213,10 +213,11 @@ impl FeatureFiles {
         let mut bad = Vec::new();
         let mut missing = Vec::new();
         let mut row = vec![0f32; self.shape.iter().product()];
+        let mut bytes = vec![0u8; row.len() * 4];
         for (i, sample) in samples.iter().enumerate() {
             let k = key(&sample.path);
             if let Some(&at) = self.rows.get(&k) {
-                self.read_row(at, &mut row)?;
+                self.read_row(at, &mut bytes, &mut row)?;
                 cache.put(i, &row)?;
             } else if let Some(reason) = self.skipped.get(&k) {
                 bad.push((sample.path.clone(), reason.clone()));
@@ -238,13 +239,12 @@ impl FeatureFiles {
         Ok((cache, bad))
     }
 
-    fn read_row(&mut self, at: Row, row: &mut [f32]) -> Result<()> {
+    /// Row `at` into `row`, through `bytes` (its size in bytes, reused from row to row).
+    fn read_row(&mut self, at: Row, bytes: &mut [u8], row: &mut [f32]) -> Result<()> {
         let f = &mut self.files[at.file];
-        let bytes_per = row.len() * 4;
-        let mut bytes = vec![0u8; bytes_per];
         f.file
-            .seek(SeekFrom::Start(f.data_start + (at.row * bytes_per) as u64))
-            .and_then(|_| f.file.read_exact(&mut bytes))
+            .seek(SeekFrom::Start(f.data_start + (at.row * bytes.len()) as u64))
+            .and_then(|_| f.file.read_exact(bytes))
             .map_err(|e| Error::io(&f.path, e))?;
         for (v, b) in row.iter_mut().zip(bytes.chunks_exact(4)) {
             *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);

@@ -109,9 +109,9 @@ fn load_resume(
     if !conflicts.is_empty() {
         bail!(crate::app::UsageError(format!(
             "--resume continues the run as its config.json describes it, but {} would change it; drop them (only \
-             --epochs, --patience, --device, --kernels, --precision, --threads, --tensorboard and --quiet may change on a resume), or start a new \
-             run with another --name",
-            conflicts.join(", ")
+             {} may change on a resume), or start a new run with another --name",
+            conflicts.join(", "),
+            super::resume_flags::may_change_list()
         )));
     }
     if let Some(e) = a.epochs {

@@ -17,6 +17,19 @@ pub const MAY_CHANGE: &[&str] = &[
     "tensorboard",
 ];
 
+/// The flags of [`MAY_CHANGE`] as the user types them, for messages: "--epochs, --patience, … and --tensorboard".
+pub fn may_change_list() -> String {
+    let flags: Vec<String> = MAY_CHANGE
+        .iter()
+        .filter(|f| **f != "resume")
+        .map(|f| format!("--{}", f.replace('_', "-")))
+        .collect();
+    match flags.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => flags.join(""),
+    }
+}
+
 /// The `config.json` field each flag sets, where its name differs from the flag's; `None` for flags that name the
 /// run folder (never allowed with `--resume`).
 fn config_field(flag: &str) -> Option<&'static str> {
