@@ -156,7 +156,7 @@ pub fn forward(model: &Vgg16, opts: &ForwardOptions, mut log: impl FnMut(&str)) 
     ));
     let (fast_s, out_fast) = time_whole(&fast_model, &x, opts.iters)?;
     let (mut fp32_s, mut bf16_diff) = (None, None);
-    if resolved.precision == Precision::Bf16 {
+    if resolved.precision != Precision::Fp32 {
         let mut fp32_model = fast_model.clone();
         fp32_model.set_precision(Precision::Fp32);
         log("timing the whole base with the fast convolution in fp32, for comparison…");
@@ -441,7 +441,7 @@ pub struct TrainStepOptions {
 /// precision (and fp32 beside bf16 with `compare`), and candle's stock conv2d with `compare`.
 pub fn train_step(base: &Vgg16, opts: &TrainStepOptions, mut log: impl FnMut(&str)) -> Result<Vec<TrainPass>> {
     let precision = base.precision();
-    let bf16 = opts.compare && precision == Precision::Bf16;
+    let bf16 = opts.compare && precision != Precision::Fp32;
     let plan: [(&str, Kernels, Precision, bool, bool); 5] = [
         (
             "step from images (catdog conv)",

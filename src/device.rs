@@ -62,3 +62,26 @@ pub fn device_name(d: &Device) -> String {
         Device::Metal(_) => "metal".into(),
     }
 }
+
+/// The compute capability (major, minor) of a CUDA device; `None` for other devices or when the driver does not
+/// say.
+#[cfg(feature = "cuda")]
+pub fn compute_capability(d: &Device) -> Option<(u32, u32)> {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    let Device::Cuda(dev) = d else { return None };
+    let cu_device = dev.cuda_stream().context().cu_device();
+    let attribute = |a| {
+        // SAFETY: `cu_device` is the handle of a device whose context candle created and holds open (`dev` keeps
+        // it alive); reading an attribute writes only the returned integer. candle reads these two the same way.
+        unsafe { result::device::get_attribute(cu_device, a) }.ok()
+    };
+    let major = attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+    let minor = attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+    Some((u32::try_from(major).ok()?, u32::try_from(minor).ok()?))
+}
+
+/// The compute capability of a CUDA device: never known in a build without CUDA.
+#[cfg(not(feature = "cuda"))]
+pub fn compute_capability(_d: &Device) -> Option<(u32, u32)> {
+    None
+}

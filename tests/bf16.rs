@@ -531,6 +531,7 @@ fn the_dense_layers_run_in_bf16_forward_and_backward_on_every_path() {
                 Precision::Bf16 if exact => assert!(dy_ < 1e-6 && dx_ < 1e-6 && dw_ < 1e-6, "{kernels:?}"),
                 Precision::Bf16 => assert!(dy_ < 1e-2 && dx_ < 1e-2 && dw_ < 1e-2, "{kernels:?}"),
                 Precision::Fp32 => assert!(dy_ > 1e-4, "the test cannot tell bf16 from fp32"),
+                Precision::Fp16 => unreachable!("not in this loop"),
             }
         }
     }

@@ -1,4 +1,4 @@
-//! The command line's names and help for the library's choices (`--precision fp32|bf16`, `--mode`, …): clap's
+//! The command line's names and help for the library's choices (`--precision fp32|bf16|fp16`, `--mode`, …): clap's
 //! `ValueEnum` for each, here, so that the library's types know nothing of clap.
 
 use clap::builder::PossibleValue;
@@ -108,6 +108,7 @@ value_enum!(LabName {
 value_enum!(Precision {
     Fp32 => "fp32": "f32 everywhere",
     Bf16 => "bf16": "Convolution and dense-layer inputs rounded to bf16, products accumulated in f32 (PyTorch's CPU autocast)",
+    Fp16 => "fp16": "Convolution and dense-layer inputs and outputs in f16, f32 sums, dynamic loss scaling (torch.cuda.amp; for GPUs without bf16 — no fast CPU kernels)",
 });
 
 value_enum!(Kernels {
@@ -152,7 +153,8 @@ value_enum!(FillMode {
 });
 
 value_enum!(PrecisionChoice {
-    Auto => "auto": "bf16 where this CPU has catdog's bf16 kernels (AMX or AVX512-BF16), else fp32",
+    Auto => "auto": "bf16 where this CPU has catdog's bf16 kernels (AMX or AVX512-BF16) or the GPU has bf16, fp16 on older GPUs, else fp32",
     Fp32 => "fp32": "f32 everywhere",
     Bf16 => "bf16": "Convolution and dense-layer inputs rounded to bf16, products accumulated in f32 (PyTorch's CPU autocast)",
+    Fp16 => "fp16": "Convolution and dense-layer inputs and outputs in f16, f32 sums, dynamic loss scaling (torch.cuda.amp; for GPUs without bf16 — no fast CPU kernels)",
 });

@@ -30,6 +30,7 @@ pub use super::geom::{supported, ConvGeom, Epilogue};
 pub use super::plan::Algo;
 use super::plan::{forward_plan, ConvPlan, Forward};
 use super::pool::{max_pool2d, max_pool_planes};
+use super::precision::portable_product;
 use super::raw::{sgemm, stored_by, Out, SendPtr};
 use super::{Compute, Kernels, Precision};
 
@@ -850,6 +851,9 @@ impl CustomOp2 for ConvWeightGradOp {
 
 /// The algorithm of catdog's CPU op for `compute`; `None` for the portable twin.
 fn own_algo(compute: Compute) -> Option<Algo> {
+    if compute.precision == Precision::Fp16 {
+        return None;
+    }
     match compute.kernels {
         Kernels::Fast => Some(compute.bf16_kernel().map_or(Algo::Fp32, Algo::Bf16)),
         Kernels::Im2col => Some(Algo::Im2col),
@@ -891,19 +895,7 @@ pub fn conv2d(
             .contiguous()?
             .apply_op3(&w.contiguous()?, &b.contiguous()?, ConvOp { pad, relu, algo }),
         _ => {
-            let y = match compute.precision {
-                Precision::Fp32 => x.conv2d(w, pad, 1, 1, 1)?,
-                // candle has no bf16 matmul on the CPU: there the inputs are rounded to bf16 and back, and the
-                // f32 convolution accumulates their products in f32 — the same arithmetic as autocast.
-                Precision::Bf16 if x.device().is_cpu() => {
-                    let round = |t: &Tensor| t.to_dtype(DType::BF16)?.to_dtype(DType::F32);
-                    round(x)?.conv2d(&round(w)?, pad, 1, 1, 1)?
-                }
-                Precision::Bf16 => x
-                    .to_dtype(DType::BF16)?
-                    .conv2d(&w.to_dtype(DType::BF16)?, pad, 1, 1, 1)?
-                    .to_dtype(DType::F32)?,
-            };
+            let y = portable_product(x, w, compute.precision, |x, w| x.conv2d(w, pad, 1, 1, 1))?;
             let y = y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?;
             if relu {
                 y.relu()

@@ -1,29 +1,24 @@
 //! The dense layers' product `x · wᵀ` (`x` N × in, `w` out × in, as `nn.Linear` stores it), in the precision
 //! asked for: f32, or bf16 as autocast runs a matmul — both factors rounded to bf16, their products summed in
 //! f32 — on the bf16 kernel on the CPU, and as candle's bf16 matmul on a GPU. The backward pass is the same
-//! arithmetic: `dx = bf16(dy) · bf16(w)` and `dw = bf16(dy)ᵀ · bf16(x)`.
+//! arithmetic: `dx = bf16(dy) · bf16(w)` and `dw = bf16(dy)ᵀ · bf16(x)`. fp16 runs candle's ops
+//! ([`portable_product`]).
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
 use super::bf16::{self, Bf16Kernel, PackedA};
 use super::geom::slice_of;
-use super::{Compute, Precision};
+use super::precision::portable_product;
+use super::Compute;
 
 /// `x · wᵀ` (no bias) for `x` N × in and `w` out × in, in `compute`'s precision.
 pub fn linear(x: &Tensor, w: &Tensor, compute: Compute) -> candle_core::Result<Tensor> {
     let own_op = x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32;
-    match (compute.precision, compute.bf16_kernel()) {
-        (Precision::Fp32, _) => linear_f32(x, w),
-        (Precision::Bf16, Some(kernel)) if own_op => x
+    match compute.bf16_kernel() {
+        Some(kernel) if own_op => x
             .contiguous()?
             .apply_op2(&w.contiguous()?, Bf16Product::Forward(kernel)),
-        // candle has no bf16 matmul on the CPU: the factors are rounded to bf16 and multiplied in f32, the same
-        // arithmetic (a product of two bf16 values is exact in f32).
-        (Precision::Bf16, _) if x.device().is_cpu() => {
-            let round = |t: &Tensor| t.to_dtype(DType::BF16)?.to_dtype(DType::F32);
-            linear_f32(&round(x)?, &round(w)?)
-        }
-        (Precision::Bf16, _) => linear_f32(&x.to_dtype(DType::BF16)?, &w.to_dtype(DType::BF16)?)?.to_dtype(DType::F32),
+        _ => portable_product(x, w, compute.precision, linear_f32),
     }
 }
 

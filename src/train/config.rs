@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::early_stop::{EarlyStoppingConfig, Mode};
+use super::loss_scale::LossScaling;
 use super::monitor::Monitor;
 use super::optim::OptimConfig;
 use crate::data::augment::AugmentConfig;
@@ -80,6 +81,10 @@ pub struct TrainConfig {
     /// The precision of the convolutions' and dense layers' products that runs (`fp32`, or `bf16` where a kernel for it exists).
     #[serde(default)]
     pub precision: Precision,
+    /// The dynamic loss scaling of an fp16 run (PyTorch's GradScaler defaults); absent otherwise. Follows
+    /// `precision` ([`Self::set_precision`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scaling: Option<LossScaling>,
     pub strict: bool,
     /// The checkpoint the run started from (`--init-from`: its conv base and head), if any.
     #[serde(default)]
@@ -132,6 +137,8 @@ impl TrainConfig {
             device,
             kernels,
             precision,
+            // Follows precision, which is compared.
+            loss_scaling: _,
             strict,
             init_from,
             features,
@@ -182,6 +189,12 @@ impl TrainConfig {
         differ("tensorboard", tensorboard != &now.tensorboard);
         differ("catdog_version", catdog_version != &now.catdog_version);
         out
+    }
+
+    /// Sets the precision that runs, and the loss scaling that goes with it (fp16's, none otherwise).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+        self.loss_scaling = (precision == Precision::Fp16).then(LossScaling::default);
     }
 
     /// The first trainable layer (an index into [`LAYERS`]; `LAYERS.len()` for extract).

@@ -8,6 +8,7 @@ pub mod features;
 pub mod fit_loop;
 pub mod history;
 pub mod loss;
+pub mod loss_scale;
 pub mod lr_find;
 pub mod monitor;
 pub mod optim;

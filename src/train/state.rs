@@ -11,6 +11,7 @@ use super::callbacks::Callbacks;
 use super::config::TrainConfig;
 use super::early_stop::EarlyStopping;
 use super::history::History;
+use super::loss_scale::LossScaler;
 use super::optim::ReduceLrOnPlateau;
 use crate::error::Result;
 use crate::model::classifier::ModelMeta;
@@ -33,6 +34,9 @@ pub struct TrainState {
     #[serde(flatten)]
     pub callbacks: Callbacks,
     pub finished: bool,
+    /// fp16's loss scaler (absent in other precisions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scaler: Option<LossScaler>,
 }
 
 /// The most epochs a saved state may claim; a larger count is a damaged or hand-edited file.
@@ -66,6 +70,7 @@ impl TrainState {
                 best: Default::default(),
             },
             finished: false,
+            loss_scaler: cfg.loss_scaling.map(LossScaler::new),
         })
     }
 
@@ -83,6 +88,8 @@ impl TrainState {
                 "{} images seen in {} batches of {batch_size}",
                 self.seen, self.batches_done
             )
+        } else if let Some(problem) = self.loss_scaler.as_ref().and_then(LossScaler::problem) {
+            problem
         } else if self.epoch > MAX_SAVED_EPOCHS {
             format!("epoch {}", self.epoch)
         } else if ![self.sum_data_loss, self.sum_penalty, self.seconds]

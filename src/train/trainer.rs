@@ -16,12 +16,14 @@ use super::features::FeatureFiles;
 use super::fit_loop::{self, Batches, Learner, Monitored};
 use super::history::{EpochRecord, History};
 use super::loss;
+use super::loss_scale::LossScaler;
 use super::monitor::Monitor;
 use super::optim::Optimizer;
 use crate::data::augment::AugmentConfig;
 use crate::data::folder::{ImageFolder, Splits};
 use crate::data::loader::{mix, Loader, LoaderConfig};
 use crate::error::{Error, Result};
+use crate::kernels::Precision;
 use crate::model::classifier::{Classifier, ModelMeta, TrainMode};
 use crate::model::head::{Head, HeadConfig};
 use crate::model::vgg16::{Vgg16, LAYERS};
@@ -92,6 +94,8 @@ pub struct Trainer {
     run_dir: PathBuf,
     split: usize,
     cache_seconds: f64,
+    /// fp16: the skipped steps already reported.
+    skips_reported: u64,
 }
 
 fn loader_cfg(cfg: &TrainConfig, augment: Option<AugmentConfig>, shuffle: bool, image_cache: usize) -> LoaderConfig {
@@ -167,6 +171,11 @@ fn resumed(
         state.finished = false;
         state.callbacks.start_new_fit();
     }
+    // The scaler goes on where it was; a resume that switches to or from fp16 starts or drops one.
+    state.loss_scaler = match (cfg.loss_scaling, state.loss_scaler) {
+        (Some(_), Some(kept)) => Some(kept),
+        (scaling, _) => scaling.map(LossScaler::new),
+    };
     let mut history = r.history;
     history.epochs.truncate(state.epoch);
     Ok((state, history))
@@ -206,6 +215,7 @@ impl Trainer {
             Some(r) => resumed(&cfg, r, &mut model, &mut optimizer)?,
             None => (TrainState::fresh(&cfg)?, History::default()),
         };
+        let state_skips = state.loss_scaler.map_or(0, |s| s.skipped_steps);
         Ok(Trainer {
             cfg,
             model,
@@ -221,6 +231,7 @@ impl Trainer {
             run_dir: run_dir.to_path_buf(),
             split,
             cache_seconds: 0.0,
+            skips_reported: state_skips,
         })
     }
 
@@ -369,15 +380,36 @@ impl Trainer {
         };
         // Checked here first so that the message (and where the last checkpoint is) is only built on failure.
         if !worst.is_finite() {
-            check_loss(worst, epoch, batch, self.optimizer.lr(), Some(&self.kept_checkpoint()))?;
+            check_loss(worst, epoch, batch, self.optimizer.lr(), Some(&self.kept_checkpoint())).map_err(|e| match (
+                e,
+                self.cfg.precision,
+            ) {
+                (Error::Other(m), Precision::Fp16) => Error::Other(format!(
+                    "{m}; in fp16 an activation may have overflowed f16's ±65504: --precision bf16 or fp32 keeps \
+                         f32's range"
+                )),
+                (e, _) => e,
+            })?;
         }
-        let grads = pass.total.backward()?;
-        self.optimizer.step(&grads)?;
+        self.backward_and_update(&pass.total)?;
         Ok(StepStats {
             data_loss: pass.data_loss,
             penalty: pass.penalty,
             correct: loss::correct(&pass.logits, labels)?,
         })
+    }
+
+    /// The backward pass of a step's loss and the update: through fp16's loss scaler when it runs, which skips the
+    /// update when the gradients overflowed.
+    fn backward_and_update(&mut self, total: &Tensor) -> Result<()> {
+        let grads = match &mut self.state.loss_scaler {
+            Some(scaler) => match scaler.backward(total, self.optimizer.params())? {
+                Some(grads) => grads,
+                None => return Ok(()),
+            },
+            None => total.backward()?,
+        };
+        self.optimizer.step(&grads)
     }
 
     /// The forward pass of a training step on `h` (the frozen part's output) and its loss, before any update.
@@ -435,8 +467,7 @@ impl Trainer {
                 break;
             }
             points.push((lr, loss));
-            let grads = pass.total.backward()?;
-            self.optimizer.step(&grads)?;
+            self.backward_and_update(&pass.total)?;
         }
         bar.finish_and_clear();
         Ok(points)
@@ -665,6 +696,7 @@ impl Trainer {
         self.board_epoch(&record, log);
         self.history.epochs.push(record);
         self.history.write(&self.run_dir)?;
+        self.report_skipped_steps(log);
         let curves = self.write_curves(log);
         if let (true, Some(img)) = (last, curves) {
             self.board_write(log, |b| b.image("curves", epoch, &img));
@@ -673,6 +705,20 @@ impl Trainer {
             .start_next_epoch(epoch + 1, self.optimizer.steps, self.optimizer.lr());
         self.state.finished = last;
         self.save_last()
+    }
+
+    /// fp16: says when steps of the epoch were skipped because their gradients overflowed f16.
+    fn report_skipped_steps(&mut self, log: &mut dyn FnMut(&str)) {
+        let Some(scaler) = &self.state.loss_scaler else { return };
+        if scaler.skipped_steps > self.skips_reported {
+            log(&format!(
+                "fp16: {} step(s) skipped because the gradients overflowed f16 (the loss scale backs off; a few are \
+                 normal); loss scale now {}",
+                scaler.skipped_steps - self.skips_reported,
+                scaler.scale
+            ));
+            self.skips_reported = scaler.skipped_steps;
+        }
     }
 
     /// Redraws curves.png with the best epoch marked, and gives the image back; a failure is a warning (the run

@@ -79,6 +79,7 @@ fn build_config(a: &FinetuneArgs, preprocess: Preprocess, weights_revision: Opti
         device: a.w.rt.device.clone(),
         kernels: Kernels::default(),
         precision: Default::default(),
+        loss_scaling: None,
         strict: a.strict,
         init_from: None,
         features: a.features.clone(),
@@ -162,7 +163,7 @@ pub fn train(a: FinetuneArgs, quiet: bool, explicit: &[String]) -> Result<(i32, 
     if let (Some(notice), false) = (&precision.notice, quiet) {
         eprintln!("{notice}");
     }
-    cfg.precision = precision.precision;
+    cfg.set_precision(precision.precision);
     let run_dir = folder.dir.clone();
     let splits = splits_for(&cfg)?;
     settle_monitor(&mut cfg, &splits, explicit)?;

@@ -66,7 +66,7 @@ pub fn find(a: &LrFindArgs, quiet: bool, explicit: &[String]) -> Result<Suggesti
     super::finetune::ensure_data(f, quiet)?;
     let (mut cfg, base, init) = super::finetune::model_for(f, explicit, quiet, &device)?;
     cfg.kernels = crate::kernels::Kernels::resolve(f.w.rt.kernels, &device)?;
-    cfg.precision = f.w.rt.precision.resolve(&device, cfg.kernels).precision;
+    cfg.set_precision(f.w.rt.precision.resolve(&device, cfg.kernels).precision);
     let splits = super::finetune::splits_for(&cfg)?;
     super::finetune::check_run_memory(&cfg, &base, &splits)?;
     let scratch = std::env::temp_dir().join(format!("catdog-lr-find-{}", std::process::id()));

@@ -1,0 +1,207 @@
+//! Dynamic loss scaling for `--precision fp16`, as `torch.amp.GradScaler` does it: the loss is multiplied by a
+//! scale before the backward pass so that small gradients do not vanish below f16's smallest value (6·10⁻⁸), the
+//! gradients are divided by it again before the update, and a step whose gradients overflowed (inf or NaN) is
+//! skipped and the scale halved; after `growth_interval` clean steps in a row the scale doubles.
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// The loss scaler's settings (config.json's `loss_scaling`): PyTorch's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossScaling {
+    /// The first scale (2¹⁶).
+    pub init_scale: f32,
+    /// The scale is multiplied by this after `growth_interval` clean steps in a row.
+    pub growth_factor: f32,
+    /// … and by this after a step whose gradients overflowed.
+    pub backoff_factor: f32,
+    pub growth_interval: u32,
+}
+
+impl Default for LossScaling {
+    fn default() -> Self {
+        LossScaling {
+            init_scale: 65536.0,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+        }
+    }
+}
+
+/// Where the scaler stands (saved in `last.safetensors`' train state, so that `--resume` continues with it).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossScaler {
+    pub scaling: LossScaling,
+    /// The scale the next step's loss is multiplied by (f32, as PyTorch keeps it).
+    pub scale: f32,
+    /// Clean steps since the last change of the scale.
+    pub growth_tracker: u32,
+    /// Steps skipped because their gradients overflowed, over the whole run.
+    pub skipped_steps: u64,
+}
+
+impl LossScaler {
+    pub fn new(scaling: LossScaling) -> Self {
+        LossScaler {
+            scaling,
+            scale: scaling.init_scale,
+            growth_tracker: 0,
+            skipped_steps: 0,
+        }
+    }
+
+    /// What makes a scaler read back from a checkpoint impossible (`None` when it is one a run can save): a scale
+    /// that is not a positive finite f32, factors that do not grow and back off, a tracker past its interval.
+    pub fn problem(&self) -> Option<String> {
+        let s = self.scaling;
+        let positive = |x: f32| x.is_finite() && x > 0.0;
+        let sane = positive(self.scale)
+            && positive(s.init_scale)
+            && s.growth_factor.is_finite()
+            && s.growth_factor >= 1.0
+            && positive(s.backoff_factor)
+            && s.backoff_factor < 1.0
+            && s.growth_interval > 0
+            && self.growth_tracker < s.growth_interval;
+        (!sane).then(|| format!("loss scaler {self:?}"))
+    }
+
+    /// The backward pass of `loss × scale`, and the gradients of `params` divided by the scale again — or `None`
+    /// when any of them is inf or NaN: then the step is to be skipped. Either way the scale is updated.
+    pub fn backward(&mut self, loss: &Tensor, params: &[(String, Var)]) -> Result<Option<GradStore>> {
+        let mut grads = (loss * f64::from(self.scale))?.backward()?;
+        // PyTorch multiplies by the reciprocal in f32; the scale is a power of two, so this is exact.
+        let inverse = f64::from(1.0 / self.scale);
+        let mut magnitude = 0.0f64;
+        for (_, var) in params {
+            let Some(g) = grads.remove(var.as_tensor()) else {
+                continue;
+            };
+            let g = (g * inverse)?;
+            // |g| summed in f64: finite for any finite f32 gradient, inf or NaN when any element is.
+            magnitude += g.to_dtype(DType::F64)?.abs()?.sum_all()?.to_scalar::<f64>()?;
+            grads.insert(var.as_tensor(), g);
+        }
+        let overflowed = !magnitude.is_finite();
+        self.update(overflowed);
+        Ok((!overflowed).then_some(grads))
+    }
+
+    /// PyTorch's `_amp_update_scale_`: back off and start counting again after an overflow; grow after
+    /// `growth_interval` clean steps in a row, unless the grown scale would not be a finite f32.
+    pub fn update(&mut self, overflowed: bool) {
+        let s = self.scaling;
+        if overflowed {
+            self.scale *= s.backoff_factor;
+            self.growth_tracker = 0;
+            self.skipped_steps += 1;
+            return;
+        }
+        self.growth_tracker += 1;
+        if self.growth_tracker == s.growth_interval {
+            let grown = self.scale * s.growth_factor;
+            if grown.is_finite() {
+                self.scale = grown;
+            }
+            self.growth_tracker = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{linear::linear, Compute, Kernels, Precision};
+    use crate::train::optim::{OptimConfig, Optimizer, OptimizerKind};
+    use candle_core::Device;
+
+    #[derive(Deserialize)]
+    struct Case {
+        settings: LossScaling,
+        overflow_at: Vec<usize>,
+        steps: usize,
+        /// (step, scale, growth tracker, p) after the step.
+        after: Vec<(usize, f32, u32, f32)>,
+    }
+
+    /// `scripts/loss_scale_torch.py`: torch.amp.GradScaler over a pattern of clean and overflowing steps.
+    #[test]
+    fn the_scale_the_tracker_and_the_skipped_updates_follow_torchs_grad_scaler() {
+        #[derive(Deserialize)]
+        struct Doc {
+            cases: Vec<Case>,
+        }
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/loss_scale/expected.json");
+        let doc: Doc = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for case in doc.cases {
+            let p = Var::from_slice(&[1f32], 1, &Device::Cpu).unwrap();
+            let params = vec![("p".to_string(), p.clone())];
+            let mut opt = Optimizer::new(OptimConfig::new(OptimizerKind::Sgd, 0.1), params.clone()).unwrap();
+            let mut scaler = LossScaler::new(case.settings);
+            let mut expected = case.after.iter().peekable();
+            for k in 0..case.steps {
+                let c = if case.overflow_at.contains(&k) {
+                    f32::INFINITY
+                } else {
+                    1.0
+                };
+                let loss = (p.as_tensor() * f64::from(c)).unwrap().sum_all().unwrap();
+                if let Some(grads) = scaler.backward(&loss, &params).unwrap() {
+                    opt.step(&grads).unwrap();
+                }
+                if let Some(&&(step, scale, tracker, value)) = expected.peek().filter(|e| e.0 == k) {
+                    let now = p.as_tensor().to_vec1::<f32>().unwrap()[0];
+                    assert_eq!(
+                        (scale, tracker, value),
+                        (scaler.scale, scaler.growth_tracker, now),
+                        "step {step}"
+                    );
+                    expected.next();
+                }
+            }
+            assert!(expected.next().is_none(), "every recorded step was compared");
+            assert_eq!(scaler.skipped_steps, case.overflow_at.len() as u64);
+        }
+    }
+
+    /// d(loss · scale)/dw through an f16 dense layer (the portable twin's arithmetic): x = 1s, w = 1s, loss =
+    /// factor · Σy.
+    fn f16_weight_grad(scaler: &mut LossScaler, factor: f64) -> Option<f32> {
+        let x = Tensor::ones((1, 4), DType::F32, &Device::Cpu).unwrap();
+        let w = Var::ones((1, 4), DType::F32, &Device::Cpu).unwrap();
+        let compute = Compute {
+            kernels: Kernels::Portable,
+            precision: Precision::Fp16,
+        };
+        let loss = (linear(&x, w.as_tensor(), compute).unwrap().sum_all().unwrap() * factor).unwrap();
+        let grads = scaler.backward(&loss, &[("w".into(), w.clone())]).unwrap()?;
+        Some(grads.get(w.as_tensor()).unwrap().to_vec2::<f32>().unwrap()[0][0])
+    }
+
+    #[test]
+    fn an_f16_gradient_over_65504_skips_the_step_and_halves_the_scale() {
+        let mut scaler = LossScaler::new(LossScaling::default());
+        // dy = 2¹⁶ rounds to inf in f16 (its largest value is 65504).
+        assert_eq!(f16_weight_grad(&mut scaler, 1.0), None);
+        assert_eq!((scaler.scale, scaler.skipped_steps), (32768.0, 1));
+        assert_eq!(f16_weight_grad(&mut scaler, 1.0), Some(1.0));
+        assert_eq!((scaler.scale, scaler.growth_tracker), (32768.0, 1));
+    }
+
+    #[test]
+    fn scaling_keeps_a_gradient_that_f16_would_flush_to_zero() {
+        // 10⁻⁸ is below half of f16's smallest subnormal (6·10⁻⁸): unscaled it becomes 0.
+        let mut unscaled = LossScaler::new(LossScaling {
+            init_scale: 1.0,
+            ..LossScaling::default()
+        });
+        assert_eq!(f16_weight_grad(&mut unscaled, 1e-8), Some(0.0));
+        let mut scaled = LossScaler::new(LossScaling::default());
+        let g = f16_weight_grad(&mut scaled, 1e-8).unwrap();
+        assert!((g - 1e-8).abs() < 1e-11, "{g}");
+    }
+}
