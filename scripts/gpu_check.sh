@@ -6,8 +6,10 @@
 #      150×150 block5 fine-tune step, a 3-epoch run's history and weights within 1e-3, a checkpoint written on the
 #      GPU predicting the same on the CPU within 1e-5);
 #   3. times `catdog bench forward` and `bench train` on the GPU and, as the same run's baseline, on the CPU, in
-#      fp32 and with `--precision bf16` (candle's bf16 convolutions on the GPU; tests/bf16.rs also runs its
-#      portable path there).
+#      fp32, `--precision bf16` (candle's bf16 convolutions on the GPU; tests/bf16.rs also runs its portable path
+#      there) and `--precision fp16` (f16 products, the steps through the loss scaler), at batch 32 and 128;
+#   4. where PyTorch is installed (`pip install torch`), times the same forward and steps with PyTorch on the same
+#      GPU (scripts/bench_torch.py --device cuda: fp32, tf32, channels_last, bf16 and fp16 autocast, GradScaler).
 # Everything it prints also goes to target/gpu-check/ (CATDOG_GPU_OUT overrides; one log per step) for the README's
 # device section.
 #
@@ -64,6 +66,25 @@ step bench-train-cuda "$bin" bench train --device cuda --batch-size 32 --size 15
 step bench-train-cpu "$bin" bench train --device cpu --batch-size 32 --size 150 --steps 3 --cache both
 step bench-forward-cuda-bf16 "$bin" bench forward --device cuda --precision bf16 --batch-size 32 --size 150 --iters 5 --no-compare
 step bench-train-cuda-bf16 "$bin" bench train --device cuda --precision bf16 --batch-size 32 --size 150 --steps 5 --cache both
+for batch in 32 128; do
+  step "bench-forward-cuda-fp16-b$batch" "$bin" bench forward --device cuda --precision fp16 --batch-size "$batch" --size 150 --iters 5 --no-compare
+  step "bench-train-cuda-fp16-b$batch" "$bin" bench train --device cuda --precision fp16 --batch-size "$batch" --size 150 --steps 5 --cache both
+done
+for batch in 128; do
+  step "bench-forward-cuda-b$batch" "$bin" bench forward --device cuda --batch-size "$batch" --size 150 --iters 5 --no-compare
+  step "bench-train-cuda-b$batch" "$bin" bench train --device cuda --batch-size "$batch" --size 150 --steps 5 --cache both
+  step "bench-train-cuda-bf16-b$batch" "$bin" bench train --device cuda --precision bf16 --batch-size "$batch" --size 150 --steps 5 --cache both
+done
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+  for batch in 32 128; do
+    step "torch-cuda-b$batch" python3 scripts/bench_torch.py forward --device cuda --batch "$batch" --iters 5 \
+      --variants fp32,tf32,fp32-cl,bf16-cl,fp16-cl
+    step "torch-cuda-train-b$batch" python3 scripts/bench_torch.py train --device cuda --batch "$batch" --iters 5 \
+      --variants fp32,tf32,fp32-cl,bf16-cl,fp16-cl
+  done
+else
+  echo "== torch with CUDA not installed: no PyTorch baseline on this GPU (pip install torch)"
+fi
 if [ ${#failed[@]} -gt 0 ]; then
   echo "gpu_check: FAILED steps: ${failed[*]}; logs in $out/"
   exit 1

@@ -521,6 +521,7 @@ impl<'a> StepBench<'a> {
     /// `cached`.
     fn seconds_per_step(&self, kernels: Kernels, precision: Precision, cached: bool, steps: usize) -> Result<f64> {
         use crate::model::head::{Head, HeadConfig, HeadKind};
+        use crate::train::loss_scale::{LossScaler, LossScaling};
         use crate::train::optim::{OptimConfig, Optimizer, OptimizerKind};
         let device = self.base.device().clone();
         let mut m = self.base.clone();
@@ -540,6 +541,8 @@ impl<'a> StepBench<'a> {
         params.extend(m.trainable_vars());
         let mut opt = Optimizer::new(OptimConfig::new(OptimizerKind::Rmsprop, 1e-5), params)?;
         let cache = if cached { Some(m.forward_frozen(&self.x)?) } else { None };
+        // fp16 steps pay for the loss scaler's work too, as torch.cuda.amp's do.
+        let mut scaler = (precision == Precision::Fp16).then(|| LossScaler::new(LossScaling::default()));
         let mut k = 0u64;
         best_of(steps, || {
             let h = match &cache {
@@ -550,7 +553,13 @@ impl<'a> StepBench<'a> {
             k += 1;
             let logits = head.forward(&f, Some(k), m.compute())?;
             let loss = crate::train::loss::data_loss(&logits, &self.labels)?;
-            opt.step(&loss.backward()?)?;
+            let grads = match &mut scaler {
+                Some(scaler) => scaler.backward(&loss, opt.params())?,
+                None => Some(loss.backward()?),
+            };
+            if let Some(grads) = grads {
+                opt.step(&grads)?;
+            }
             device.synchronize()?;
             Ok(())
         })

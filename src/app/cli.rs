@@ -132,8 +132,9 @@ pub struct RuntimeFlags {
     pub kernels: Option<crate::kernels::Kernels>,
 
     /// Precision of the convolutions' and dense layers' products: auto (bf16 where this CPU has catdog's bf16
-    /// kernels, AMX or AVX512-BF16, else fp32), fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16, f32
-    /// accumulation; fp32 with a notice on CPUs without bf16 kernels; candle's bf16 on a GPU).
+    /// kernels, AMX or AVX512-BF16, or the GPU has bf16; fp16 on older GPUs; else fp32), fp32, bf16 as PyTorch's
+    /// autocast (inputs rounded to bf16, f32 accumulation; fp32 with a notice on CPUs without bf16 kernels), or fp16
+    /// as torch.cuda.amp (f16 products, dynamic loss scaling; for GPUs without bf16).
     #[arg(
         help_heading = "Device",
         long,
@@ -152,8 +153,9 @@ pub struct BenchRuntimeFlags {
     pub device: String,
 
     /// Precision of the convolutions' and dense layers' products: auto (bf16 where this CPU has catdog's bf16
-    /// kernels, AMX or AVX512-BF16, else fp32), fp32, or bf16 as PyTorch's CPU autocast (inputs rounded to bf16, f32
-    /// accumulation; fp32 with a notice on CPUs without bf16 kernels; candle's bf16 on a GPU).
+    /// kernels, AMX or AVX512-BF16, or the GPU has bf16; fp16 on older GPUs; else fp32), fp32, bf16 as PyTorch's
+    /// autocast (inputs rounded to bf16, f32 accumulation; fp32 with a notice on CPUs without bf16 kernels), or fp16
+    /// as torch.cuda.amp (f16 products, dynamic loss scaling; for GPUs without bf16).
     #[arg(long, value_enum, default_value = "fp32", value_name = "PRECISION")]
     pub precision: crate::kernels::PrecisionChoice,
 }
