@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::bench::best_of;
 use crate::error::Result;
 use crate::kernels::bf16::{self, pack_b, Bf16Kernel, PackedA};
-use crate::kernels::conv::ConvGeom;
+use crate::kernels::conv::{ConvGeom, Epilogue};
 use crate::kernels::sample_values as values;
 use crate::kernels::winograd_f2;
 
@@ -162,10 +162,10 @@ fn block1_conv1(iters: usize) -> Result<Vec<KernelFigure>> {
     };
     if first_conv::applicable(&g) {
         time("first-layer kernel", "fp32", &mut |o| {
-            first_conv::forward(&x, &g, &w, None, true, false, false, o)
+            first_conv::forward(&x, &g, &w, Epilogue::new(None, true, false), false, o)
         })?;
         time("first-layer kernel", "bf16", &mut |o| {
-            first_conv::forward(&x, &g, &w, None, true, false, true, o)
+            first_conv::forward(&x, &g, &w, Epilogue::new(None, true, false), true, o)
         })?;
     }
     time("im2col + gemm", "fp32", &mut |o| {
@@ -184,8 +184,8 @@ fn block1_conv2(iters: usize) -> Result<Vec<KernelFigure>> {
     for kernel in precisions() {
         let seconds = best_of(iters, || {
             match kernel {
-                Some(k) => winograd_f2::forward_bf16(k, &x, &g, &w, None, true, true, &mut out),
-                None => winograd_f2::forward(&x, &g, &w, None, true, true, &mut out),
+                Some(k) => winograd_f2::forward_bf16(k, &x, &g, &w, Epilogue::new(None, true, true), &mut out),
+                None => winograd_f2::forward(&x, &g, &w, Epilogue::new(None, true, true), &mut out),
             }
             Ok(())
         })?;

@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use catdog::kernels::bf16::{self, pack_b, reference_gemm, PackedA};
-use catdog::kernels::conv::{self, ConvGeom, WeightCache};
+use catdog::kernels::conv::{self, ConvGeom, Epilogue, WeightCache};
 use catdog::kernels::{winograd_f2, Compute, Kernels, Precision};
 use catdog::model::vgg16::layer_index;
 use catdog::model::weights::{self, read_safetensors, HubOptions, WeightsSpec};
@@ -170,9 +170,9 @@ fn the_bf16_winograd_convolution_is_within_bf16_rounding_of_fp32_and_its_cache_f
     let w = values(40 * 24 * 9, 6);
     let b = values(40, 7);
     let mut want = vec![0f32; 2 * 40 * 13 * 11];
-    winograd_f2::forward(&x, &g, &w, Some(&b), false, false, &mut want);
+    winograd_f2::forward(&x, &g, &w, Epilogue::new(Some(&b), false, false), &mut want);
     let mut got = vec![0f32; want.len()];
-    winograd_f2::forward_bf16(kernel, &x, &g, &w, Some(&b), false, false, &mut got);
+    winograd_f2::forward_bf16(kernel, &x, &g, &w, Epilogue::new(Some(&b), false, false), &mut got);
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
     eprintln!("bf16 vs fp32 Winograd: {err:.2e} relative");
@@ -601,9 +601,9 @@ fn the_amx_layouts_run_the_winograd_convolution_and_its_weight_gradient() {
     let x: Vec<f32> = values(2 * 24 * 9 * 11, 31).iter().map(|v| v.max(0.0)).collect();
     let w = values(40 * 24 * 9, 32);
     let mut want = vec![0f32; 2 * 40 * 9 * 11];
-    winograd_f2::forward(&x, &g, &w, None, false, false, &mut want);
+    winograd_f2::forward(&x, &g, &w, Epilogue::NONE, &mut want);
     let mut got = vec![0f32; want.len()];
-    winograd_f2::forward_bf16(kernel, &x, &g, &w, None, false, false, &mut got);
+    winograd_f2::forward_bf16(kernel, &x, &g, &w, Epilogue::NONE, &mut got);
     let rel = |got: &[f32], want: &[f32]| {
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
@@ -702,7 +702,14 @@ fn the_direct_bf16_convolution_equals_the_bf16_reference_on_every_kernel() {
             for &kernel in &kernels {
                 let packed = direct::DirectWeights::pack(kernel, &wt, o, c);
                 let mut got = vec![f32::NAN; want.len()];
-                direct::forward(kernel, &x, &g, &packed, Some(&bias), true, pool, &mut got);
+                direct::forward(
+                    kernel,
+                    &x,
+                    &g,
+                    &packed,
+                    Epilogue::new(Some(&bias), true, pool),
+                    &mut got,
+                );
                 assert!(
                     got.iter().all(|v| v.is_finite()),
                     "{}: an output was not written",
@@ -863,7 +870,7 @@ fn the_first_layers_direct_kernel_equals_the_references_in_both_precisions() {
             let want = bias_relu_pool(conv, &g, &bias, pool);
             let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
             let mut got = vec![f32::NAN; want.len()];
-            first_conv::forward(&x, &g, &w, Some(&bias), true, pool, bf16, &mut got);
+            first_conv::forward(&x, &g, &w, Epilogue::new(Some(&bias), true, pool), bf16, &mut got);
             assert!(got.iter().all(|v| v.is_finite()), "an output was not written");
             let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
             assert!(err < 1e-5, "bf16 {bf16}, pool {pool}: {err:.2e} from the reference");

@@ -1,7 +1,7 @@
 //! The fast CPU convolution and max-pool against candle's own ops and against finite differences.
 
 use candle_core::{Device, Tensor, Var};
-use catdog::kernels::conv::conv2d;
+use catdog::kernels::conv::{conv2d, Epilogue};
 use catdog::kernels::pool::max_pool2d;
 use catdog::kernels::Kernels;
 
@@ -306,7 +306,7 @@ fn winograd_refuses_buffers_that_do_not_fit_the_geometry_instead_of_writing_past
     for (what, len, pool) in cases {
         let r = std::panic::catch_unwind(|| {
             let mut out = vec![0f32; len];
-            winograd_f2::forward(&x, &g, &w, None, true, pool, &mut out);
+            winograd_f2::forward(&x, &g, &w, Epilogue::new(None, true, pool), &mut out);
         });
         assert!(r.is_err(), "{what}: accepted");
     }
@@ -317,7 +317,7 @@ fn winograd_refuses_buffers_that_do_not_fit_the_geometry_instead_of_writing_past
     });
     assert!(r.is_err(), "a short output gradient was accepted");
     let mut out = vec![0f32; 4 * 16];
-    winograd_f2::forward(&x, &g, &w, None, true, true, &mut out);
+    winograd_f2::forward(&x, &g, &w, Epilogue::new(None, true, true), &mut out);
     assert!(out.iter().all(|v| *v > 0.0));
 }
 

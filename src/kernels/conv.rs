@@ -238,11 +238,10 @@ fn kernel_forward(
     out: &mut Out,
 ) -> bool {
     let plan = forward_plan(algo, g);
-    let Epilogue { bias, relu, pool } = epi;
     match plan.forward {
         Forward::FirstConv => {
             let bf16 = plan.bf16.is_some();
-            super::first_conv::forward(x, g, weight, bias, relu, pool, bf16, out.reborrow());
+            super::first_conv::forward(x, g, weight, epi, bf16, out.reborrow());
         }
         Forward::Direct(kernel) => direct_forward(kernel, cache, x, g, weight, epi, out),
         Forward::WinogradF2 | Forward::WinogradF3 | Forward::WinogradF4 => {
@@ -296,7 +295,7 @@ fn direct_forward(
     x: &[f32],
     g: &ConvGeom,
     weight: &[f32],
-    Epilogue { bias, relu, pool }: Epilogue,
+    epi: Epilogue,
     out: &mut Out,
 ) {
     let pack = || Packed::Direct(DirectWeights::pack(kernel, weight, g.o, g.c));
@@ -307,7 +306,7 @@ fn direct_forward(
     let Packed::Direct(weights) = &*packed else {
         unreachable!("the cache gives back what `pack` made for this kernel")
     };
-    super::direct::forward(kernel, x, g, weights, bias, relu, pool, out.reborrow());
+    super::direct::forward(kernel, x, g, weights, epi, out.reborrow());
 }
 
 /// The im2col forward in the precision `algo` asks for: bf16 products on its kernel, f32 otherwise.
@@ -337,7 +336,7 @@ fn winograd_forward(
     x: &[f32],
     g: &ConvGeom,
     weight: &[f32],
-    Epilogue { bias, relu, pool }: Epilogue,
+    epi: Epilogue,
     out: &mut Out,
 ) {
     match (plan.forward, plan.bf16, cache) {
@@ -345,17 +344,15 @@ fn winograd_forward(
             let pack = || Packed::Winograd(super::winograd_f2::pack_weights_bf16(weight, g.o, g.c));
             match &*cache.packed(*id, kernel, false, pack) {
                 Packed::Winograd(blocks) => {
-                    super::winograd_f2::forward_bf16_packed(kernel, x, g, blocks, bias, relu, pool, out.reborrow())
+                    super::winograd_f2::forward_bf16_packed(kernel, x, g, blocks, epi, out.reborrow())
                 }
                 Packed::Direct(_) => unreachable!("the cache gives back what `pack` made"),
             }
         }
-        (_, Some(kernel), None) => {
-            super::winograd_f2::forward_bf16(kernel, x, g, weight, bias, relu, pool, out.reborrow())
-        }
-        (Forward::WinogradF3, None, _) => super::winograd_f3::forward(x, g, weight, bias, relu, pool, out.reborrow()),
-        (Forward::WinogradF4, None, _) => super::winograd_f4::forward(x, g, weight, bias, relu, pool, out.reborrow()),
-        _ => super::winograd_f2::forward(x, g, weight, bias, relu, pool, out.reborrow()),
+        (_, Some(kernel), None) => super::winograd_f2::forward_bf16(kernel, x, g, weight, epi, out.reborrow()),
+        (Forward::WinogradF3, None, _) => super::winograd_f3::forward(x, g, weight, epi, out.reborrow()),
+        (Forward::WinogradF4, None, _) => super::winograd_f4::forward(x, g, weight, epi, out.reborrow()),
+        _ => super::winograd_f2::forward(x, g, weight, epi, out.reborrow()),
     }
 }
 

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use super::amx::{self, ConvCall, STEP, TAPS};
 use super::bf16::{self, Bf16Kernel, RunnableKernel, MR};
-use super::geom::ConvGeom;
+use super::geom::{ConvGeom, Epilogue};
 use super::raw::{Out, Pool, SendPtr};
 use super::simd::dispatch;
 
@@ -225,17 +225,15 @@ thread_local! {
 /// `out` (which need not be initialised).
 ///
 /// Panics when the geometry is not [`applicable`], a buffer does not fit it, or this CPU cannot run `kernel`.
-#[allow(clippy::too_many_arguments)]
 pub fn forward<'o>(
     kernel: Bf16Kernel,
     x: &[f32],
     g: &ConvGeom,
     weights: &DirectWeights,
-    bias: Option<&[f32]>,
-    relu: bool,
-    pool: bool,
+    epi: Epilogue,
     out: impl Into<Out<'o>>,
 ) {
+    let Epilogue { bias, relu, pool } = epi;
     let mut out = out.into();
     assert!(
         applicable(g),
@@ -261,7 +259,7 @@ pub fn forward<'o>(
     pack_input(x, g, &plan, &mut planes);
     let (oblocks, bands) = (g.o / BLOCK, plan.bands());
     let outp = out.ptr();
-    let epi = Epilogue {
+    let band_store = BandStore {
         g,
         wp: plan.wp,
         bias,
@@ -292,7 +290,7 @@ pub fn forward<'o>(
                 &mut scratch,
                 ldc,
             );
-            epilogue(&epi, &scratch, ldc, img, y0, rows, ob);
+            epilogue(&band_store, &scratch, ldc, img, y0, rows, ob);
         });
     });
     PLANES.give(planes, 1);
@@ -306,7 +304,7 @@ pub fn forward<'o>(
 pub fn input_grad(kernel: Bf16Kernel, dy: &[f32], g: &ConvGeom, weight: &[f32], dx: &mut [f32]) {
     let gt = ConvGeom::new(g.n, g.o, g.ho, g.wo, g.c, g.k, g.k - 1 - g.pad);
     let flipped = DirectWeights::pack_flipped(kernel, weight, g.o, g.c);
-    forward(kernel, dy, &gt, &flipped, None, false, false, dx)
+    forward(kernel, dy, &gt, &flipped, Epilogue::NONE, dx)
 }
 
 /// Each image's channel pairs as zero-padded planes of u32 pairs (see the module's notes), `plan.plane` apart.
@@ -401,7 +399,7 @@ fn run_band(
 }
 
 /// What the epilogue of every band needs.
-pub(super) struct Epilogue<'a> {
+pub(super) struct BandStore<'a> {
     pub g: &'a ConvGeom,
     /// The scratch's row stride in positions (W + 2 for the direct convolution: its rows keep the padding).
     pub wp: usize,
@@ -414,11 +412,11 @@ pub(super) struct Epilogue<'a> {
 dispatch! {
     /// Bias, ReLU and the pool of a band of output rows `y0 .. y0 + rows` (`scratch`: 32 channels, `ldc` apart,
     /// each its rows `e.wp` apart) into channels `ob·32 ..` of the NCHW output.
-    pub(super) fn epilogue(e: &Epilogue, scratch: &[f32], ldc: usize, img: usize, y0: usize, rows: usize, ob: usize) => epilogue_body
+    pub(super) fn epilogue(e: &BandStore, scratch: &[f32], ldc: usize, img: usize, y0: usize, rows: usize, ob: usize) => epilogue_body
 }
 
 #[inline(always)]
-fn epilogue_body(e: &Epilogue, scratch: &[f32], ldc: usize, img: usize, y0: usize, rows: usize, ob: usize) {
+fn epilogue_body(e: &BandStore, scratch: &[f32], ldc: usize, img: usize, y0: usize, rows: usize, ob: usize) {
     let (g, wp) = (e.g, e.wp);
     for j in 0..BLOCK {
         let oc = ob * BLOCK + j;

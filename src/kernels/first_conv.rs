@@ -12,8 +12,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::direct::{epilogue, Epilogue};
-use super::geom::ConvGeom;
+use super::direct::{epilogue, BandStore};
+use super::geom::{ConvGeom, Epilogue};
 use super::raw::{Out, Pool};
 
 /// Output channels per task (the scratch band's channels, as the direct convolution's epilogue takes them).
@@ -32,17 +32,8 @@ pub fn applicable(g: &ConvGeom) -> bool {
 /// max-pool. Stores every value of `out` (which need not be initialised).
 ///
 /// Panics when `g` is not [`applicable`] or a buffer does not fit it.
-#[allow(clippy::too_many_arguments)]
-pub fn forward<'o>(
-    x: &[f32],
-    g: &ConvGeom,
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
-    pool: bool,
-    bf16: bool,
-    out: impl Into<Out<'o>>,
-) {
+pub fn forward<'o>(x: &[f32], g: &ConvGeom, weight: &[f32], epi: Epilogue, bf16: bool, out: impl Into<Out<'o>>) {
+    let Epilogue { bias, relu, pool } = epi;
     let mut out = out.into();
     assert!(
         applicable(g),
@@ -65,7 +56,7 @@ pub fn forward<'o>(
     let (rows, step) = if pool { (g.ho / 2 * 2, 2) } else { (g.ho, 1) };
     let bands = rows.div_ceil(step);
     let oblocks = g.o / CHANNELS;
-    let epi = Epilogue {
+    let band_store = BandStore {
         g,
         wp: g.wo,
         bias,
@@ -91,7 +82,7 @@ pub fn forward<'o>(
                     row16(image, g, y0 + r, w16, dst, count * g.wo);
                 }
             }
-            epilogue(&epi, &scratch, count * g.wo, img, y0, count, ob);
+            epilogue(&band_store, &scratch, count * g.wo, img, y0, count, ob);
         });
     });
     PADDED.give(padded, 1);

@@ -79,6 +79,21 @@ pub struct Epilogue<'a> {
     pub pool: bool,
 }
 
+impl<'a> Epilogue<'a> {
+    pub fn new(bias: Option<&'a [f32]>, relu: bool, pool: bool) -> Self {
+        Epilogue { bias, relu, pool }
+    }
+}
+
+impl Epilogue<'static> {
+    /// The sums stored as they are: no bias, no ReLU, no pooling.
+    pub const NONE: Self = Epilogue {
+        bias: None,
+        relu: false,
+        pool: false,
+    };
+}
+
 /// True when the fast path can run this geometry.
 pub fn supported(k: usize, pad: usize, h: usize, w: usize) -> bool {
     k >= 1 && pad < k && h + 2 * pad >= k && w + 2 * pad >= k

@@ -157,8 +157,8 @@ impl<T: Copy + Default> Pool<T> {
 /// # Safety
 /// Every element addressed through the sizes and strides must lie inside live buffers, and `dst` must not overlap
 /// `lhs` or `rhs` nor be written by anyone else during the call.
-#[allow(clippy::too_many_arguments)]
 // SAFETY (callers): see "# Safety" above; the function itself only forwards to gemm::gemm.
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn sgemm(
     m: usize,
     n: usize,

@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::bf16::{self, Bf16Kernel, PackedA};
-use super::geom::ConvGeom;
+use super::geom::{ConvGeom, Epilogue};
 use super::raw::{sgemm, Out, Pool, SendPtr};
 use super::simd::dispatch;
 pub use super::winograd_shared::applicable;
@@ -132,19 +132,11 @@ fn weight_grad_chunk_tiles(g: &ConvGeom, total: usize, threads: usize) -> usize 
 /// (floor mode) is fused too — a tile is exactly one pooling window — and `out` is `N × O × ⌊Ho/2⌋ × ⌊Wo/2⌋`.
 ///
 /// Panics when `g` is not a Winograd geometry or a buffer's length does not fit `g`.
-pub fn forward<'o>(
-    x: &[f32],
-    g: &ConvGeom,
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
-    pool: bool,
-    out: impl Into<Out<'o>>,
-) {
+pub fn forward<'o>(x: &[f32], g: &ConvGeom, weight: &[f32], epi: Epilogue, out: impl Into<Out<'o>>) {
     assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
     let mut u = TRANSFORMED.take(16 * g.o * g.c);
     transform_weights_into(weight, g.o, g.c, &mut u);
-    forward_with(x, g, Products::F32(&u), bias, relu, pool, out.into());
+    forward_with(x, g, Products::F32(&u), epi, out.into());
     TRANSFORMED.give(u, 1);
 }
 
@@ -153,20 +145,17 @@ pub fn forward<'o>(
 /// stay f32.
 ///
 /// Panics as [`forward`].
-#[allow(clippy::too_many_arguments)]
 pub fn forward_bf16<'o>(
     kernel: Bf16Kernel,
     x: &[f32],
     g: &ConvGeom,
     weight: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
-    pool: bool,
+    epi: Epilogue,
     out: impl Into<Out<'o>>,
 ) {
     assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
     let packed = pack_weights_bf16(weight, g.o, g.c);
-    forward_with(x, g, Products::Bf16(kernel, &packed), bias, relu, pool, out.into());
+    forward_with(x, g, Products::Bf16(kernel, &packed), epi, out.into());
     recycle_blocks(packed);
 }
 
@@ -181,7 +170,7 @@ pub fn input_grad_bf16(kernel: Bf16Kernel, dy: &[f32], gt: &ConvGeom, weight: &[
     );
     // The transposed convolution's input channels are the forward's outputs, and the other way round.
     let packed = pack_weights_bf16_flipped(weight, gt.c, gt.o);
-    forward_with(dy, gt, Products::Bf16(kernel, &packed), None, false, false, dx.into());
+    forward_with(dy, gt, Products::Bf16(kernel, &packed), Epilogue::NONE, dx.into());
     recycle_blocks(packed);
 }
 
@@ -339,18 +328,15 @@ fn pack_panel_body(
 /// [`forward_bf16`] with weights packed by [`pack_weights_bf16`].
 ///
 /// Panics as [`forward`], and when `packed` does not fit `g`.
-#[allow(clippy::too_many_arguments)]
 pub fn forward_bf16_packed<'o>(
     kernel: Bf16Kernel,
     x: &[f32],
     g: &ConvGeom,
     packed: &[PackedA],
-    bias: Option<&[f32]>,
-    relu: bool,
-    pool: bool,
+    epi: Epilogue,
     out: impl Into<Out<'o>>,
 ) {
-    forward_with(x, g, Products::Bf16(kernel, packed), bias, relu, pool, out.into());
+    forward_with(x, g, Products::Bf16(kernel, packed), epi, out.into());
 }
 
 /// The transformed weights of the 16 products, in the precision the products run in.
@@ -368,15 +354,8 @@ thread_local! {
 
 /// Forward with weights already transformed. Panics when `g` is not a Winograd geometry or a buffer's length does
 /// not fit `g`: the unsafe writes below rely on these checks.
-fn forward_with(
-    x: &[f32],
-    g: &ConvGeom,
-    products: Products,
-    bias: Option<&[f32]>,
-    relu: bool,
-    pool: bool,
-    mut out: Out,
-) {
+fn forward_with(x: &[f32], g: &ConvGeom, products: Products, epi: Epilogue, mut out: Out) {
+    let Epilogue { bias, relu, pool } = epi;
     let (c, o) = (g.c, g.o);
     assert!(applicable(g), "Winograd: {g:?} is not a 3×3 geometry with padding ≤ 2");
     g.check_forward("Winograd", x, bias, out.len(), pool);
@@ -444,10 +423,10 @@ fn forward_with(
                         block,
                     };
                     if bf16::block_rows(kernel) == bf16::MR {
-                        products_and_output::<16>(&panels, g, t0, nt, th, tw, bias, relu, pool, outp)
+                        products_and_output::<16>(&panels, g, t0, nt, th, tw, epi, outp)
                     } else {
                         const AMX_PANELS: usize = 16 * crate::kernels::amx::ROWS / bf16::MR;
-                        products_and_output::<AMX_PANELS>(&panels, g, t0, nt, th, tw, bias, relu, pool, outp)
+                        products_and_output::<AMX_PANELS>(&panels, g, t0, nt, th, tw, epi, outp)
                     }
                 }),
             }
@@ -526,9 +505,7 @@ fn products_and_output<const PANELS: usize>(
     nt: usize,
     th: usize,
     tw: usize,
-    bias: Option<&[f32]>,
-    relu: bool,
-    pool: bool,
+    epi: Epilogue,
     outp: SendPtr,
 ) {
     let (mr, nr) = (bf16::MR, bf16::NR);
@@ -559,7 +536,7 @@ fn products_and_output<const PANELS: usize>(
                 }
                 let rows = mr.min(g.o - oc0);
                 let panels: [&[f32; bf16::MR * bf16::NR]; 16] = std::array::from_fn(|k| &tiles[k * per_block + s]);
-                epilogue(panels, g, oc0, rows, &at, bias, relu, pool, outp);
+                epilogue(panels, g, oc0, rows, &at, epi, outp);
             }
         }
     }
@@ -567,21 +544,17 @@ fn products_and_output<const PANELS: usize>(
 
 dispatch! {
     /// The output transform of one panel: `tiles[k][r·NR + q]` is product k of channel `oc0 + r`, tile `at[q]`.
-    #[allow(clippy::too_many_arguments)]
     fn epilogue(
         tiles: [&[f32; bf16::MR * bf16::NR]; 16],
         g: &ConvGeom,
         oc0: usize,
         rows: usize,
         at: &[(usize, usize, usize)],
-        bias: Option<&[f32]>,
-        relu: bool,
-        pool: bool,
+        epi: Epilogue,
         outp: SendPtr,
     ) => epilogue_body
 }
 
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn epilogue_body(
     tiles: [&[f32; bf16::MR * bf16::NR]; 16],
@@ -589,11 +562,10 @@ fn epilogue_body(
     oc0: usize,
     rows: usize,
     at: &[(usize, usize, usize)],
-    bias: Option<&[f32]>,
-    relu: bool,
-    pool: bool,
+    epi: Epilogue,
     outp: SendPtr,
 ) {
+    let Epilogue { bias, relu, pool } = epi;
     const N: usize = bf16::NR;
     let (o, ho, wo) = (g.o, g.ho, g.wo);
     let (ph, pw) = (ho / 2, wo / 2);

@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::geom::ConvGeom;
+use super::geom::{ConvGeom, Epilogue};
 use super::raw::{Out, Pool, SendPtr};
 use super::winograd_f2::{grad_products, with_buffers};
 use super::winograd_shared::{bias_grad, check_weight_grad, kernels_from_sums, runs, Run};
@@ -79,15 +79,8 @@ static TRANSFORMED: Pool<f32> = Pool::new();
 /// less than F(2×2)'s 1.44–1.78× more products.
 ///
 /// Panics when `g` is not a 3×3 geometry with padding ≤ 2 or a buffer's length does not fit `g`.
-pub fn forward<'o>(
-    x: &[f32],
-    g: &ConvGeom,
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
-    pool: bool,
-    out: impl Into<Out<'o>>,
-) {
+pub fn forward<'o>(x: &[f32], g: &ConvGeom, weight: &[f32], epi: Epilogue, out: impl Into<Out<'o>>) {
+    let Epilogue { bias, relu, pool } = epi;
     let (simd, out) = (avx512::available(), out.into());
     if !pool {
         return forward_on(simd, x, g, weight, bias, relu, out);
@@ -252,7 +245,6 @@ fn a_times(g: [f32; M]) -> [f32; T] {
 // The portable transforms, tile by tile: the reference for the AVX-512 ones.
 
 /// `out[img][oc][3ty + r][3tx + s]` = act(b[oc] + (Aᵀ M A)[r][s]), skipping positions past the output's edge.
-#[allow(clippy::too_many_arguments)]
 fn output_transform(m: &[f32], g: &ConvGeom, runs: &[Run], nt: usize, bias: Option<&[f32]>, relu: bool, outp: SendPtr) {
     let o = g.o;
     let stride = M * runs.iter().map(|r| r.len).max().unwrap_or(0);
@@ -498,7 +490,6 @@ mod avx512 {
     /// The CPU must have AVX-512 F; `m` must hold 25 blocks of O × nt, the runs lie inside the chunk and the batch,
     /// and `outp` point to the N × O × Ho × Wo output of `g`, of which this chunk's tiles are written by this call
     /// alone.
-    #[allow(clippy::too_many_arguments)]
     // SAFETY (callers): see "# Safety"; the only caller is `super::forward_on`, which checks it.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
@@ -562,7 +553,7 @@ mod tests {
                 forward_on(simd, x, g, w, Some(b), relu, out.into());
             } else if simd == avx512::available() {
                 // The pooled path takes the CPU's transforms.
-                forward(x, g, w, Some(b), relu, true, out);
+                forward(x, g, w, Epilogue::new(Some(b), relu, true), out);
             } else {
                 return false;
             }

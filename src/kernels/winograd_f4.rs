@@ -8,7 +8,7 @@
 //! rounding, so it runs in f32 only: in bf16 the same coefficients would amplify the operands' rounding.
 //! [`chosen`] says where it wins.
 
-use super::geom::ConvGeom;
+use super::geom::{ConvGeom, Epilogue};
 use super::raw::{Out, Pool, SendPtr};
 use super::winograd_shared::Run;
 use super::winograd_tiles::{gather, over_chunks, store_rows, tile_outputs, tile_products, transform_weights_into};
@@ -91,15 +91,8 @@ static TRANSFORMED: Pool<f32> = Pool::new();
 ///
 /// Panics when `g` is not a 3×3 geometry with padding ≤ 2 or a buffer's length does not fit `g`: the unsafe
 /// writes below rely on these checks.
-pub fn forward<'o>(
-    x: &[f32],
-    g: &ConvGeom,
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
-    pool: bool,
-    out: impl Into<Out<'o>>,
-) {
+pub fn forward<'o>(x: &[f32], g: &ConvGeom, weight: &[f32], epi: Epilogue, out: impl Into<Out<'o>>) {
+    let Epilogue { bias, relu, pool } = epi;
     forward_on(avx512::available(), x, g, weight, bias, relu, pool, out.into())
 }
 
@@ -199,7 +192,6 @@ fn output_transform(
 
 /// Writes a run's output rows into plane (img, oc) of the output, clipped at its edges: `out_rows` holds 4 rows
 /// of 4 values per tile, or with `pool` 2 rows of 2 values per tile, each row starting at a multiple of `stride`.
-#[allow(clippy::too_many_arguments)]
 fn store_run(out_rows: &[f32], stride: usize, g: &ConvGeom, run: &Run, oc: usize, pool: bool, outp: SendPtr) {
     let (per_tile, ho, wo) = if pool { (2, g.ho / 2, g.wo / 2) } else { (4, g.ho, g.wo) };
     store_rows(out_rows, stride, (per_tile, ho, wo), g.o, (run, oc), outp);

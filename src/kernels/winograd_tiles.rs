@@ -108,7 +108,6 @@ pub(super) fn over_chunks(
 /// `side` (O × I), into `out[(k · planes + p) · nt + t]` for product k = i · O + j and the chunk's tile t. The
 /// input transform (I = the tile's input size) and the weight gradient's transform of the output gradient
 /// (I = the tile's output size, no padding).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn gather<const I: usize, const O: usize>(
     x: &[f32],
     (planes, h, w): (usize, usize, usize),
