@@ -12,7 +12,7 @@ use crate::data::loader::mix;
 use crate::error::{Error, Result};
 use crate::train::callbacks::{check_loss, Callbacks};
 use crate::train::early_stop::{EarlyStopping, EarlyStoppingConfig, Mode};
-use crate::train::fit_loop::{self, Batches, Ending, Learner, Monitored};
+use crate::train::fit_loop::{self, Batches, Checkpointing, Ending, Interrupter, Learner, Monitored};
 use crate::train::loss;
 use crate::train::monitor::Monitor;
 use crate::train::optim::{OptimConfig, Optimizer};
@@ -189,7 +189,7 @@ pub fn fit(model: Mlp, train: &Tensors, val: &Tensors, cfg: &FitConfig) -> Resul
         sums: (0.0, 0.0, 0.0),
         restored: None,
     };
-    let ending = fit_loop::fit(&mut run, &monitor, cfg.epochs)?;
+    let ending = fit_loop::fit(&mut run, &monitor, cfg.epochs, Interrupter::default())?;
     let (tl, _, tm) = evaluate(&run.model, train, cfg)?;
     let (vl, _, vm) = evaluate(&run.model, val, cfg)?;
     Ok(Fit {
@@ -229,9 +229,40 @@ struct TabularRun<'a> {
     restored: Option<usize>,
 }
 
-impl Learner for TabularRun<'_> {
+impl Checkpointing for TabularRun<'_> {
     type Record = EpochRow;
 
+    fn keep_best(&mut self, _epoch: usize, _monitor: &Monitor, _value: Option<f64>) -> Result<()> {
+        if self
+            .callbacks
+            .early_stopping
+            .as_ref()
+            .is_some_and(|e| e.config.restore_best_weights)
+        {
+            self.best_snapshot = Some(self.model.snapshot()?);
+        }
+        Ok(())
+    }
+
+    fn epoch_done(&mut self, _epoch: usize, record: EpochRow, _last: bool) -> Result<()> {
+        self.history.push(record);
+        Ok(())
+    }
+
+    fn interrupted(&mut self, _epoch: usize) -> Result<()> {
+        Ok(())
+    }
+
+    fn restore_best(&mut self, epoch: usize) -> Result<()> {
+        if let Some(snap) = &self.best_snapshot {
+            self.model.restore(snap)?;
+            self.restored = Some(epoch + 1);
+        }
+        Ok(())
+    }
+}
+
+impl Learner for TabularRun<'_> {
     fn next_epoch(&self) -> usize {
         0
     }
@@ -240,8 +271,8 @@ impl Learner for TabularRun<'_> {
         &mut self.callbacks
     }
 
-    /// Mini-batches in an order shuffled per epoch with the seed.
-    fn train_epoch(&mut self, epoch: usize) -> Result<Batches> {
+    /// Mini-batches in an order shuffled per epoch with the seed (a lab is not interrupted between batches).
+    fn train_epoch(&mut self, epoch: usize, _: Interrupter) -> Result<Batches> {
         let (cfg, train) = (self.cfg, self.train);
         let device = train.x.device().clone();
         let mut order: Vec<usize> = (0..train.rows()).collect();
@@ -306,39 +337,6 @@ impl Learner for TabularRun<'_> {
 
     fn set_lr(&mut self, lr: f64) {
         self.opt.set_lr(lr);
-    }
-
-    fn keep_best(&mut self, _epoch: usize, _monitor: &Monitor, _value: Option<f64>) -> Result<()> {
-        if self
-            .callbacks
-            .early_stopping
-            .as_ref()
-            .is_some_and(|e| e.config.restore_best_weights)
-        {
-            self.best_snapshot = Some(self.model.snapshot()?);
-        }
-        Ok(())
-    }
-
-    fn epoch_done(&mut self, _epoch: usize, record: EpochRow, _last: bool) -> Result<()> {
-        self.history.push(record);
-        Ok(())
-    }
-
-    fn interrupted(&mut self, _epoch: usize) -> Result<()> {
-        Ok(())
-    }
-
-    fn stop_requested(&self) -> bool {
-        false
-    }
-
-    fn restore_best(&mut self, epoch: usize) -> Result<()> {
-        if let Some(snap) = &self.best_snapshot {
-            self.model.restore(snap)?;
-            self.restored = Some(epoch + 1);
-        }
-        Ok(())
     }
 
     fn log(&mut self, _line: &str) {}

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -13,7 +13,7 @@ use super::cache::FeatureCache;
 use super::callbacks::{check_loss, Callbacks};
 use super::early_stop::EarlyStopping;
 use super::features::FeatureFiles;
-use super::fit_loop::{self, Batches, Learner, Monitored};
+use super::fit_loop::{self, Batches, Checkpointing, Interrupter, Learner, Monitored};
 use super::history::{EpochRecord, History};
 use super::loss;
 use super::loss_scale::LossScaler;
@@ -575,7 +575,8 @@ impl Trainer {
             )));
         }
         let epochs = self.cfg.epochs;
-        let ending = fit_loop::fit(&mut ImageRun { t: self, opts }, &monitor, epochs)?;
+        let interrupter = Interrupter::new(opts.interrupt);
+        let ending = fit_loop::fit(&mut ImageRun { t: self, opts }, &monitor, epochs, interrupter)?;
         Ok(Outcome {
             ending,
             history: self.history.clone(),
@@ -587,7 +588,7 @@ impl Trainer {
 
     /// The training batches of `epoch` from the one `state.batches_done` points at: from the feature cache when
     /// it serves training, else through the frozen part. Stops after the batch in progress on Ctrl-C/SIGTERM.
-    fn train_epoch(&mut self, epoch: usize, opts: &mut RunOptions) -> Result<Batches> {
+    fn train_epoch(&mut self, epoch: usize, interrupter: Interrupter, opts: &mut RunOptions) -> Result<Batches> {
         let start = Instant::now();
         let device = self.model.base.device().clone();
         let order = self.train.order(epoch);
@@ -609,7 +610,7 @@ impl Trainer {
                 let h = self.train_cache.as_ref().expect("cache").batch(&chunk, &device)?;
                 let labels: Vec<u32> = chunk.iter().map(|&i| self.train.samples()[i].label as u32).collect();
                 self.account(&h, &labels, epoch, b, &bar)?;
-                if opts.interrupt.load(Ordering::SeqCst) {
+                if interrupter.requested() {
                     outcome = Batches::Interrupted;
                     break;
                 }
@@ -621,7 +622,7 @@ impl Trainer {
                 let x = batch.images.to_device(&device)?;
                 let h = self.model.base.forward_frozen(&x)?;
                 self.account(&h, &batch.labels, epoch, skip + k, &bar)?;
-                if opts.interrupt.load(Ordering::SeqCst) {
+                if interrupter.requested() {
                     outcome = Batches::Interrupted;
                     break;
                 }
@@ -828,9 +829,27 @@ struct ImageRun<'t, 'o, 'a> {
     opts: &'o mut RunOptions<'a>,
 }
 
-impl Learner for ImageRun<'_, '_, '_> {
+impl Checkpointing for ImageRun<'_, '_, '_> {
     type Record = EpochRecord;
 
+    fn keep_best(&mut self, epoch: usize, monitor: &Monitor, value: Option<f64>) -> Result<()> {
+        self.t.save_best(epoch, monitor, value)
+    }
+
+    fn epoch_done(&mut self, epoch: usize, record: EpochRecord, last: bool) -> Result<()> {
+        self.t.epoch_done(epoch, record, last, self.opts.log)
+    }
+
+    fn interrupted(&mut self, epoch: usize) -> Result<()> {
+        self.t.save_interrupted(epoch, self.opts.log)
+    }
+
+    fn restore_best(&mut self, epoch: usize) -> Result<()> {
+        self.t.restore_best(epoch, self.opts.log)
+    }
+}
+
+impl Learner for ImageRun<'_, '_, '_> {
     fn next_epoch(&self) -> usize {
         self.t.state.epoch
     }
@@ -839,8 +858,8 @@ impl Learner for ImageRun<'_, '_, '_> {
         &mut self.t.state.callbacks
     }
 
-    fn train_epoch(&mut self, epoch: usize) -> Result<Batches> {
-        self.t.train_epoch(epoch, self.opts)
+    fn train_epoch(&mut self, epoch: usize, interrupter: Interrupter) -> Result<Batches> {
+        self.t.train_epoch(epoch, interrupter, self.opts)
     }
 
     fn record(&mut self, epoch: usize) -> Result<EpochRecord> {
@@ -858,26 +877,6 @@ impl Learner for ImageRun<'_, '_, '_> {
 
     fn set_lr(&mut self, lr: f64) {
         self.t.optimizer.set_lr(lr);
-    }
-
-    fn keep_best(&mut self, epoch: usize, monitor: &Monitor, value: Option<f64>) -> Result<()> {
-        self.t.save_best(epoch, monitor, value)
-    }
-
-    fn epoch_done(&mut self, epoch: usize, record: EpochRecord, last: bool) -> Result<()> {
-        self.t.epoch_done(epoch, record, last, self.opts.log)
-    }
-
-    fn interrupted(&mut self, epoch: usize) -> Result<()> {
-        self.t.save_interrupted(epoch, self.opts.log)
-    }
-
-    fn stop_requested(&self) -> bool {
-        self.opts.interrupt.load(Ordering::SeqCst)
-    }
-
-    fn restore_best(&mut self, epoch: usize) -> Result<()> {
-        self.t.restore_best(epoch, self.opts.log)
     }
 
     fn log(&mut self, line: &str) {
