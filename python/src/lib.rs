@@ -10,7 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
-use catdog::app::{api, run_args, Failure};
+use catdog::app::{api, run_args, ExitKind};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -76,11 +76,11 @@ fn call(py: Python<'_>, argv: Vec<String>) -> PyResult<String> {
 /// The Python exception for a catdog error, with its message.
 fn exception(e: &anyhow::Error) -> PyErr {
     let message = format!("{e:#}");
-    match Failure::of(e) {
-        Failure::Usage => PyValueError::new_err(message),
-        Failure::Interrupted => PyKeyboardInterrupt::new_err(message),
-        Failure::Io => PyOSError::new_err(message),
-        Failure::Other => PyRuntimeError::new_err(message),
+    match ExitKind::of(e) {
+        ExitKind::Usage => PyValueError::new_err(message),
+        ExitKind::Interrupted => PyKeyboardInterrupt::new_err(message),
+        ExitKind::Io => PyOSError::new_err(message),
+        ExitKind::Other => PyRuntimeError::new_err(message),
     }
 }
 

@@ -27,7 +27,7 @@ impl std::error::Error for UsageError {}
 
 /// What kind of failure an error is: it sets the exit code (and the Python exception).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub enum ExitKind {
     /// The user's flags or inputs (exit 2, `ValueError`).
     Usage,
     /// Stopped by Ctrl-C / SIGTERM / KeyboardInterrupt (exit 130).
@@ -38,32 +38,32 @@ pub enum Failure {
     Other,
 }
 
-impl Failure {
-    pub fn of(e: &anyhow::Error) -> Failure {
+impl ExitKind {
+    pub fn of(e: &anyhow::Error) -> ExitKind {
         if matches!(e.downcast_ref::<crate::Error>(), Some(crate::Error::Interrupted)) {
-            return Failure::Interrupted;
+            return ExitKind::Interrupted;
         }
         let library = e.downcast_ref::<crate::Error>();
         if e.downcast_ref::<UsageError>().is_some() || matches!(library, Some(crate::Error::InvalidArgument(_))) {
-            return Failure::Usage;
+            return ExitKind::Usage;
         }
         let io = matches!(
             library,
             Some(crate::Error::Io { .. } | crate::Error::HubUnavailable(_) | crate::Error::Hub { .. })
         ) || e.downcast_ref::<std::io::Error>().is_some();
         if io {
-            Failure::Io
+            ExitKind::Io
         } else {
-            Failure::Other
+            ExitKind::Other
         }
     }
 
     /// The process exit code.
     pub fn exit_code(self) -> i32 {
         match self {
-            Failure::Usage => 2,
-            Failure::Interrupted => 130,
-            Failure::Io | Failure::Other => 1,
+            ExitKind::Usage => 2,
+            ExitKind::Interrupted => 130,
+            ExitKind::Io | ExitKind::Other => 1,
         }
     }
 }
@@ -94,8 +94,8 @@ pub fn run_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            let failure = Failure::of(&e);
-            if failure == Failure::Interrupted {
+            let failure = ExitKind::of(&e);
+            if failure == ExitKind::Interrupted {
                 eprintln!("interrupted");
             } else {
                 eprintln!("error: {e:#}");

@@ -15,11 +15,13 @@ const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(60);
 const MAX_REDIRECTS: usize = 10;
 
 /// Why a request failed.
-#[derive(Debug)]
-pub enum Failure {
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
     /// The hub answered that it will not serve this (a 4xx): what it said, as advice for the user.
+    #[error("{0}")]
     Refused(String),
     /// The network or the server failed: no connection, no answer in time, 5xx after the retries.
+    #[error("{0}")]
     Network(String),
 }
 
@@ -56,9 +58,9 @@ pub struct Client {
 
 impl Client {
     /// A client for `endpoint` that reads proxy variables from the process environment.
-    pub fn new(endpoint: &str, token: Option<String>, timeout: Duration, retries: u32) -> Result<Client, Failure> {
+    pub fn new(endpoint: &str, token: Option<String>, timeout: Duration, retries: u32) -> Result<Client, RequestError> {
         let endpoint = Target::parse(endpoint).ok_or_else(|| {
-            Failure::Refused(format!(
+            RequestError::Refused(format!(
                 "HF_ENDPOINT is '{endpoint}', which is not an http:// or https:// URL; unset it or fix it"
             ))
         })?;
@@ -80,7 +82,7 @@ impl Client {
         proxy_for(url, &|k| std::env::var(k).ok())
     }
 
-    fn agent(&self, url: &str) -> Result<ureq::Agent, Failure> {
+    fn agent(&self, url: &str) -> Result<ureq::Agent, RequestError> {
         let mut builder = ureq::AgentBuilder::new()
             .resolver(DeadlineResolver { timeout: self.timeout })
             .timeout_connect(self.timeout)
@@ -91,9 +93,9 @@ impl Client {
             .user_agent(concat!("catdog/", env!("CARGO_PKG_VERSION")));
         if let Some(p) = self.proxy(url) {
             // The messages name the proxy's address only: the setting may hold a password.
-            let setting = ProxySetting::parse(&p).map_err(Failure::Refused)?;
+            let setting = ProxySetting::parse(&p).map_err(RequestError::Refused)?;
             let proxy = ureq::Proxy::new(&setting.for_ureq).map_err(|e| {
-                Failure::Refused(format!(
+                RequestError::Refused(format!(
                     "the proxy setting for {} cannot be used ({e}); fix it",
                     setting.address
                 ))
@@ -101,7 +103,7 @@ impl Client {
             builder = builder.proxy(proxy);
         }
         if url.starts_with("https://") {
-            if let Some(tls) = super::tls::process_config().map_err(Failure::Refused)? {
+            if let Some(tls) = super::tls::process_config().map_err(RequestError::Refused)? {
                 builder = builder.tls_config(tls);
             }
         }
@@ -122,7 +124,7 @@ impl Client {
         range_from: Option<u64>,
         follow: Follow,
         budget: Budget,
-    ) -> Result<(ureq::Response, String), Failure> {
+    ) -> Result<(ureq::Response, String), RequestError> {
         let mut url = url.to_string();
         for _ in 0..=MAX_REDIRECTS {
             let response = self.send_retrying(method, &url, range_from, budget)?;
@@ -139,7 +141,7 @@ impl Client {
             }
             url = next;
         }
-        Err(Failure::Network(format!(
+        Err(RequestError::Network(format!(
             "more than {MAX_REDIRECTS} redirects from {url}"
         )))
     }
@@ -151,7 +153,7 @@ impl Client {
         url: &str,
         range_from: Option<u64>,
         budget: Budget,
-    ) -> Result<ureq::Response, Failure> {
+    ) -> Result<ureq::Response, RequestError> {
         let agent = self.agent(url)?;
         let mut backoff = FIRST_BACKOFF;
         let attempts = self.retries + 1;
@@ -171,13 +173,13 @@ impl Client {
                 Err(ureq::Error::Status(status, response)) if status == 429 || status >= 500 => {
                     let wait = retry_after(&response).unwrap_or(backoff);
                     if wait > LONGEST_RETRY_AFTER {
-                        return Err(Failure::Network(format!(
+                        return Err(RequestError::Network(format!(
                             "the hub answered HTTP {status} and asks to wait {} s; run the same command again later",
                             wait.as_secs()
                         )));
                     }
                     if attempt == attempts {
-                        return Err(Failure::Network(format!(
+                        return Err(RequestError::Network(format!(
                             "the hub answered HTTP {status}{} {attempts} time(s) in a row (CATDOG_HUB_RETRIES)",
                             said(&response)
                         )));
@@ -186,7 +188,7 @@ impl Client {
                     backoff *= 2;
                 }
                 Err(ureq::Error::Status(status, response)) => return Err(refusal(status, &response)),
-                Err(ureq::Error::Transport(t)) => return Err(Failure::Network(self.describe_transport(&t))),
+                Err(ureq::Error::Transport(t)) => return Err(RequestError::Network(self.describe_transport(&t))),
             }
         }
         unreachable!("the last attempt returns")
@@ -315,9 +317,9 @@ fn said(response: &ureq::Response) -> String {
 
 /// The hub's refusal in words: its `X-Error-Code` (RepoNotFound, GatedRepo, EntryNotFound, RevisionNotFound)
 /// gets advice of its own; other statuses say what they are.
-fn refusal(status: u16, response: &ureq::Response) -> Failure {
+fn refusal(status: u16, response: &ureq::Response) -> RequestError {
     let said = said(response);
-    Failure::Refused(match response.header("x-error-code").unwrap_or("") {
+    RequestError::Refused(match response.header("x-error-code").unwrap_or("") {
         "GatedRepo" => format!(
             "the repository is gated{said}: accept its conditions on its page on the hub, then log in with \
              `hf auth login` or set HF_TOKEN"

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::cache::RepoCache;
-use super::client::{absolute, is_stall, Budget, Client, Failure, Follow};
+use super::client::{absolute, is_stall, Budget, Client, Follow, RequestError};
 use super::names::is_sha256;
 use super::names::{check_commit, check_etag};
 use crate::progress::Progress;
@@ -18,28 +18,20 @@ use crate::progress::Progress;
 const RESUMPTIONS: usize = 5;
 
 /// Why a file did not reach the cache.
-#[derive(Debug)]
-pub enum Problem {
-    /// The request failed (see [`Failure`]).
-    Request(Failure),
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// The request failed (see [`RequestError`]).
+    #[error(transparent)]
+    Request(#[from] RequestError),
     /// The download stopped part-way; the bytes so far are kept and the next run resumes from them.
+    #[error("{0}")]
     Interrupted(String),
     /// What arrived is not the file the hub described (size or sha256); nothing was kept.
+    #[error("{0}")]
     Corrupt(String),
     /// The cache could not be written.
-    Local(crate::error::Error),
-}
-
-impl From<Failure> for Problem {
-    fn from(f: Failure) -> Self {
-        Problem::Request(f)
-    }
-}
-
-impl From<crate::error::Error> for Problem {
-    fn from(e: crate::error::Error) -> Self {
-        Problem::Local(e)
-    }
+    #[error(transparent)]
+    Local(#[from] crate::error::Error),
 }
 
 /// What the hub says of a file before sending it.
@@ -57,22 +49,23 @@ pub struct Remote {
 
 /// Asks the hub about the file at `resolve_url` (a HEAD request; redirects on the same host are followed, the
 /// one to the CDN is not, as huggingface_hub does).
-pub fn metadata(client: &Client, resolve_url: &str) -> Result<Remote, Failure> {
+pub fn metadata(client: &Client, resolve_url: &str) -> Result<Remote, RequestError> {
     let (response, url) = client.send("HEAD", resolve_url, None, Follow::SameHost, Budget::Whole)?;
     let header = |name: &str| response.header(name).map(str::to_string);
     let commit = header("x-repo-commit").ok_or_else(|| {
-        Failure::Network(format!(
+        RequestError::Network(format!(
             "{url} answered HTTP {} without the X-Repo-Commit header: HF_ENDPOINT does not point at a Hugging \
              Face hub (or a proxy changed the answer)",
             response.status()
         ))
     })?;
-    let unusable = |why: String| Failure::Refused(format!("{url} gave an unusable answer: {why}; nothing was written"));
+    let unusable =
+        |why: String| RequestError::Refused(format!("{url} gave an unusable answer: {why}; nothing was written"));
     check_commit(commit.trim()).map_err(unusable)?;
     let etag = header("x-linked-etag")
         .or_else(|| header("etag"))
         .map(|e| e.trim().trim_start_matches("W/").trim_matches('"').to_string())
-        .ok_or_else(|| Failure::Network(format!("{url} gave no ETag for the file")))?;
+        .ok_or_else(|| RequestError::Network(format!("{url} gave no ETag for the file")))?;
     check_etag(&etag).map_err(unusable)?;
     let size = header("x-linked-size")
         .or_else(|| header("content-length"))
@@ -96,7 +89,7 @@ pub fn fetch_blob(
     remote: &Remote,
     file: &str,
     quiet: bool,
-) -> Result<PathBuf, Problem> {
+) -> Result<PathBuf, DownloadError> {
     let blob = cache.blob(&remote.etag);
     if blob.exists() {
         return Ok(blob);
@@ -126,8 +119,14 @@ fn len(path: &Path) -> u64 {
 }
 
 /// Fills `partial` with the file's bytes, resuming from what it holds.
-fn download(client: &Client, remote: &Remote, partial: &Path, bar: &Progress, quiet: bool) -> Result<(), Problem> {
-    let io = |e| Problem::Local(crate::error::Error::io(partial, e));
+fn download(
+    client: &Client,
+    remote: &Remote,
+    partial: &Path,
+    bar: &Progress,
+    quiet: bool,
+) -> Result<(), DownloadError> {
+    let io = |e| DownloadError::Local(crate::error::Error::io(partial, e));
     let mut resumptions = 0;
     loop {
         let mut have = len(partial);
@@ -146,19 +145,19 @@ fn download(client: &Client, remote: &Remote, partial: &Path, bar: &Progress, qu
             Budget::Stream,
         ) {
             Ok(r) => r,
-            Err(Failure::Network(why)) if have > 0 => {
-                return Err(Problem::Interrupted(interrupted(have, remote, &why)))
+            Err(RequestError::Network(why)) if have > 0 => {
+                return Err(DownloadError::Interrupted(interrupted(have, remote, &why)))
             }
             Err(f) => return Err(f.into()),
         };
         let append = match answer(&response, have, remote, quiet)? {
-            Answer::Append => true,
-            Answer::Restart => false,
-            Answer::WrongRange => {
+            RangeAnswer::Append => true,
+            RangeAnswer::Restart => false,
+            RangeAnswer::WrongRange => {
                 std::fs::remove_file(partial).map_err(io)?;
                 resumptions += 1;
                 if resumptions > RESUMPTIONS {
-                    return Err(Problem::Corrupt(
+                    return Err(DownloadError::Corrupt(
                         "the server keeps answering with the wrong byte range".into(),
                     ));
                 }
@@ -182,7 +181,7 @@ fn download(client: &Client, remote: &Remote, partial: &Path, bar: &Progress, qu
             Ok(()) if remote.size.is_none_or(|n| now >= n) => return Ok(()),
             Err(CopyError::Read(e)) if is_stall(&e) => {
                 let why = format!("no data for {} s (CATDOG_HUB_TIMEOUT)", client.timeout().as_secs_f64());
-                return Err(Problem::Interrupted(interrupted(now, remote, &why)));
+                return Err(DownloadError::Interrupted(interrupted(now, remote, &why)));
             }
             Err(CopyError::TooSlow) => {
                 let why = format!(
@@ -190,7 +189,7 @@ fn download(client: &Client, remote: &Remote, partial: &Path, bar: &Progress, qu
                     MIN_BYTES_PER_SEC / 1024,
                     window.as_secs_f64()
                 );
-                return Err(Problem::Interrupted(interrupted(now, remote, &why)));
+                return Err(DownloadError::Interrupted(interrupted(now, remote, &why)));
             }
             Err(CopyError::Write(e)) => return Err(io(e)),
             Err(CopyError::Read(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof && !is_network(&e) => {
@@ -201,13 +200,17 @@ fn download(client: &Client, remote: &Remote, partial: &Path, bar: &Progress, qu
         }
         resumptions += 1;
         if now <= start || resumptions > RESUMPTIONS {
-            return Err(Problem::Interrupted(interrupted(now, remote, "the connection was cut")));
+            return Err(DownloadError::Interrupted(interrupted(
+                now,
+                remote,
+                "the connection was cut",
+            )));
         }
     }
 }
 
 /// What the answer to a request from byte `have` means for the partial file.
-enum Answer {
+enum RangeAnswer {
     /// The bytes from `have` on: append them.
     Append,
     /// The whole file (the server ignored Range, or none was asked): write it from the start.
@@ -216,17 +219,17 @@ enum Answer {
     WrongRange,
 }
 
-fn answer(response: &ureq::Response, have: u64, remote: &Remote, quiet: bool) -> Result<Answer, Problem> {
+fn answer(response: &ureq::Response, have: u64, remote: &Remote, quiet: bool) -> Result<RangeAnswer, DownloadError> {
     Ok(match response.status() {
-        206 if content_range_start(response) == Some(have) => Answer::Append,
-        206 | 416 => Answer::WrongRange,
+        206 if content_range_start(response) == Some(have) => RangeAnswer::Append,
+        206 | 416 => RangeAnswer::WrongRange,
         200 => {
             if have > 0 && !quiet {
                 eprintln!("the server does not resume downloads (it ignored Range): starting again from the start");
             }
-            Answer::Restart
+            RangeAnswer::Restart
         }
-        status => return Err(Failure::Network(format!("unexpected HTTP {status} for {}", remote.url)).into()),
+        status => return Err(RequestError::Network(format!("unexpected HTTP {status} for {}", remote.url)).into()),
     })
 }
 
@@ -309,11 +312,11 @@ fn copy_body(
 }
 
 /// Checks the finished file against what the hub said (size; sha256 for LFS files). A mismatch deletes it.
-fn verify(remote: &Remote, partial: &Path) -> Result<(), Problem> {
+fn verify(remote: &Remote, partial: &Path) -> Result<(), DownloadError> {
     let got = len(partial);
     let mismatch = |what: String| {
         let _ = std::fs::remove_file(partial);
-        Problem::Corrupt(format!(
+        DownloadError::Corrupt(format!(
             "{what}: the file was damaged on the way and was not kept; run the same command again to download it \
              afresh"
         ))
@@ -322,7 +325,7 @@ fn verify(remote: &Remote, partial: &Path) -> Result<(), Problem> {
         return Err(mismatch(format!("{got} bytes arrived where the hub announced {n}")));
     }
     if is_sha256(&remote.etag) {
-        let digest = sha256_of(partial).map_err(|e| Problem::Local(crate::error::Error::io(partial, e)))?;
+        let digest = sha256_of(partial).map_err(|e| DownloadError::Local(crate::error::Error::io(partial, e)))?;
         if !digest.eq_ignore_ascii_case(&remote.etag) {
             return Err(mismatch(format!(
                 "its sha256 is {digest} where the hub announced {}",

@@ -18,9 +18,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::cache::RepoCache;
-use self::client::{quote, Budget, Client, Failure, Follow};
+use self::client::{quote, Budget, Client, Follow, RequestError};
 pub use self::download::sha256_of;
-use self::download::Problem;
+use self::download::DownloadError;
 pub use self::names::{check_revision, RepoKind};
 pub use self::proxy::proxy_for;
 use self::proxy::{ProxySetting, Target};
@@ -174,7 +174,7 @@ fn display_id(repo: &str, revision: Option<&str>) -> String {
 fn connect(opts: &HubOptions, token: Option<String>) -> std::result::Result<(Client, String), String> {
     let endpoint = hub_endpoint();
     let client = Client::new(&endpoint, token, opts.timeout, opts.retries).map_err(|f| match f {
-        Failure::Refused(s) | Failure::Network(s) => s,
+        RequestError::Refused(s) | RequestError::Network(s) => s,
     })?;
     probe(&client, &endpoint, opts.timeout).map_err(|e| format!("the hub at {endpoint} cannot be reached: {e}"))?;
     Ok((client, endpoint))
@@ -249,7 +249,7 @@ pub fn hub_file(
     let token = hf_token().map_err(Error::invalid)?;
     let (client, endpoint) = connect(opts, token).map_err(unavailable)?;
     let fetched = download::metadata(&client, &resolve_url(&endpoint, kind, repo, rev, file))
-        .map_err(Problem::from)
+        .map_err(DownloadError::from)
         .and_then(|remote| {
             download::fetch_blob(&client, &cache, &remote, file, !opts.progress)?;
             cache.write_ref(rev, &remote.commit)?;
@@ -257,14 +257,16 @@ pub fn hub_file(
         });
     match fetched {
         Ok((path, commit)) => Ok((path, Some(commit))),
-        Err(Problem::Request(Failure::Network(reason))) => Err(unavailable(reason)),
-        Err(Problem::Request(Failure::Refused(why)) | Problem::Interrupted(why) | Problem::Corrupt(why)) => {
-            Err(Error::Hub {
-                model_id: id,
-                message: format!("{file}: {why}"),
-            })
-        }
-        Err(Problem::Local(e)) => Err(e),
+        Err(DownloadError::Request(RequestError::Network(reason))) => Err(unavailable(reason)),
+        Err(
+            DownloadError::Request(RequestError::Refused(why))
+            | DownloadError::Interrupted(why)
+            | DownloadError::Corrupt(why),
+        ) => Err(Error::Hub {
+            model_id: id,
+            message: format!("{file}: {why}"),
+        }),
+        Err(DownloadError::Local(e)) => Err(e),
     }
 }
 
@@ -282,30 +284,30 @@ pub fn list_files(
     let cache = RepoCache::new(&hf_cache_dir(), kind, repo);
     let cached = cache.commit_of(rev);
     let listed = if hub_offline() {
-        Err(Failure::Network(
+        Err(RequestError::Network(
             "HF_HUB_OFFLINE is set, so the hub is not contacted".into(),
         ))
     } else {
         let token = hf_token().map_err(Error::invalid)?;
         connect(opts, token)
-            .map_err(Failure::Network)
+            .map_err(RequestError::Network)
             .and_then(|(client, endpoint)| listing(&client, &endpoint, kind, repo, rev))
     };
     match (listed, cached) {
         (Ok(found), _) => Ok(found),
         // The hub answered that the repository or revision is not there for us: its advice, not the cache.
-        (Err(Failure::Refused(advice)), _) => Err(Error::Hub {
+        (Err(RequestError::Refused(advice)), _) => Err(Error::Hub {
             model_id: id,
             message: format!("cannot list the repository's files: {advice}"),
         }),
         // The cache wins over a broken hub: the same revision, as cached, with a warning.
-        (Err(Failure::Network(reason)), Some(c)) => {
+        (Err(RequestError::Network(reason)), Some(c)) => {
             if !hub_offline() {
                 eprintln!("warning: cannot list {id} on the hub ({reason}); using the cached copy of commit {c}");
             }
             Ok((cache.files(&c), Some(c)))
         }
-        (Err(Failure::Network(reason)), None) => Err(unavailable_error(kind, &id, "the file list", reason)),
+        (Err(RequestError::Network(reason)), None) => Err(unavailable_error(kind, &id, "the file list", reason)),
     }
 }
 
@@ -342,7 +344,7 @@ fn listing(
     kind: RepoKind,
     repo: &str,
     rev: &str,
-) -> std::result::Result<(Vec<String>, Option<String>), Failure> {
+) -> std::result::Result<(Vec<String>, Option<String>), RequestError> {
     let url = format!(
         "{}/api/{}/{repo}/revision/{}",
         endpoint.trim_end_matches('/'),
@@ -359,18 +361,18 @@ fn listing(
         } else {
             e.to_string()
         };
-        Failure::Network(format!("the listing of {repo} broke off: {why}"))
+        RequestError::Network(format!("the listing of {repo} broke off: {why}"))
     })?;
     let json: serde_json::Value = serde_json::from_str(&body)
-        .map_err(|e| Failure::Network(format!("the hub's listing of {repo} is not JSON ({e})")))?;
+        .map_err(|e| RequestError::Network(format!("the hub's listing of {repo} is not JSON ({e})")))?;
     let files: Vec<String> = json["siblings"]
         .as_array()
-        .ok_or_else(|| Failure::Network(format!("the hub's listing of {repo} has no \"siblings\"")))?
+        .ok_or_else(|| RequestError::Network(format!("the hub's listing of {repo} has no \"siblings\"")))?
         .iter()
         .filter_map(|s| s["rfilename"].as_str().map(str::to_string))
         .collect();
     // Every name becomes a path in the cache: one that could leave it makes the whole listing unusable.
-    let unusable = |why: String| Failure::Refused(format!("the hub's listing of {repo} is not usable: {why}"));
+    let unusable = |why: String| RequestError::Refused(format!("the hub's listing of {repo} is not usable: {why}"));
     for f in &files {
         names::check_repo_path(f).map_err(unusable)?;
     }
