@@ -492,8 +492,8 @@ pub fn gemm_parallel(kernel: Bf16Kernel, a: &PackedA, b: &[u32], n: usize, c: &m
 }
 
 /// Into how many groups of B panels [`gemm_parallel`] splits each block of rows on AMX: 1 while there are as many
-/// blocks as threads; otherwise enough for every thread (at batch 32 the head's `x · wᵀ` is one 32-row block, and
-/// on one thread its bf16 step ran 0.69–0.90× its fp32 on an AMX machine).
+/// blocks as threads; otherwise enough for every thread (at batch 32 the head's `x · wᵀ` is one 32-row block,
+/// which one thread alone made slower than fp32).
 fn column_groups(blocks: usize, panels: usize, threads: usize) -> usize {
     if blocks >= threads {
         1
@@ -609,8 +609,8 @@ pub fn block_rows(kernel: Bf16Kernel) -> usize {
 /// n columns) into `out` (row stride NR; rows and columns past the edge are left as they were). The unit of work
 /// each kernel does best: one MR × NR tile on AVX512-BF16, a 32 × NR block on AMX.
 ///
-/// It takes a [`RunnableKernel`], checked once by the caller: a check per tile cost the AVX512-BF16 forward 2–5%
-/// (AMD EPYC, 2 threads), where the narrow layers' tiles are a few hundred cycles each.
+/// It takes a [`RunnableKernel`], checked once by the caller: the narrow layers' tiles are a few hundred cycles
+/// each, so a check per tile shows in the whole forward.
 ///
 /// Panics when the block or panel is out of range or `out` holds fewer than R × NR values.
 #[inline]

@@ -905,8 +905,8 @@ pub fn conv2d(
 
 /// The bf16-packed weights of a frozen layer (for Winograd or the direct convolution, whichever runs it), made on
 /// first use and kept while the weight tensor is the same (its id is the key; frozen tensors never change):
-/// transforming and packing a 512 × 512 layer for Winograd costs 7.8 ms on 2 cores, a tenth of a batch-32
-/// forward when done on every batch. Kept only for `--precision bf16` (52 MB for the whole VGG16 base with
+/// transforming and packing a 512 × 512 layer for Winograd on every batch would be a tenth of a batch-32 forward.
+/// Kept only for `--precision bf16` (52 MB for the whole VGG16 base with
 /// Winograd, 29 MB direct); fp32 transforms each call rather than hold 105 MB more.
 #[derive(Debug, Default)]
 pub struct WeightCache(std::sync::Mutex<Option<(TensorId, Bf16Kernel, Arc<Packed>)>>);

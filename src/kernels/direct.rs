@@ -2,7 +2,7 @@
 //! multiples of 32): each block of 32 output channels × 32 output positions takes its whole reduction (9 taps ×
 //! C channels) in one kernel call, with no transform and no im2col. On AMX that call keeps C in the tile registers
 //! from the first product to the last; there the Winograd transforms around the products, not the products,
-//! took most of the time (issue 12: catdog's bf16 forward 0.34× PyTorch's autocast on an AMX Xeon).
+//! took most of the time.
 //!
 //! Layouts:
 //! - **Input**: each image's channel pairs as planes of u32 (the first channel of the pair in the low half),

@@ -1,9 +1,8 @@
 //! The first convolution of an image network (3 input channels, 3×3, stride 1, padding 1), computed directly with
 //! AVX-512 f32 FMAs: for each 16 output positions of a row and 16 output channels, 27 products of a broadcast
 //! weight and 16 input values, straight from a zero-bordered copy of the input. Its reduction (27) is too short
-//! for the matrix kernels, and im2col writes and packs 27 values per position before any product. VGG16's
-//! block1_conv1 at batch 32 into kept buffers: 13.2 ms against 14.3 for im2col + gemm on the AMD EPYC, 19.9
-//! against 21.8 on the AMX Xeon (2 threads, fp32; the layer is mostly writing its 184 MB output).
+//! for the matrix kernels, and im2col writes and packs 27 values per position before any product. The layer is
+//! mostly writing its output (184 MB at batch 32), so the gain is modest but holds on every CPU measured.
 //!
 //! With `--precision bf16` the input and the weights are rounded to bf16 first; their products are then exact in
 //! f32 and summed in f32, which is autocast's arithmetic.

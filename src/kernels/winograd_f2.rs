@@ -107,8 +107,8 @@ fn chunk_tiles(g: &ConvGeom, total: usize, threads: usize) -> usize {
 }
 
 /// `tiles` cut down to whole panels of [`bf16::NR`] tiles (at least one): the bf16 products compute a chunk's last
-/// panel whole, so a chunk of 100 tiles (block5 at batch 32, 2 threads) computed 128. With 96, the 9×9 layers'
-/// products took 85 instead of 107 ms of CPU time per block5 fine-tune step (AMD EPYC Zen 5, 2 threads).
+/// panel whole, so a chunk of 100 tiles (block5 at batch 32, 2 threads) computed 128: a fifth of the 9×9 layers'
+/// products wasted.
 fn whole_panels(tiles: usize) -> usize {
     (tiles / bf16::NR * bf16::NR).max(bf16::NR)
 }
@@ -181,8 +181,7 @@ static ACCUMULATORS: Pool<f32> = Pool::new();
 
 /// Buffers for the 16 packed weight blocks, kept between calls (two packings' worth): trainable layers pack their
 /// weights on every forward and input gradient, and 16 fresh zeroed buffers (8 MB for 512 × 512) cost more than
-/// the packing itself (9×9 forward of block5 in bf16, batch 32: 13.5 ms with packed weights, 18.7–20.6 ms
-/// packing them on fresh buffers).
+/// the packing itself.
 static BLOCKS: Pool<u32> = Pool::new();
 
 /// Gives the buffers of packed weights that are no longer needed back to [`BLOCKS`].
@@ -196,8 +195,7 @@ fn recycle_blocks(packed: Vec<PackedA>) {
 ///
 /// One pass over the weights: 16 input channels of one output channel at a time, transformed lane by lane (so the
 /// compiler vectorises across channels) and rounded straight into the packed pairs. Trainable layers repack on
-/// every forward and input gradient, so this matters: 512 × 512 took 7.8 ms as an f32 transform followed by a
-/// packing pass (2 cores, AMD EPYC Zen 4); see `tests/bf16.rs` for today's figure.
+/// every forward and input gradient, so this matters (`catdog bench kernels` times it).
 pub fn pack_weights_bf16(weight: &[f32], o: usize, c: usize) -> Vec<PackedA> {
     assert_eq!(weight.len(), o * c * 9, "Winograd: weight is not O × C × 3 × 3");
     pack_blocks(weight, o, c, false)
@@ -205,7 +203,7 @@ pub fn pack_weights_bf16(weight: &[f32], o: usize, c: usize) -> Vec<PackedA> {
 
 /// The packed weights of the input gradient's convolution (C × O, each kernel turned 180°: see
 /// `conv::conv_input_grad`) straight from the forward's `weight` (O × C × 3 × 3), without writing the flipped
-/// copy first (that copy cost 1.7–2.5 ms of block5's 15 ms input gradient in bf16).
+/// copy first (that copy was a tenth of block5's input gradient in bf16).
 pub fn pack_weights_bf16_flipped(weight: &[f32], o: usize, c: usize) -> Vec<PackedA> {
     assert_eq!(weight.len(), o * c * 9, "Winograd: weight is not O × C × 3 × 3");
     pack_blocks(weight, c, o, true)
@@ -394,7 +392,7 @@ fn forward_with(x: &[f32], g: &ConvGeom, products: Products, epi: Epilogue, mut 
         };
         with_buffers(v_len, m_len, |v, m| {
             if let Products::F32(_) = products {
-                // AVX-512 where the CPU has it: the f32 layers of block2–block4 4–9% faster (AMD EPYC Zen 5).
+                // The AVX-512 transform where the CPU has it (faster on every f32 layer it runs).
                 if super::winograd_input::available_f32() {
                     super::winograd_input::transform_f32(x, g, (t0, nt), v);
                 } else {
@@ -409,8 +407,8 @@ fn forward_with(x: &[f32], g: &ConvGeom, products: Products, epi: Epilogue, mut 
                     if buf.len() < 16 * block {
                         buf.resize(16 * block, 0);
                     }
-                    // The AVX-512 transform where the CPU has it (1.2× the 256- and 512-channel layers on AMD
-                    // EPYC Zen 5); the portable one elsewhere (the amx-emulated tests on other CPUs).
+                    // The AVX-512 transform where the CPU has it; the portable one elsewhere (the amx-emulated
+                    // tests on other CPUs).
                     if super::winograd_input::available() {
                         super::winograd_input::pack(x, g, (t0, nt), block, &mut buf);
                     } else {
@@ -665,10 +663,8 @@ dispatch! {
 }
 
 /// Channel pairs the bf16 input transform does before packing them, so that each panel receives that many
-/// neighbouring pair rows at once instead of one 128-byte row per pass over all panels. Measured on the VGG16
-/// layers in bf16 (batch 32, 150×150, 2-core AMD EPYC, two rounds): the nine layer timings summed 318–328 ms with
-/// 1 pair, 313 with 4, 312–331 with 8, 317–321 with 16 — differences near that machine's noise; 4 was the
-/// steadiest.
+/// neighbouring pair rows at once instead of one 128-byte row per pass over all panels (1 to 16 differed little;
+/// 4 was the steadiest).
 const PAIRS_AT_ONCE: usize = 4;
 
 /// Length of one packed block of the bf16 input transform: C × nt in channel pairs and panels of [`bf16::NR`].

@@ -27,10 +27,8 @@ pub fn applicable(g: &ConvGeom) -> bool {
 /// transforms cost more than the products save), from 16 outputs across, and while the 36 blocks of transformed
 /// weights stay within 16 MiB.
 ///
-/// Measured per VGG16 layer (AMD EPYC Zen 5, 2 threads, batch 32, `bench forward --layers`): block1_conv2 to
-/// block3_conv3 ran 1.32–1.59× faster than on F(2×2). block4 ran 0.85–0.9× as fast: its 36 blocks of 512 × 512 are
-/// 38 MB, more than the 32 MB L3, and every chunk of tiles streams them again. block5 (9×9 outputs) ran 0.57×:
-/// it saves 1.23× the products at most (a 4×4 tile covers 12×12 there) and has the same 38 MB of weights.
+/// Past 16 MiB of weights (block4 and block5's 36 blocks of 512 × 512 are 38 MB, more than an L3) every chunk of
+/// tiles streams them again and F(2×2) wins; at 9×9 a 4×4 tile covers 12×12, so the products saved are few.
 pub fn chosen(g: &ConvGeom) -> bool {
     const MAX_WEIGHT_BYTES: usize = 16 << 20;
     applicable(g)
@@ -199,8 +197,8 @@ fn store_run(out_rows: &[f32], stride: usize, g: &ConvGeom, run: &Run, oc: usize
 
 /// The transforms in AVX-512 intrinsics, 16 tiles a vector (lane q: tile q of a run): the stride-4 reads of the
 /// input patches and the stride-4 writes of the output tiles are permutes. Portable Rust vectorised by the
-/// compiler did those value by value, and F(4×4) then gained only 1.19–1.31× on its layers instead of
-/// 1.32–1.59×; F(4×4, 3×3) runs only where these do ([`chosen`]).
+/// compiler did those value by value and lost most of F(4×4)'s gain; F(4×4, 3×3) runs only where these do
+/// ([`chosen`]).
 mod avx512 {
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::*;

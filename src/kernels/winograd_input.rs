@@ -4,7 +4,7 @@
 //! ([`transform_f32`]) stored as the f32 products read it.
 //!
 //! The portable form ([`super::winograd_f2`]'s `input_transform_packed`) transforms a channel along a run into f32
-//! rows and packs them in a second pass; on the AVX512-BF16 forward it took a fifth of the time (AMD EPYC Zen 5).
+//! rows and packs them in a second pass, which made it a large share of the bf16 forward.
 //! Here the even and odd input columns of a row are split with two permutes, so that tile q's four columns are
 //! lane q of four registers, and the whole transform is 32 vector adds per channel and 16 tiles.
 

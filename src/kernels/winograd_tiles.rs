@@ -176,7 +176,7 @@ pub(super) fn tile_products<const T: usize>(m: &[f32], (o, oc): (usize, usize), 
 /// `start .. start + n` at row positions `first .. first + n`; every other position is zero (padding, or past the
 /// image's edge), as is a whole row above or below the image. The same for every plane, so [`RowSpan::clear`]
 /// zeroes the rest once per run and [`RowSpan::fill`] copies only the image's values per plane: zeroing per row
-/// and plane was a memset call per 9–18 values at block4–block5, 5% of the fp32 forward (AMD EPYC Zen 5).
+/// and plane was a memset call per 9–18 values at block4–block5, which showed in the fp32 forward's profile.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RowSpan {
     first: usize,

@@ -4,7 +4,7 @@
 //! input tiles and Ŷ = A dY Aᵀ of the output-gradient tiles rounded to bf16, their products summed in f32. What
 //! differs is how the operands are made. That form transforms one channel along a run of tiles into f32 buffers
 //! and packs them afterwards; at 9×9 a run is 5 tiles long, and in block5's bf16 weight gradient the transforms and
-//! the packing took twice the time of the products (AMD EPYC Zen 5, 2 threads, batch 32). Here each transform
+//! the packing outweighed the products. Here each transform
 //! works on 16 channels at once, one per lane, tile after tile, and rounds its 16 results straight into the
 //! packed operands, a pair of tiles at a time:
 //! - `B_k = V_kᵀ` (tiles × C): a k-pair is two neighbouring tiles, so 16 channels' pairs are 16 consecutive u32

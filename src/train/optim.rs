@@ -292,8 +292,8 @@ fn adam_alpha(c: &OptimConfig, t: i32) -> f64 {
 }
 
 /// In-place CPU kernels for the optimizer updates. Through candle's tensor ops an RMSprop step is about ten passes
-/// over every parameter, each allocating a new tensor (76 ms per block5 fine-tuning step, 15% of it, measured);
-/// fused it is one pass per state slot plus one for the weights, split over the rayon pool.
+/// over every parameter, each allocating a new tensor (a sixth of a block5 fine-tuning step); fused it is one pass
+/// per state slot plus one for the weights, split over the rayon pool.
 mod fused {
     use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor};
     use rayon::prelude::*;
