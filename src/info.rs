@@ -59,6 +59,23 @@ pub struct Cuda {
     pub built: bool,
     /// GPUs that answered (0 when not built).
     pub devices: usize,
+    /// Per GPU, in order: its compute capability ("7.5", or "unknown") and what `--precision auto` runs on it.
+    pub gpus: Vec<Gpu>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Gpu {
+    pub compute_capability: String,
+    pub auto_precision: &'static str,
+}
+
+impl Gpu {
+    pub(crate) fn of(cc: Option<(u32, u32)>) -> Gpu {
+        Gpu {
+            compute_capability: cc.map_or("unknown".into(), |(major, minor)| format!("{major}.{minor}")),
+            auto_precision: crate::kernels::precision::gpu_auto(cc).0.name(),
+        }
+    }
 }
 
 /// Gathers the report. It asks the hub nothing and reads no weights.
@@ -74,9 +91,13 @@ pub fn gather() -> Info {
         cpu: cpu(),
         kernels: kernels(),
         threads: rayon::current_num_threads(),
-        cuda: Cuda {
-            built: cfg!(feature = "cuda"),
-            devices: cuda_devices(),
+        cuda: {
+            let gpus = cuda_gpus();
+            Cuda {
+                built: cfg!(feature = "cuda"),
+                devices: gpus.len(),
+                gpus,
+            }
         },
         hf_cache: crate::hub::hf_cache_dir(),
         hf_offline: crate::hub::hub_offline(),
@@ -133,16 +154,12 @@ fn kernels() -> KernelChoice {
     }
 }
 
-#[cfg(feature = "cuda")]
-fn cuda_devices() -> usize {
+/// The GPUs that answer, in order.
+fn cuda_gpus() -> Vec<Gpu> {
     (0..16)
-        .take_while(|n| candle_core::Device::new_cuda(*n).is_ok())
-        .count()
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_devices() -> usize {
-    0
+        .map_while(|n| crate::device::parse_device(&format!("cuda:{n}")).ok())
+        .map(|d| Gpu::of(crate::device::compute_capability(&d)))
+        .collect()
 }
 
 /// A proxy URL with its password replaced by `***`.
@@ -215,6 +232,13 @@ impl std::fmt::Display for Info {
             yes(self.cuda.built),
             self.cuda.devices
         )?;
+        for (n, gpu) in self.cuda.gpus.iter().enumerate() {
+            writeln!(
+                f,
+                "  cuda:{n}: compute capability {}, --precision auto runs {}",
+                gpu.compute_capability, gpu.auto_precision
+            )?;
+        }
         writeln!(f, "hub: {} (offline {})", self.hf_endpoint, yes(self.hf_offline))?;
         writeln!(f, "  cache {}", self.hf_cache.display())?;
         let token = match (&self.token_problem, self.token_found) {

@@ -284,6 +284,11 @@ fn info_reports_the_machine_and_the_hub_settings_without_the_secrets() {
     assert_eq!(j["hf_cache"], tmp.path().join("hub").to_str().unwrap());
     assert_eq!(j["proxy"], "socks5h://me:***@127.0.0.1:1080");
     assert!(j["cpu"]["amx"].is_string() && j["kernels"]["bf16"].is_string(), "{out}");
+    // One entry per GPU that answered (its compute capability and what --precision auto runs there).
+    assert_eq!(
+        j["cuda"]["gpus"].as_array().unwrap().len() as u64,
+        j["cuda"]["devices"].as_u64().unwrap()
+    );
     assert!(j["default_data"].as_str().unwrap().contains("missing"), "{out}");
     let text = stdout(&run(false));
     for shown in [out.as_str(), text.as_str()] {

@@ -255,6 +255,9 @@ mod tests {
         use Precision::*;
         assert_eq!(picks, [Fp16, Fp16, Bf16, Bf16, Fp32]);
         assert!(gpu_auto(Some((7, 5))).1.contains("7.5) has no bf16"));
+        // `catdog info` shows the same choice per GPU.
+        let t4 = crate::info::Gpu::of(Some((7, 5)));
+        assert_eq!((t4.compute_capability.as_str(), t4.auto_precision), ("7.5", "fp16"));
     }
 
     #[test]
