@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the GPU proof's binaries on a machine WITHOUT a GPU or a CUDA install, for a GPU machine WITHOUT Rust
-# (a lent cloud GPU, a locked-down cluster node): `catdog` and the two device-parametrised test binaries
-# (tests/portable_parity.rs, tests/bf16.rs), built `--features cuda,cudnn`, stripped and xz-compressed into
+# (a lent cloud GPU, a locked-down cluster node): `catdog` and the device-parametrised test binaries
+# (tests/portable_parity.rs, tests/bf16.rs, tests/fp16.rs), built `--features cuda,cudnn`, stripped and xz-compressed into
 # target/gpu-bundle/.
 # `CATDOG_GPU_BUNDLE=target/gpu-bundle scripts/gpu_check.sh` then runs them there without cargo.
 #
@@ -49,7 +49,7 @@ export LIBRARY_PATH="$link${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export CARGO_TARGET_DIR="$PWD/target/gpu-build"
 features=cuda,cudnn
 cargo build --release --features "$features" --bin catdog
-tests=$(cargo test --release --features "$features" --test portable_parity --test bf16 --no-run \
+tests=$(cargo test --release --features "$features" --test portable_parity --test bf16 --test fp16 --no-run \
   --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -64,5 +64,5 @@ while read -r name exe; do strip -o "$bundle/$name" "$exe"; done <<<"$tests"
 echo "$CARGO_TARGET_DIR/release/catdog" > "$bundle/catdog.path"
 # Each binary carries candle's PTX and kernels (about 55–70 MB stripped); xz takes them to about a seventh for the
 # copy to the GPU machine, where gpu_check.sh unpacks them.
-xz -T0 -9 -f "$bundle/catdog" "$bundle"/portable_parity "$bundle"/bf16
+xz -T0 -9 -f "$bundle/catdog" "$bundle"/portable_parity "$bundle"/bf16 "$bundle"/fp16
 ls -l "$bundle"

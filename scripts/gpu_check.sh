@@ -15,7 +15,7 @@
 #
 # On a GPU machine without Rust, build the binaries elsewhere with scripts/gpu_bundle.sh, copy the repository with
 # target/gpu-bundle/ in it, and run `CATDOG_GPU_BUNDLE=target/gpu-bundle scripts/gpu_check.sh`: steps 1 and 2 then
-# run the bundled catdog and the two device-parametrised test binaries (portable_parity, bf16) against the
+# run the bundled catdog and the device-parametrised test binaries (portable_parity, bf16, fp16) against the
 # machine's own CUDA libraries, found under /usr, /opt and /usr/local.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +58,7 @@ else
   [ "$(realpath "$bundle/catdog")" = "$(realpath "$baked")" ] || ln -sf "$(realpath "$bundle/catdog")" "$baked"
   step tests-portable-parity env CATDOG_TEST_DEVICE=cuda "$bundle/portable_parity"
   step tests-bf16 env CATDOG_TEST_DEVICE=cuda "$bundle/bf16"
+  step tests-fp16 env CATDOG_TEST_DEVICE=cuda "$bundle/fp16"
   bin="$bundle/catdog"
 fi
 step bench-forward-cuda "$bin" bench forward --device cuda --batch-size 32 --size 150 --iters 5 --no-compare

@@ -1,12 +1,16 @@
 //! `--precision fp16` (torch.cuda.amp's recipe, for GPUs without bf16), run here on the CPU's portable twins with
 //! the same arithmetic: a short fine-tune stays close to fp32, records its precision and loss scaler, and a
-//! resumed run continues the scaler where it stopped. (The scaler's schedule against PyTorch's GradScaler and the
-//! f16 overflow and underflow are unit tests of `train::loss_scale`.)
+//! resumed run continues the scaler where it stopped; the convolution's f16 arithmetic on `CATDOG_TEST_DEVICE`
+//! (`scripts/gpu_check.sh` sets `cuda`: there candle's f16 kernels run) equals f16-rounded inputs convolved exactly
+//! and rounded to f16. (The scaler's schedule against PyTorch's GradScaler and the f16 overflow and underflow are
+//! unit tests of `train::loss_scale`.)
 
 mod common;
 
 use std::path::Path;
 
+use candle_core::{DType, Device, Tensor, Var};
+use catdog::kernels::{conv, Compute, Kernels, Precision};
 use catdog::model::weights::read_safetensors;
 use catdog::train::history::History;
 use common::{catdog, make_dataset, stderr};
@@ -130,4 +134,90 @@ fn a_resumed_fp16_run_continues_its_loss_scaler_and_matches_the_straight_run() {
     // 3 epochs of 3 clean steps: a resume that started a new scaler would have counted 3.
     assert_eq!(sa["loss_scaler"]["growth_tracker"], 9, "{}", sa["loss_scaler"]);
     assert_eq!(sa["loss_scaler"], sb["loss_scaler"]);
+}
+
+fn test_device() -> Device {
+    let name = std::env::var("CATDOG_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    catdog::device::parse_device(&name).expect("CATDOG_TEST_DEVICE names a device this build can open")
+}
+
+fn f16_round(v: &[f32]) -> Vec<f32> {
+    let t = Tensor::from_slice(v, v.len(), &Device::Cpu).unwrap();
+    t.to_dtype(DType::F16)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+#[test]
+fn the_fp16_convolution_rounds_its_inputs_and_output_to_f16_and_its_gradients_are_f16() {
+    let (n, c, o, s) = (2, 8, 4, 6);
+    let pattern = |len: usize, k: f32| (0..len).map(|i| (i as f32 * k).sin() * 3.0).collect::<Vec<f32>>();
+    let (x, w, b) = (pattern(n * c * s * s, 0.37), pattern(o * c * 9, 0.71), pattern(o, 1.3));
+    let device = test_device();
+    let xv = Var::from_tensor(&Tensor::from_slice(&x, (n, c, s, s), &device).unwrap()).unwrap();
+    let wt = Tensor::from_slice(&w, (o, c, 3, 3), &device).unwrap();
+    let bt = Tensor::from_slice(&b, o, &device).unwrap();
+    let compute = Compute {
+        kernels: Kernels::Portable,
+        precision: Precision::Fp16,
+    };
+    let y = conv::conv2d(xv.as_tensor(), &wt, &bt, 1, false, compute).unwrap();
+    // The reference: f16 inputs, exact sums (f64), the sum rounded to f16, then the f32 bias.
+    let (xr, wr) = (f16_round(&x), f16_round(&w));
+    let mut sums = vec![0f32; n * o * s * s];
+    for (idx, sum) in sums.iter_mut().enumerate() {
+        let (img, oc, yy, xx) = (idx / (o * s * s), idx / (s * s) % o, idx / s % s, idx % s);
+        let mut acc = 0f64;
+        for ci in 0..c {
+            for (dy, dx) in (0..9).map(|t| (t / 3, t % 3)) {
+                let (iy, ix) = ((yy + dy) as isize - 1, (xx + dx) as isize - 1);
+                if (0..s as isize).contains(&iy) && (0..s as isize).contains(&ix) {
+                    let xi = ((img * c + ci) * s + iy as usize) * s + ix as usize;
+                    acc += f64::from(xr[xi]) * f64::from(wr[(oc * c + ci) * 9 + dy * 3 + dx]);
+                }
+            }
+        }
+        *sum = acc as f32;
+    }
+    let want: Vec<f32> = f16_round(&sums)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + b[i / (s * s) % o])
+        .collect();
+    let got: Vec<f32> = y
+        .flatten_all()
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+        // One f16 step (2⁻¹⁰ relative) where the f32 sums' order put a sum on the other side of a rounding edge.
+        assert!((g - e).abs() <= e.abs().max(1.0) * 1e-3, "output {i}: {g} vs {e}");
+    }
+    let mismatched = got.iter().zip(&want).filter(|(g, e)| g != e).count();
+    assert!(
+        mismatched * 20 < got.len(),
+        "{mismatched} of {} outputs off by a rounding step",
+        got.len()
+    );
+    // The input's gradient went through f16 (the rounding's backward): every value is an f16 value.
+    let grads = (y.sqr().unwrap().sum_all().unwrap() * 1e-3)
+        .unwrap()
+        .backward()
+        .unwrap();
+    let dx: Vec<f32> = grads
+        .get(xv.as_tensor())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert!(dx.iter().any(|v| *v != 0.0));
+    assert_eq!(dx, f16_round(&dx), "the input gradient holds values f16 cannot");
 }
