@@ -141,6 +141,16 @@ fn test_device() -> Device {
     catdog::device::parse_device(&name).expect("CATDOG_TEST_DEVICE names a device this build can open")
 }
 
+/// A tensor's values, flattened, on the CPU.
+fn cpu_values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all()
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
 fn f16_round(v: &[f32]) -> Vec<f32> {
     let t = Tensor::from_slice(v, v.len(), &Device::Cpu).unwrap();
     t.to_dtype(DType::F16)
@@ -187,13 +197,7 @@ fn the_fp16_convolution_rounds_its_inputs_and_output_to_f16_and_its_gradients_ar
         .enumerate()
         .map(|(i, v)| v + b[i / (s * s) % o])
         .collect();
-    let got: Vec<f32> = y
-        .flatten_all()
-        .unwrap()
-        .to_device(&Device::Cpu)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let got = cpu_values(&y);
     for (i, (g, e)) in got.iter().zip(&want).enumerate() {
         // One f16 step (2⁻¹⁰ relative) where the f32 sums' order put a sum on the other side of a rounding edge.
         assert!((g - e).abs() <= e.abs().max(1.0) * 1e-3, "output {i}: {g} vs {e}");
@@ -209,15 +213,7 @@ fn the_fp16_convolution_rounds_its_inputs_and_output_to_f16_and_its_gradients_ar
         .unwrap()
         .backward()
         .unwrap();
-    let dx: Vec<f32> = grads
-        .get(xv.as_tensor())
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_device(&Device::Cpu)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let dx = cpu_values(grads.get(xv.as_tensor()).unwrap());
     assert!(dx.iter().any(|v| *v != 0.0));
     assert_eq!(dx, f16_round(&dx), "the input gradient holds values f16 cannot");
 }
