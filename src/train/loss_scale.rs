@@ -204,4 +204,42 @@ mod tests {
         let g = f16_weight_grad(&mut scaled, 1e-8).unwrap();
         assert!((g - 1e-8).abs() < 1e-11, "{g}");
     }
+
+    #[test]
+    fn a_scaler_no_run_can_save_is_named_and_a_resume_refuses_it() {
+        assert_eq!(LossScaler::new(LossScaling::default()).problem(), None);
+        let broken = [
+            LossScaler {
+                scale: 0.0,
+                ..LossScaler::new(LossScaling::default())
+            },
+            LossScaler {
+                scale: f32::NAN,
+                ..LossScaler::new(LossScaling::default())
+            },
+            LossScaler {
+                growth_tracker: 2000,
+                ..LossScaler::new(LossScaling::default())
+            },
+            LossScaler::new(LossScaling {
+                backoff_factor: 1.5,
+                ..LossScaling::default()
+            }),
+            LossScaler::new(LossScaling {
+                growth_interval: 0,
+                ..LossScaling::default()
+            }),
+        ];
+        for scaler in broken {
+            assert!(scaler.problem().is_some(), "{scaler:?}");
+            let mut state: crate::train::state::TrainState = serde_json::from_value(serde_json::json!({
+                "epoch": 1, "batches_done": 0, "sum_data_loss": 0.0, "sum_penalty": 0.0, "correct": 0, "seen": 0,
+                "seconds": 0.0, "optimizer_steps": 3, "lr": 0.001, "finished": false,
+            }))
+            .unwrap();
+            assert_eq!(state.check(32), Ok(()));
+            state.loss_scaler = Some(scaler);
+            assert!(state.check(32).unwrap_err().contains("loss scaler"), "{scaler:?}");
+        }
+    }
 }
