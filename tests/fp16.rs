@@ -217,3 +217,69 @@ fn the_fp16_convolution_rounds_its_inputs_and_output_to_f16_and_its_gradients_ar
     assert!(dx.iter().any(|v| *v != 0.0));
     assert_eq!(dx, f16_round(&dx), "the input gradient holds values f16 cannot");
 }
+
+#[test]
+fn an_activation_over_f16s_range_stops_the_command_with_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data.join("train"), 2, 4);
+    let runs = tmp.path().join("runs");
+    finetune(
+        &data,
+        &runs,
+        "run",
+        &["--epochs", "1", "--precision", "fp32", "--quiet"],
+    );
+    // The same checkpoint with every convolution's weights ×100: block5's activations pass f16's 65504.
+    let (tensors, meta) = read_safetensors(&runs.join("run/best.safetensors")).unwrap();
+    let scaled: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(
+            |(name, t)| match name.starts_with("features.") && name.ends_with("weight") {
+                true => (name, (t * 100.0).unwrap()),
+                false => (name, t),
+            },
+        )
+        .collect();
+    let big = tmp.path().join("big.safetensors");
+    catdog::io::write_safetensors(&big, &scaled, meta).unwrap();
+    let image = std::fs::read_dir(data.join("train/cats"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let predict = |precision: &str| {
+        let (big, image) = (big.to_str().unwrap(), image.to_str().unwrap());
+        catdog(
+            &[
+                "predict",
+                "--checkpoint",
+                big,
+                image,
+                "--json",
+                "--precision",
+                precision,
+                "--device",
+                "cpu",
+            ],
+            tmp.path(),
+        )
+    };
+    // Not a finite, meaningless probability (the ReLUs and pools would have turned the overflow's NaNs into 0):
+    // the command fails and says what to do.
+    let o = predict("fp16");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("overflowed f16") && err.contains("--precision bf16 or fp32"),
+        "{err}"
+    );
+    assert!(!common::stdout(&o).contains("probabilities"), "{}", common::stdout(&o));
+    let o = predict("fp32");
+    assert!(
+        o.status.success() && common::stdout(&o).contains("probabilities"),
+        "{}",
+        stderr(&o)
+    );
+}

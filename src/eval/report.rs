@@ -70,9 +70,16 @@ fn loader_for(model: &Classifier, samples: Vec<Sample>, batch: usize) -> Result<
 /// summed loss over the batches whose outputs were all finite.
 type Scored = (Vec<(usize, Option<Vec<f64>>)>, f64);
 
-/// Why no probability is reported for an image whose logits are NaN or infinite.
-const NOT_FINITE: &str = "the model's output for this image is not a finite number: the checkpoint's weights are \
-                          damaged or too large for float32";
+/// Why no probability is reported for an image whose logits are NaN or infinite, for a model run in `precision`.
+fn not_finite(precision: crate::kernels::Precision) -> String {
+    let why = match precision {
+        crate::kernels::Precision::Fp16 => {
+            "an activation overflowed f16's ±65504 under --precision fp16: use --precision bf16 or fp32"
+        }
+        _ => "the checkpoint's weights are damaged or too large for float32",
+    };
+    format!("the model's output for this image is not a finite number: {why}")
+}
 
 /// Runs the model over the samples in order.
 fn run(model: &Classifier, loader: &Loader, on_batch: &mut dyn FnMut(usize)) -> Result<Scored> {
@@ -327,7 +334,7 @@ pub fn predict(
         .zip(by_index)
         .map(|(f, p)| match p {
             Some(Some(p)) => Ok(prediction(model, f.clone(), p, None)),
-            Some(None) => Err((f.clone(), NOT_FINITE.to_string())),
+            Some(None) => Err((f.clone(), not_finite(model.base.precision()))),
             None => Err((f.clone(), bad.get(f).cloned().unwrap_or_else(|| "not read".into()))),
         })
         .collect())

@@ -178,6 +178,7 @@ pub fn gpu_auto(cc: Option<(u32, u32)>) -> (Precision, String) {
 /// half matmul, the factors are rounded to it and multiplied in f32 (a product of two bf16 or two f16 values is
 /// exact in f32, and the sums are f32 as on the GPU); fp16 rounds the result to f16 as well, so that its range
 /// (±65504) and, through the rounding's backward, the gradient's are f16's as on a GPU — what loss scaling is for.
+/// An fp16 output past that range is an error (see [`check_f16_range`]).
 pub fn portable_product(
     x: &Tensor,
     w: &Tensor,
@@ -188,14 +189,34 @@ pub fn portable_product(
         return f(x, w);
     };
     if !x.device().is_cpu() {
-        return f(&x.to_dtype(half)?, &w.to_dtype(half)?)?.to_dtype(DType::F32);
+        let y = f(&x.to_dtype(half)?, &w.to_dtype(half)?)?.to_dtype(DType::F32)?;
+        return match precision {
+            Precision::Fp16 => check_f16_range(y),
+            _ => Ok(y),
+        };
     }
     let round = |t: &Tensor| t.to_dtype(half)?.to_dtype(DType::F32);
     let y = f(&round(x)?, &round(w)?)?;
     match precision {
-        Precision::Fp16 => round(&y),
+        Precision::Fp16 => check_f16_range(round(&y)?),
         _ => Ok(y),
     }
+}
+
+/// `y` (an fp16 product's output) unless a value overflowed f16 to infinity: then an error that says what to do.
+/// Left alone, the infinity would become NaN in the next product and vanish in a ReLU or a max-pool (both turn NaN
+/// into 0 or drop it), leaving a finite, meaningless output.
+fn check_f16_range(y: Tensor) -> candle_core::Result<Tensor> {
+    let largest = y.abs()?.max_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+    if largest.is_finite() {
+        return Ok(y);
+    }
+    // A plain message (candle's `bail!` would attach a backtrace to a user's error).
+    Err(candle_core::Error::Msg(
+        "an activation overflowed f16's ±65504 under --precision fp16 (the weights or inputs are too large for \
+         f16): use --precision bf16 or fp32"
+            .into(),
+    ))
 }
 
 /// The precision that runs, after CPUID and the kernels had their say.
