@@ -83,6 +83,18 @@ fn an_fp16_fine_tune_stays_close_to_fp32_and_records_its_precision_and_loss_scal
     let scale = scaler["scale"].as_f64().unwrap();
     assert!(scale.log2().fract() == 0.0 && scale <= 65536.0, "{scaler}");
     assert!(train_state(&runs.join("fp32")).get("loss_scaler").is_none());
+    let summary = |run: &str| std::fs::read_to_string(runs.join(run).join("summary.md")).unwrap();
+    assert!(
+        summary("fp32").contains("- precision: fp32, fast kernels\n"),
+        "{}",
+        summary("fp32")
+    );
+    let fp16_summary = summary("fp16");
+    assert!(
+        fp16_summary.contains("- precision: fp16, fast kernels; dynamic loss scaling: ")
+            && fp16_summary.contains(&format!("loss scale now {scale}")),
+        "{fp16_summary}"
+    );
 
     let (a, b) = (history(&runs.join("fp32")), history(&runs.join("fp16")));
     assert_eq!(b.epochs.len(), 3);

@@ -42,6 +42,8 @@ struct ModelPart {
 
 struct TrainingPart {
     optimizer: String,
+    /// The precision that ran, and fp16's loss scaling.
+    precision: String,
     epochs_run: usize,
     epochs: usize,
     ending: String,
@@ -184,6 +186,7 @@ impl TrainingPart {
                 cfg.batch_size,
                 cfg.seed
             ),
+            precision: precision_line(t),
             epochs_run: o.history.epochs.len(),
             epochs: cfg.epochs,
             ending: match &o.ending {
@@ -194,6 +197,20 @@ impl TrainingPart {
             best,
             cache: CacheUse::of(t, o.history.epochs.len()),
         }
+    }
+}
+
+/// "fp32, fast kernels", or fp16's with what its loss scaler did.
+fn precision_line(t: &Trainer) -> String {
+    let cfg = &t.cfg;
+    let ran = format!("{}, {} kernels", cfg.precision.name(), cfg.kernels.name());
+    match &t.state().loss_scaler {
+        Some(s) => format!(
+            "{ran}; dynamic loss scaling: {} skipped (their gradients overflowed f16), loss scale now {}",
+            crate::progress::count(s.skipped_steps as usize, "step"),
+            s.scale
+        ),
+        None => ran,
     }
 }
 
@@ -290,6 +307,7 @@ impl fmt::Display for ModelPart {
 impl fmt::Display for TrainingPart {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         writeln!(f, "## Training\n\n- optimizer: {}", self.optimizer)?;
+        writeln!(f, "- precision: {}", self.precision)?;
         writeln!(f, "- epochs: {} of {} — {}", self.epochs_run, self.epochs, self.ending)?;
         if let Some(best) = &self.best {
             writeln!(f, "- best epoch: {best}")?;
