@@ -23,7 +23,6 @@ use crate::data::augment::AugmentConfig;
 use crate::data::folder::{ImageFolder, Splits};
 use crate::data::loader::{mix, Loader, LoaderConfig};
 use crate::error::{Error, Result};
-use crate::kernels::Precision;
 use crate::model::classifier::{Classifier, ModelMeta, TrainMode};
 use crate::model::head::{Head, HeadConfig};
 use crate::model::vgg16::{Vgg16, LAYERS};
@@ -380,16 +379,7 @@ impl Trainer {
         };
         // Checked here first so that the message (and where the last checkpoint is) is only built on failure.
         if !worst.is_finite() {
-            check_loss(worst, epoch, batch, self.optimizer.lr(), Some(&self.kept_checkpoint())).map_err(|e| match (
-                e,
-                self.cfg.precision,
-            ) {
-                (Error::Other(m), Precision::Fp16) => Error::Other(format!(
-                    "{m}; in fp16 an activation may have overflowed f16's ±65504: --precision bf16 or fp32 keeps \
-                         f32's range"
-                )),
-                (e, _) => e,
-            })?;
+            check_loss(worst, epoch, batch, self.optimizer.lr(), Some(&self.kept_checkpoint()))?;
         }
         self.backward_and_update(&pass.total)?;
         Ok(StepStats {
