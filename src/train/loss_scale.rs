@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+/// Below this scale (2⁻²⁴, f16's smallest step) the overflows are not the scale's doing: the run stops instead of
+/// skipping every step from there on (PyTorch would keep skipping).
+const SMALLEST_SCALE: f32 = 1.0 / 16_777_216.0;
+
 /// The loss scaler's settings (config.json's `loss_scaling`): PyTorch's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LossScaling {
@@ -88,6 +92,13 @@ impl LossScaler {
         }
         let overflowed = !magnitude.is_finite();
         self.update(overflowed);
+        if self.scale < SMALLEST_SCALE {
+            return Err(crate::error::Error::Other(format!(
+                "the gradients overflowed f16 (inf or NaN) even with the loss scaled down to {:e} ({} steps skipped \
+                 in this run): this model does not train in fp16; use --precision bf16 or fp32",
+                self.scale, self.skipped_steps
+            )));
+        }
         Ok((!overflowed).then_some(grads))
     }
 
@@ -180,6 +191,23 @@ mod tests {
         let loss = (linear(&x, w.as_tensor(), compute).unwrap().sum_all().unwrap() * factor).unwrap();
         let grads = scaler.backward(&loss, &[("w".into(), w.clone())]).unwrap()?;
         Some(grads.get(w.as_tensor()).unwrap().to_vec2::<f32>().unwrap()[0][0])
+    }
+
+    #[test]
+    fn gradients_that_overflow_at_any_scale_stop_the_run_instead_of_skipping_forever() {
+        let p = Var::from_slice(&[1f32], 1, &Device::Cpu).unwrap();
+        let params = vec![("p".to_string(), p.clone())];
+        let mut scaler = LossScaler::new(LossScaling::default());
+        let nan_loss = (p.as_tensor() * f64::NAN).unwrap().sum_all().unwrap();
+        // 2¹⁶ halved 40 times is 2⁻²⁴: the 41st overflow in a row ends it.
+        for _ in 0..40 {
+            assert!(scaler.backward(&nan_loss, &params).unwrap().is_none());
+        }
+        let err = scaler.backward(&nan_loss, &params).unwrap_err().to_string();
+        assert!(
+            err.contains("does not train in fp16") && err.contains("41 steps skipped"),
+            "{err}"
+        );
     }
 
     #[test]
