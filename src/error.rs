@@ -2,6 +2,12 @@
 
 use std::path::PathBuf;
 
+/// The error of an fp16 product whose output overflowed f16 (`kernels::precision`; it reaches callers inside
+/// candle's error, recognised by [`Error::is_f16_overflow`]).
+pub const F16_OVERFLOW: &str =
+    "an activation overflowed f16's ±65504 under --precision fp16 (the weights or inputs are \
+                                too large for f16): use --precision bf16 or fp32";
+
 /// Result alias used across the library.
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -81,6 +87,11 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
+    /// `--precision fp16` met a value past f16's range that loss scaling cannot avoid (see
+    /// [`Error::is_f16_overflow`] for the forward's, which comes through candle).
+    #[error("{0}")]
+    F16Overflow(String),
+
     #[error("{0}")]
     Other(String),
 }
@@ -95,6 +106,16 @@ impl Error {
 
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidArgument(msg.into())
+    }
+
+    /// An fp16 overflow: the loss scaler's floor, or an activation past ±65504 (candle's error carrying
+    /// [`F16_OVERFLOW`]).
+    pub fn is_f16_overflow(&self) -> bool {
+        match self {
+            Error::F16Overflow(_) => true,
+            Error::Candle(e) => e.to_string().contains(F16_OVERFLOW),
+            _ => false,
+        }
     }
 }
 

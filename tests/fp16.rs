@@ -230,6 +230,21 @@ fn the_fp16_convolution_rounds_its_inputs_and_output_to_f16_and_its_gradients_ar
     assert_eq!(dx, f16_round(&dx), "the input gradient holds values f16 cannot");
 }
 
+/// A copy of checkpoint `from` at `to` with the weights of the convolutions `scaled` picks ×100.
+fn scaled_copy(from: &Path, to: &Path, scaled: impl Fn(&str) -> bool) {
+    let (tensors, meta) = read_safetensors(from).unwrap();
+    let tensors: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(
+            |(name, t)| match name.starts_with("features.") && name.ends_with("weight") && scaled(&name) {
+                true => (name, (t * 100.0).unwrap()),
+                false => (name, t),
+            },
+        )
+        .collect();
+    catdog::io::write_safetensors(to, &tensors, meta).unwrap();
+}
+
 #[test]
 fn an_activation_over_f16s_range_stops_the_command_with_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
@@ -243,18 +258,8 @@ fn an_activation_over_f16s_range_stops_the_command_with_what_to_do() {
         &["--epochs", "1", "--precision", "fp32", "--quiet"],
     );
     // The same checkpoint with every convolution's weights ×100: block5's activations pass f16's 65504.
-    let (tensors, meta) = read_safetensors(&runs.join("run/best.safetensors")).unwrap();
-    let scaled: Vec<(String, Tensor)> = tensors
-        .into_iter()
-        .map(
-            |(name, t)| match name.starts_with("features.") && name.ends_with("weight") {
-                true => (name, (t * 100.0).unwrap()),
-                false => (name, t),
-            },
-        )
-        .collect();
     let big = tmp.path().join("big.safetensors");
-    catdog::io::write_safetensors(&big, &scaled, meta).unwrap();
+    scaled_copy(&runs.join("run/best.safetensors"), &big, |_| true);
     let image = std::fs::read_dir(data.join("train/cats"))
         .unwrap()
         .next()
@@ -294,4 +299,50 @@ fn an_activation_over_f16s_range_stops_the_command_with_what_to_do() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn lr_find_in_fp16_ends_its_sweep_where_f16_overflows_as_where_the_loss_diverges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data.join("train"), 4, 5);
+    let runs = tmp.path().join("runs");
+    finetune(
+        &data,
+        &runs,
+        "run",
+        &["--epochs", "1", "--precision", "fp32", "--quiet"],
+    );
+    // Only block5's weights ×100: the frozen prefix (cached first) stays in range, the sweep's first step does not.
+    let big = tmp.path().join("big.safetensors");
+    let block5 = ["features.24.", "features.26.", "features.28."];
+    scaled_copy(&runs.join("run/best.safetensors"), &big, |n| {
+        block5.iter().any(|b| n.starts_with(b))
+    });
+    let big = big.to_str().unwrap();
+    let (d, r) = (data.to_str().unwrap(), runs.to_str().unwrap());
+    let args = [
+        "lr-find",
+        "--data",
+        d,
+        "--weights",
+        big,
+        "--size",
+        "32",
+        "--mode",
+        "finetune",
+        "--device",
+        "cpu",
+    ];
+    let o = catdog(
+        &[&args[..], &["--precision", "fp16", "--runs-dir", r, "--quiet"]].concat(),
+        tmp.path(),
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("lr-find: stopped at 1.00e-7: an activation overflowed f16"),
+        "{err}"
+    );
+    assert!(err.contains("too few to suggest a learning rate"), "{err}");
+    assert_eq!(o.status.code(), Some(1), "{err}");
 }

@@ -212,11 +212,7 @@ fn check_f16_range(y: Tensor) -> candle_core::Result<Tensor> {
         return Ok(y);
     }
     // A plain message (candle's `bail!` would attach a backtrace to a user's error).
-    Err(candle_core::Error::Msg(
-        "an activation overflowed f16's ±65504 under --precision fp16 (the weights or inputs are too large for \
-         f16): use --precision bf16 or fp32"
-            .into(),
-    ))
+    Err(candle_core::Error::Msg(crate::error::F16_OVERFLOW.into()))
 }
 
 /// The precision that runs, after CPUID and the kernels had their say.
@@ -289,5 +285,23 @@ mod tests {
         assert_eq!(Precision::Fp16.resolve(&Device::Cpu, Kernels::Portable).notice, None);
         assert_eq!(PrecisionChoice::from(Precision::Fp16), PrecisionChoice::Fp16);
         assert_eq!(Precision::Fp16.half_dtype(), Some(DType::F16));
+    }
+
+    #[test]
+    fn an_fp16_product_past_65504_is_an_error_that_says_so_and_is_recognised_as_f16_overflow() {
+        let x = Tensor::new(&[[300f32, 300.0]], &Device::Cpu).unwrap();
+        let w = Tensor::new(&[[200f32, 200.0]], &Device::Cpu).unwrap();
+        let product = |p| portable_product(&x, &w, p, |a, b| a.matmul(&b.t()?));
+        // 120000 fits bf16 and f32, not f16.
+        assert_eq!(
+            product(Precision::Bf16).unwrap().to_vec2::<f32>().unwrap()[0][0],
+            120_000.0
+        );
+        let err = crate::Error::from(product(Precision::Fp16).unwrap_err());
+        assert!(
+            err.is_f16_overflow() && err.to_string().contains("--precision bf16 or fp32"),
+            "{err}"
+        );
+        assert!(!crate::Error::Other("x".into()).is_f16_overflow());
     }
 }

@@ -93,7 +93,7 @@ impl LossScaler {
         let overflowed = !magnitude.is_finite();
         self.update(overflowed);
         if self.scale < SMALLEST_SCALE {
-            return Err(crate::error::Error::Other(format!(
+            return Err(crate::error::Error::F16Overflow(format!(
                 "the gradients overflowed f16 (inf or NaN) even with the loss scaled down to {:e} ({} steps skipped \
                  in this run): this model does not train in fp16; use --precision bf16 or fp32",
                 self.scale, self.skipped_steps

@@ -425,8 +425,8 @@ impl Trainer {
 
     /// fastai's learning-rate finder on this run's model and data (see [`super::lr_find`]): one step per rate of
     /// `lrs` over the training batches (epoch after epoch), recording each step's loss (penalty included) before
-    /// its update, until the smoothed loss exceeds 4× its minimum or turns non-finite. The model is changed:
-    /// throw the trainer away afterwards.
+    /// its update, until the smoothed loss exceeds 4× its minimum or turns non-finite, or (fp16) f16 overflows.
+    /// The model is changed: throw the trainer away afterwards.
     pub fn lr_sweep(&mut self, lrs: &[f64], quiet: bool, log: &mut dyn FnMut(&str)) -> Result<Vec<(f64, f64)>> {
         std::fs::create_dir_all(&self.run_dir).map_err(|e| Error::io(&self.run_dir, e))?;
         self.build_caches(quiet, log)?;
@@ -450,14 +450,27 @@ impl Trainer {
             };
             let (h, labels) = self.frozen_batch(&chunk, &device)?;
             self.optimizer.set_lr(lr);
-            let pass = self.forward_loss(&h, &labels, epoch, points.len())?;
+            // In fp16 a rate high enough overflows f16 before the loss diverges: the same end of the sweep.
+            let pass = match self.forward_loss(&h, &labels, epoch, points.len()) {
+                Err(e) if e.is_f16_overflow() => {
+                    log(&format!("lr-find: stopped at {lr:.2e}: {e}"));
+                    break;
+                }
+                pass => pass?,
+            };
             let loss = pass.data_loss + pass.penalty;
             bar.inc(1);
             if !smoother.push(loss) {
                 break;
             }
             points.push((lr, loss));
-            self.backward_and_update(&pass.total)?;
+            match self.backward_and_update(&pass.total) {
+                Err(e) if e.is_f16_overflow() => {
+                    log(&format!("lr-find: stopped at {lr:.2e}: {e}"));
+                    break;
+                }
+                done => done?,
+            }
         }
         bar.finish_and_clear();
         Ok(points)
