@@ -230,9 +230,22 @@ fn the_fp16_convolution_rounds_its_inputs_and_output_to_f16_and_its_gradients_ar
     assert_eq!(dx, f16_round(&dx), "the input gradient holds values f16 cannot");
 }
 
-/// A copy of checkpoint `from` at `to` with the weights of the convolutions `scaled` picks ×100.
-fn scaled_copy(from: &Path, to: &Path, scaled: impl Fn(&str) -> bool) {
-    let (tensors, meta) = read_safetensors(from).unwrap();
+/// A one-epoch run's checkpoint on a small data set, copied with the weights of the convolutions `scaled` picks
+/// ×100: the temporary folder, the data and the copy.
+fn overflowing_checkpoint(
+    scaled: impl Fn(&str) -> bool,
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data.join("train"), 4, 5);
+    let runs = tmp.path().join("runs");
+    finetune(
+        &data,
+        &runs,
+        "run",
+        &["--epochs", "1", "--precision", "fp32", "--quiet"],
+    );
+    let (tensors, meta) = read_safetensors(&runs.join("run/best.safetensors")).unwrap();
     let tensors: Vec<(String, Tensor)> = tensors
         .into_iter()
         .map(
@@ -242,24 +255,15 @@ fn scaled_copy(from: &Path, to: &Path, scaled: impl Fn(&str) -> bool) {
             },
         )
         .collect();
-    catdog::io::write_safetensors(to, &tensors, meta).unwrap();
+    let big = tmp.path().join("big.safetensors");
+    catdog::io::write_safetensors(&big, &tensors, meta).unwrap();
+    (tmp, data, big)
 }
 
 #[test]
 fn an_activation_over_f16s_range_stops_the_command_with_what_to_do() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_dataset(&data.join("train"), 2, 4);
-    let runs = tmp.path().join("runs");
-    finetune(
-        &data,
-        &runs,
-        "run",
-        &["--epochs", "1", "--precision", "fp32", "--quiet"],
-    );
-    // The same checkpoint with every convolution's weights ×100: block5's activations pass f16's 65504.
-    let big = tmp.path().join("big.safetensors");
-    scaled_copy(&runs.join("run/best.safetensors"), &big, |_| true);
+    // The checkpoint with every convolution's weights ×100: block5's activations pass f16's 65504.
+    let (tmp, data, big) = overflowing_checkpoint(|_| true);
     let image = std::fs::read_dir(data.join("train/cats"))
         .unwrap()
         .next()
@@ -303,22 +307,10 @@ fn an_activation_over_f16s_range_stops_the_command_with_what_to_do() {
 
 #[test]
 fn lr_find_in_fp16_ends_its_sweep_where_f16_overflows_as_where_the_loss_diverges() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_dataset(&data.join("train"), 4, 5);
-    let runs = tmp.path().join("runs");
-    finetune(
-        &data,
-        &runs,
-        "run",
-        &["--epochs", "1", "--precision", "fp32", "--quiet"],
-    );
     // Only block5's weights ×100: the frozen prefix (cached first) stays in range, the sweep's first step does not.
-    let big = tmp.path().join("big.safetensors");
     let block5 = ["features.24.", "features.26.", "features.28."];
-    scaled_copy(&runs.join("run/best.safetensors"), &big, |n| {
-        block5.iter().any(|b| n.starts_with(b))
-    });
+    let (tmp, data, big) = overflowing_checkpoint(|n| block5.iter().any(|b| n.starts_with(b)));
+    let runs = tmp.path().join("runs");
     let big = big.to_str().unwrap();
     let (d, r) = (data.to_str().unwrap(), runs.to_str().unwrap());
     let args = [
