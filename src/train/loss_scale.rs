@@ -80,16 +80,22 @@ impl LossScaler {
         let mut grads = (loss * f64::from(self.scale))?.backward()?;
         // PyTorch multiplies by the reciprocal in f32; the scale is a power of two, so this is exact.
         let inverse = f64::from(1.0 / self.scale);
-        let mut magnitude = 0.0f64;
+        // Σ|g| over every gradient, in f64 and on the device (one read-back per step, not one per parameter):
+        // finite for any finite f32 gradients, inf or NaN when any element is.
+        let mut magnitude: Option<Tensor> = None;
         for (_, var) in params {
             let Some(g) = grads.remove(var.as_tensor()) else {
                 continue;
             };
             let g = (g * inverse)?;
-            // |g| summed in f64: finite for any finite f32 gradient, inf or NaN when any element is.
-            magnitude += g.to_dtype(DType::F64)?.abs()?.sum_all()?.to_scalar::<f64>()?;
+            let sum = g.to_dtype(DType::F64)?.abs()?.sum_all()?;
+            magnitude = Some(match magnitude {
+                Some(m) => (m + sum)?,
+                None => sum,
+            });
             grads.insert(var.as_tensor(), g);
         }
+        let magnitude = magnitude.map(|m| m.to_scalar::<f64>()).transpose()?.unwrap_or(0.0);
         let overflowed = !magnitude.is_finite();
         self.update(overflowed);
         if self.scale < SMALLEST_SCALE {
