@@ -553,13 +553,7 @@ impl<'a> StepBench<'a> {
             k += 1;
             let logits = head.forward(&f, Some(k), m.compute())?;
             let loss = crate::train::loss::data_loss(&logits, &self.labels)?;
-            let grads = match &mut scaler {
-                Some(scaler) => scaler.backward(&loss, opt.params())?,
-                None => Some(loss.backward()?),
-            };
-            if let Some(grads) = grads {
-                opt.step(&grads)?;
-            }
+            crate::train::loss_scale::backward_and_step(scaler.as_mut(), &loss, &mut opt)?;
             device.synchronize()?;
             Ok(())
         })

@@ -7,7 +7,21 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use super::optim::Optimizer;
 use crate::error::Result;
+
+/// One update of `optimizer` from `loss`: through `scaler` when fp16 runs (which skips the update when the
+/// gradients overflowed), else a plain backward pass.
+pub fn backward_and_step(scaler: Option<&mut LossScaler>, loss: &Tensor, optimizer: &mut Optimizer) -> Result<()> {
+    let grads = match scaler {
+        Some(scaler) => match scaler.backward(loss, optimizer.params())? {
+            Some(grads) => grads,
+            None => return Ok(()),
+        },
+        None => loss.backward()?,
+    };
+    optimizer.step(&grads)
+}
 
 /// Below this scale (2⁻²⁴, f16's smallest step) the overflows are not the scale's doing: the run stops instead of
 /// skipping every step from there on (PyTorch would keep skipping).

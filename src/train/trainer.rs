@@ -392,14 +392,7 @@ impl Trainer {
     /// The backward pass of a step's loss and the update: through fp16's loss scaler when it runs, which skips the
     /// update when the gradients overflowed.
     fn backward_and_update(&mut self, total: &Tensor) -> Result<()> {
-        let grads = match &mut self.state.loss_scaler {
-            Some(scaler) => match scaler.backward(total, self.optimizer.params())? {
-                Some(grads) => grads,
-                None => return Ok(()),
-            },
-            None => total.backward()?,
-        };
-        self.optimizer.step(&grads)
+        super::loss_scale::backward_and_step(self.state.loss_scaler.as_mut(), total, &mut self.optimizer)
     }
 
     /// The forward pass of a training step on `h` (the frozen part's output) and its loss, before any update.
